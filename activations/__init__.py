@@ -1,0 +1,1 @@
+"""neurolabel activations package."""

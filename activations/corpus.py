@@ -1,0 +1,272 @@
+"""Corpora (iterables of texts) and their cutting into fixed-length token windows.
+
+A corpus is the default WordNet corpus (every synset's gloss and example sentences, all parts of
+speech, in a fixed seeded order, cached as a text file after the first build), a plain text file
+(one text per non-empty line), a JSONL file (one object per line, text in a configurable field),
+or a folder of such files (``*.txt``, ``*.jsonl``; searched recursively, sorted by path).
+
+Windows: the texts are tokenized without special tokens and packed into one token stream
+(separated by a newline token, or ``[SEP]`` for tokenizers that have one), which is cut into
+windows of exactly ``window_tokens`` tokens. A trailing partial window is dropped, except when
+the whole corpus is shorter than one window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from core.assets import cache_dir
+from core.errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".text", ".md")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Window:
+    """One fixed-length window of a tokenized corpus."""
+
+    window_id: int
+    """Position of the window in the corpus (0, 1, …); decides its split."""
+    token_ids: list[int]
+    """Token ids fed to the model (without the model's prefix tokens such as BOS)."""
+    tokens: tuple[str, ...]
+    """Each token decoded on its own (spaces kept)."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A named, re-iterable source of texts (each iteration starts from the beginning)."""
+
+    name: str
+    """Name stored with the records (``wordnet-3.0`` or the file/folder name)."""
+    source: Callable[[], Iterable[str]]
+    """Returns a fresh iterable of texts."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.source())
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], name: str = "texts") -> "Corpus":
+        """A corpus over an in-memory list of texts."""
+        frozen = tuple(texts)
+        return cls(name=name, source=lambda: frozen)
+
+
+# ---------------------------------------------------------------- files
+
+
+def _sniff_text(path: Path) -> None:
+    with path.open("rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if b"\x00" in head:
+        raise CorpusError(f"{path}: not a text file (contains NUL bytes)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a multi-byte char cut at the sniff boundary
+            raise CorpusError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                yield lineno, line
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+
+
+def _iter_text_file(path: Path) -> Iterator[str]:
+    for _, line in _iter_lines(path):
+        line = line.strip()
+        if line:
+            yield line
+
+
+def _iter_jsonl_file(path: Path, text_field: str) -> Iterator[str]:
+    for lineno, line in _iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{path}: line {lineno}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or text_field not in obj:
+            raise CorpusError(f"{path}: line {lineno}: no {text_field!r} field")
+        text = obj[text_field]
+        if not isinstance(text, str):
+            raise CorpusError(f"{path}: line {lineno}: field {text_field!r} is not a string")
+        if text.strip():
+            yield text
+
+
+def _file_source(path: Path, text_field: str) -> Callable[[], Iterator[str]]:
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return lambda: _iter_jsonl_file(path, text_field)
+    return lambda: _iter_text_file(path)
+
+
+def _corpus_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES + JSONL_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+# ---------------------------------------------------------------- WordNet
+
+
+def _wordnet_texts() -> list[str]:
+    from ontology.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    texts: list[str] = []
+    for syn in wn.all_synsets():
+        gloss = syn.definition()
+        if gloss and gloss.strip():
+            texts.append(" ".join(gloss.split()))
+        for ex in syn.examples():
+            if ex and ex.strip():
+                texts.append(" ".join(ex.split()))
+    random.Random(0).shuffle(texts)  # fixed seed: deterministic, mixes parts of speech
+    return texts
+
+
+def wordnet_corpus_file() -> Path:
+    """The cached text file of the default corpus (built once, ~20 s)."""
+    target = cache_dir() / "corpus" / "wordnet-3.0-glosses.txt"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building the WordNet corpus in %s (once)", target)
+    texts = _wordnet_texts()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(t + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_corpus(spec: str = "default", *, text_field: str = "text") -> Corpus:
+    """The corpus named by ``spec``: ``"default"``/``"wordnet"``, a text file, a JSONL file
+    (texts in ``text_field``) or a folder of them.
+
+    Raises CorpusError naming the file when it is missing, not text, or holds no text.
+    """
+    if spec in ("default", "wordnet"):
+        path = wordnet_corpus_file()
+        return Corpus(name="wordnet-3.0", source=lambda: _iter_text_file(path))
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CorpusError(f"corpus path {str(path)!r} does not exist")
+    if path.is_dir():
+        files = _corpus_files(path)
+        if not files:
+            raise CorpusError(
+                f"corpus folder {str(path)!r} holds no {', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files"
+            )
+        for f in files:
+            _sniff_text(f)
+        sources = [_file_source(f, text_field) for f in files]
+
+        def _all() -> Iterator[str]:
+            for src in sources:
+                yield from src()
+
+        corpus = Corpus(name=path.resolve().name, source=_all)
+    else:
+        _sniff_text(path)
+        corpus = Corpus(name=path.name, source=_file_source(path, text_field))
+    for _ in corpus:  # at least one text (reads only up to the first one)
+        break
+    else:
+        raise CorpusError(f"corpus {str(path)!r} is empty: it holds no text")
+    return corpus
+
+
+def _separator_id(tokenizer) -> int | None:
+    if getattr(tokenizer, "sep_token_id", None) is not None:
+        return int(tokenizer.sep_token_id)
+    ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    if len(ids) == 1:
+        return int(ids[0])
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        return int(tokenizer.eos_token_id)
+    return None
+
+
+def iter_windows(
+    tokenizer,
+    texts: Iterable[str],
+    *,
+    window_tokens: int = 64,
+    max_windows: int | None = None,
+    chunk_texts: int = 256,
+) -> Iterator[Window]:
+    """Cut ``texts`` into windows of ``window_tokens`` tokens (see the module docstring).
+
+    Streams: tokenizes ``chunk_texts`` texts at a time. Raises CorpusError when the texts hold
+    no token at all.
+    """
+    if window_tokens < 1:
+        raise CorpusError(f"window_tokens must be >= 1, got {window_tokens}")
+    sep = _separator_id(tokenizer)
+    names: dict[int, str] = {}
+
+    def _decode(ids: list[int]) -> tuple[str, ...]:
+        missing = [i for i in set(ids) if i not in names]
+        if missing:
+            for i, s in zip(missing, tokenizer.batch_decode([[i] for i in missing])):
+                names[i] = s
+        return tuple(names[i] for i in ids)
+
+    buf: list[int] = []
+    started = False
+    next_id = 0
+    name = getattr(texts, "name", "corpus")
+
+    def _chunks() -> Iterator[list[str]]:
+        chunk: list[str] = []
+        for t in texts:
+            chunk.append(t)
+            if len(chunk) >= chunk_texts:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    for chunk in _chunks():
+        for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
+            if not ids:
+                continue
+            if started and sep is not None:
+                buf.append(sep)
+            started = True
+            buf.extend(int(i) for i in ids)
+        while len(buf) >= window_tokens:
+            ids = buf[:window_tokens]
+            del buf[:window_tokens]
+            yield Window(next_id, ids, _decode(ids))
+            next_id += 1
+            if max_windows is not None and next_id >= max_windows:
+                return
+    if next_id == 0:
+        if not buf:
+            raise CorpusError(f"corpus {name!r} is empty: no tokens")
+        yield Window(0, list(buf), _decode(buf))

@@ -1,0 +1,131 @@
+"""Cost of the labelling pipeline per neuron and stage, extrapolated to all 46,080 MLP neurons
+of SmolLM2-135M with the symbolic explainers; and forward passes of the all-at-once LLM
+simulator against a one-token-at-a-time loop.
+
+Stages, measured in this run on the default model:
+- record: one pass over the corpus with every layer and unit hooked (``record_activations``),
+  measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
+- load / explain / score / store: ``service.pipeline.label_neurons`` on ``--neurons`` neurons of
+  layer 10 (records stored first), per neuron, from the run's stage timings.
+
+    .venv/bin/python bench/pipeline.py           # 40 neurons, 4096 tokens measured
+    .venv/bin/python bench/pipeline.py --quick   # 8 neurons, 1024 tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.registry import EXPLAINERS  # noqa: E402
+
+PIPELINE_TOKENS = 100_000
+"""Corpus tokens the pipeline records by default (``label --max-tokens``)."""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--neurons", type=int, default=40)
+    ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
+    args = ap.parse_args()
+    if args.quick:
+        args.neurons, args.tokens = 8, 1024
+    logging.basicConfig(level=logging.WARNING)
+    from activations.models import load_target
+    from activations.record import record_activations
+    from service.pipeline import label_neurons, resolve_simulators
+    from storage.db import session_scope, upgrade
+    from storage.queries import save_neuron_records
+
+    explainers = [t for t in ("concept_induction", "pmi") if t in EXPLAINERS]
+    sims = resolve_simulators(explainers)
+    print(f"# bench/pipeline.py {'--quick ' if args.quick else ''}symbolic explainers={explainers} simulators={sims}")
+    target = load_target("default")
+    n_total = target.n_layers * target.n_units
+
+    # -- record: all layers, all units, one corpus pass
+    t0 = time.perf_counter()
+    rec_all = record_activations(target, "default", layers=list(range(target.n_layers)), units=None,
+                                 max_tokens=args.tokens, top_k=10, n_random=10, window_tokens=64, progress=False)
+    t_rec = time.perf_counter() - t0
+    rec_tokens = rec_all.n_tokens
+    del rec_all
+    t_rec_full = t_rec * PIPELINE_TOKENS / rec_tokens
+    print(f"record   all {n_total} units over {rec_tokens} tokens: {t_rec:.1f} s "
+          f"({rec_tokens / t_rec:.0f} tok/s) -> {t_rec_full:.0f} s for {PIPELINE_TOKENS} tokens "
+          f"= {1000 * t_rec_full / n_total:.2f} ms/neuron")
+
+    # -- explain, score, store on a slice of layer 10
+    units = list(range(args.neurons))
+    recording = record_activations(target, "default", layers=[10], units=units, max_tokens=args.tokens,
+                                   top_k=10, n_random=10, window_tokens=64, progress=False)
+    # one-time loads (ontology, annotator, MiniLM for label embeddings) are not per-neuron costs
+    from lm.embeddings import embed
+    from service.pipeline import plugin
+
+    t0 = time.perf_counter()
+    for tag in explainers:
+        plugin("explainer", tag)
+    for tag in {*sims.values(), "lexical"}:
+        plugin("simulator", tag)
+    embed(["warm-up"])
+    print(f"one-time loads (explainers, simulators, MiniLM): {time.perf_counter() - t0:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        with session_scope(url) as session:
+            save_neuron_records(session=session, records=recording.records())
+        s = label_neurons(model_spec="default", layers=[10], units=units, explainers=explainers,
+                          database_url=url, progress=False)
+    n = max(1, s.processed)
+    per = {"load": s.times.load_s / n, "store": s.times.store_s / n}
+    for tag, v in s.times.explain_s.items():
+        per[f"explain {tag}"] = v / n
+    for tag, v in s.times.score_s.items():
+        per[f"score {tag}"] = v / n
+    print(f"label    {s.processed} neurons of layer 10: {s.explanations} explanations, {s.accepted} accepted, "
+          f"{len(s.errors)} explainer/scoring errors, {s.elapsed_s:.1f} s")
+    for k, v in per.items():
+        print(f"  {k:<28} {1000 * v:9.1f} ms/neuron")
+    per_neuron = sum(per.values())
+    total = t_rec_full + per_neuron * n_total
+    print(f"extrapolated: {n_total} neurons = record {t_rec_full / 60:.1f} min + label {per_neuron * n_total / 3600:.2f} h "
+          f"= {total / 3600:.2f} h on this machine (target <= 1 h: {'MET' if total <= 3600 else 'NOT MET'}; "
+          f"{total / 3600:.2f}x the 1 h target)")
+
+    # -- all-at-once vs one token at a time
+    from core.types import Explanation, NeuronId
+    from lm.factory import local_backend
+    from scoring.llm_simulator import LLMSimulator
+
+    rec = next(iter(recording.records()))
+    n_win, n_tok = (1, 8) if args.quick else (2, 16)
+    windows = [w.tokens[:n_tok] for w in rec.windows("top", "score")[:n_win]]
+    expl = Explanation(model=rec.model, neuron=rec.neuron, explainer="bench", explainer_version="0", text="animals")
+    sim = LLMSimulator(local_backend())
+    sim.simulate_many(expl, windows[:1])  # warm-up
+    sim.forward_passes = 0
+    t0 = time.perf_counter()
+    sim.simulate_many(expl, windows)
+    t_all, f_all = time.perf_counter() - t0, sim.forward_passes
+    sim.forward_passes = 0
+    t0 = time.perf_counter()
+    for w in windows:
+        sim.simulate_token_by_token(expl, w)
+    t_one, f_one = time.perf_counter() - t0, sim.forward_passes
+    print(f"LLM simulator on {len(windows)} windows x {len(windows[0])} tokens: all-at-once {f_all - 1} window passes "
+          f"+ 1 shared header pass, {t_all:.2f} s; one-at-a-time {f_one} full-prompt passes, {t_one:.2f} s; "
+          f"ratio {f_one / (f_all - 1):.0f}x passes per window ({f_one / f_all:.1f}x counting the header pass), "
+          f"{t_one / t_all:.1f}x time (a 64-token window: 64x)")
+
+
+if __name__ == "__main__":
+    main()

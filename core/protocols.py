@@ -1,0 +1,51 @@
+"""Plugin contracts. Constructors only store their arguments; heavy resources
+(models, clients, ontologies) are created by factories and passed in."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+from core.types import ActivationRecord, Explanation, NeuronRecord, ScoreResult, SequenceSimulation
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """Turns a neuron's explain-split windows into candidate explanations."""
+
+    kind: str
+    """Registry tag."""
+    version: str
+    """Bumped when the explainer's output may change."""
+
+    def explain(self, record: NeuronRecord) -> list[Explanation]:
+        """Explanations of ``record``'s neuron, best first. Uses only explain-split windows.
+        Raises :class:`core.errors.ExplanationError` when it cannot explain."""
+        ...
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """Predicts one activation per token from an explanation alone."""
+
+    kind: str
+
+    def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
+        """Predicted activation for each of ``tokens``."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Turns simulations and true activations into a :class:`ScoreResult`."""
+
+    kind: str
+
+    def score(
+        self,
+        simulations: Sequence[SequenceSimulation],
+        records: Sequence[ActivationRecord],
+        *,
+        simulator: str,
+    ) -> ScoreResult:
+        """Score ``simulations`` against the true activations of ``records`` (same order)."""
+        ...

@@ -1,0 +1,89 @@
+"""Plugin registries: plugins are named by a tag, never chosen by if/elif over strings.
+
+Third-party packages register through the entry-point groups ``neurolabel.explainers``,
+``neurolabel.simulators`` and ``neurolabel.scorers`` (the entry point loads a factory).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+from typing import Callable, Generic, Iterator, TypeVar
+
+from core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping of tag → factory, filled by the ``register`` decorator, by built-in
+    modules imported lazily, and by entry points."""
+
+    def __init__(self, name: str, builtin_modules: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self._builtin_modules = builtin_modules
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._loaded = False
+
+    def register(self, kind: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@EXPLAINERS.register("pmi")`` on a class or factory."""
+
+        def deco(factory: Callable[..., T]) -> Callable[..., T]:
+            self._factories[kind] = factory
+            return factory
+
+        return deco
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for mod in self._builtin_modules:
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as exc:  # a built-in module not written yet
+                if exc.name != mod:
+                    raise
+                log.debug("built-in plugin module %s not present", mod)
+        for ep in entry_points(group=f"neurolabel.{self.name}"):
+            if ep.name not in self._factories:
+                try:
+                    self._factories[ep.name] = ep.load()
+                except Exception as exc:  # noqa: BLE001 - a broken third-party plugin
+                    log.warning("cannot load %s plugin %r: %s", self.name, ep.name, exc)
+
+    def __getitem__(self, kind: str) -> Callable[..., T]:
+        self._load()
+        try:
+            return self._factories[kind]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.name[:-1]} {kind!r}; known: {', '.join(sorted(self._factories)) or 'none'}"
+            ) from None
+
+    def __contains__(self, kind: object) -> bool:
+        self._load()
+        return kind in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(sorted(self._factories))
+
+    def tags(self) -> list[str]:
+        """All registered tags, sorted."""
+        return list(self)
+
+
+EXPLAINERS: Registry = Registry(
+    "explainers",
+    ("explainers.concept_induction", "explainers.pmi", "explainers.llm_summary"),
+)
+SIMULATORS: Registry = Registry(
+    "simulators",
+    ("scoring.llm_simulator", "scoring.embedding_simulator", "scoring.symbolic_simulator",
+     "scoring.lexical_simulator"),
+)
+SCORERS: Registry = Registry("scorers", ("scoring.scorers",))

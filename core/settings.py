@@ -1,0 +1,48 @@
+"""All settings in one pydantic-settings class (environment variables ``NEUROLABEL_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """neurolabel's settings. Every field can be set by ``NEUROLABEL_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NEUROLABEL_", extra="ignore")
+
+    cache_dir: Path = Field(default=Path.home() / ".cache" / "neurolabel")
+    """Where converted models, the built ontology and annotations are cached."""
+    database_url: str = "sqlite:///neurolabel.db"
+    """SQLAlchemy URL of the label database (``postgresql+psycopg://…`` in production)."""
+    device: str = "auto"
+    """Torch device for local models: ``auto``, ``cpu``, ``cuda``…"""
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEUROLABEL_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    """Base URL of an OpenAI-compatible endpoint; unset = use the local backend."""
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEUROLABEL_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    """API key for that endpoint."""
+    openai_model: str = "gpt-4o-mini"
+    """Model name sent to the endpoint."""
+    llm_timeout_s: float = 60.0
+    """Timeout of one LLM request."""
+    llm_max_retries: int = 4
+    """Retries on 429/5xx/connection errors, with exponential backoff."""
+    llm_concurrency: int = 8
+    """At most this many LLM requests in flight."""
+    score_threshold: float = 0.3
+    """An explanation is accepted when its score reaches this."""
+    window_tokens: int = 64
+    """Tokens per corpus window."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""neurolabel explainers package."""

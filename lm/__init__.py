@@ -1,0 +1,1 @@
+"""Language-model backends: local transformers model, OpenAI-compatible endpoints, embeddings."""

@@ -1,0 +1,178 @@
+"""A small OpenAI-compatible HTTP server over any chat backend (usually the local one).
+
+It speaks the Chat Completions wire format (``n``, ``logprobs``/``top_logprobs``) and
+``GET /v1/models`` on 127.0.0.1 at a free port, in a background thread, so tests exercise
+the real ``openai`` client over a socket. Fault injection: ``server.faults.fail_next(k, status)``
+makes the next ``k`` chat requests answer with that HTTP status.
+
+    with serve_local_backend(backend) as base_url:            # just the URL
+        ...
+    with serve_backend(backend, api_key="sk-test") as server:  # URL + fault switch + counters
+        server.faults.fail_next(2, status=500)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from lm.base import ChatBackend, ChatChoice
+
+
+@dataclass
+class Faults:
+    """Fault-injection switch and request counters of a test server."""
+
+    fail_status: int = 500
+    """Status answered while ``fail_remaining`` > 0."""
+    fail_remaining: int = 0
+    """How many more chat requests fail."""
+    chat_requests: int = 0
+    """Chat requests received (failed ones included)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fail_next(self, count: int, status: int = 500) -> None:
+        """Answer the next ``count`` chat requests with HTTP ``status``."""
+        with self._lock:
+            self.fail_remaining, self.fail_status = count, status
+
+    def _take(self) -> int | None:
+        with self._lock:
+            self.chat_requests += 1
+            if self.fail_remaining > 0:
+                self.fail_remaining -= 1
+                return self.fail_status
+            return None
+
+
+@dataclass
+class TestServer:
+    """A running server."""
+
+    __test__ = False  # not a pytest test class
+
+    base_url: str
+    """``http://127.0.0.1:<port>/v1``."""
+    faults: Faults
+    """Fault-injection switch and counters."""
+    model_name: str
+    """The model id it reports and accepts."""
+
+
+def build_app(backend: ChatBackend, *, model_name: str, faults: Faults, api_key: str | None = None):
+    """The FastAPI app answering Chat Completions from ``backend``."""
+    app = FastAPI(title="neurolabel test LLM server")
+
+    def _err(status: int, message: str, kind: str) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+    def _auth(request: Request) -> JSONResponse | None:
+        if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
+            return _err(401, "Incorrect API key provided", "invalid_request_error")
+        return None
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        if (bad := _auth(request)) is not None:
+            return bad
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "neurolabel"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        status = faults._take()
+        if status is not None:
+            return _err(status, f"injected fault {status}", "server_error")
+        if (bad := _auth(request)) is not None:
+            return bad
+        body = await request.json()
+        if body.get("model") != model_name:
+            return _err(404, f"The model {body.get('model')!r} does not exist", "invalid_request_error")
+        try:
+            choices = await backend.chat(
+                body["messages"],
+                n=int(body.get("n") or 1),
+                temperature=float(body.get("temperature") if body.get("temperature") is not None else 1.0),
+                max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
+                logprobs=bool(body.get("logprobs")),
+                top_logprobs=int(body.get("top_logprobs") or 0),
+            )
+        except (ValueError, KeyError) as exc:
+            return _err(400, str(exc), "invalid_request_error")
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model_name,
+            "choices": [_choice_json(i, c, bool(body.get("logprobs"))) for i, c in enumerate(choices)],
+            "usage": {"prompt_tokens": 0, "completion_tokens": sum(len(c.tokens) for c in choices), "total_tokens": 0},
+        }
+
+    return app
+
+
+def _choice_json(index: int, c: ChatChoice, logprobs: bool) -> dict[str, Any]:
+    lp = None
+    if logprobs:
+        lp = {
+            "content": [
+                {
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "bytes": list(t.token.encode("utf-8")),
+                    "top_logprobs": [
+                        {"token": a, "logprob": b, "bytes": list(a.encode("utf-8"))} for a, b in t.top_logprobs
+                    ],
+                }
+                for t in c.tokens
+            ]
+        }
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": c.text},
+        "finish_reason": c.finish_reason,
+        "logprobs": lp,
+    }
+
+
+@contextlib.contextmanager
+def serve_backend(
+    backend: ChatBackend, *, model_name: str = "smollm2-135m", api_key: str | None = None
+) -> Iterator[TestServer]:
+    """Serve ``backend`` over HTTP on 127.0.0.1 (free port) for the duration of the block."""
+    import uvicorn
+
+    faults = Faults()
+    app = build_app(backend, model_name=model_name, faults=faults, api_key=api_key)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="neurolabel-test-llm-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test LLM server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield TestServer(base_url=f"http://127.0.0.1:{port}/v1", faults=faults, model_name=model_name)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_local_backend(backend: ChatBackend | None = None, **kwargs: Any) -> Iterator[str]:
+    """Serve ``backend`` (default: the shared local SmolLM2 backend); yields the base URL."""
+    if backend is None:
+        from lm.factory import local_backend
+
+        backend = local_backend()
+    with serve_backend(backend, **kwargs) as server:
+        yield server.base_url

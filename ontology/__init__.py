@@ -1,0 +1,1 @@
+"""Ontologies: the default WordNet OWL ontology, user OWL/RDF ontologies, token annotation."""

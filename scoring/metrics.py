@@ -1,0 +1,111 @@
+"""Pure scoring metrics over predicted and true activations.
+
+Every function takes plain sequences of floats and returns a float, or ``None`` when the
+metric is undefined for the input (constant predictions, no positive tokens…): an undefined
+score is stored as such, never as 0 by accident.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_ACTIVE_FRACTION = 0.5
+"""A true token is "active" when its activation reaches this fraction of the largest one."""
+
+
+def _pair(predicted: Sequence[float], true: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    t = np.asarray(true, dtype=np.float64).ravel()
+    if p.shape != t.shape:
+        raise ValueError(f"{p.size} predictions for {t.size} true activations")
+    return p, t
+
+
+def correlation(predicted: Sequence[float], true: Sequence[float]) -> float | None:
+    """Pearson correlation; ``None`` when either side is constant or has < 2 values."""
+    p, t = _pair(predicted, true)
+    if p.size < 2:
+        return None
+    pc, tc = p - p.mean(), t - t.mean()
+    denom = math.sqrt(float(pc @ pc) * float(tc @ tc))
+    if denom == 0.0 or not math.isfinite(denom):
+        return None
+    r = float(pc @ tc) / denom
+    return max(-1.0, min(1.0, r))
+
+
+def true_active(true: Sequence[float], *, fraction: float = DEFAULT_ACTIVE_FRACTION,
+                max_activation: float | None = None) -> np.ndarray:
+    """Boolean mask of "active" true tokens: activation > 0 and >= ``fraction`` × the
+    largest activation (``max_activation`` or the largest in ``true``)."""
+    t = np.asarray(true, dtype=np.float64).ravel()
+    if t.size == 0:
+        return np.zeros(0, dtype=bool)
+    top = float(t.max()) if max_activation is None else float(max_activation)
+    if top <= 0:
+        return np.zeros(t.size, dtype=bool)
+    return (t > 0) & (t >= fraction * top)
+
+
+def predicted_active(predicted: Sequence[float]) -> np.ndarray:
+    """Boolean mask of "active" predictions: above the midpoint of the prediction range
+    (scale-free, so 0–10 LLM values, similarities and 0/1 symbolic values all work).
+    Constant predictions mark nothing active."""
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    if p.size == 0:
+        return np.zeros(0, dtype=bool)
+    lo, hi = float(p.min()), float(p.max())
+    if hi == lo:
+        return np.zeros(p.size, dtype=bool)
+    return p > lo + 0.5 * (hi - lo)
+
+
+def balanced_accuracy(predicted: Sequence[bool], actual: Sequence[bool]) -> float | None:
+    """Mean of recall on positives and on negatives; ``None`` without both classes."""
+    p, a = (np.asarray(x, dtype=bool).ravel() for x in (predicted, actual))
+    if p.shape != a.shape:
+        raise ValueError(f"{p.size} predictions for {a.size} labels")
+    n_pos, n_neg = int(a.sum()), int((~a).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    tpr = float((p & a).sum()) / n_pos
+    tnr = float((~p & ~a).sum()) / n_neg
+    return (tpr + tnr) / 2
+
+
+def f1(predicted: Sequence[bool], actual: Sequence[bool]) -> float | None:
+    """F1 = 2TP / (2TP + FP + FN); ``None`` when there is nothing positive on either side."""
+    p, a = (np.asarray(x, dtype=bool).ravel() for x in (predicted, actual))
+    if p.shape != a.shape:
+        raise ValueError(f"{p.size} predictions for {a.size} labels")
+    tp = int((p & a).sum())
+    denom = 2 * tp + int((p & ~a).sum()) + int((~p & a).sum())
+    if denom == 0:
+        return None
+    return 2 * tp / denom
+
+
+def auprc(scores: Sequence[float], actual: Sequence[bool]) -> float | None:
+    """Area under the precision-recall curve as average precision
+    (sum over distinct thresholds of recall gain × precision; ties share a threshold).
+    ``None`` when there is no positive token."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    a = np.asarray(actual, dtype=bool).ravel()
+    if s.shape != a.shape:
+        raise ValueError(f"{s.size} scores for {a.size} labels")
+    n_pos = int(a.sum())
+    if n_pos == 0:
+        return None
+    order = np.argsort(-s, kind="mergesort")
+    s, a = s[order], a[order]
+    tps = np.cumsum(a)
+    # the last index of each group of tied scores is a threshold
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = tps[last].astype(np.float64)
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    gains = np.diff(np.r_[0.0, recall])
+    return float((gains * precision).sum())

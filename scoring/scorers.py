@@ -1,0 +1,79 @@
+"""Scorers: turn simulations and true activations into a :class:`core.ScoreResult`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from core.errors import ScoringError
+from core.registry import SCORERS
+from core.types import ActivationRecord, ScoreResult, SequenceSimulation
+from scoring import metrics
+
+
+def _flatten(simulations: Sequence[SequenceSimulation], records: Sequence[ActivationRecord],
+             kinds: tuple[str, ...] | None = None) -> tuple[list[float], list[float]]:
+    pred: list[float] = []
+    true: list[float] = []
+    for sim, rec in zip(simulations, records):
+        if kinds is None or rec.kind in kinds:
+            pred.extend(sim.expected_activations)
+            true.extend(rec.activations)
+    return pred, true
+
+
+@SCORERS.register("correlation")
+class CorrelationScorer:
+    """OpenAI's neuron-explainer score: Pearson correlation over all tokens of all scored
+    windows concatenated (top and random windows together, raw true activations).
+
+    Parts: ``top_and_random`` (= the score), ``random_only``, ``top_only``, and the
+    detection-style ``balanced_accuracy``, ``auprc`` and ``f1`` of predicted vs true
+    active tokens (true active: >= ``active_fraction`` of the largest scored activation;
+    predicted active: above the midpoint of the prediction range; AUPRC ranks tokens by
+    the raw predictions)."""
+
+    kind = "correlation"
+
+    def __init__(self, active_fraction: float = metrics.DEFAULT_ACTIVE_FRACTION) -> None:
+        self.active_fraction = active_fraction
+
+    @classmethod
+    def from_defaults(cls) -> "CorrelationScorer":
+        """The scorer with its default settings."""
+        return cls()
+
+    def score(self, simulations: Sequence[SequenceSimulation], records: Sequence[ActivationRecord],
+              *, simulator: str) -> ScoreResult:
+        """Score ``simulations`` against ``records`` (same order, same token counts)."""
+        if len(simulations) != len(records):
+            raise ScoringError(f"{len(simulations)} simulations for {len(records)} windows")
+        for i, (sim, rec) in enumerate(zip(simulations, records)):
+            if len(sim.expected_activations) != len(rec.activations):
+                raise ScoringError(
+                    f"window {rec.window_id} (#{i}): {len(sim.expected_activations)} predictions "
+                    f"for {len(rec.activations)} tokens"
+                )
+        pred, true = _flatten(simulations, records)
+        if not pred:
+            raise ScoringError("no tokens to score")
+        main = metrics.correlation(pred, true)
+        actual = metrics.true_active(true, fraction=self.active_fraction)
+        guessed = metrics.predicted_active(pred)
+        parts: dict[str, float | None] = {
+            "top_and_random": main,
+            "random_only": metrics.correlation(*_flatten(simulations, records, ("random",))),
+            "top_only": metrics.correlation(*_flatten(simulations, records, ("top",))),
+            "balanced_accuracy": metrics.balanced_accuracy(guessed, actual),
+            "auprc": metrics.auprc(pred, actual) if main is not None else None,
+            "f1": metrics.f1(guessed, actual),
+        }
+        methods = sorted({s.method for s in simulations if s.method})
+        return ScoreResult(
+            score=main,
+            scorer=self.kind,
+            simulator=simulator,
+            parts=parts,
+            n_tokens=len(pred),
+            split="score",
+            method="+".join(methods),
+        )

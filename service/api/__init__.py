@@ -1,0 +1,15 @@
+"""The ``/v1`` REST routes, one module per resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api import explain, jobs, models, neurons, search
+
+
+def router() -> APIRouter:
+    """All ``/v1`` routes."""
+    r = APIRouter(prefix="/v1")
+    for mod in (models, neurons, search, explain, jobs):
+        r.include_router(mod.router)
+    return r

@@ -1,0 +1,56 @@
+"""``/v1/models/{model}/neurons``: neurons, their records, explanations, scores and best label."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from service.deps import SessionDep
+from service.schemas import MAX_LIST, Page, Tag
+
+router = APIRouter(tags=["neurons"])
+
+Layer = Annotated[int, Path(ge=0, le=100_000)]
+Index = Annotated[int, Path(ge=0, le=100_000_000)]
+
+
+@router.get("/models/{model}/neurons", summary="List neurons", response_model=Page)
+def list_neurons(
+    model: str,
+    session: SessionDep,
+    layer: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    explainer: Annotated[Tag | None, Query()] = None,
+    min_score: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+    labelled: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """Neurons of a model, filtered by layer, explainer, score and whether labelled."""
+    from storage.queries import list_neurons as q
+
+    items = q(session=session, model=model, layer=layer, explainer=explainer,
+              min_score=min_score, labelled=labelled, limit=limit, offset=offset)
+    return {"items": items, "limit": limit, "offset": offset}
+
+
+@router.get("/models/{model}/neurons/{layer}/{index}", summary="One neuron")
+def get_neuron(model: str, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
+    """Statistics, examples, explanations with scores, and the best label."""
+    from storage.queries import get_neuron as q
+
+    out = q(session=session, model=model, layer=layer, index=index)
+    if out is None:
+        raise HTTPException(404, detail=f"neuron {model} {layer}:{index} not found")
+    return out
+
+
+@router.get("/models/{model}/neurons/{layer}/{index}/label", summary="Best label of a neuron")
+def best_label(model: str, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
+    """The highest-scoring accepted explanation of the neuron."""
+    from storage.queries import best_label as q
+
+    out = q(session=session, model=model, layer=layer, index=index)
+    if out is None:
+        raise HTTPException(404, detail=f"neuron {model} {layer}:{index} has no label")
+    return out

@@ -1,0 +1,59 @@
+"""``/v1/search``: label search by text, by meaning, and by ontology class."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from core.errors import OntologyError
+from service.deps import SessionDep
+from service.schemas import MAX_LIST, Name, Page
+
+router = APIRouter(tags=["search"])
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIST)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
+
+
+@router.get("/search", summary="Search labels", response_model=Page)
+def search(
+    session: SessionDep,
+    q: Annotated[str, Query(min_length=1, max_length=500, description="search text")],
+    mode: Literal["text", "semantic"] = "text",
+    model: Annotated[Name | None, Query()] = None,
+    min_score: MinScore = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Labels matching ``q`` in full text, or nearest in meaning (``mode=semantic``)."""
+    from storage.queries import search_labels
+
+    items = search_labels(session=session, query=q, mode=mode, model=model,
+                          min_score=min_score, limit=limit, offset=offset)
+    return {"items": items, "limit": limit, "offset": offset}
+
+
+@router.get("/search/concept", summary="Labels under an ontology class", response_model=Page)
+def search_concept(
+    request: Request,
+    session: SessionDep,
+    cls: Annotated[str, Query(min_length=1, max_length=500,
+                              description="class IRI (or its label) in the ontology")],
+    model: Annotated[Name | None, Query()] = None,
+    min_score: MinScore = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Explanations whose class expression falls under the ontology class ``cls``."""
+    from service.concept_search import labels_under
+
+    try:
+        items = labels_under(session=session, ontology=request.app.state.ontology(), cls=cls,
+                             model=model, min_score=min_score, limit=limit, offset=offset)
+    except LookupError as exc:
+        raise HTTPException(404, detail=str(exc.args[0]) if exc.args else str(exc)) from None
+    except OntologyError as exc:
+        raise HTTPException(503, detail=f"ontology unavailable: {exc}") from None
+    return {"items": items, "limit": limit, "offset": offset}

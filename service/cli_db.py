@@ -1,0 +1,210 @@
+"""CLI commands of the label database: ``db upgrade|downgrade|current``, ``show``, ``search``,
+``export`` and ``import``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+db_app = typer.Typer(help="Create and migrate the label database schema.", no_args_is_help=True)
+
+_DB_OPTION = typer.Option(None, "--db", help="Database URL (default: NEUROLABEL_DATABASE_URL).")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _fmt_score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: str = typer.Argument("head", help="Target revision."),
+    db: str = _DB_OPTION,
+) -> None:
+    """Bring an empty or older database to the newest schema (or REVISION)."""
+    from storage.db import current_revision, normalize_url, upgrade
+
+    url = normalize_url(db)
+    upgrade(url, revision)
+    typer.echo(f"database at revision {current_revision(url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: str = typer.Argument(..., help="Target revision ('base' drops every table)."),
+    db: str = _DB_OPTION,
+) -> None:
+    """Take the schema back to REVISION."""
+    from storage.db import current_revision, downgrade, normalize_url
+
+    url = normalize_url(db)
+    downgrade(url, revision)
+    typer.echo(f"database at revision {current_revision(url) or 'base'}")
+
+
+@db_app.command("current")
+def db_current(db: str = _DB_OPTION) -> None:
+    """Print the schema revision of the database and the newest one available."""
+    from storage.db import current_revision, head_revision
+
+    rev = current_revision(db)
+    head = head_revision()
+    state = "up to date" if rev == head else "needs `neurolabel db upgrade`"
+    typer.echo(f"current: {rev or 'none (empty)'}   head: {head}   ({state})")
+
+
+def show(
+    model: str = typer.Argument(..., help="Model name, e.g. smollm2-135m."),
+    layer: int = typer.Argument(..., help="Layer."),
+    unit: int = typer.Argument(..., help="Unit (neuron index) in the layer."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    examples: int = typer.Option(5, help="Top examples to print in the table view."),
+    db: str = _DB_OPTION,
+) -> None:
+    """Show one neuron: statistics, top examples, explanations with scores, best label."""
+    from core.errors import StorageError
+    from storage.db import session_scope
+    from storage.db import require_schema
+    from storage.queries import get_neuron
+
+    require_schema(db)
+    with session_scope(db) as session:
+        data = get_neuron(session=session, model=model, layer=layer, index=unit)
+    if data is None:
+        raise StorageError(f"neuron {model} {layer}:{unit} is not in the database")
+    if as_json:
+        _print_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    best = data["best_label"]
+    console.print(
+        f"[bold]{model}[/bold] layer {layer} unit {unit} — best label: "
+        + (f"[green]{best['text']}[/green] ({_fmt_score(best['score'])})" if best else "[dim]none accepted[/dim]")
+    )
+    if data["stats"]:
+        s = data["stats"]
+        console.print(
+            f"stats: count {s['count']}  mean {s['mean']:.4g}  std {s['std']:.4g}  "
+            f"max {s['max']:.4g}  min {s['min']:.4g}  active {s['frac_active']:.1%}"
+        )
+    t = Table(title="Explanations", show_lines=False)
+    for col in ("explainer", "version", "rank", "score", "accepted", "text"):
+        t.add_column(col)
+    for e in data["explanations"]:
+        t.add_row(e["explainer"], e["explainer_version"], str(e["rank"]), _fmt_score(e["score"]),
+                  "yes" if e["accepted"] else "", e["text"])
+    console.print(t)
+    tops = [e for e in data["examples"] if e["kind"] == "top"][:examples]
+    if tops:
+        t = Table(title="Top examples")
+        t.add_column("max", justify="right")
+        t.add_column("split")
+        t.add_column("text (most active token highlighted)")
+        for ex in tops:
+            text = Text()
+            peak = max(range(len(ex["activations"])), key=ex["activations"].__getitem__, default=-1)
+            for i, tok in enumerate(ex["tokens"]):
+                text.append(tok, style="bold red" if i == peak else None)
+            t.add_row(f"{ex['max_activation']:.3g}", ex["split"], text)
+        console.print(t)
+
+
+def search(
+    query: str = typer.Argument(..., help="Words to look for in labels."),
+    model: str = typer.Option(None, help="Only labels of this model."),
+    min_score: float = typer.Option(None, "--min-score", help="Only labels scoring at least this."),
+    semantic: bool = typer.Option(False, "--semantic", help="Rank by meaning (MiniLM) instead of words."),
+    limit: int = typer.Option(20, help="Results per page."),
+    offset: int = typer.Option(0, help="Results to skip."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    db: str = _DB_OPTION,
+) -> None:
+    """Search neuron labels by full text (default) or by meaning (--semantic)."""
+    from storage.db import session_scope
+    from storage.db import require_schema
+    from storage.queries import search_labels
+
+    require_schema(db)
+    mode = "semantic" if semantic else "text"
+    with session_scope(db) as session:
+        rows = search_labels(session=session, query=query, mode=mode, model=model, min_score=min_score,
+                             limit=limit, offset=offset)
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} label(s) for {query!r} ({mode})")
+    for col in ("model", "layer", "unit", "score", "ok", "explainer", "label", "relevance"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["model"], str(r["layer"]), str(r["index"]), _fmt_score(r["score"]),
+                  "yes" if r["accepted"] else "", r["explainer"], r["text"], f"{r['relevance']:.3g}")
+    Console().print(t)
+
+
+def export(
+    format: str = typer.Option("neurolabel", "--format", "-f",
+                               help="neurolabel (full, re-importable) | openai | neuronpedia | csv."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output file (default: standard output)."),
+    model: str = typer.Option(None, help="Only this model."),
+    db: str = _DB_OPTION,
+) -> None:
+    """Export neurons and labels (openai: recorded activations; neuronpedia, csv: labels)."""
+    from storage.db import session_scope
+    from storage.db import require_schema
+    from storage.transfer import export_file, export_rows
+
+    require_schema(db)
+    with session_scope(db) as session:
+        if out is None:
+            export_rows(session=session, out=sys.stdout, format=format, model=model)  # type: ignore[arg-type]
+        else:
+            n = export_file(session=session, path=out, format=format, model=model)  # type: ignore[arg-type]
+            typer.echo(f"wrote {n} item(s) to {out}", err=True)
+
+
+def import_(
+    file: Path = typer.Argument(..., help="A neurolabel export, or OpenAI NeuronRecord JSON / JSONL."),
+    model: str = typer.Option(None, help="Model name for OpenAI records that do not name one."),
+    db: str = _DB_OPTION,
+) -> None:
+    """Import a file in one transaction: on any error nothing is written."""
+    from storage.db import session_scope
+    from storage.db import require_schema
+    from storage.transfer import import_file
+
+    require_schema(db, migrate=True)
+    with session_scope(db) as session:
+        summary = import_file(session=session, path=file, model=model)
+    typer.echo(
+        f"imported {file} ({summary.format}): {summary.models} model(s), {summary.records} record(s), "
+        f"{summary.explanations} explanation(s)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the database commands to the ``neurolabel`` app."""
+    app.add_typer(db_app, name="db")
+    app.command("show")(show)
+    app.command("search")(search)
+    app.command("export")(export)
+    app.command("import")(import_)

@@ -1,0 +1,142 @@
+"""CLI commands ``neurolabel label`` (the whole pipeline on chosen neurons) and
+``neurolabel demo`` (the pipeline on a small slice of the default model, printed)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from core.errors import ConfigError
+
+DEMO_LAYER = 10
+DEMO_UNITS = "0-2"
+
+
+def _parse_simulators(text: str | None) -> dict[str, str] | str | None:
+    """``"embedding"`` (all explainers) or ``"concept_induction=symbolic,pmi=embedding"``."""
+    if not text:
+        return None
+    if "=" not in text:
+        return text.strip()
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ConfigError(f"--simulators: {part!r} is not explainer=simulator")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _tags(text: str) -> list[str]:
+    tags = [t.strip() for t in text.split(",") if t.strip()]
+    if not tags:
+        raise ConfigError("--explainers: no explainer given")
+    return tags
+
+
+def _fmt(score: Any) -> str:
+    return "undefined" if score is None else f"{score:+.3f}"
+
+
+def print_labels(url: str, model: str, neurons) -> None:
+    """Per neuron, each explainer's best label with its score (and the accepted label)."""
+    from storage.db import session_scope
+    from storage.queries import get_neuron
+
+    with session_scope(url) as session:
+        for n in neurons:
+            info = get_neuron(session=session, model=model, layer=n.layer, index=n.index)
+            typer.echo(f"\nneuron {model} {n.layer}:{n.index}")
+            if info is None or not info["explanations"]:
+                typer.echo("  (no explanations)")
+                continue
+            seen = set()
+            for e in info["explanations"]:
+                if e["explainer"] in seen:
+                    continue
+                seen.add(e["explainer"])
+                sim = e["scores"][0]["simulator"] if e["scores"] else "-"
+                mark = "accepted" if e["accepted"] else "rejected"
+                typer.echo(f"  {e['explainer']:<18} {_fmt(e['score']):>9}  ({sim}, {mark})  {e['text']}")
+            best = info["best_label"]
+            typer.echo(f"  => label: {best['text']!r} ({best['explainer']})" if best else "  => no accepted label")
+
+
+def _run(model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
+         corpus: str, db: str | None, options: dict, progress: bool, show: bool) -> None:
+    from service.pipeline import label_neurons, resolve_simulators
+    from storage.db import normalize_url
+
+    url = normalize_url(db)
+    t0 = time.perf_counter()
+    summary = label_neurons(model_spec=model, layers=layers, units=units, explainers=explainers,
+                            simulators=simulators, corpus=corpus, database_url=url, record_options=options,
+                            progress=progress)
+    sims = resolve_simulators(explainers, simulators)
+    typer.echo(
+        f"{summary.model}: {summary.neurons} neurons ({summary.recorded} recorded, {summary.processed} explained, "
+        f"{summary.skipped} already done); {summary.explanations} explanations stored, {summary.accepted} accepted; "
+        f"simulators {', '.join(f'{k}->{v}' for k, v in sims.items())}; {time.perf_counter() - t0:.1f} s -> {url}"
+    )
+    for err in summary.errors[:10]:
+        typer.echo(f"  note: {err}", err=True)
+    if show:
+        from core.types import NeuronId
+
+        neurons = [NeuronId(l, u) for l in layers for u in (units or [])]
+        print_labels(url, summary.model, neurons)
+
+
+def label(
+    model: str = typer.Option("default", "--model", help="'default' (SmolLM2-135M) or a local HF model folder."),
+    layers: str = typer.Option(..., "--layers", help="Layers: 10 or 0,10,29 or 0-29."),
+    units: str = typer.Option("all", "--units", help="Units of each layer: all, 0-49, 3,7…"),
+    explainers: str = typer.Option("concept_induction,pmi,llm_summary", "--explainers",
+                                   help="Explainer tags, comma separated."),
+    simulators: str = typer.Option(None, "--simulators",
+                                   help="One simulator tag for all, or explainer=simulator,… (default per explainer)."),
+    corpus: str = typer.Option("default", "--corpus", help="Corpus to record missing neurons on."),
+    max_tokens: int = typer.Option(100_000, "--max-tokens", help="Tokens streamed when recording."),
+    top_k: int = typer.Option(40, "--top-k", help="Top windows kept per unit and split when recording."),
+    db: str = typer.Option(None, "--db", help="Database URL (default: NEUROLABEL_DATABASE_URL)."),
+    show: bool = typer.Option(False, "--show", help="Print each neuron's labels afterwards."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Record (when missing), explain, score and store labels of the chosen neurons; resumable."""
+    from service.cli_record import parse_int_list
+
+    layer_list = parse_int_list(layers, what="layers")
+    if layer_list is None:
+        from activations.models import load_target
+
+        layer_list = list(range(load_target(model).n_layers))
+    _run(model, layer_list, parse_int_list(units, what="units"), _tags(explainers), _parse_simulators(simulators),
+         corpus, db, {"max_tokens": max_tokens, "top_k": top_k}, progress, show)
+
+
+def demo(
+    db: str = typer.Option("sqlite:///neurolabel-demo.db", "--db", help="Database URL for the demo."),
+    explainers: str = typer.Option("", "--explainers", help="Explainer tags (default: every installed one)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Label a few neurons of layer 10 of the default model and print each explainer's label and score."""
+    from core.registry import EXPLAINERS
+    from service.cli_record import parse_int_list
+    from service.pipeline import DEMO_RECORD_OPTIONS
+
+    tags = _tags(explainers) if explainers else [t for t in ("concept_induction", "pmi", "llm_summary")
+                                                    if t in EXPLAINERS]
+    typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {DEMO_UNITS}, explainers {', '.join(tags)}, "
+               f"{DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")
+    _run("default", [DEMO_LAYER], parse_int_list(DEMO_UNITS, what="units"), tags, None, "default", db,
+         dict(DEMO_RECORD_OPTIONS), progress, True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``label`` and ``demo`` to the ``neurolabel`` CLI."""
+    app.command("label")(label)
+    app.command("demo")(demo)

@@ -1,0 +1,247 @@
+"""The job queue, kept in the database's ``jobs`` table.
+
+Claiming is safe with many workers: on PostgreSQL the oldest queued row is locked with
+``SELECT … FOR UPDATE SKIP LOCKED``; on SQLite (one writer at a time; storage's engines open
+every transaction with ``BEGIN IMMEDIATE``) a compare-and-set
+``UPDATE jobs SET status='running' … WHERE id=? AND status='queued'`` whose row count tells
+whether this worker won (the same guard backs up the PostgreSQL path). A running job proves its worker alive by heartbeats; a job whose
+heartbeat is older than ``stale_after_s`` is requeued (or failed after ``max_attempts``).
+
+Every function is keyword-only, takes a session and commits nothing unless it says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+FINAL = ("done", "failed", "cancelled")
+"""States a job never leaves."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _job_model():
+    from storage.models import Job
+
+    return Job
+
+
+def job_dict(job: Any) -> dict[str, Any]:
+    """A job row as a plain dict (the API's ``JobOut``)."""
+    return {
+        "id": job.id,
+        "spec": dict(job.spec or {}),
+        "status": job.status,
+        "progress": float(job.progress or 0.0),
+        "progress_detail": job.progress_detail,
+        "error": job.error,
+        "result": getattr(job, "result", None),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "heartbeat_at": job.heartbeat_at,
+        "worker": job.worker,
+        "attempts": int(job.attempts or 0),
+    }
+
+
+def enqueue(*, session: Session, spec: Mapping[str, Any]) -> int:
+    """Add a queued job with ``spec``; returns its id (caller commits)."""
+    Job = _job_model()
+    job = Job(spec=dict(spec), status="queued", progress=0.0, attempts=0, created_at=_now())
+    session.add(job)
+    session.flush()
+    log.info("enqueued job %s: %s", job.id, dict(spec))
+    return job.id
+
+
+def get_job(*, session: Session, job_id: int) -> dict[str, Any] | None:
+    """The job's state, or ``None`` when there is no such job."""
+    job = session.get(_job_model(), job_id)
+    return job_dict(job) if job is not None else None
+
+
+def list_jobs(
+    *, session: Session, status: str | None = None, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Jobs, newest first, optionally of one status."""
+    Job = _job_model()
+    q = select(Job).order_by(Job.id.desc()).limit(limit).offset(offset)
+    if status is not None:
+        q = q.where(Job.status == status)
+    return [job_dict(j) for j in session.scalars(q)]
+
+
+def claim(*, session: Session, worker: str, job_id: int | None = None) -> dict[str, Any] | None:
+    """Take the oldest queued job (or job ``job_id`` if queued) for ``worker``; COMMITS.
+
+    Returns the claimed job, or ``None`` when no queued job is left (or another worker won)."""
+    Job = _job_model()
+    now = _now()
+    pick = select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(1)
+    if job_id is not None:
+        pick = pick.where(Job.id == job_id)
+    dialect = session.get_bind().dialect.name
+    for _ in range(5):
+        if dialect == "postgresql":
+            jid = session.scalars(pick.with_for_update(skip_locked=True)).first()
+        else:
+            jid = session.scalars(pick).first()
+        if jid is None:
+            session.rollback()
+            return None
+        res = session.execute(
+            update(Job)
+            .where(Job.id == jid, Job.status == "queued")
+            .values(
+                status="running",
+                worker=worker,
+                started_at=now,
+                heartbeat_at=now,
+                attempts=Job.attempts + 1,
+                error=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if res.rowcount == 1:
+            log.info("worker %s claimed job %s", worker, jid)
+            return get_job(session=session, job_id=jid)
+        # another worker took it between our SELECT and UPDATE: try the next one
+    return None
+
+
+def heartbeat(
+    *,
+    session: Session,
+    job_id: int,
+    worker: str,
+    progress: float | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> bool:
+    """Record that ``worker`` still runs ``job_id`` (and its progress); COMMITS.
+
+    Returns ``False`` when the job is no longer this worker's running job (cancelled,
+    or requeued and taken by someone else): the worker must stop."""
+    Job = _job_model()
+    values: dict[str, Any] = {"heartbeat_at": _now()}
+    if progress is not None:
+        values["progress"] = max(0.0, min(1.0, float(progress)))
+    if detail is not None:
+        values["progress_detail"] = dict(detail)
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def finish(
+    *,
+    session: Session,
+    job_id: int,
+    worker: str,
+    status: str,
+    error: str | None = None,
+    result: Mapping[str, Any] | None = None,
+) -> bool:
+    """Mark this worker's running job ``done`` or ``failed``; COMMITS. ``False`` when it was
+    not (any more) this worker's running job — e.g. cancelled meanwhile: it then keeps its state."""
+    if status not in ("done", "failed"):
+        raise ValueError(f"finish: status must be 'done' or 'failed', not {status!r}")
+    Job = _job_model()
+    values: dict[str, Any] = {"status": status, "finished_at": _now(), "error": error}
+    if status == "done":
+        values["progress"] = 1.0
+    if result is not None:
+        values["result"] = dict(result)
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def release(*, session: Session, job_id: int, worker: str) -> bool:
+    """Put this worker's running job back in the queue (the worker is shutting down before the
+    job is complete; another worker resumes it); COMMITS. ``False`` when it was not this
+    worker's running job."""
+    Job = _job_model()
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(status="queued", worker=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def cancel(*, session: Session, job_id: int) -> dict[str, Any] | None:
+    """Cancel a queued or running job (a running job's worker stops at its next check); COMMITS.
+
+    Finished jobs keep their state. Returns the job, or ``None`` when there is no such job."""
+    Job = _job_model()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+        .values(status="cancelled", finished_at=_now())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return get_job(session=session, job_id=job_id)
+
+
+def is_cancelled(*, session: Session, job_id: int) -> bool:
+    """Whether the job was cancelled."""
+    Job = _job_model()
+    return session.scalar(select(Job.status).where(Job.id == job_id)) == "cancelled"
+
+
+def requeue_stale(*, session: Session, stale_after_s: float, max_attempts: int = 3) -> list[int]:
+    """Requeue running jobs whose heartbeat is older than ``stale_after_s`` (their worker died);
+    jobs that already had ``max_attempts`` attempts are failed instead. COMMITS; returns the
+    ids touched."""
+    Job = _job_model()
+    cutoff = _now() - timedelta(seconds=stale_after_s)
+    stale = session.scalars(
+        select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff).order_by(Job.id)
+    ).all()
+    touched = []
+    for job in stale:
+        old_worker = job.worker
+        if int(job.attempts or 0) >= max_attempts:
+            values = {
+                "status": "failed",
+                "finished_at": _now(),
+                "error": f"worker {old_worker} stopped heartbeating {max_attempts} times",
+            }
+        else:
+            values = {"status": "queued", "worker": None}
+        res = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == "running", Job.worker == old_worker,
+                   Job.heartbeat_at < cutoff)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:
+            log.warning("job %s: worker %s is gone; %s", job.id, old_worker, values["status"])
+            touched.append(job.id)
+    session.commit()
+    return touched

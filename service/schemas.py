@@ -1,0 +1,178 @@
+"""Pydantic schemas of the REST API (the edge: core dataclasses inside, these outside)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from core.types import Explanation, ScoreResult
+
+MAX_RECORDS = 64
+"""Most neuron records one explain/score request may carry."""
+MAX_LIST = 500
+"""Largest page a list endpoint returns."""
+
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+"""A plugin tag (explainer, simulator, scorer)."""
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+"""A model name / spec / corpus name."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobSpec(_Strict):
+    """A labelling job: which model and units, which explainers and simulators."""
+
+    model: Name = "default"
+    """Target model spec (``default`` or a local model directory known to the worker)."""
+    layers: list[Annotated[int, Field(ge=0, le=10_000)]] = Field(min_length=1, max_length=256)
+    """Layers to label."""
+    units: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(default=None, max_length=100_000)
+    """Unit indices within each layer; ``None`` = every unit."""
+    explainers: list[Tag] = Field(min_length=1, max_length=16)
+    """Explainer tags, e.g. ``["concept_induction", "pmi"]``."""
+    simulators: dict[Tag, Tag] | None = None
+    """Simulator per explainer tag (``None`` = the pipeline's defaults)."""
+    corpus: Name = "default"
+    """Corpus spec used to record activations when missing."""
+    max_tokens: int = Field(default=100_000, ge=1, le=100_000_000)
+    """Tokens of the corpus to record over (when recording is needed)."""
+    top_k: int | None = Field(default=None, ge=1, le=1000)
+    """Top windows kept per split when recording (``None`` = the recorder's default)."""
+    n_random: int | None = Field(default=None, ge=0, le=1000)
+    """Random windows kept when recording (``None`` = the recorder's default)."""
+    store_every: int | None = Field(default=None, ge=1, le=10_000)
+    """Commit explanations every this many neurons (``None`` = the pipeline's default); a killed
+    worker loses at most this many neurons' work."""
+
+
+class JobOut(BaseModel):
+    """A job's state."""
+
+    id: int
+    spec: dict[str, Any]
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    progress: float = 0.0
+    progress_detail: dict[str, Any] | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    worker: str | None = None
+    attempts: int = 0
+
+
+class ScoreOut(BaseModel):
+    """A validation score and its parts."""
+
+    score: float | None
+    scorer: str
+    simulator: str
+    parts: dict[str, float | None] = {}
+    n_tokens: int = 0
+    split: str = "score"
+    method: str = ""
+
+    @classmethod
+    def of(cls, s: ScoreResult) -> "ScoreOut":
+        """From the core dataclass (non-finite numbers become ``None``)."""
+        return cls(
+            score=_finite(s.score),
+            scorer=s.scorer,
+            simulator=s.simulator,
+            parts={k: _finite(v) for k, v in dict(s.parts).items()},
+            n_tokens=s.n_tokens,
+            split=s.split,
+            method=s.method,
+        )
+
+
+class ExplanationOut(BaseModel):
+    """One explanation, with its score when scored."""
+
+    model: str
+    layer: int
+    index: int
+    explainer: str
+    explainer_version: str
+    text: str
+    structured: dict[str, Any] = {}
+    rank: int = 0
+    score: ScoreOut | None = None
+
+    @classmethod
+    def of(cls, e: Explanation) -> "ExplanationOut":
+        """From the core dataclass."""
+        return cls(
+            model=e.model,
+            layer=e.neuron.layer,
+            index=e.neuron.index,
+            explainer=e.explainer,
+            explainer_version=e.explainer_version,
+            text=e.text,
+            structured=dict(e.structured),
+            rank=e.rank,
+            score=ScoreOut.of(e.score) if e.score is not None else None,
+        )
+
+
+class ExplainRequest(_Strict):
+    """Ad-hoc explanation of neurons recorded elsewhere."""
+
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_RECORDS)
+    """Neuron records in OpenAI neuron-explainer ``NeuronRecord`` JSON."""
+    model: Name | None = None
+    """Model name of the records (default: each record's ``neurolabel.model``, else ``external``)."""
+    explainers: list[Tag] = Field(min_length=1, max_length=8)
+    """Explainer tags to run."""
+    simulators: dict[Tag, Tag] | None = None
+    """Simulator per explainer tag (``None`` = the pipeline's defaults)."""
+    store: bool = False
+    """Also store the records and the scored explanations (needs a model name)."""
+
+
+class ExplanationIn(_Strict):
+    """An explanation given by the caller, to be scored."""
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    explainer: Tag = "user"
+    explainer_version: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "1"
+    structured: dict[str, Any] = {}
+
+
+class ScoreRequest(_Strict):
+    """Score one explanation on given neuron records."""
+
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_RECORDS)
+    """Neuron records in OpenAI ``NeuronRecord`` JSON (scored on their score-split windows)."""
+    model: Name | None = None
+    explanation: ExplanationIn
+    simulator: Tag = "embedding"
+    """Simulator tag (``embedding``, ``symbolic``, ``llm``…)."""
+
+
+class ExplanationsOut(BaseModel):
+    """Scored explanations, and the ids of stored rows when stored."""
+
+    explanations: list[ExplanationOut]
+    stored_ids: list[int] = []
+
+
+class Page(BaseModel):
+    """A page of items from a list endpoint."""
+
+    items: list[dict[str, Any]]
+    limit: int
+    offset: int
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+

@@ -1,0 +1,226 @@
+"""``neurolabel worker``: takes jobs from the database queue and runs them.
+
+A job runs :func:`service.pipeline.label_neurons`, which stores its results in small
+idempotent transactions, so a worker killed at any moment leaves nothing a rerun would
+duplicate or lose. While a job runs, a background thread heartbeats every ``heartbeat_s``;
+a cancelled job (or one taken away after a missed heartbeat) makes ``should_stop`` true.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable, Mapping
+
+from service import jobs
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_name() -> str:
+    """``host:pid:random`` — unique per worker process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def run_spec(
+    spec: Mapping[str, Any],
+    *,
+    database_url: str,
+    should_stop: Callable[[], bool],
+    on_progress: Callable[..., None],
+) -> Any:
+    """Run one labelling job spec (the API's ``JobSpec`` as a dict) through the pipeline."""
+    from service.pipeline import label_neurons
+
+    extra = {"store_every": int(spec["store_every"])} if spec.get("store_every") else {}
+    return label_neurons(
+        model_spec=spec.get("model", "default"),
+        layers=list(spec["layers"]),
+        units=list(spec["units"]) if spec.get("units") is not None else None,
+        explainers=list(spec["explainers"]),
+        simulators=spec.get("simulators"),
+        corpus=spec.get("corpus", "default"),
+        database_url=database_url,
+        record_options=_record_options(spec),
+        progress=False,
+        should_stop=should_stop,
+        on_progress=on_progress,
+        **extra,
+    )
+
+
+def _record_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The recording settings of a job spec (only those it sets)."""
+    return {k: int(spec[k]) for k in ("max_tokens", "top_k", "n_random") if spec.get(k) is not None}
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "as_dict") and callable(x.as_dict):
+        x = x.as_dict()
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        x = dataclasses.asdict(x)
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _progress_of(args: tuple, kwargs: dict) -> tuple[float | None, dict[str, Any]]:
+    """Understand the pipeline's progress callback: ``(done, total)``, ``(fraction)``,
+    a mapping, or keywords ``done=``/``total=``/``fraction=``."""
+    detail: dict[str, Any] = {}
+    if len(args) == 1 and isinstance(args[0], Mapping):
+        detail = dict(args[0])
+    elif len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        detail = dataclasses.asdict(args[0])
+    elif len(args) >= 2 and all(isinstance(a, (int, float)) for a in args[:2]):
+        detail = {"done": args[0], "total": args[1]}
+        if len(args) >= 3 and isinstance(args[2], Mapping):
+            detail.update(args[2])
+    elif len(args) == 1 and isinstance(args[0], (int, float)):
+        detail = {"fraction": args[0]}
+    detail.update(kwargs)
+    detail = _jsonable(detail)
+    frac = detail.get("fraction")
+    if frac is None and isinstance(detail.get("done"), (int, float)) and detail.get("total"):
+        frac = detail["done"] / detail["total"]
+    return (float(frac) if isinstance(frac, (int, float)) else None), detail
+
+
+class Worker:
+    """Runs queued jobs. Constructor only stores its arguments; engines are made in ``run*``."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        name: str | None = None,
+        poll_s: float = 2.0,
+        heartbeat_s: float = 5.0,
+        stale_after_s: float = 60.0,
+        max_attempts: int = 3,
+        runner: Callable[..., Any] = run_spec,
+    ) -> None:
+        self.database_url = database_url
+        self.name = name or default_worker_name()
+        self.poll_s = poll_s
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+        self.max_attempts = max_attempts
+        self.runner = runner
+        self.shutdown = threading.Event()
+        """Set (e.g. by SIGTERM) to stop: the running job is put back in the queue."""
+        self._factory = None
+
+    def _session(self):
+        if self._factory is None:
+            from storage.db import make_engine, session_factory
+
+            self._factory = session_factory(make_engine(self.database_url))
+        return self._factory()
+
+    def run_one(self, *, job_id: int | None = None) -> dict[str, Any] | None:
+        """Requeue stale jobs, claim one (``job_id`` if given) and run it to its end.
+        Returns the job's final state, or ``None`` when nothing was queued."""
+        with self._session() as s:
+            jobs.requeue_stale(session=s, stale_after_s=self.stale_after_s, max_attempts=self.max_attempts)
+            job = jobs.claim(session=s, worker=self.name, job_id=job_id)
+        if job is None:
+            return None
+        self._run(job)
+        with self._session() as s:
+            return jobs.get_job(session=s, job_id=job["id"])
+
+    def run_forever(self, *, until_idle: bool = False, max_jobs: int | None = None,
+                    stop: threading.Event | None = None) -> int:
+        """Loop over the queue; returns the number of jobs run. ``until_idle`` stops when
+        the queue is empty, ``stop`` stops between jobs."""
+        n = 0
+        stop = stop or self.shutdown
+        log.info("worker %s polling %s", self.name, self.database_url)
+        while not stop.is_set() and not self.shutdown.is_set() and (max_jobs is None or n < max_jobs):
+            if self.run_one() is None:
+                if until_idle:
+                    break
+                stop.wait(self.poll_s)
+            else:
+                n += 1
+        return n
+
+    def _run(self, job: Mapping[str, Any]) -> None:
+        job_id = job["id"]
+        stop = threading.Event()
+        lost = threading.Event()
+        state: dict[str, Any] = {"progress": None, "detail": None}
+        lock = threading.Lock()
+
+        def beat() -> None:
+            with lock:
+                progress, detail = state["progress"], state["detail"]
+            with self._session() as s:
+                alive = jobs.heartbeat(session=s, job_id=job_id, worker=self.name,
+                                       progress=progress, detail=detail)
+            if not alive:
+                lost.set()
+                stop.set()
+
+        def heartbeat_loop() -> None:
+            while not stop.wait(self.heartbeat_s):
+                try:
+                    beat()
+                except Exception as exc:  # noqa: BLE001 - a flaky DB must not kill the job
+                    log.warning("job %s: heartbeat failed: %s", job_id, exc)
+
+        def on_progress(*args: Any, **kwargs: Any) -> None:
+            frac, detail = _progress_of(args, kwargs)
+            with lock:
+                state["progress"], state["detail"] = frac, detail
+
+        thread = threading.Thread(target=heartbeat_loop, name=f"heartbeat-{job_id}", daemon=True)
+        thread.start()
+        log.info("worker %s running job %s", self.name, job_id)
+        try:
+            result = self.runner(job["spec"], database_url=self.database_url,
+                                 should_stop=lambda: stop.is_set() or self.shutdown.is_set(),
+                                 on_progress=on_progress)
+        except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on
+            stop.set()
+            thread.join()
+            log.exception("job %s failed", job_id)
+            with self._session() as s:
+                jobs.finish(session=s, job_id=job_id, worker=self.name, status="failed",
+                            error=f"{type(exc).__name__}: {exc}")
+            return
+        stop.set()
+        thread.join()
+        if lost.is_set():
+            log.info("job %s was cancelled or taken away; stopped", job_id)
+            return
+        if self.shutdown.is_set() or getattr(result, "stopped", False):
+            with self._session() as s:
+                jobs.release(session=s, job_id=job_id, worker=self.name)
+            log.info("worker %s shutting down: job %s back in the queue", self.name, job_id)
+            return
+        with self._session() as s:
+            summary = _jsonable(result)
+            jobs.finish(session=s, job_id=job_id, worker=self.name, status="done",
+                        result=summary if isinstance(summary, dict) else {"summary": summary})
+        log.info("job %s done", job_id)
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout_s: float, every_s: float = 0.2) -> bool:
+    """Poll ``predicate`` until true or ``timeout_s`` passed (used by the CLI and tests)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return predicate()

@@ -1,0 +1,205 @@
+"""Engines, sessions and schema migrations of the label database.
+
+The database URL defaults to ``settings.database_url`` (``NEUROLABEL_DATABASE_URL``): a SQLite
+file by default, PostgreSQL through psycopg 3 in production. Plain ``postgresql://`` URLs are
+rewritten to ``postgresql+psycopg://``.
+
+SQLite engines run in WAL mode with a busy timeout and open every transaction with
+``BEGIN IMMEDIATE`` so that two writing processes queue up instead of failing; keep sessions
+short (one :func:`session_scope` per unit of work).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from core.errors import StorageError
+from core.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+"""Alembic script folder, shipped as package data."""
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for another writer before giving up."""
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def normalize_url(url: str | None = None) -> str:
+    """The URL to use: ``url`` or the configured one, with the psycopg 3 driver for PostgreSQL."""
+    url = url or get_settings().database_url
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(f"database URL {url!r} is not a valid SQLAlchemy URL: {exc}") from exc
+    return url
+
+
+def is_sqlite(url_or_engine: str | Engine) -> bool:
+    """Whether the URL (or engine) points to SQLite."""
+    if isinstance(url_or_engine, Engine):
+        return url_or_engine.dialect.name == "sqlite"
+    return make_url(normalize_url(url_or_engine)).get_backend_name() == "sqlite"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # pragma: no cover - trivial
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | None = None, *, pool: bool = True) -> Engine:
+    """A new engine for ``url`` (default: the configured database URL).
+
+    SQLite: WAL, busy timeout, foreign keys, ``BEGIN IMMEDIATE``; the parent folder of the file
+    is created. ``pool=False`` uses no connection pool (migrations, short-lived scripts)."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    kwargs: dict = {"future": True}
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+    if not pool:
+        kwargs["poolclass"] = NullPool
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide shared engine for ``url`` (created on first use)."""
+    url = normalize_url(url)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every shared engine (tests, before dropping a database)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A ``sessionmaker`` bound to ``engine`` (objects stay readable after commit)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session on the shared engine for ``url``: commits on success, rolls back on error."""
+    session = session_factory(get_engine(url))()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["url"] = normalize_url(url)
+    return cfg
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Bring the database at ``url`` (empty or older) to ``revision`` (default: the newest)."""
+    from alembic import command
+
+    url = normalize_url(url)
+    log.info("upgrading %s to %s", make_url(url).render_as_string(hide_password=True), revision)
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> None:
+    """Take the database at ``url`` back to ``revision`` (default: empty)."""
+    from alembic import command
+
+    url = normalize_url(url)
+    command.downgrade(_alembic_config(url), revision)
+
+
+def current_revision(url: str | None = None) -> str | None:
+    """The schema revision the database at ``url`` is at (``None`` when not migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url, pool=False)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest schema revision this version of neurolabel ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def require_schema(url: str | None = None, *, migrate: bool = False) -> None:
+    """Make sure the database at ``url`` has the newest schema.
+
+    ``migrate=True`` upgrades an empty or older database; otherwise a database that is not at
+    the head revision raises :class:`StorageError` telling how to fix it."""
+    url = normalize_url(url)
+    try:
+        rev = current_revision(url)
+    except Exception as exc:  # noqa: BLE001 - any driver error means "cannot use it"
+        raise StorageError(
+            f"database {make_url(url).render_as_string(hide_password=True)} cannot be opened: {exc}"
+        ) from exc
+    head = head_revision()
+    if rev == head:
+        return
+    if migrate:
+        upgrade(url)
+        return
+    shown = make_url(url).render_as_string(hide_password=True)
+    raise StorageError(
+        f"database {shown} is at schema revision {rev or 'none (empty)'}, this neurolabel needs {head}: "
+        f"run `neurolabel db upgrade --db {shown}`"
+    )

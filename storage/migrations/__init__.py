@@ -1,0 +1,1 @@
+"""Alembic migrations of the label database (run through ``storage.db.upgrade``)."""

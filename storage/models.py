@@ -1,0 +1,211 @@
+"""The tables of the label database as SQLAlchemy 2.0 typed models.
+
+Schema changes go through Alembic (``storage/migrations``); these classes describe the head
+revision. Unique constraints make every write idempotent (see :mod:`storage.queries`). The
+full-text index is not mapped here: SQLite keeps an FTS5 table ``explanations_fts`` in sync by
+triggers, PostgreSQL a generated ``tsvector`` column ``text_tsv`` with a GIN index.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+"""JSON everywhere, JSONB on PostgreSQL."""
+
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+"""The states a job goes through."""
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (needed by migrations)."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Model(Base):
+    """A target model whose units are labelled."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    """Short name used everywhere (e.g. ``smollm2-135m``)."""
+    architecture: Mapped[str | None] = mapped_column(String(200))
+    """Architecture tag (e.g. ``LlamaForCausalLM``)."""
+    source: Mapped[str | None] = mapped_column(Text)
+    """Where the weights came from (folder, package, hub id)."""
+    unit_map: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    """How (layer, index) map to modules of the model."""
+    n_layers: Mapped[int | None] = mapped_column(Integer)
+    n_units: Mapped[int | None] = mapped_column(Integer)
+    """Units per layer."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    neurons: Mapped[list[Neuron]] = relationship(back_populates="model", passive_deletes=True)
+
+
+class Neuron(Base):
+    """One unit (layer, index) of a model with its activation statistics."""
+
+    __tablename__ = "neurons"
+    __table_args__ = (UniqueConstraint("model_id", "layer", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    layer: Mapped[int] = mapped_column(Integer)
+    index: Mapped[int] = mapped_column(Integer)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """``core.NeuronStats`` as a dict (count, mean, std, max, min, frac_active)."""
+    recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When activations were last recorded (``None`` for neurons known only by a label)."""
+
+    model: Mapped[Model] = relationship(back_populates="neurons")
+    examples: Mapped[list[Example]] = relationship(
+        back_populates="neuron", passive_deletes=True, order_by="(Example.kind, Example.position)"
+    )
+    explanations: Mapped[list[ExplanationRow]] = relationship(
+        back_populates="neuron", passive_deletes=True
+    )
+
+
+class Example(Base):
+    """One kept window of a neuron: tokens and the activation at each token."""
+
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("neuron_id", "kind", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neurons.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    """``top`` | ``random`` | ``quantile``."""
+    position: Mapped[int] = mapped_column(Integer)
+    """Order within its kind (0 = first; top windows are highest first)."""
+    split: Mapped[str] = mapped_column(String(16))
+    """``explain`` | ``score``."""
+    window_id: Mapped[int] = mapped_column(Integer, default=-1)
+    quantile: Mapped[int | None] = mapped_column(Integer)
+    tokens: Mapped[list[str]] = mapped_column(JSON)
+    activations: Mapped[list[float]] = mapped_column(JSON)
+    max_activation: Mapped[float] = mapped_column(Float)
+
+    neuron: Mapped[Neuron] = relationship(back_populates="examples")
+
+
+class ExplanationRow(Base):
+    """One explanation (label) of a neuron by one explainer version."""
+
+    __tablename__ = "explanations"
+    __table_args__ = (
+        UniqueConstraint("neuron_id", "explainer", "explainer_version", "rank"),
+        Index("ix_explanations_updated_at", "updated_at"),
+        Index("ix_explanations_score", "score"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neurons.id", ondelete="CASCADE"))
+    explainer: Mapped[str] = mapped_column(String(100))
+    explainer_version: Mapped[str] = mapped_column(String(100))
+    rank: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text)
+    structured: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    score: Mapped[float | None] = mapped_column(Float)
+    """Main score of the explanation (copy of its Score row's score; ``None`` = unscored)."""
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Whether ``score`` reached the acceptance threshold when it was stored."""
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """all-MiniLM-L6-v2 embedding of ``text``: 384 little-endian float32, normalised."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    neuron: Mapped[Neuron] = relationship(back_populates="explanations")
+    scores: Mapped[list[Score]] = relationship(back_populates="explanation", passive_deletes=True)
+
+
+class Score(Base):
+    """A validation result of an explanation by one scorer + simulator on one split."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("explanation_id", "scorer", "simulator", "split"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    explanation_id: Mapped[int] = mapped_column(ForeignKey("explanations.id", ondelete="CASCADE"))
+    scorer: Mapped[str] = mapped_column(String(100))
+    simulator: Mapped[str] = mapped_column(String(100))
+    split: Mapped[str] = mapped_column(String(16), default="score")
+    score: Mapped[float | None] = mapped_column(Float)
+    parts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    n_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    method: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    explanation: Mapped[ExplanationRow] = relationship(back_populates="scores")
+
+
+class Job(Base):
+    """A queued unit of work (labelling run) executed by ``neurolabel worker``."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created_at", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50), default="label")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    """One of :data:`JOB_STATUSES`."""
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    progress_detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ApiKey(Base):
+    """An API key for the write endpoints; only its hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    """First characters of the key, shown to tell keys apart."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,42 @@
+"""The keyword-only query functions of the label database, in one namespace.
+
+They take an open ``session`` and do not commit, except :func:`save_neuron_records`, which
+commits after every batch unless told otherwise (see its docstring). Implementations live in
+:mod:`storage.writes`, :mod:`storage.reads`, :mod:`storage.search` and :mod:`storage.transfer`.
+"""
+
+from __future__ import annotations
+
+from storage.reads import (
+    best_label,
+    explained_neurons,
+    get_neuron,
+    list_models,
+    list_neurons,
+    load_neuron_record,
+    model_overview,
+    recorded_neurons,
+)
+from storage.search import search_labels
+from storage.transfer import export_file, export_rows, import_file
+from storage.writes import ensure_models, ensure_neurons, save_explanations, save_neuron_records, upsert_model
+
+__all__ = [
+    "best_label",
+    "ensure_models",
+    "ensure_neurons",
+    "export_file",
+    "export_rows",
+    "explained_neurons",
+    "get_neuron",
+    "import_file",
+    "list_models",
+    "list_neurons",
+    "load_neuron_record",
+    "model_overview",
+    "recorded_neurons",
+    "save_explanations",
+    "save_neuron_records",
+    "search_labels",
+    "upsert_model",
+]

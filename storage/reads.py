@@ -1,0 +1,391 @@
+"""Read queries: recorded neurons, a neuron with everything known about it, best labels,
+filtered neuron lists, model overviews. Results are plain dicts (JSON-able except datetimes)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Integer, and_, cast, exists, func, select
+from sqlalchemy.orm import Session
+
+from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
+from storage.models import Example, ExplanationRow, Model, Neuron, Score
+
+
+def _neuron_row(session: Session, model: str, layer: int, index: int) -> Neuron | None:
+    return session.execute(
+        select(Neuron)
+        .join(Model, Model.id == Neuron.model_id)
+        .where(Model.name == model, Neuron.layer == layer, Neuron.index == index)
+    ).scalar_one_or_none()
+
+
+def _examples(session: Session, neuron_id: int) -> Sequence[Example]:
+    return session.execute(
+        select(Example).where(Example.neuron_id == neuron_id).order_by(Example.kind, Example.position)
+    ).scalars().all()
+
+
+def load_neuron_record(*, session: Session, model: str, neuron: NeuronId) -> NeuronRecord | None:
+    """The stored :class:`core.NeuronRecord` of ``neuron``, or ``None`` when it was never recorded."""
+    row = _neuron_row(session, model, neuron.layer, neuron.index)
+    if row is None or row.recorded_at is None:
+        return None
+    kinds: dict[str, list[ActivationRecord]] = {"top": [], "random": [], "quantile": []}
+    for ex in _examples(session, row.id):
+        kinds[ex.kind].append(
+            ActivationRecord(
+                tokens=tuple(ex.tokens),
+                activations=tuple(float(a) for a in ex.activations),
+                window_id=ex.window_id,
+                split=ex.split,  # type: ignore[arg-type]
+                kind=ex.kind,  # type: ignore[arg-type]
+                quantile=ex.quantile,
+            )
+        )
+    stats = None
+    if row.stats:
+        s = row.stats
+        stats = NeuronStats(
+            count=int(s["count"]), mean=s["mean"], std=s["std"], max=s["max"], min=s["min"],
+            frac_active=s["frac_active"],
+        )
+    return NeuronRecord(
+        model=model,
+        neuron=NeuronId(row.layer, row.index),
+        top=tuple(kinds["top"]),
+        random=tuple(kinds["random"]),
+        quantile=tuple(kinds["quantile"]),
+        stats=stats,
+    )
+
+
+def recorded_neurons(*, session: Session, model: str, layer: int | None = None) -> list[NeuronId]:
+    """Neurons of ``model`` (optionally one layer) whose activations are stored, sorted."""
+    q = (
+        select(Neuron.layer, Neuron.index)
+        .join(Model, Model.id == Neuron.model_id)
+        .where(Model.name == model, Neuron.recorded_at.is_not(None))
+    )
+    if layer is not None:
+        q = q.where(Neuron.layer == layer)
+    return [NeuronId(l, i) for l, i in session.execute(q.order_by(Neuron.layer, Neuron.index)).all()]
+
+
+def explained_neurons(*, session: Session, model: str, explainer: str, version: str) -> set[NeuronId]:
+    """Neurons of ``model`` that already have an explanation by ``explainer`` at ``version``."""
+    q = (
+        select(Neuron.layer, Neuron.index)
+        .join(Model, Model.id == Neuron.model_id)
+        .join(ExplanationRow, ExplanationRow.neuron_id == Neuron.id)
+        .where(
+            Model.name == model,
+            ExplanationRow.explainer == explainer,
+            ExplanationRow.explainer_version == version,
+        )
+        .distinct()
+    )
+    return {NeuronId(l, i) for l, i in session.execute(q).all()}
+
+
+def explanation_dict(row: ExplanationRow, scores: Sequence[Score] = ()) -> dict[str, Any]:
+    """The public form of one explanation row."""
+    return {
+        "id": row.id,
+        "explainer": row.explainer,
+        "explainer_version": row.explainer_version,
+        "rank": row.rank,
+        "text": row.text,
+        "structured": row.structured or {},
+        "params": row.params or {},
+        "score": row.score,
+        "accepted": bool(row.accepted),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "scores": [
+            {
+                "scorer": s.scorer,
+                "simulator": s.simulator,
+                "split": s.split,
+                "score": s.score,
+                "parts": s.parts or {},
+                "n_tokens": s.n_tokens,
+                "method": s.method,
+            }
+            for s in scores
+        ],
+    }
+
+
+def _best_order():
+    return (ExplanationRow.score.desc().nulls_last(), ExplanationRow.id)
+
+
+_EXPLANATION_COLUMNS = (
+    ExplanationRow.id,
+    ExplanationRow.explainer,
+    ExplanationRow.explainer_version,
+    ExplanationRow.rank,
+    ExplanationRow.text,
+    ExplanationRow.structured,
+    ExplanationRow.params,
+    ExplanationRow.score,
+    ExplanationRow.accepted,
+    ExplanationRow.created_at,
+    ExplanationRow.updated_at,
+)
+_SCORE_COLUMNS = (
+    Score.id.label("s_id"),
+    Score.scorer,
+    Score.simulator,
+    Score.split,
+    Score.score.label("s_score"),
+    Score.parts,
+    Score.n_tokens,
+    Score.method,
+)
+
+
+def get_neuron(*, session: Session, model: str, layer: int, index: int) -> dict[str, Any] | None:
+    """A neuron with its statistics, examples, explanations (best first, with their scores)
+    and best accepted label; ``None`` when the neuron is unknown. Three indexed queries."""
+    row = session.execute(
+        select(Neuron.id, Neuron.layer, Neuron.index, Neuron.stats, Neuron.recorded_at)
+        .join(Model, Model.id == Neuron.model_id)
+        .where(Model.name == model, Neuron.layer == layer, Neuron.index == index)
+    ).one_or_none()
+    if row is None:
+        return None
+    explanations: dict[int, dict[str, Any]] = {}
+    for r in session.execute(
+        select(*_EXPLANATION_COLUMNS, *_SCORE_COLUMNS)
+        .outerjoin(Score, Score.explanation_id == ExplanationRow.id)
+        .where(ExplanationRow.neuron_id == row.id)
+        .order_by(*_best_order(), Score.id)
+    ).all():
+        e = explanations.get(r.id)
+        if e is None:
+            e = explanations[r.id] = explanation_dict(r)
+        if r.s_id is not None:
+            e["scores"].append(
+                {"scorer": r.scorer, "simulator": r.simulator, "split": r.split, "score": r.s_score,
+                 "parts": r.parts or {}, "n_tokens": r.n_tokens, "method": r.method}
+            )
+    examples = session.execute(
+        select(Example.kind, Example.position, Example.split, Example.window_id, Example.quantile,
+               Example.tokens, Example.activations, Example.max_activation)
+        .where(Example.neuron_id == row.id)
+        .order_by(Example.kind, Example.position)
+    ).all()
+    ordered = list(explanations.values())
+    return {
+        "model": model,
+        "layer": row.layer,
+        "index": row.index,
+        "stats": row.stats,
+        "recorded_at": row.recorded_at,
+        "examples": [
+            {
+                "kind": ex.kind,
+                "position": ex.position,
+                "split": ex.split,
+                "window_id": ex.window_id,
+                "quantile": ex.quantile,
+                "tokens": list(ex.tokens),
+                "activations": list(ex.activations),
+                "max_activation": ex.max_activation,
+            }
+            for ex in examples
+        ],
+        "explanations": ordered,
+        "best_label": next((e for e in ordered if e["accepted"]), None),
+    }
+
+
+def best_label(*, session: Session, model: str, layer: int, index: int) -> dict[str, Any] | None:
+    """The highest-scoring accepted explanation of a neuron, or ``None``."""
+    row = session.execute(
+        select(*_EXPLANATION_COLUMNS)
+        .join(Neuron, Neuron.id == ExplanationRow.neuron_id)
+        .join(Model, Model.id == Neuron.model_id)
+        .where(Model.name == model, Neuron.layer == layer, Neuron.index == index, ExplanationRow.accepted)
+        .order_by(*_best_order())
+        .limit(1)
+    ).one_or_none()
+    if row is None:
+        return None
+    scores = session.execute(select(Score).where(Score.explanation_id == row.id).order_by(Score.id)).scalars().all()
+    return {"model": model, "layer": layer, "index": index, **explanation_dict(row, scores)}
+
+
+def list_neurons(
+    *,
+    session: Session,
+    model: str | None = None,
+    layer: int | None = None,
+    explainer: str | None = None,
+    min_score: float | None = None,
+    labelled: bool | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Neurons filtered by model, layer, explainer, minimum explanation score and whether they
+    have an accepted label; ordered by model, layer, index; paginated.
+
+    Each row: model, layer, index, recorded (bool), n_explanations, best_score (over the
+    explanations that pass the explainer filter), label and label_score (best accepted)."""
+    e_cond = [ExplanationRow.neuron_id == Neuron.id]
+    if explainer is not None:
+        e_cond.append(ExplanationRow.explainer == explainer)
+    best_text = (
+        select(ExplanationRow.text)
+        .where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted)
+        .order_by(*_best_order())
+        .limit(1)
+        .scalar_subquery()
+    )
+    best_accepted = (
+        select(func.max(ExplanationRow.score))
+        .where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted)
+        .scalar_subquery()
+    )
+    best_score = select(func.max(ExplanationRow.score)).where(*e_cond).scalar_subquery()
+    n_expl = select(func.count(ExplanationRow.id)).where(*e_cond).scalar_subquery()
+    q = select(
+        Model.name,
+        Neuron.layer,
+        Neuron.index,
+        Neuron.recorded_at,
+        n_expl.label("n_explanations"),
+        best_score.label("best_score"),
+        best_text.label("label"),
+        best_accepted.label("label_score"),
+    ).join(Model, Model.id == Neuron.model_id)
+    if model is not None:
+        q = q.where(Model.name == model)
+    if layer is not None:
+        q = q.where(Neuron.layer == layer)
+    if explainer is not None:
+        q = q.where(exists().where(*e_cond))
+    if min_score is not None:
+        q = q.where(exists().where(*e_cond, ExplanationRow.score >= min_score))
+    if labelled is not None:
+        has = exists().where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted)
+        q = q.where(has if labelled else ~has)
+    q = q.order_by(Model.name, Neuron.layer, Neuron.index).limit(limit).offset(offset)
+    return [
+        {
+            "model": r.name,
+            "layer": r.layer,
+            "index": r.index,
+            "recorded": r.recorded_at is not None,
+            "n_explanations": int(r.n_explanations or 0),
+            "best_score": r.best_score,
+            "label": r.label,
+            "label_score": r.label_score,
+        }
+        for r in session.execute(q).all()
+    ]
+
+
+def list_models(*, session: Session) -> list[dict[str, Any]]:
+    """Every model with its neuron, recorded-neuron, explanation and labelled-neuron counts."""
+    n_neurons = select(func.count(Neuron.id)).where(Neuron.model_id == Model.id).scalar_subquery()
+    n_recorded = (
+        select(func.count(Neuron.id))
+        .where(Neuron.model_id == Model.id, Neuron.recorded_at.is_not(None))
+        .scalar_subquery()
+    )
+    n_expl = (
+        select(func.count(ExplanationRow.id))
+        .join(Neuron, Neuron.id == ExplanationRow.neuron_id)
+        .where(Neuron.model_id == Model.id)
+        .scalar_subquery()
+    )
+    n_labelled = (
+        select(func.count(func.distinct(ExplanationRow.neuron_id)))
+        .join(Neuron, Neuron.id == ExplanationRow.neuron_id)
+        .where(Neuron.model_id == Model.id, ExplanationRow.accepted)
+        .scalar_subquery()
+    )
+    q = select(Model, n_neurons, n_recorded, n_expl, n_labelled).order_by(Model.name)
+    return [
+        {
+            "name": m.name,
+            "architecture": m.architecture,
+            "source": m.source,
+            "n_layers": m.n_layers,
+            "n_units": m.n_units,
+            "unit_map": m.unit_map or {},
+            "created_at": m.created_at,
+            "n_neurons": int(a or 0),
+            "n_recorded": int(b or 0),
+            "n_explanations": int(c or 0),
+            "n_labelled": int(d or 0),
+        }
+        for m, a, b, c, d in session.execute(q).all()
+    ]
+
+
+SCORE_BINS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
+"""Edges of the score histogram in :func:`model_overview` (-1.0, -0.9, …, 1.0)."""
+
+
+def model_overview(*, session: Session, model: str) -> dict[str, Any] | None:
+    """Per layer: neurons, labelled neurons and fraction, and a histogram of each neuron's best
+    explanation score (edges :data:`SCORE_BINS`); ``None`` for an unknown model."""
+    m = session.execute(select(Model).where(Model.name == model)).scalar_one_or_none()
+    if m is None:
+        return None
+    rows = session.execute(
+        select(
+            Neuron.layer,
+            func.max(ExplanationRow.score),
+            func.count(ExplanationRow.id),
+            func.sum(cast(ExplanationRow.accepted, Integer)),
+        )
+        .select_from(Neuron)
+        .outerjoin(ExplanationRow, and_(ExplanationRow.neuron_id == Neuron.id))
+        .where(Neuron.model_id == m.id)
+        .group_by(Neuron.id, Neuron.layer)
+    ).all()
+    layers: dict[int, dict[str, Any]] = {}
+    for layer, best, n_expl, n_acc in rows:
+        d = layers.setdefault(
+            layer,
+            {"layer": layer, "n_neurons": 0, "n_explained": 0, "n_labelled": 0, "histogram": [0] * 20,
+             "_scores": []},
+        )
+        d["n_neurons"] += 1
+        if n_expl:
+            d["n_explained"] += 1
+        if n_acc:
+            d["n_labelled"] += 1
+        if best is not None:
+            d["_scores"].append(best)
+            b = min(19, max(0, int((best + 1.0) / 0.1)))
+            d["histogram"][b] += 1
+    out = []
+    for layer in sorted(layers):
+        d = layers[layer]
+        scores = sorted(d.pop("_scores"))
+        d["labelled_fraction"] = d["n_labelled"] / d["n_neurons"] if d["n_neurons"] else 0.0
+        d["mean_best_score"] = sum(scores) / len(scores) if scores else None
+        d["median_best_score"] = float(statistics.median(scores)) if scores else None
+        out.append(d)
+    total = sum(d["n_neurons"] for d in out)
+    labelled = sum(d["n_labelled"] for d in out)
+    return {
+        "model": m.name,
+        "architecture": m.architecture,
+        "n_layers": m.n_layers,
+        "n_units": m.n_units,
+        "n_neurons": total,
+        "n_labelled": labelled,
+        "labelled_fraction": labelled / total if total else 0.0,
+        "histogram_edges": list(SCORE_BINS),
+        "layers": out,
+    }
+

@@ -1,0 +1,469 @@
+"""Idempotent, batched writes: models, recorded neurons with their examples, explanations with
+their scores and label embeddings.
+
+Every write is an upsert on the table's natural key (dialect ``INSERT … ON CONFLICT``), with rows
+sorted by key so that concurrent writers take locks in the same order. Bad data raises
+:class:`core.errors.StorageError` naming the record and the field.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.orm import Session
+
+from core.errors import StorageError
+from core.settings import get_settings
+from core.types import ActivationRecord, Explanation, NeuronRecord, NeuronStats
+from storage.models import Example, ExplanationRow, Model, Neuron, Score, utcnow
+
+log = logging.getLogger(__name__)
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+"""Turns label texts into normalised float32 vectors, shape ``(n, 384)``."""
+
+_KINDS = ("top", "random", "quantile")
+_SPLITS = ("explain", "score")
+
+
+def dialect_insert(session: Session, table):
+    """``INSERT`` with ``on_conflict_do_*`` for the session's dialect (SQLite or PostgreSQL)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise StorageError(f"database dialect {name!r} is not supported (use SQLite or PostgreSQL)")
+    return insert(table)
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _finite(value: Any, where: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise StorageError(f"{where}: {value!r} is not a number") from None
+    if not math.isfinite(f):
+        raise StorageError(f"{where}: value {f!r} is not finite")
+    return f
+
+
+def _record_name(model: str, layer: int, index: int) -> str:
+    return f"record {model} {layer}:{index}"
+
+
+def upsert_model(
+    *,
+    session: Session,
+    name: str,
+    architecture: str | None = None,
+    source: str | None = None,
+    unit_map: Mapping[str, Any] | None = None,
+    n_layers: int | None = None,
+    n_units: int | None = None,
+) -> int:
+    """Create or update the model ``name``; returns its id. Does not commit."""
+    if not name:
+        raise StorageError("model name is empty")
+    values = {
+        "name": name,
+        "architecture": architecture,
+        "source": source,
+        "unit_map": dict(unit_map or {}),
+        "n_layers": n_layers,
+        "n_units": n_units,
+        "created_at": utcnow(),
+    }
+    stmt = dialect_insert(session, Model).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={k: stmt.excluded[k] for k in ("architecture", "source", "unit_map", "n_layers", "n_units")},
+    )
+    session.execute(stmt)
+    return session.execute(select(Model.id).where(Model.name == name)).scalar_one()
+
+
+def ensure_models(*, session: Session, names: Iterable[str]) -> dict[str, int]:
+    """Ids of the models ``names``, creating rows (name only) for unknown ones."""
+    names = sorted(set(names))
+    if not names:
+        return {}
+    for name in names:
+        if not name:
+            raise StorageError("model name is empty")
+    stmt = dialect_insert(session, Model).on_conflict_do_nothing(index_elements=["name"])
+    now = utcnow()
+    existing = dict(session.execute(select(Model.name, Model.id).where(Model.name.in_(names))).all())
+    missing = [n for n in names if n not in existing]
+    if missing:
+        session.execute(stmt, [{"name": n, "unit_map": {}, "created_at": now} for n in missing])
+        existing = dict(session.execute(select(Model.name, Model.id).where(Model.name.in_(names))).all())
+    return existing
+
+
+def ensure_neurons(
+    *, session: Session, model_id: int, keys: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], int]:
+    """Ids of the neurons ``(layer, index)`` of one model, creating bare rows for unknown ones."""
+    keys = sorted(set(keys))
+    ids: dict[tuple[int, int], int] = {}
+    for chunk in _batches(keys, 500):
+        found = _neuron_ids(session, model_id, chunk)
+        missing = [k for k in chunk if k not in found]
+        if missing:
+            stmt = dialect_insert(session, Neuron).on_conflict_do_nothing(
+                index_elements=["model_id", "layer", "index"]
+            )
+            session.execute(stmt, [{"model_id": model_id, "layer": l, "index": i} for l, i in missing])
+            found = _neuron_ids(session, model_id, chunk)
+        ids.update(found)
+    return ids
+
+
+def _neuron_ids(session: Session, model_id: int, keys: Sequence[tuple[int, int]]) -> dict:
+    rows = session.execute(
+        select(Neuron.layer, Neuron.index, Neuron.id).where(
+            Neuron.model_id == model_id, tuple_(Neuron.layer, Neuron.index).in_(list(keys))
+        )
+    ).all()
+    return {(r.layer, r.index): r.id for r in rows}
+
+
+# ---------------------------------------------------------------- neuron records
+
+
+def stats_to_dict(stats: NeuronStats | None, where: str) -> dict[str, float] | None:
+    """A validated JSON-able form of ``stats`` (``StorageError`` on non-finite values)."""
+    if stats is None:
+        return None
+    out: dict[str, float] = {}
+    for key in ("count", "mean", "std", "max", "min", "frac_active"):
+        out[key] = _finite(getattr(stats, key), f"{where}: stats.{key}")
+    out["count"] = int(out["count"])
+    return out
+
+
+def _example_rows(record: NeuronRecord, where: str) -> list[dict[str, Any]]:
+    rows = []
+    for kind in _KINDS:
+        for pos, window in enumerate(record.windows(kind)):
+            w = f"{where}: {kind}[{pos}]"
+            if not isinstance(window, ActivationRecord):
+                raise StorageError(f"{w}: expected an ActivationRecord, got {type(window).__name__}")
+            if len(window.tokens) != len(window.activations):
+                raise StorageError(
+                    f"{w}: {len(window.tokens)} tokens but {len(window.activations)} activations"
+                )
+            acts = [_finite(a, f"{w}: activation {i}") for i, a in enumerate(window.activations)]
+            if window.split not in _SPLITS:
+                raise StorageError(f"{w}: split {window.split!r} is not one of {_SPLITS}")
+            rows.append(
+                {
+                    "kind": kind,
+                    "position": pos,
+                    "split": window.split,
+                    "window_id": int(window.window_id),
+                    "quantile": window.quantile,
+                    "tokens": [str(t) for t in window.tokens],
+                    "activations": acts,
+                    "max_activation": max(acts) if acts else 0.0,
+                }
+            )
+    return rows
+
+
+def save_neuron_records(
+    *,
+    session: Session,
+    records: Iterable[NeuronRecord],
+    batch_size: int = 1000,
+    commit: bool = True,
+) -> int:
+    """Store recorded neurons (statistics and kept windows); returns how many were written.
+
+    Idempotent: a neuron recorded again replaces its statistics and windows. Unknown models get
+    a bare row. Each batch of ``batch_size`` records is validated as a whole before any row of
+    it is written; with ``commit=True`` (default) the session commits after every batch, so
+    a large write never holds one long transaction. ``commit=False`` leaves committing to the
+    caller (one transaction, e.g. an import)."""
+    total = 0
+    for batch in _batches(records, max(1, batch_size)):
+        latest: dict[tuple[str, int, int], tuple[dict, list[dict]]] = {}
+        for rec in batch:
+            if not isinstance(rec, NeuronRecord):
+                raise StorageError(f"expected a NeuronRecord, got {type(rec).__name__}")
+            key = (rec.model, int(rec.neuron.layer), int(rec.neuron.index))
+            where = _record_name(*key)
+            if key[1] < 0 or key[2] < 0:
+                raise StorageError(f"{where}: layer and index must be >= 0")
+            latest[key] = (stats_to_dict(rec.stats, where), _example_rows(rec, where))
+        model_ids = ensure_models(session=session, names={k[0] for k in latest})
+        now = utcnow()
+        neuron_rows = [
+            {"model_id": model_ids[m], "layer": l, "index": i, "stats": latest[(m, l, i)][0], "recorded_at": now}
+            for (m, l, i) in sorted(latest)
+        ]
+        stmt = dialect_insert(session, Neuron)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["model_id", "layer", "index"],
+            set_={"stats": stmt.excluded.stats, "recorded_at": stmt.excluded.recorded_at},
+        )
+        session.execute(stmt, neuron_rows)
+        ids: dict[tuple[str, int, int], int] = {}
+        for model, mid in model_ids.items():
+            keys = [(l, i) for (m, l, i) in latest if m == model]
+            for chunk in _batches(keys, 500):
+                for (l, i), nid in _neuron_ids(session, mid, chunk).items():
+                    ids[(model, l, i)] = nid
+        neuron_ids = sorted(ids.values())
+        for chunk in _batches(neuron_ids, 500):
+            session.execute(delete(Example).where(Example.neuron_id.in_(chunk)))
+        example_rows = [
+            {"neuron_id": ids[key], **row} for key in sorted(latest) for row in latest[key][1]
+        ]
+        if example_rows:
+            ex = dialect_insert(session, Example)
+            ex = ex.on_conflict_do_update(
+                index_elements=["neuron_id", "kind", "position"],
+                set_={
+                    c: ex.excluded[c]
+                    for c in ("split", "window_id", "quantile", "tokens", "activations", "max_activation")
+                },
+            )
+            for chunk in _batches(example_rows, 2000):
+                session.execute(ex, chunk)
+        total += len(latest)
+        if commit:
+            session.commit()
+        log.debug("stored %d neuron records (%d examples)", len(latest), len(example_rows))
+    return total
+
+
+# ---------------------------------------------------------------- explanations
+
+
+@dataclass(frozen=True)
+class ExplanationInput:
+    """One explanation row as stored (used by :func:`save_explanations` and imports)."""
+
+    model: str
+    layer: int
+    index: int
+    explainer: str
+    explainer_version: str
+    rank: int
+    text: str
+    structured: Mapping[str, Any]
+    params: Mapping[str, Any]
+    score: float | None
+    accepted: bool
+    scores: Sequence[Mapping[str, Any]]
+    """Score rows: scorer, simulator, split, score, parts, n_tokens, method."""
+    embedding: bytes | None = None
+    created_at: datetime | None = None
+
+
+def _clean_json(value: Any, where: str) -> Any:
+    """JSON-able copy of ``value`` with non-finite floats refused."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean_json(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_clean_json(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float) or isinstance(value, np.floating):
+        return _finite(value, where)
+    if isinstance(value, np.integer):
+        return int(value)
+    raise StorageError(f"{where}: {type(value).__name__} value {value!r} cannot be stored as JSON")
+
+
+def _optional_score(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    f = float(value)
+    if math.isnan(f):
+        return None
+    return _finite(f, where)
+
+
+def explanation_input(explanation: Explanation, *, threshold: float) -> ExplanationInput:
+    """Validate one :class:`core.Explanation` and turn it into a row to store."""
+    where = (
+        f"explanation {explanation.model} {explanation.neuron} "
+        f"{explanation.explainer}@{explanation.explainer_version}#{explanation.rank}"
+    )
+    if not isinstance(explanation.text, str) or not explanation.text.strip():
+        raise StorageError(f"{where}: text is empty")
+    if not explanation.explainer or not explanation.explainer_version:
+        raise StorageError(f"{where}: explainer and explainer_version must be set")
+    scores: list[dict[str, Any]] = []
+    score = None
+    if explanation.score is not None:
+        s = explanation.score
+        score = _optional_score(s.score, f"{where}: score")
+        scores.append(
+            {
+                "scorer": s.scorer,
+                "simulator": s.simulator,
+                "split": s.split,
+                "score": score,
+                "parts": _clean_json(
+                    {k: (None if v is not None and math.isnan(float(v)) else v) for k, v in s.parts.items()},
+                    f"{where}: parts",
+                ),
+                "n_tokens": int(s.n_tokens),
+                "method": s.method or "",
+            }
+        )
+    return ExplanationInput(
+        model=explanation.model,
+        layer=int(explanation.neuron.layer),
+        index=int(explanation.neuron.index),
+        explainer=explanation.explainer,
+        explainer_version=str(explanation.explainer_version),
+        rank=int(explanation.rank),
+        text=explanation.text.strip(),
+        structured=_clean_json(dict(explanation.structured), f"{where}: structured"),
+        params=_clean_json(dict(explanation.params), f"{where}: params"),
+        score=score,
+        accepted=score is not None and score >= threshold,
+        scores=scores,
+    )
+
+
+def _default_embedder(texts: Sequence[str]) -> np.ndarray:
+    from lm.embeddings import embed
+
+    return embed(texts)
+
+
+def embedding_bytes(vector: np.ndarray) -> bytes:
+    """How a label embedding is stored: little-endian float32."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def save_explanations(
+    *,
+    session: Session,
+    explanations: Sequence[Explanation],
+    threshold: float | None = None,
+    embedder: Embedder | None = None,
+) -> list[int]:
+    """Store explanations with their scores and label embeddings; returns their ids in order.
+
+    Idempotent on (neuron, explainer, explainer_version, rank): storing again replaces text,
+    structure, parameters and score of the same key; a new explainer version adds rows and keeps
+    the old ones. ``Explanation.score`` becomes a Score row (with its parts); ``accepted`` means
+    score >= ``threshold`` (default ``settings.score_threshold``). Missing models and neurons get
+    bare rows. Does not commit."""
+    if threshold is None:
+        threshold = get_settings().score_threshold
+    rows = [explanation_input(e, threshold=threshold) for e in explanations]
+    return write_explanation_rows(session=session, rows=rows, embedder=embedder)
+
+
+def write_explanation_rows(
+    *, session: Session, rows: Sequence[ExplanationInput], embedder: Embedder | None = None
+) -> list[int]:
+    """Upsert validated explanation rows (embedding the texts that lack one). Does not commit."""
+    if not rows:
+        return []
+    need = sorted({r.text for r in rows if r.embedding is None})
+    vectors: dict[str, bytes] = {}
+    if need:
+        mat = (embedder or _default_embedder)(need)
+        if mat.shape[0] != len(need):
+            raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(need)} texts")
+        vectors = {t: embedding_bytes(v) for t, v in zip(need, mat, strict=True)}
+    model_ids = ensure_models(session=session, names={r.model for r in rows})
+    neuron_ids: dict[tuple[str, int, int], int] = {}
+    for model, mid in model_ids.items():
+        got = ensure_neurons(session=session, model_id=mid, keys=[(r.layer, r.index) for r in rows if r.model == model])
+        neuron_ids.update({(model, l, i): nid for (l, i), nid in got.items()})
+
+    def key(r: ExplanationInput) -> tuple:
+        return (neuron_ids[(r.model, r.layer, r.index)], r.explainer, r.explainer_version, r.rank)
+
+    latest = {key(r): r for r in rows}
+    now = utcnow()
+    values = [
+        {
+            "neuron_id": k[0],
+            "explainer": k[1],
+            "explainer_version": k[2],
+            "rank": k[3],
+            "text": r.text,
+            "structured": dict(r.structured),
+            "params": dict(r.params),
+            "score": r.score,
+            "accepted": bool(r.accepted),
+            "embedding": r.embedding if r.embedding is not None else vectors[r.text],
+            "created_at": r.created_at or now,
+            "updated_at": now,
+        }
+        for k, r in sorted(latest.items())
+    ]
+    stmt = dialect_insert(session, ExplanationRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["neuron_id", "explainer", "explainer_version", "rank"],
+        set_={
+            c: stmt.excluded[c]
+            for c in ("text", "structured", "params", "score", "accepted", "embedding", "updated_at")
+        },
+    )
+    for chunk in _batches(values, 1000):
+        session.execute(stmt, chunk)
+    ids: dict[tuple, int] = {}
+    keys = sorted(latest)
+    for chunk in _batches(keys, 500):
+        found = session.execute(
+            select(
+                ExplanationRow.neuron_id,
+                ExplanationRow.explainer,
+                ExplanationRow.explainer_version,
+                ExplanationRow.rank,
+                ExplanationRow.id,
+            ).where(
+                tuple_(
+                    ExplanationRow.neuron_id,
+                    ExplanationRow.explainer,
+                    ExplanationRow.explainer_version,
+                    ExplanationRow.rank,
+                ).in_(chunk)
+            )
+        ).all()
+        ids.update({tuple(f[:4]): f[4] for f in found})
+    score_rows = []
+    unscored = []
+    for k, r in sorted(latest.items()):
+        if not r.scores:
+            unscored.append(ids[k])
+        for s in r.scores:
+            score_rows.append({"explanation_id": ids[k], "created_at": now, **dict(s)})
+    for chunk in _batches(unscored, 500):
+        session.execute(delete(Score).where(Score.explanation_id.in_(chunk)))
+    if score_rows:
+        sc = dialect_insert(session, Score)
+        sc = sc.on_conflict_do_update(
+            index_elements=["explanation_id", "scorer", "simulator", "split"],
+            set_={c: sc.excluded[c] for c in ("score", "parts", "n_tokens", "method", "created_at")},
+        )
+        for chunk in _batches(score_rows, 1000):
+            session.execute(sc, chunk)
+    return [ids[key(r)] for r in rows]

@@ -1,0 +1,162 @@
+"""Recording correctness against an independent plain-forward reference and a brute-force top-k,
+on tiny GPT-2 / BERT / Llama models; bounded memory; bad inputs."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from activations.corpus import Corpus
+from activations.models import load_target
+from activations.record import record_activations, record_neurons
+from core.errors import CorpusError, ModelError
+from core.types import split_of_window
+from tests.activations.reference import reference_acts, reference_prefix, reference_windows
+from tests.activations.tiny import WORDS
+
+T = 16
+K = 4
+
+
+def _texts(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 12)))) for _ in range(n)]
+
+
+def check_against_reference(target, model_dir, texts, layers, *, units=None, top_k=K, n_random=6,
+                            n_quantile_bins=3, per_bin=1, batch_size=5, atol=2e-5):
+    """Record, then compare everything recorded with the independent reference."""
+    recs = record_neurons(target, Corpus.from_texts(texts), layers=layers, units=units, max_tokens=10**9,
+                          top_k=top_k, n_random=n_random, n_quantile_bins=n_quantile_bins, per_bin=per_bin,
+                          window_tokens=T, batch_size=batch_size, progress=False)
+    plain = AutoModel.from_pretrained(model_dir).eval()  # a fresh plain model, not neurolabel's
+    wins = reference_windows(target.tokenizer, texts, T)
+    ref = reference_acts(plain, target.architecture, wins, reference_prefix(target.tokenizer), layers)
+    tok_strings = [tuple(target.tokenizer.decode([i]) for i in w) for w in wins]
+    unit_list = units if units is not None else range(target.n_units)
+    assert [(r.neuron.layer, r.neuron.index) for r in recs] == [(l, u) for l in layers for u in unit_list]
+    splits = np.array([split_of_window(i) for i in range(len(wins))])
+    for r in recs:
+        a = ref[r.neuron.layer][:, :, r.neuron.index].numpy()  # [windows, T]
+        wmax = a.max(axis=1)
+        # every kept window: right tokens, right activations, right split
+        for w in (*r.top, *r.random, *r.quantile):
+            assert w.tokens == tok_strings[w.window_id]
+            np.testing.assert_allclose(w.activations, a[w.window_id], atol=atol, rtol=1e-4)
+            assert w.split == split_of_window(w.window_id)
+        # top-k per split == brute force, highest first overall
+        for split in ("explain", "score"):
+            got = [w for w in r.top if w.split == split]
+            want = np.sort(wmax[splits == split])[::-1][:top_k]
+            np.testing.assert_allclose([w.max_activation for w in got], want, atol=atol, rtol=1e-4)
+            assert len({w.window_id for w in got}) == len(got)
+        assert [w.max_activation for w in r.top] == sorted((w.max_activation for w in r.top), reverse=True)
+        # random: distinct windows, quantile bins ordered by window max
+        assert len(r.random) == min(n_random, len(wins)) == len({w.window_id for w in r.random})
+        qs = [(w.quantile, w.max_activation) for w in r.quantile]
+        assert [q for q, _ in qs] == sorted(q for q, _ in qs)
+        for b in range(n_quantile_bins - 1):
+            lo = [m for q, m in qs if q == b]
+            hi = [m for q, m in qs if q == b + 1]
+            if lo and hi:
+                assert max(lo) <= min(hi) + 1e-6
+        # running statistics over every token
+        st = r.stats
+        assert st.count == a.size
+        np.testing.assert_allclose([st.mean, st.std, st.max, st.min],
+                                   [a.mean(), a.std(), a.max(), a.min()], atol=atol, rtol=1e-4)
+        assert abs(st.frac_active - (a > 0).mean()) <= 2 / a.size
+    return recs
+
+
+def test_gpt2_matches_reference(gpt2_dir, gpt2_target):
+    target = gpt2_target
+    check_against_reference(target, gpt2_dir, _texts(120), [0, 2])
+
+
+def test_bert_matches_reference(bert_dir):
+    target = load_target(str(bert_dir))
+    recs = check_against_reference(target, bert_dir, _texts(120, seed=1), [0, 1], units=[0, 5, 17, 47])
+    assert len(recs) == 8
+
+
+def test_llama_matches_reference_and_stops_early(llama_dir):
+    target = load_target(str(llama_dir))
+    texts = _texts(100, seed=2)
+    only0 = check_against_reference(target, llama_dir, texts, [0])  # forward stopped after layer 0
+    both = record_neurons(target, Corpus.from_texts(texts), layers=[0, 1], max_tokens=10**9, top_k=K, n_random=6,
+                          n_quantile_bins=3, per_bin=1, window_tokens=T, batch_size=5, progress=False)
+    assert only0 == both[: len(only0)]
+
+
+def test_top_k_is_per_split_and_deterministic(gpt2_target):
+    target = gpt2_target
+    kw = dict(layers=[1], units=[3, 9], max_tokens=10**9, top_k=3, window_tokens=T, batch_size=7, progress=False)
+    a = record_neurons(target, Corpus.from_texts(_texts(80)), **kw)
+    b = record_neurons(target, Corpus.from_texts(_texts(80)), **kw)
+    assert a == b
+    for r in a:
+        assert len(r.windows("top", "explain")) == 3 and len(r.windows("top", "score")) == 3
+
+
+def test_max_tokens_limits_the_stream(gpt2_target):
+    target = gpt2_target
+    rec = record_activations(target, Corpus.from_texts(_texts(200)), layers=[0], units=[0], max_tokens=10 * T,
+                             window_tokens=T, progress=False)
+    assert rec.n_windows == 10 and rec.n_tokens == 10 * T
+
+
+def test_memory_bounded_with_10x_corpus(gpt2_target):
+    target = gpt2_target
+    kw = dict(layers=[0, 2], units=[1, 2, 3], max_tokens=10**9, top_k=3, n_random=5, n_quantile_bins=2,
+              per_bin=1, window_tokens=T, batch_size=8, progress=False)
+    out = []
+    for n_texts in (150, 1500):
+        texts = _texts(n_texts, seed=n_texts)
+        tracemalloc.start()
+        rec = record_activations(target, Corpus(name="gen", source=lambda t=texts: iter(t)), **kw)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out.append((rec, peak))
+    (small, peak_small), (big, peak_big) = out
+    assert big.n_windows >= 9 * small.n_windows
+    assert big.state_bytes() == small.state_bytes()  # tensors: units x k, not corpus size
+    bound = 2 * 3 * 3 * 2 + 5  # splits x k x units x layers + reservoir
+    assert len(small.tokens) <= bound and len(big.tokens) <= bound
+    # Python heap: the 10x corpus (its text list is built before tracing) must not grow the peak 10x
+    assert peak_big < 2 * peak_small + 2_000_000, (peak_small, peak_big)
+
+
+def test_bad_layers_units_and_corpus(gpt2_target, tmp_path):
+    target = gpt2_target
+    c = Corpus.from_texts(_texts(10))
+    with pytest.raises(ModelError, match=r"layer\(s\) \[3\] do not exist"):
+        record_neurons(target, c, layers=[0, 3], progress=False)
+    with pytest.raises(ModelError, match=r"unit\(s\) \[500\] do not exist"):
+        record_neurons(target, c, layers=[0], units=[500], progress=False)
+    with pytest.raises(ModelError, match="top_k must be >= 1"):
+        record_neurons(target, c, layers=[0], top_k=0, progress=False)
+    with pytest.raises(CorpusError, match="empty"):
+        record_neurons(target, Corpus.from_texts([], name="nothing"), layers=[0], progress=False)
+    with pytest.raises(CorpusError, match="smaller than one window"):
+        record_neurons(target, c, layers=[0], max_tokens=10, window_tokens=64, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_units_subset_equals_full_recording(gpt2_target):
+    target = gpt2_target
+    kw = dict(layers=[1], max_tokens=10**9, top_k=3, window_tokens=T, batch_size=6, progress=False)
+    texts = _texts(60, seed=5)
+    full = record_neurons(target, Corpus.from_texts(texts), **kw)
+    sub = record_neurons(target, Corpus.from_texts(texts), units=[7, 100], **kw)
+    by_id = {r.neuron: r for r in full}
+    for r in sub:
+        f = by_id[r.neuron]
+        assert [w.window_id for w in r.top] == [w.window_id for w in f.top]
+        np.testing.assert_allclose(r.top[0].activations, f.top[0].activations, atol=1e-6)
+        assert r.stats.count == f.stats.count
+        assert torch.isclose(torch.tensor(r.stats.mean), torch.tensor(f.stats.mean), atol=1e-6)

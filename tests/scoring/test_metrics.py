@@ -1,0 +1,108 @@
+"""Hand-checked values of the pure metrics, and the correlation scorer's parts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.registry import SCORERS
+from core.types import ActivationRecord, SequenceSimulation
+from scoring import metrics
+
+
+def test_correlation_hand_values():
+    assert metrics.correlation([1, 0], [1, 0]) == 1.0
+    assert metrics.correlation([1, 2, 3], [3, 2, 1]) == -1.0
+    # centred vectors (.5,-.5,-.5,.5) and (.5,-.5,.5,-.5) are orthogonal: 0, defined
+    assert metrics.correlation([1, 0, 0, 1], [1, 0, 1, 0]) == 0.0
+    # 3.5 / sqrt(5 * 4.75)
+    assert metrics.correlation([1, 2, 3, 4], [2, 4, 5, 4]) == pytest.approx(3.5 / math.sqrt(23.75))
+
+
+def test_correlation_undefined_is_none_not_zero():
+    assert metrics.correlation([2, 2, 2], [0, 1, 5]) is None  # constant predictions
+    assert metrics.correlation([0, 1, 5], [0, 0, 0]) is None  # constant truth
+    assert metrics.correlation([1], [1]) is None
+    assert metrics.correlation([], []) is None
+    with pytest.raises(ValueError):
+        metrics.correlation([1, 2], [1, 2, 3])
+
+
+def test_active_masks():
+    assert metrics.true_active([0, 1, 4, 10]).tolist() == [False, False, False, True]
+    assert metrics.true_active([0, 5, 6, 10]).tolist() == [False, True, True, True]
+    assert metrics.true_active([-1, -2]).tolist() == [False, False]
+    assert metrics.predicted_active([0, 2, 8, 10]).tolist() == [False, False, True, True]
+    assert metrics.predicted_active([3, 3]).tolist() == [False, False]
+
+
+def test_balanced_accuracy_and_f1_hand_values():
+    pred, actual = [1, 1, 0, 0], [1, 0, 0, 0]
+    assert metrics.balanced_accuracy(pred, actual) == pytest.approx((1 + 2 / 3) / 2)
+    assert metrics.f1(pred, actual) == pytest.approx(2 / 3)  # TP=1 FP=1 FN=0
+    assert metrics.f1([0, 0], [1, 0]) == 0.0  # defined: nothing predicted, one missed
+    assert metrics.f1([0, 0], [0, 0]) is None
+    assert metrics.balanced_accuracy([1, 0], [0, 0]) is None  # one class only
+
+
+def test_auprc_hand_values_and_ties():
+    # P=1 at R=.5, P=2/3 at R=1
+    assert metrics.auprc([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # tied top pair counts as one threshold: P=.5 at R=.5, P=2/3 at R=1
+    assert metrics.auprc([1, 1, 0], [1, 0, 1]) == pytest.approx(0.25 + 1 / 3)
+    assert metrics.auprc([1, 2], [0, 0]) is None
+
+
+def test_auprc_matches_sklearn_average_precision():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s = rng.integers(0, 5, size=30).astype(float)
+        a = rng.random(30) < 0.3
+        if a.sum() == 0:
+            continue
+        assert metrics.auprc(s, a) == pytest.approx(sklearn_metrics.average_precision_score(a, s))
+
+
+def _win(acts, kind, wid):
+    return ActivationRecord(tokens=tuple(f"t{i}" for i in range(len(acts))), activations=tuple(acts),
+                            window_id=wid, split="score", kind=kind)
+
+
+def _sim(vals):
+    return SequenceSimulation(tokens=tuple(f"t{i}" for i in range(len(vals))),
+                              expected_activations=tuple(float(v) for v in vals), method="test")
+
+
+def test_correlation_scorer_concatenates_top_and_random():
+    scorer = SCORERS["correlation"]()
+    recs = [_win([0, 5, 1], "top", 1), _win([0, 0, 2], "random", 2)]
+    sims = [_sim([0, 9, 0]), _sim([0, 0, 1])]
+    r = scorer.score(sims, recs, simulator="x")
+    # pred (0,9,0,0,0,1) vs true (0,5,1,0,0,2), computed by hand
+    p, t = np.array([0, 9, 0, 0, 0, 1.0]), np.array([0, 5, 1, 0, 0, 2.0])
+    pc, tc = p - p.mean(), t - t.mean()
+    assert r.score == pytest.approx(float(pc @ tc / np.sqrt((pc @ pc) * (tc @ tc))))
+    assert r.parts["top_and_random"] == r.score
+    assert r.parts["top_only"] == pytest.approx(metrics.correlation([0, 9, 0], [0, 5, 1]))
+    assert r.parts["random_only"] == pytest.approx(1.0)
+    # true active: >= 2.5 -> only the 5; predicted active: > 4.5 -> only the 9
+    assert r.parts["balanced_accuracy"] == 1.0 and r.parts["f1"] == 1.0 and r.parts["auprc"] == 1.0
+    assert r.n_tokens == 6 and r.simulator == "x" and r.scorer == "correlation" and r.method == "test"
+
+
+def test_correlation_scorer_constant_predictions_undefined():
+    scorer = SCORERS["correlation"]()
+    r = scorer.score([_sim([1, 1, 1])], [_win([0, 5, 1], "top", 1)], simulator="x")
+    assert r.score is None
+    assert r.parts["top_and_random"] is None and r.parts["auprc"] is None
+    assert r.parts["random_only"] is None  # no random window
+
+
+def test_correlation_scorer_rejects_mismatched_lengths():
+    from core.errors import ScoringError
+
+    with pytest.raises(ScoringError, match="2 predictions for 3 tokens"):
+        SCORERS["correlation"]().score([_sim([1, 2])], [_win([0, 5, 1], "top", 1)], simulator="x")

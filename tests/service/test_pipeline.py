@@ -1,0 +1,141 @@
+"""The labelling pipeline on real parts: planted-concept records in a real database (SQLite
+and PostgreSQL), the real concept-induction explainer and symbolic/embedding simulators; and
+one run that records the real SmolLM2 first."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from core.errors import ConfigError
+from core.types import NeuronId
+from service.pipeline import explain_and_score, label_neurons, resolve_simulators
+
+CLASSES = ("animal.n.01", "food.n.01", "person.n.01")
+
+
+@pytest.fixture(scope="module")
+def planted():
+    from bench.planted import planted_records
+
+    return planted_records(CLASSES, n_top=6, n_random=4, n_windows=400, window_tokens=32)
+
+
+def _store(url, records):
+    from storage.db import session_scope, upgrade
+    from storage.queries import save_neuron_records
+
+    upgrade(url)
+    with session_scope(url) as session:
+        save_neuron_records(session=session, records=records)
+
+
+def _counts(url):
+    from storage.db import session_scope
+    from storage.models import ExplanationRow, Score
+
+    with session_scope(url) as session:
+        return (session.execute(select(func.count()).select_from(ExplanationRow)).scalar_one(),
+                session.execute(select(func.count()).select_from(Score)).scalar_one())
+
+
+def test_resolve_simulators():
+    assert resolve_simulators(["concept_induction", "llm_summary"]) == {
+        "concept_induction": "symbolic", "llm_summary": "llm"}
+    assert resolve_simulators(["concept_induction"], "embedding") == {"concept_induction": "embedding"}
+    assert resolve_simulators(["concept_induction", "llm_summary"], {"llm_summary": "embedding"}) == {
+        "concept_induction": "symbolic", "llm_summary": "embedding"}
+    with pytest.raises(ConfigError, match="unknown simulator 'nope'"):
+        resolve_simulators(["concept_induction"], "nope")
+    with pytest.raises(ConfigError, match="unknown explainer"):
+        resolve_simulators(["nope"])
+    with pytest.raises(ConfigError, match="not chosen"):
+        resolve_simulators(["concept_induction"], {"llm_summary": "llm"})
+
+
+@pytest.mark.slow
+def test_label_stops_resumes_and_never_duplicates(db_url, planted):
+    from storage.db import dispose_engines, session_scope
+    from storage.queries import best_label, get_neuron
+
+    _store(db_url, planted)
+    calls = []
+    first = label_neurons(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction"],
+                          database_url=db_url, progress=False, should_stop=lambda: len(calls) >= 1,
+                          on_progress=lambda done, total, detail: calls.append((done, total)))
+    assert first.stopped and first.processed == 1 and first.recorded == 0 and calls == [(1, 3)]
+    n_expl, n_scores = _counts(db_url)
+    assert n_expl == first.explanations > 0 and n_scores == n_expl
+
+    second = label_neurons(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction"],
+                           database_url=db_url, progress=False)
+    assert not second.stopped and second.skipped == 1 and second.processed == 2
+    third = label_neurons(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction"],
+                          database_url=db_url, progress=False)
+    assert third.skipped == 3 and third.processed == 0 and third.explanations == 0
+    assert _counts(db_url) == (first.explanations + second.explanations,) * 2
+
+    with session_scope(db_url) as session:
+        for i, cls in enumerate(CLASSES):
+            info = get_neuron(session=session, model="planted", layer=0, index=i)
+            scores = info["explanations"][0]["scores"]
+            assert scores[0]["simulator"] == "symbolic" and scores[0]["method"] == "symbolic"
+            assert set(scores[0]["parts"]) >= {"random_only", "top_only", "balanced_accuracy", "auprc", "f1"}
+            best = best_label(session=session, model="planted", layer=0, index=i)
+            assert best is not None and best["score"] > 0.5, (cls, info["explanations"][:2])
+            assert cls.split(".")[0] in best["text"].lower(), (cls, best["text"])
+    dispose_engines()
+
+
+@pytest.mark.slow
+def test_rejected_explanations_are_stored_with_scores(sqlite_url, planted):
+    from storage.db import session_scope
+    from storage.queries import get_neuron
+
+    _store(sqlite_url, planted[:1])
+    s = label_neurons(model_spec="planted", layers=[0], units=[0], explainers=["concept_induction"],
+                      simulators="embedding", database_url=sqlite_url, threshold=1.01, progress=False)
+    assert s.explanations > 0 and s.accepted == 0
+    with session_scope(sqlite_url) as session:
+        info = get_neuron(session=session, model="planted", layer=0, index=0)
+    assert info["best_label"] is None
+    assert all(not e["accepted"] and e["scores"][0]["simulator"] == "embedding" for e in info["explanations"])
+    assert any(e["score"] is not None for e in info["explanations"])
+
+
+@pytest.mark.slow
+def test_explain_and_score_without_storage_any_simulator(planted):
+    out = explain_and_score(planted[:2], explainers=["concept_induction"], simulators="embedding")
+    assert out and all(e.score is not None and e.score.simulator == "embedding" for e in out)
+    assert {e.neuron for e in out} == {NeuronId(0, 0), NeuronId(0, 1)}
+
+
+@pytest.mark.slow
+def test_records_missing_neurons_from_the_real_model(sqlite_url):
+    opts = {"max_tokens": 1024, "window_tokens": 32, "top_k": 4, "n_random": 4}
+    s = label_neurons(model_spec="default", layers=[10], units=[0, 1], explainers=["concept_induction"],
+                      database_url=sqlite_url, record_options=opts, progress=False)
+    assert s.model == "smollm2-135m" and s.recorded == 2 and s.processed + len(s.errors) >= 2
+    again = label_neurons(model_spec="default", layers=[10], units=[0, 1], explainers=["concept_induction"],
+                          database_url=sqlite_url, record_options=opts, progress=False)
+    assert again.recorded == 0 and again.processed <= len(s.errors)
+
+
+@pytest.mark.slow
+def test_cli_label_prints_labels_and_resumes(sqlite_url, planted):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    _store(sqlite_url, planted[:2])
+    args = ["label", "--model", "planted", "--layers", "0", "--units", "0-1", "--explainers", "concept_induction,pmi",
+            "--db", sqlite_url, "--show", "--no-progress"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "2 explained, 0 already done" in first.output
+    assert "neuron planted 0:0" in first.output and "concept_induction" in first.output and "pmi" in first.output
+    assert "=> label:" in first.output and "animal" in first.output.lower()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 explained, 2 already done" in again.output and "0 explanations stored" in again.output
+    bad = CliRunner().invoke(app, ["label", "--layers", "0", "--explainers", "nope", "--db", sqlite_url])
+    assert bad.exit_code != 0 and "unknown explainer 'nope'" in str(bad.exception or bad.output)
