@@ -4,10 +4,11 @@ One forward pass per batch of windows; inside the unit hooks, everything is redu
 torch, so memory is bounded by units x k whatever the corpus length:
 
 - **top-k per split**: for each split (explain / score, :func:`core.split_of_window`) and unit a
-  set of ``top_k`` slots holding the window max, window id and per-token activations. Per batch
-  the per-window max ``[windows, units]`` is merged with the slots by ``torch.topk`` over the
-  concatenation; only the (slot, unit) pairs that changed are copied, so the cost falls as the
-  sets settle.
+  set of ``top_k`` slots holding the window max, window id and per-token activations. The first
+  ``top_k`` windows of a split fill the slots of every unit directly; after that, per batch,
+  only the units where some window's max beats the unit's current k-th best are merged
+  (:func:`_merge_topk`) and only the (unit, slot) pairs that changed are copied, so the cost
+  falls as the sets settle.
 - **random windows**: a uniform reservoir sample (algorithm R, fixed seed) of window ids, the same
   windows for every unit, with their per-token activations.
 - **quantile windows**: the reservoir windows (``max(n_random, 2 x bins x per_bin)`` of them)
@@ -17,12 +18,13 @@ torch, so memory is bounded by units x k whatever the corpus length:
 - **running statistics** over every token: count, mean and variance merged per batch (Chan et
   al., from per-batch sums in float64), max, min, fraction of activations > 0.
 
-The hooks only reduce each layer into per-batch buffers (window max, min, sums, positive count;
-one pass each over the ``[batch, tokens, units]`` tensor) and keep a reference to it; after the
-forward pass one set of vectorised operations over all layers at once (``layers x units``
-columns) merges the buffers into the state and copies the few changed windows. This bookkeeping
-runs single-threaded by default (``bookkeeping_threads``): on the shared 2-core machine ATen's
-parallel regions stalled on descheduled threads and made it ~10x slower.
+Each layer's hook does that layer's whole share while its ``[batch, tokens, units]`` tensor is
+at hand: the statistics reductions into per-batch buffers (one pass each), the reservoir copies
+and the top-k update of its columns (``layers x units`` columns side by side in one state).
+After the forward pass the statistics buffers are merged for all layers at once. The
+bookkeeping uses the process's torch threads unless ``bookkeeping_threads`` says otherwise (on
+a heavily shared machine, 1 avoids ATen's parallel regions stalling on descheduled threads).
+``bench/capture.py`` measures the cost against the bare forward passes.
 
 Token strings are kept only for windows still referenced by a slot (garbage-collected
 periodically).
@@ -46,6 +48,8 @@ from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, sp
 log = logging.getLogger(__name__)
 
 _SPLITS = ("explain", "score")
+_TINY = 2.0**-100
+_INV_TINY = 2.0**100
 
 
 @dataclass
@@ -57,7 +61,7 @@ class _State:
 
     top_vals: Any  # [2, LU, k] window max (-inf = empty slot)
     top_ids: Any  # [2, LU, k] window id (-1 = empty)
-    top_acts: Any  # [2, LU * k, T] row = column * k + slot
+    top_acts: Any  # [2, LU, k, T] per split: column, slot, token
     res_max: Any  # [R, LU]
     res_acts: Any  # [R, T, LU]
     mean: Any  # [LU] float64
@@ -123,8 +127,7 @@ class Recording:
         cols = slice(i * U, (i + 1) * U)
         top_vals = st.top_vals[:, cols].cpu().permute(1, 0, 2).tolist()  # [U][S][k]
         top_ids = st.top_ids[:, cols].cpu().permute(1, 0, 2).tolist()
-        T = st.top_acts.shape[-1]
-        top_acts = st.top_acts.view(2, -1, k, T)[:, cols].cpu().permute(1, 0, 2, 3).contiguous()  # [U, S, k, T]
+        top_acts = st.top_acts[:, cols].cpu().permute(1, 0, 2, 3).contiguous()  # [U, S, k, T]
         r_fill = len(self.res_ids)
         res_acts_all = st.res_acts[:r_fill, :, cols].cpu().permute(2, 0, 1).contiguous()  # [U, R, T]
         res_max = st.res_max[:r_fill, cols].cpu().t().contiguous()  # [U, R]
@@ -182,13 +185,15 @@ def _evenly_spaced(items: list[int], k: int) -> list[int]:
 
 
 class _Recorder:
-    """Holds the state during one run. The hooks reduce each layer into per-batch buffers
-    (window max, min, sums, positive count), copy reservoir windows and keep a reference to the
-    layer's tensor; after the forward pass one set of vectorised operations over all layers at
-    once updates the state and copies the changed top windows out of the kept tensors."""
+    """Holds the state during one run. Each layer's hook does all of that layer's work while its
+    ``[batch, tokens, units]`` tensor is at hand: the statistics reductions into per-batch
+    buffers, the reservoir copies, and the top-k update of both splits (filling empty slots
+    directly; afterwards merging only the units where some window beats the unit's current
+    k-th best, so the cost falls as the sets settle). After the forward pass the statistics are
+    merged for all layers at once."""
 
     def __init__(self, target: TargetModel, layers: list[int], units: list[int] | None, *, top_k: int,
-                 n_reservoir: int, batch_size: int, seed: int, threads: int | None = 1) -> None:
+                 n_reservoir: int, batch_size: int, seed: int, threads: int | None = None) -> None:
         self.target = target
         self.layers = layers
         self.units = units
@@ -206,7 +211,9 @@ class _Recorder:
         self._gc_at = 256
         self.threads = threads
         self._ut = None
-        self._held: list[Any] = []
+        self._filled = [0, 0]  # filled top-k slots per split (the same for every unit)
+        self._plan: list[dict[str, Any]] = []
+        self._entered: list[Any] = []
         self._res_updates: list[tuple[int, int]] = []
 
     def _allocate(self, T: int) -> None:
@@ -216,7 +223,7 @@ class _Recorder:
         self.state = _State(
             top_vals=torch.full((2, LU, k), -math.inf, device=dev),
             top_ids=torch.full((2, LU, k), -1, dtype=torch.long, device=dev),
-            top_acts=torch.empty((2, LU * k, T), device=dev),  # read only where a slot is filled
+            top_acts=torch.empty((2, LU, k, T), device=dev),  # read only where a slot is filled
             res_max=torch.zeros((R, LU), device=dev),
             res_acts=torch.empty((R, T, LU), device=dev),
             mean=torch.zeros(LU, dtype=torch.float64, device=dev),
@@ -225,6 +232,8 @@ class _Recorder:
             vmin=torch.full((LU,), math.inf, device=dev),
             active=torch.zeros(LU, dtype=torch.long, device=dev),
         )
+        # the k-th best window max per split and column (-inf until the slots are full)
+        self.thresh = torch.full((2, LU), -math.inf, device=dev)
         # per-batch buffers, filled by the hooks
         self.b_wmax = torch.empty((Bm, LU), device=dev)
         self.b_min = torch.empty(LU, device=dev)
@@ -232,12 +241,36 @@ class _Recorder:
         self.b_sumsq = torch.empty(LU, dtype=torch.float64, device=dev)
         self.b_active = torch.empty(LU, dtype=torch.long, device=dev)
 
+    def _make_plan(self, batch: list[Window]) -> None:
+        """Per split, which rows of the batch fill empty slots (and which slots) and which rows
+        compete for the full slots; decided before the forward pass, used by every hook."""
+        import torch
+
+        dev, k = self.target.device, self.top_k
+        self._plan = []
+        for s, name in enumerate(_SPLITS):
+            rows = [r for r, w in enumerate(batch) if split_of_window(w.window_id) == name]
+            f = self._filled[s]
+            m = min(len(rows), k - f)
+            fill, rest = rows[:m], rows[m:]
+            self._plan.append({
+                "first": f,
+                "fill": fill,
+                "fill_t": torch.tensor(fill, dtype=torch.long, device=dev),
+                "fill_ids": torch.tensor([batch[r].window_id for r in fill], dtype=torch.long, device=dev),
+                "full_after": f + m == k,
+                "rest_t": torch.tensor(rest, dtype=torch.long, device=dev) if rest else None,
+                "rest_ids": torch.tensor([batch[r].window_id for r in rest], dtype=torch.long, device=dev),
+            })
+            self._filled[s] = f + m
+
     def on_layer(self, layer: int, acts: Any) -> None:
-        """Hook callback: reduce one layer's ``[B, prefix+T, U]`` unit tensor into the batch
-        buffers (per-window max, min, sums, positive count) and copy reservoir windows."""
+        """Hook callback: one layer's ``[B, prefix+T, U]`` unit tensor -> statistics buffers,
+        reservoir copies and the top-k slots of its columns."""
         import torch
 
         with _threads(self.threads):
+            st = self.state
             p = len(self.target.prefix_ids)
             x = acts[:, p:, :] if p else acts
             if self.units is not None:
@@ -245,16 +278,54 @@ class _Recorder:
                     self._ut = torch.tensor(self.units, dtype=torch.long, device=x.device)
                 x = x.index_select(-1, self._ut)
             x = x.float()
-            B, i = x.shape[0], self.col[layer]
-            cols = slice(i * self.U, (i + 1) * self.U)
-            self.b_wmax[:B, cols] = x.amax(dim=1)
+            B, i, U = x.shape[0], self.col[layer], self.U
+            c0 = i * U
+            cols = slice(c0, c0 + U)
+            wmax = x.amax(dim=1)  # [B, U]
+            self.b_wmax[:B, cols] = wmax
             self.b_min[cols] = x.amin(dim=1).amin(dim=0)
             self.b_sum[cols] = x.sum(dim=1).sum(dim=0, dtype=torch.float64)
-            self.b_sumsq[cols] = (x * x).sum(dim=1).sum(dim=0, dtype=torch.float64)
-            self.b_active[cols] = (x > 0).sum(dim=1, dtype=torch.int32).sum(dim=0)
+            self.b_sumsq[cols] = torch.linalg.vecdot(x, x, dim=1).sum(dim=0, dtype=torch.float64)  # no x*x temp
+            # x > 0 counted as a float sum of x clamped to [0, 2^-100]: every positive activation
+            # adds exactly 2^-100 (exact up to 2^24 per batch; ~3x faster than summing a bool
+            # tensor). Positives below 2^-100 (~8e-31) would add less and are rounded away.
+            self.b_active[cols] = torch.round(
+                x.clamp(min=0.0, max=_TINY).sum(dim=1).sum(dim=0) * _INV_TINY).long()
             for slot, row in self._res_updates:
-                self.state.res_acts[slot, :, cols] = x[row]
-            self._held[i] = x
+                st.res_acts[slot, :, cols] = x[row]
+            for s, plan in enumerate(self._plan):
+                vals, ids, top_acts = st.top_vals[s], st.top_ids[s], st.top_acts[s]
+                if plan["fill"]:
+                    f, m = plan["first"], len(plan["fill"])
+                    vals[cols, f:f + m] = wmax.index_select(0, plan["fill_t"]).t()
+                    ids[cols, f:f + m] = plan["fill_ids"]
+                    for j, row in enumerate(plan["fill"]):
+                        top_acts[cols, f + j] = x[row].t()
+                    if plan["full_after"]:
+                        self.thresh[s, cols] = vals[cols].amin(dim=1)
+                if plan["rest_t"] is None:
+                    continue
+                cand = wmax.index_select(0, plan["rest_t"])  # [C, U]
+                above = cand > self.thresh[s, cols]
+                n_above = above.sum(dim=0, dtype=torch.int32)
+                hit = n_above.nonzero().squeeze(1)
+                if hit.numel() == 0:
+                    continue
+                g = hit + c0
+                v, d = vals.index_select(0, g), ids.index_select(0, g)
+                # at most max(n_above) windows can enter a column: only that many lowest slots matter
+                changed = _merge_topk(v, d, cand.index_select(1, hit), plan["rest_ids"],
+                                      max_new=int(n_above.max()))
+                if changed is None:
+                    continue
+                vals.index_copy_(0, g, v)
+                ids.index_copy_(0, g, d)
+                self.thresh[s].index_copy_(0, g, v.amin(dim=1))
+                col, slot, src = changed
+                brow = plan["rest_t"][src]
+                top_acts.view(-1, top_acts.shape[-1]).index_copy_(0, g[col] * self.top_k + slot,
+                                                                  x[brow, :, hit[col]])  # [P, T] rows
+                self._entered.append(brow)
 
     def feed(self, batch: list[Window]) -> None:
         """Run one batch of equal-length windows through the model and update the state."""
@@ -262,7 +333,7 @@ class _Recorder:
 
         if self.state is None:
             self._allocate(len(batch[0].token_ids))
-        st, dev, k, U = self.state, self.target.device, self.top_k, self.U
+        st = self.state
         B, T = len(batch), len(batch[0].token_ids)
         # uniform reservoir of windows (algorithm R), shared by every unit; copied by the hooks
         self._res_updates = []
@@ -277,8 +348,8 @@ class _Recorder:
                     continue
                 self.res_ids[slot] = w.window_id
             self._res_updates.append((slot, row))
-        entered = {row for _, row in self._res_updates}
-        self._held = [None] * len(self.layers)
+        self._make_plan(batch)
+        self._entered = []
         run_forward(self.target, model_inputs(self.target, [w.token_ids for w in batch]))
         with _threads(self.threads):
             # statistics: Chan et al. merge of the batch's mean and sum of squared deviations
@@ -296,29 +367,36 @@ class _Recorder:
             st.active += self.b_active
             for slot, row in self._res_updates:
                 st.res_max[slot] = wmax[row]
-            # top-k per split
-            for s, name in enumerate(("explain", "score")):
-                rows = [r for r, w in enumerate(batch) if split_of_window(w.window_id) == name]
-                if not rows:
-                    continue
-                rows_t = torch.tensor(rows, dtype=torch.long, device=dev)
-                ids_t = torch.tensor([batch[r].window_id for r in rows], dtype=torch.long, device=dev)
-                changed = _merge_topk(st.top_vals[s], st.top_ids[s], wmax.index_select(0, rows_t), ids_t)
-                if changed is None:
-                    continue
-                col, slot, src = changed
-                brow = rows_t[src]
-                layer_of = torch.div(col, U, rounding_mode="floor")
-                for i in torch.unique(layer_of).tolist():
-                    sel = (layer_of == i).nonzero().squeeze(1)
-                    vals = self._held[i][brow[sel], :, col[sel] - i * U]  # [P_i, T]
-                    st.top_acts[s].index_copy_(0, col[sel] * k + slot[sel], vals)
-                entered.update(torch.unique(brow).tolist())
-        self._held = []
+            entered = {row for _, row in self._res_updates}
+            for plan in self._plan:
+                entered.update(plan["fill"])
+            if self._entered:
+                entered.update(torch.unique(torch.cat(self._entered)).tolist())
+        self._entered = []
         for row in entered:
             self.tokens[batch[row].window_id] = batch[row].tokens
         if len(self.tokens) > self._gc_at:
             self._gc_tokens()
+
+    def recording(self, *, n_windows: int, n_tokens: int, window_tokens: int, n_random: int,
+                  n_quantile_bins: int, per_bin: int) -> Recording:
+        """The :class:`Recording` of what was fed so far."""
+        self._gc_tokens()
+        return Recording(
+            model=self.target.name,
+            layers=self.layers,
+            units=self.units if self.units is not None else list(range(self.target.n_units)),
+            n_windows=n_windows,
+            n_tokens=n_tokens,
+            window_tokens=window_tokens,
+            top_k=self.top_k,
+            n_random=n_random,
+            n_quantile_bins=n_quantile_bins,
+            per_bin=per_bin,
+            state=self.state,
+            res_ids=list(self.res_ids),
+            tokens=self.tokens,
+        )
 
     def _gc_tokens(self) -> None:
         import torch
@@ -348,30 +426,40 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _merge_topk(vals: Any, ids: Any, cand: Any, cand_ids: Any) -> tuple[Any, Any, Any] | None:
-    """Merge candidates ``cand [C, LU]`` (window ids ``cand_ids [C]``) into the slot sets
-    ``vals/ids [LU, k]`` in place. Returns the changed ``(column, slot, candidate row)`` index
-    tensors, or None when nothing changed."""
+def _merge_topk(vals: Any, ids: Any, cand: Any, cand_ids: Any, *, max_new: int | None = None
+                ) -> tuple[Any, Any, Any] | None:
+    """Merge candidates ``cand [C, n]`` (window ids ``cand_ids [C]``) into the full slot sets
+    ``vals/ids [n, k]`` in place. Returns the changed ``(column, slot, candidate row)`` index
+    tensors, or None when nothing changed. ``max_new`` (optional) bounds how many candidates can
+    enter any one column (those above its current k-th best).
+
+    Per column the candidates sorted high to low are paired with the ``c = min(C, k, max_new)``
+    lowest slots sorted low to high; the j-th candidate replaces the j-th lowest slot while it is
+    strictly greater (the pairs that pass form a prefix, so this is exactly the top-k of the
+    union, ties keeping the older window). Cheaper than a top-k over the concatenation: a sort of
+    C values and a smallest-c selection per column (a plain min when c = 1)."""
     import torch
 
-    k = vals.shape[1]
-    _, idx = torch.topk(torch.cat([vals, cand.t()], 1), k, dim=1)  # [LU, k]
-    is_new = idx >= k
-    n_new = is_new.sum(1)
-    cols = n_new.nonzero().squeeze(1)
-    if cols.numel() == 0:
+    c = min(cand.shape[0], vals.shape[1], max_new if max_new is not None else cand.shape[0])
+    if c < 1:
         return None
-    idx, is_new, n_new = idx[cols], is_new[cols], n_new[cols]
-    kept = torch.zeros((cols.numel(), k + cand.shape[0]), dtype=torch.bool, device=vals.device)
-    kept.scatter_(1, idx, True)
-    ev_slots = torch.argsort(kept[:, :k].to(torch.int8), dim=1, stable=True)  # evicted slots first
-    new_first = torch.gather(idx, 1, torch.argsort((~is_new).to(torch.int8), dim=1, stable=True))
-    rank = torch.arange(k, device=vals.device).unsqueeze(0)
-    c, r = (rank < n_new.unsqueeze(1)).nonzero(as_tuple=True)
-    col = cols[c]
-    slot = ev_slots[c, r]
-    src = new_first[c, r] - k
-    vals[col, slot] = cand[src, col]
+    if c == 1:
+        cv, ci = cand.max(dim=0)  # [n]
+        ov, oi = vals.min(dim=1)
+        col = (cv > ov).nonzero().squeeze(1)
+        if col.numel() == 0:
+            return None
+        slot, src = oi[col], ci[col]
+        vals[col, slot] = cv[col]
+        ids[col, slot] = cand_ids[src]
+        return col, slot, src
+    cv, ci = torch.sort(cand.t(), dim=1, descending=True)  # [n, C]
+    ov, oi = torch.topk(vals, c, dim=1, largest=False, sorted=True)  # [n, c]
+    col, j = (cv[:, :c] > ov).nonzero(as_tuple=True)
+    if col.numel() == 0:
+        return None
+    slot, src = oi[col, j], ci[col, j]
+    vals[col, slot] = cv[col, j]
     ids[col, slot] = cand_ids[src]
     return col, slot, src
 
@@ -402,11 +490,11 @@ def record_activations(
     n_quantile_bins: int = 5,
     per_bin: int = 2,
     window_tokens: int = 64,
-    batch_size: int = 16,
+    batch_size: int = 32,
     progress: bool = True,
     seed: int = 0,
     windows: Iterable[Window] | None = None,
-    bookkeeping_threads: int | None = 1,
+    bookkeeping_threads: int | None = None,
 ) -> Recording:
     """Stream the corpus (or the given ``windows``) through the model once and keep, per unit,
     the top windows, random and quantile windows and running statistics (see the module
@@ -448,22 +536,8 @@ def record_activations(
     bar.close()
     if n_windows == 0:
         raise CorpusError(f"corpus {getattr(corpus, 'name', corpus)!r} is empty: no windows")
-    rec._gc_tokens()
-    return Recording(
-        model=target.name,
-        layers=layers,
-        units=unit_list if unit_list is not None else list(range(target.n_units)),
-        n_windows=n_windows,
-        n_tokens=n_tokens,
-        window_tokens=window_tokens,
-        top_k=top_k,
-        n_random=n_random,
-        n_quantile_bins=n_quantile_bins,
-        per_bin=per_bin,
-        state=rec.state,
-        res_ids=list(rec.res_ids),
-        tokens=rec.tokens,
-    )
+    return rec.recording(n_windows=n_windows, n_tokens=n_tokens, window_tokens=window_tokens,
+                         n_random=n_random, n_quantile_bins=n_quantile_bins, per_bin=per_bin)
 
 
 def record_neurons(

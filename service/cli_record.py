@@ -52,7 +52,7 @@ def record(
     top_k: int = typer.Option(40, "--top-k", help="Top windows kept per unit and split."),
     units: str = typer.Option("all", "--units", help="Units of each layer: all, 0-49, 3,7…"),
     window_tokens: int = typer.Option(64, "--window-tokens", help="Tokens per window."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Windows per forward pass."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward pass."),
     db: str = typer.Option(None, "--db", help="Database URL (default: NEUROLABEL_DATABASE_URL)."),
     no_db: bool = typer.Option(False, "--no-db", help="Do not write to the database (use with --out)."),
     out: Path = typer.Option(None, "--out", help="Also write the records as OpenAI-format JSONL here."),

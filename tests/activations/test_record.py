@@ -160,3 +160,41 @@ def test_units_subset_equals_full_recording(gpt2_target):
         np.testing.assert_allclose(r.top[0].activations, f.top[0].activations, atol=1e-6)
         assert r.stats.count == f.stats.count
         assert torch.isclose(torch.tensor(r.stats.mean), torch.tensor(f.stats.mean), atol=1e-6)
+
+
+@pytest.mark.parametrize("n_cand", [1, 3, 8, 50])
+def test_merge_topk_equals_brute_force(n_cand):
+    """The slot merge (both its min path and its sort/smallest-c path) keeps exactly the top-k
+    of old slots and candidates, with ids following their values, on data full of ties."""
+    from activations.record import _merge_topk
+
+    k, n = 6, 40
+    for trial in range(60):
+        g = torch.Generator().manual_seed(trial)
+        vals = torch.randint(0, 12, (n, k), generator=g).float()
+        ids = torch.arange(n * k).view(n, k)
+        cand = torch.randint(0, 15, (n_cand, n), generator=g).float()
+        cand_ids = torch.arange(10_000, 10_000 + n_cand)
+        thresh = vals.min(dim=1).values
+        max_new = int((cand > thresh).sum(0).max())
+        v, d = vals.clone(), ids.clone()
+        changed = _merge_topk(v, d, cand, cand_ids, max_new=max_new)
+        union_v = torch.cat([vals, cand.t()], 1)
+        want = torch.sort(union_v, dim=1, descending=True).values[:, :k]
+        assert torch.equal(torch.sort(v, dim=1, descending=True).values, want)
+        # every kept id carries its own value
+        value_of = {int(i): float(x) for i, x in zip(ids.flatten(), vals.flatten())}
+        for c in range(n_cand):
+            for col in range(n):
+                value_of[(int(cand_ids[c]), col)] = float(cand[c, col])
+        for col in range(n):
+            for slot in range(k):
+                i = int(d[col, slot])
+                got = value_of[(i, col)] if i >= 10_000 else value_of[i]
+                assert got == float(v[col, slot])
+        if changed is None:
+            assert torch.equal(v, vals)
+        else:
+            col, slot, src = changed
+            assert len(set(zip(col.tolist(), slot.tolist()))) == col.numel()
+            assert torch.equal(v[col, slot], cand[src, col])
