@@ -153,6 +153,10 @@ class CachedBackend:
             "logprobs": logprobs,
             "top_logprobs": top_logprobs,
         }
+        seed = getattr(self.backend, "seed", None)
+        if seed is not None and temperature > 0:
+            # a seeded sampler (the local backend) answers differently per seed; greedy does not
+            request["seed"] = seed
         key = request_key(self.backend.name, request)
         hit = self.cache.get(key)
         if hit is not None:

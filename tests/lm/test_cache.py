@@ -56,3 +56,22 @@ def test_unwritable_cache_is_an_lm_error(tmp_path):
     (tmp_path / "f").write_text("not a dir")
     with pytest.raises(LMError, match="cache"):
         ResponseCache(tmp_path / "f" / "c.sqlite").get("k")
+
+
+def test_sampling_seed_is_part_of_the_key(tmp_path):
+    """A seeded backend sampling with temperature > 0 gives other answers for another seed, so
+    the seed keys the cache; greedy requests (temperature 0) share one entry whatever the seed."""
+    inner = CountingBackend()
+    cached = CachedBackend(inner, ResponseCache(tmp_path / "c.sqlite"))
+    msgs = [{"role": "user", "content": "hello"}]
+    inner.seed = 0
+    asyncio.run(cached.chat(msgs, n=2, temperature=1.0))
+    asyncio.run(cached.chat(msgs, n=2, temperature=1.0))
+    assert inner.calls == 1
+    inner.seed = 1
+    asyncio.run(cached.chat(msgs, n=2, temperature=1.0))
+    assert inner.calls == 2
+    asyncio.run(cached.chat(msgs, temperature=0.0))
+    inner.seed = 0
+    asyncio.run(cached.chat(msgs, temperature=0.0))
+    assert inner.calls == 3
