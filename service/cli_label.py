@@ -67,7 +67,8 @@ def print_labels(url: str, model: str, neurons) -> None:
 
 
 def _run(model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
-         corpus: str, db: str | None, options: dict, progress: bool, show: bool) -> None:
+         corpus: str, db: str | None, options: dict, progress: bool, show: bool,
+         retry_failed: bool = False) -> None:
     from service.pipeline import label_neurons, resolve_simulators
     from storage.db import normalize_url
 
@@ -75,12 +76,14 @@ def _run(model: str, layers: list[int], units: list[int] | None, explainers: lis
     t0 = time.perf_counter()
     summary = label_neurons(model_spec=model, layers=layers, units=units, explainers=explainers,
                             simulators=simulators, corpus=corpus, database_url=url, record_options=options,
-                            progress=progress)
+                            progress=progress, retry_failed=retry_failed)
     sims = resolve_simulators(explainers, simulators)
     typer.echo(
         f"{summary.model}: {summary.neurons} neurons ({summary.recorded} recorded, {summary.processed} explained, "
         f"{summary.skipped} already done); {summary.explanations} explanations stored, {summary.accepted} accepted; "
-        f"simulators {', '.join(f'{k}->{v}' for k, v in sims.items())}; {time.perf_counter() - t0:.1f} s -> {url}"
+        + (f"{summary.failed_before} earlier explainer failures not retried (--retry-failed); "
+           if summary.failed_before else "")
+        + f"simulators {', '.join(f'{k}->{v}' for k, v in sims.items())}; {time.perf_counter() - t0:.1f} s -> {url}"
     )
     for err in summary.errors[:10]:
         typer.echo(f"  note: {err}", err=True)
@@ -105,6 +108,8 @@ def label(
     db: str = typer.Option(None, "--db", help="Database URL (default: NEUROLABEL_DATABASE_URL)."),
     show: bool = typer.Option(False, "--show", help="Print each neuron's labels afterwards."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Retry neurons an explainer version failed to explain before."),
 ) -> None:
     """Record (when missing), explain, score and store labels of the chosen neurons; resumable."""
     from service.cli_record import parse_int_list
@@ -115,7 +120,7 @@ def label(
 
         layer_list = list(range(load_target(model).n_layers))
     _run(model, layer_list, parse_int_list(units, what="units"), _tags(explainers), _parse_simulators(simulators),
-         corpus, db, {"max_tokens": max_tokens, "top_k": top_k}, progress, show)
+         corpus, db, {"max_tokens": max_tokens, "top_k": top_k}, progress, show, retry_failed)
 
 
 def demo(

@@ -20,6 +20,7 @@ Config (TOML)::
     simulators = { concept_induction = "symbolic" }   # optional
     corpus = "default"
     max_tokens = 100000
+    retry_failed = false                      # optional: retry neurons an explainer failed on before
 """
 
 from __future__ import annotations

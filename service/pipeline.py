@@ -138,7 +138,8 @@ class StageTimes:
 
 
 def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims: Mapping[str, str],
-                           scorer: Any, times: StageTimes, errors: list[str]) -> list[Explanation]:
+                           scorer: Any, times: StageTimes, errors: list[str],
+                           failures: list[tuple[NeuronId, str, str]] | None = None) -> list[Explanation]:
     from scoring.validate import simulate_and_score
 
     out: list[Explanation] = []
@@ -150,6 +151,8 @@ def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims
         except ExplanationError as exc:
             errors.append(f"{record.neuron} {tag}: {exc}")
             log.warning("%s %s: %s", record.neuron, tag, exc)
+            if failures is not None:
+                failures.append((record.neuron, tag, str(exc)))
             continue
         finally:
             times.explain_s[tag] += time.perf_counter() - t0
@@ -199,13 +202,17 @@ class LabelSummary:
     processed: int = 0
     """Neurons explained and scored in this run."""
     skipped: int = 0
-    """Neurons every chosen explainer had already explained (same version)."""
+    """Neurons every chosen explainer had already explained, or failed on before (same version)."""
     explanations: int = 0
     """Explanations stored in this run."""
     accepted: int = 0
     """Of those, how many passed the score threshold."""
     errors: list[str] = field(default_factory=list)
-    """Explainer/scoring failures (the neuron stays to be done by a later run)."""
+    """Explainer/scoring failures of this run. A neuron an explainer could not explain
+    (``ExplanationError``) is remembered in the database and not retried by later runs of the
+    same explainer version unless they ask to (``retry_failed``); a scoring failure is retried."""
+    failed_before: int = 0
+    """(Neuron, explainer) pairs skipped because that explainer version failed on them before."""
     stopped: bool = False
     """True when ``should_stop`` ended the run early."""
     simulators: dict[str, str] = field(default_factory=dict)
@@ -217,6 +224,7 @@ class LabelSummary:
         return {"model": self.model, "neurons": self.neurons, "recorded": self.recorded,
                 "processed": self.processed, "skipped": self.skipped, "explanations": self.explanations,
                 "accepted": self.accepted, "errors": self.errors[:50], "n_errors": len(self.errors),
+                "failed_before": self.failed_before,
                 "stopped": self.stopped, "simulators": self.simulators, "times": self.times.as_dict(),
                 "elapsed_s": self.elapsed_s}
 
@@ -286,6 +294,7 @@ def label_neurons(
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, int, Mapping[str, Any]], None] | None = None,
     store_every: int = 32,
+    retry_failed: bool = False,
 ) -> LabelSummary:
     """Label ``units`` (all when ``None``) of ``layers`` of a model with ``explainers``.
 
@@ -294,13 +303,21 @@ def label_neurons(
     neuron: explain → score → store. Explanations are stored and committed every
     ``store_every`` neurons (label embeddings are computed in one batch per write), at a stop
     and at the end, so an interrupted run loses at most that many neurons' work. Neurons
-    already explained by an explainer's current version are skipped for that explainer.
+    already explained by an explainer's current version are skipped for that explainer, and so
+    are neurons that version failed to explain before (``ExplanationError``, stored with its
+    error) unless ``retry_failed``.
     ``should_stop()`` is checked between neurons; ``on_progress(done, total, details)`` is
     called after each one."""
     from tqdm.auto import tqdm
 
     from storage.db import normalize_url, session_scope, upgrade
-    from storage.queries import explained_neurons, load_neuron_record, save_explanations
+    from storage.queries import (
+        explained_neurons,
+        failed_neurons,
+        load_neuron_record,
+        record_failures,
+        save_explanations,
+    )
 
     t_start = time.perf_counter()
     if not explainers:
@@ -317,17 +334,27 @@ def label_neurons(
     with session_scope(url) as session:
         done = {tag: explained_neurons(session=session, model=summary.model, explainer=tag, version=versions[tag])
                 for tag in explainers}
+        failed = {tag: set() if retry_failed else
+                  set(failed_neurons(session=session, model=summary.model, explainer=tag, version=versions[tag]))
+                  for tag in explainers}
+    wanted_set = set(wanted)
+    summary.failed_before = sum(len((failed[tag] - done[tag]) & wanted_set) for tag in explainers)
     sc = plugin("scorer", scorer)
     pending: list[Explanation] = []
+    new_failures: list[tuple[NeuronId, str, str]] = []
 
     def flush() -> None:
-        if not pending:
+        if not pending and not new_failures:
             return
         from scoring.validate import is_accepted
 
         t0 = time.perf_counter()
         with session_scope(url) as session:
-            save_explanations(session=session, explanations=pending, threshold=threshold)
+            if pending:
+                save_explanations(session=session, explanations=pending, threshold=threshold)
+            record_failures(session=session, model=summary.model,
+                            failures=[(n, tag, versions[tag], err) for n, tag, err in new_failures])
+        new_failures.clear()
         summary.times.store_s += time.perf_counter() - t0
         summary.explanations += len(pending)
         summary.accepted += sum(is_accepted(e, threshold) for e in pending)
@@ -339,7 +366,7 @@ def label_neurons(
         if should_stop is not None and should_stop():
             summary.stopped = True
             break
-        todo = [tag for tag in explainers if neuron not in done[tag]]
+        todo = [tag for tag in explainers if neuron not in done[tag] and neuron not in failed[tag]]
         if not todo:
             summary.skipped += 1
         else:
@@ -350,7 +377,8 @@ def label_neurons(
             if record is None:
                 summary.errors.append(f"{neuron}: not recorded")
             else:
-                pending.extend(_explain_and_score_one(record, todo, sims, sc, summary.times, summary.errors))
+                pending.extend(_explain_and_score_one(record, todo, sims, sc, summary.times, summary.errors,
+                                                      new_failures))
                 n_pending += 1
                 summary.processed += 1
                 if n_pending >= max(1, store_every):

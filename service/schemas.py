@@ -49,6 +49,9 @@ class JobSpec(_Strict):
     store_every: int | None = Field(default=None, ge=1, le=10_000)
     """Commit explanations every this many neurons (``None`` = the pipeline's default); a killed
     worker loses at most this many neurons' work."""
+    retry_failed: bool = False
+    """Retry neurons an explainer version failed to explain before (stored failures are skipped
+    by default)."""
 
 
 class JobOut(BaseModel):

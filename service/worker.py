@@ -50,6 +50,7 @@ def run_spec(
         progress=False,
         should_stop=should_stop,
         on_progress=on_progress,
+        retry_failed=bool(spec.get("retry_failed", False)),
         **extra,
     )
 

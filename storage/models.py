@@ -174,6 +174,24 @@ class Score(Base):
     explanation: Mapped[ExplanationRow] = relationship(back_populates="scores")
 
 
+class ExplanationFailure(Base):
+    """An explainer version that could not explain a neuron (``ExplanationError``): the error of
+    its last attempt and how many attempts failed. Reruns skip these unless asked to retry; a
+    later successful explanation by the same version removes the row."""
+
+    __tablename__ = "explanation_failures"
+    __table_args__ = (UniqueConstraint("neuron_id", "explainer", "explainer_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neurons.id", ondelete="CASCADE"))
+    explainer: Mapped[str] = mapped_column(String(100))
+    explainer_version: Mapped[str] = mapped_column(String(100))
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Job(Base):
     """A queued unit of work (labelling run) executed by ``neurolabel worker``."""
 

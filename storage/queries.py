@@ -10,6 +10,7 @@ from __future__ import annotations
 from storage.reads import (
     best_label,
     explained_neurons,
+    failed_neurons,
     get_neuron,
     list_models,
     list_neurons,
@@ -19,7 +20,14 @@ from storage.reads import (
 )
 from storage.search import search_labels
 from storage.transfer import export_file, export_rows, import_file
-from storage.writes import ensure_models, ensure_neurons, save_explanations, save_neuron_records, upsert_model
+from storage.writes import (
+    ensure_models,
+    ensure_neurons,
+    record_failures,
+    save_explanations,
+    save_neuron_records,
+    upsert_model,
+)
 
 __all__ = [
     "best_label",
@@ -28,12 +36,14 @@ __all__ = [
     "export_file",
     "export_rows",
     "explained_neurons",
+    "failed_neurons",
     "get_neuron",
     "import_file",
     "list_models",
     "list_neurons",
     "load_neuron_record",
     "model_overview",
+    "record_failures",
     "recorded_neurons",
     "save_explanations",
     "save_neuron_records",

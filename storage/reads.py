@@ -11,7 +11,7 @@ from sqlalchemy import Integer, and_, cast, exists, func, select
 from sqlalchemy.orm import Session
 
 from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
-from storage.models import Example, ExplanationRow, Model, Neuron, Score
+from storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score
 
 
 def _neuron_row(session: Session, model: str, layer: int, index: int) -> Neuron | None:
@@ -88,6 +88,22 @@ def explained_neurons(*, session: Session, model: str, explainer: str, version: 
         .distinct()
     )
     return {NeuronId(l, i) for l, i in session.execute(q).all()}
+
+
+def failed_neurons(*, session: Session, model: str, explainer: str, version: str) -> dict[NeuronId, str]:
+    """Neurons of ``model`` that ``explainer`` at ``version`` failed to explain, with the error
+    of the last attempt."""
+    q = (
+        select(Neuron.layer, Neuron.index, ExplanationFailure.error)
+        .join(Model, Model.id == Neuron.model_id)
+        .join(ExplanationFailure, ExplanationFailure.neuron_id == Neuron.id)
+        .where(
+            Model.name == model,
+            ExplanationFailure.explainer == explainer,
+            ExplanationFailure.explainer_version == version,
+        )
+    )
+    return {NeuronId(l, i): e for l, i, e in session.execute(q).all()}
 
 
 def explanation_dict(row: ExplanationRow, scores: Sequence[Score] = ()) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import StorageError
 from core.settings import get_settings
-from core.types import ActivationRecord, Explanation, NeuronRecord, NeuronStats
-from storage.models import Example, ExplanationRow, Model, Neuron, Score, utcnow
+from core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats
+from storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -466,4 +466,36 @@ def write_explanation_rows(
         )
         for chunk in _batches(score_rows, 1000):
             session.execute(sc, chunk)
+    # an explainer version that now explained a neuron has no failure to remember there
+    done = sorted({k[:3] for k in latest})
+    for chunk in _batches(done, 500):
+        session.execute(delete(ExplanationFailure).where(
+            tuple_(ExplanationFailure.neuron_id, ExplanationFailure.explainer,
+                   ExplanationFailure.explainer_version).in_(chunk)))
     return [ids[key(r)] for r in rows]
+
+
+def record_failures(*, session: Session, model: str, failures: Iterable[tuple[NeuronId, str, str, str]]) -> int:
+    """Remember failed explanation attempts ``(neuron, explainer, explainer version, error)`` of
+    ``model``: a new row, or the error replaced and ``attempts`` increased on a repeat. Does not
+    commit. Returns how many were written."""
+    latest = {(n.layer, n.index, tag, version): str(error)[:4000] for n, tag, version, error in failures}
+    if not latest:
+        return 0
+    mid = ensure_models(session=session, names=[model])[model]
+    nids = ensure_neurons(session=session, model_id=mid, keys=[(l, i) for l, i, _, _ in latest])
+    now = utcnow()
+    values = [
+        {"neuron_id": nids[(l, i)], "explainer": tag, "explainer_version": version, "error": error,
+         "attempts": 1, "first_at": now, "last_at": now}
+        for (l, i, tag, version), error in sorted(latest.items())
+    ]
+    stmt = dialect_insert(session, ExplanationFailure)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["neuron_id", "explainer", "explainer_version"],
+        set_={"error": stmt.excluded.error, "last_at": stmt.excluded.last_at,
+              "attempts": ExplanationFailure.attempts + 1},
+    )
+    for chunk in _batches(values, 1000):
+        session.execute(stmt, chunk)
+    return len(values)

@@ -139,3 +139,60 @@ def test_cli_label_prints_labels_and_resumes(sqlite_url, planted):
     assert again.exit_code == 0 and "0 explained, 2 already done" in again.output and "0 explanations stored" in again.output
     bad = CliRunner().invoke(app, ["label", "--layers", "0", "--explainers", "nope", "--db", sqlite_url])
     assert bad.exit_code != 0 and "unknown explainer 'nope'" in str(bad.exception or bad.output)
+
+
+def _dead(record, index):
+    """A copy of ``record`` as unit ``index`` that never activates (every activation 0)."""
+    import dataclasses
+
+    def zero(ws):
+        return tuple(dataclasses.replace(w, activations=(0.0,) * len(w.activations)) for w in ws)
+
+    return dataclasses.replace(record, neuron=NeuronId(0, index), top=zero(record.top),
+                               random=zero(record.random), quantile=zero(record.quantile))
+
+
+def _failures(url):
+    from storage.db import session_scope
+    from storage.models import ExplanationFailure
+
+    with session_scope(url) as session:
+        return [(r.explainer, r.attempts, r.error) for r in session.execute(select(ExplanationFailure)).scalars()]
+
+
+@pytest.mark.slow
+def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
+    """A neuron the explainer cannot explain is remembered with its error: reruns skip it,
+    --retry-failed tries again (attempts grow), and a later success removes the failure."""
+    import dataclasses
+
+    from storage.db import session_scope
+    from storage.queries import failed_neurons
+
+    _store(db_url, [planted[0], _dead(planted[1], 3)])
+    kw = dict(model_spec="planted", layers=[0], units=[0, 3], explainers=["concept_induction"],
+              database_url=db_url, progress=False)
+    first = label_neurons(**kw)
+    assert first.processed == 2 and len(first.errors) == 1 and "no positive activation" in first.errors[0]
+    assert [(t, a) for t, a, _ in _failures(db_url)] == [("concept_induction", 1)]
+    assert "no positive activation" in _failures(db_url)[0][2]
+    with session_scope(db_url) as session:
+        from core.registry import EXPLAINERS
+
+        version = str(EXPLAINERS["concept_induction"].version)
+        assert set(failed_neurons(session=session, model="planted", explainer="concept_induction",
+                                  version=version)) == {NeuronId(0, 3)}
+
+    again = label_neurons(**kw)
+    assert again.processed == 0 and again.skipped == 2 and again.failed_before == 1 and not again.errors
+    assert [(t, a) for t, a, _ in _failures(db_url)] == [("concept_induction", 1)]
+
+    retried = label_neurons(**kw, retry_failed=True)
+    assert retried.processed == 1 and len(retried.errors) == 1
+    assert [(t, a) for t, a, _ in _failures(db_url)] == [("concept_induction", 2)]
+
+    # the unit now records real activity: a retry explains it and forgets the failure
+    _store(db_url, [dataclasses.replace(planted[1], neuron=NeuronId(0, 3))])
+    fixed = label_neurons(**kw, retry_failed=True)
+    assert fixed.processed == 1 and not fixed.errors and fixed.explanations > 0
+    assert _failures(db_url) == []
