@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from core.errors import ConfigError, ExplanationError, ScoringError
 from core.registry import EXPLAINERS, SCORERS, SIMULATORS
+from core.settings import get_settings
 from core.types import Explanation, NeuronId, NeuronRecord
 
 log = logging.getLogger(__name__)
@@ -305,7 +306,8 @@ def label_neurons(
     and at the end, so an interrupted run loses at most that many neurons' work. Neurons
     already explained by an explainer's current version are skipped for that explainer, and so
     are neurons that version failed to explain before (``ExplanationError``, stored with its
-    error) unless ``retry_failed``.
+    error) unless ``retry_failed``. ``NEUROLABEL_NEURON_DELAY_S`` pauses after each explained
+    neuron (throttling).
     ``should_stop()`` is checked between neurons; ``on_progress(done, total, details)`` is
     called after each one."""
     from tqdm.auto import tqdm
@@ -340,6 +342,7 @@ def label_neurons(
     wanted_set = set(wanted)
     summary.failed_before = sum(len((failed[tag] - done[tag]) & wanted_set) for tag in explainers)
     sc = plugin("scorer", scorer)
+    delay = get_settings().neuron_delay_s
     pending: list[Explanation] = []
     new_failures: list[tuple[NeuronId, str, str]] = []
 
@@ -379,6 +382,8 @@ def label_neurons(
             else:
                 pending.extend(_explain_and_score_one(record, todo, sims, sc, summary.times, summary.errors,
                                                       new_failures))
+                if delay:
+                    time.sleep(delay)
                 n_pending += 1
                 summary.processed += 1
                 if n_pending >= max(1, store_every):

@@ -165,8 +165,9 @@ _SCORE_COLUMNS = (
 
 
 def get_neuron(*, session: Session, model: str, layer: int, index: int) -> dict[str, Any] | None:
-    """A neuron with its statistics, examples, explanations (best first, with their scores)
-    and best accepted label; ``None`` when the neuron is unknown. Three indexed queries."""
+    """A neuron with its statistics, examples, explanations (best first, with their scores),
+    best accepted label and failed explanation attempts; ``None`` when the neuron is unknown.
+    Four indexed queries."""
     row = session.execute(
         select(Neuron.id, Neuron.layer, Neuron.index, Neuron.stats, Neuron.recorded_at)
         .join(Model, Model.id == Neuron.model_id)
@@ -196,6 +197,12 @@ def get_neuron(*, session: Session, model: str, layer: int, index: int) -> dict[
         .order_by(Example.kind, Example.position)
     ).all()
     ordered = list(explanations.values())
+    failures = session.execute(
+        select(ExplanationFailure.explainer, ExplanationFailure.explainer_version, ExplanationFailure.error,
+               ExplanationFailure.attempts, ExplanationFailure.last_at)
+        .where(ExplanationFailure.neuron_id == row.id)
+        .order_by(ExplanationFailure.explainer, ExplanationFailure.explainer_version)
+    ).all()
     return {
         "model": model,
         "layer": row.layer,
@@ -217,6 +224,11 @@ def get_neuron(*, session: Session, model: str, layer: int, index: int) -> dict[
         ],
         "explanations": ordered,
         "best_label": next((e for e in ordered if e["accepted"]), None),
+        "failures": [
+            {"explainer": f.explainer, "explainer_version": f.explainer_version, "error": f.error,
+             "attempts": f.attempts, "last_at": f.last_at}
+            for f in failures
+        ],
     }
 
 

@@ -120,10 +120,10 @@ def _window(words: list[str], acts: list[float], wid: int, split: str, kind: str
 def seed(url: str) -> None:
     """Seed the ``tiny`` model: neuron 0:1 fires on dogs (label "dogs and puppies", concept
     dog), 0:2 on cars (label "cars", concept car), 1:0 on cats (rejected label), 1:3 recorded
-    but unexplained. Written through storage.queries."""
+    but unexplained (one failed llm_summary attempt). Written through storage.queries."""
     from core.types import Explanation, NeuronId, NeuronRecord, NeuronStats, ScoreResult
     from storage.db import make_engine, session_factory
-    from storage.queries import save_explanations, save_neuron_records, upsert_model
+    from storage.queries import record_failures, save_explanations, save_neuron_records, upsert_model
 
     def rec(layer: int, index: int, word: str) -> NeuronRecord:
         top = tuple(
@@ -160,6 +160,9 @@ def seed(url: str) -> None:
                 expl(0, 1, "the word dog", 0.55, None, "pmi"),
                 expl(0, 2, "cars", 0.61, ONTO + "car", "concept_induction"),
                 expl(1, 0, "cats", 0.12, ONTO + "cat", "concept_induction"),
+            ])
+            record_failures(session=s, model="tiny", failures=[
+                (NeuronId(1, 3), "llm_summary", "1", "unparseable answer from the language model: 'tree tree'"),
             ])
             s.commit()
     finally:

@@ -86,7 +86,9 @@ def test_nightly_resumes_after_sigkill(tmp_path, assets):
     cfg = load_config(cfg_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "service.cli", "nightly", str(cfg_path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # paced (0.3 s per neuron) so that the kill lands mid-run: unpaced, the tiny job can end between polls
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "NEUROLABEL_NEURON_DELAY_S": "0.3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     db = Path(cfg.database_url.removeprefix("sqlite:///"))
     try:
         end = time.monotonic() + 240

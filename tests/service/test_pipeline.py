@@ -190,6 +190,13 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
     retried = label_neurons(**kw, retry_failed=True)
     assert retried.processed == 1 and len(retried.errors) == 1
     assert [(t, a) for t, a, _ in _failures(db_url)] == [("concept_induction", 2)]
+    with session_scope(db_url) as session:
+        from storage.queries import get_neuron
+
+        shown = get_neuron(session=session, model="planted", layer=0, index=3)["failures"]
+        assert [(f["explainer"], f["attempts"]) for f in shown] == [("concept_induction", 2)]
+        assert "no positive activation" in shown[0]["error"]
+        assert get_neuron(session=session, model="planted", layer=0, index=0)["failures"] == []
 
     # the unit now records real activity: a retry explains it and forgets the failure
     _store(db_url, [dataclasses.replace(planted[1], neuron=NeuronId(0, 3))])

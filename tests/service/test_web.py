@@ -90,6 +90,17 @@ def test_neuron_page_shows_label_explanations_windows_histogram(site, browser):
         browser.save_screenshot(SCREENSHOT)
 
 
+def test_neuron_page_shows_failed_attempts(site, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{site}/models/tiny/neurons/1/3")
+    assert browser.find_element(By.ID, "best-label").text == "no accepted label yet"
+    items = browser.find_elements(By.CSS_SELECTOR, "#failures li.failure")
+    assert len(items) == 1 and "llm_summary" in items[0].text and "unparseable answer" in items[0].text
+    browser.get(f"{site}/models/tiny/neurons/0/1")
+    assert browser.find_elements(By.ID, "failures") == []
+
+
 def test_search_page_finds_the_neuron(site, browser):
     from selenium.webdriver.common.by import By
 

@@ -38,8 +38,12 @@ def _spec(assets) -> dict:
             "top_k": 5, "n_random": 4, "store_every": 2}
 
 
-def _worker(url: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+def _worker(url: str, *extra: str, delay: float = 0.0) -> subprocess.Popen:
+    """A real worker process. ``delay`` (NEUROLABEL_NEURON_DELAY_S) paces it so that a signal
+    sent after its first progress lands mid-job: on this tiny model the whole job takes less
+    than the 0.2 s between the test's polls, so a kill raced the job's end."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "NEUROLABEL_NEURON_DELAY_S": str(delay)}
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "worker", "--db", url, "--once", "--heartbeat", "0.3", *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -95,7 +99,7 @@ def test_sigkilled_worker_job_is_resumed_without_duplicates_or_loss(pg_url, asse
         with factory() as s:
             return jobs.get_job(session=s, job_id=job_id)
 
-    first = _worker(db_url)
+    first = _worker(db_url, delay=0.3)
     try:
         # wait until some explanations are committed (every 2 neurons), then kill mid-job
         _wait(lambda: (job()["progress_detail"] or {}).get("explanations", 0) > 0, 240, "a commit", first)
@@ -146,7 +150,7 @@ def test_sigterm_requeues_and_cancel_over_http_stops_a_running_worker(sqlite_url
         spec = {**_spec(assets), "units": list(range(16))}
         job_id = c.post("/v1/jobs", json=spec).json()["id"]
         # SIGTERM: the worker stops after the current neuron and puts the job back in the queue
-        first = _worker(sqlite_url)
+        first = _worker(sqlite_url, delay=0.3)
         try:
             _wait(lambda: done(c, job_id) >= 1, 240, "first neuron", first)
             first.send_signal(signal.SIGTERM)
@@ -158,7 +162,7 @@ def test_sigterm_requeues_and_cancel_over_http_stops_a_running_worker(sqlite_url
         job = c.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "queued" and job["worker"] is None and job["attempts"] == 1, job
         # another worker resumes it; DELETE cancels it while it runs
-        second = _worker(sqlite_url)
+        second = _worker(sqlite_url, delay=0.3)
         try:
             _wait(lambda: c.get(f"/v1/jobs/{job_id}").json()["attempts"] == 2 and done(c, job_id) >= 1,
                   240, "resumed job progressing", second)
