@@ -111,6 +111,9 @@ def show(
         t.add_row(e["explainer"], e["explainer_version"], str(e["rank"]), _fmt_score(e["score"]),
                   "yes" if e["accepted"] else "", e["text"])
     console.print(t)
+    for f in data.get("failures", []):
+        console.print(f"[yellow]failed[/yellow] {f['explainer']} v{f['explainer_version']} "
+                      f"({f['attempts']} attempt(s)): {f['error']}", markup=True, highlight=False)
     tops = [e for e in data["examples"] if e["kind"] == "top"][:examples]
     if tops:
         t = Table(title="Top examples")

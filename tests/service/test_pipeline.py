@@ -197,6 +197,13 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
         assert [(f["explainer"], f["attempts"]) for f in shown] == [("concept_induction", 2)]
         assert "no positive activation" in shown[0]["error"]
         assert get_neuron(session=session, model="planted", layer=0, index=0)["failures"] == []
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    shown = CliRunner().invoke(app, ["show", "planted", "0", "3", "--db", db_url], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "failed concept_induction" in shown.output and "2 attempt(s)" in shown.output
 
     # the unit now records real activity: a retry explains it and forgets the failure
     _store(db_url, [dataclasses.replace(planted[1], neuron=NeuronId(0, 3))])
