@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from core.assets import cache_dir
-from core.errors import CorpusError
+from neurolabel.core.assets import cache_dir
+from neurolabel.core.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _corpus_files(folder: Path) -> list[Path]:
 
 
 def _wordnet_texts() -> list[str]:
-    from ontology.wordnet import load_wordnet
+    from neurolabel.ontology.wordnet import load_wordnet
 
     wn = load_wordnet()
     texts: list[str] = []

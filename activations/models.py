@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from core.assets import SMOLLM2_NAME, smollm2_dir
-from core.errors import ModelError
+from neurolabel.core.assets import SMOLLM2_NAME, smollm2_dir
+from neurolabel.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.errors import NeurolabelError
-from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
+from neurolabel.core.errors import NeurolabelError
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
 
 
 class RecordFileError(NeurolabelError):

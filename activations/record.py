@@ -39,11 +39,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
-from activations.corpus import Corpus, Window, iter_windows, load_corpus
-from activations.models import TargetModel, check_layers, check_units
-from activations.units import model_inputs, run_forward, unit_hooks
-from core.errors import CorpusError, ModelError
-from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, split_of_window
+from neurolabel.activations.corpus import Corpus, Window, iter_windows, load_corpus
+from neurolabel.activations.models import TargetModel, check_layers, check_units
+from neurolabel.activations.units import model_inputs, run_forward, unit_hooks
+from neurolabel.core.errors import CorpusError, ModelError
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, split_of_window
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
-from activations.models import TargetModel, check_layers
+from neurolabel.activations.models import TargetModel, check_layers
 
 
 class _StopForward(Exception):

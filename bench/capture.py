@@ -29,10 +29,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from activations.corpus import iter_windows, load_corpus  # noqa: E402
-from activations.models import load_target  # noqa: E402
-from activations.record import _batched, _Recorder  # noqa: E402
-from activations.units import model_inputs, unit_hooks  # noqa: E402
+from neurolabel.activations.corpus import iter_windows, load_corpus  # noqa: E402
+from neurolabel.activations.models import load_target  # noqa: E402
+from neurolabel.activations.record import _batched, _Recorder  # noqa: E402
+from neurolabel.activations.units import model_inputs, unit_hooks  # noqa: E402
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

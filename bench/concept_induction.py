@@ -46,14 +46,14 @@ def _pct(xs: list[float], q: float) -> float:
 
 def recorded_neurons(layers: list[int], n_units: int, max_tokens: int) -> list:
     """SmolLM2 records of ``n_units`` units in each of ``layers`` (cached under the cache dir)."""
-    from core.assets import cache_dir
+    from neurolabel.core.assets import cache_dir
 
     path = cache_dir() / "bench" / f"ci_records_L{'-'.join(map(str, layers))}_U{n_units}_T{max_tokens}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
-    from activations.corpus import load_corpus
-    from activations.models import load_target
-    from activations.record import record_neurons
+    from neurolabel.activations.corpus import load_corpus
+    from neurolabel.activations.models import load_target
+    from neurolabel.activations.record import record_neurons
 
     t = time.perf_counter()
     target = load_target("default", device="cpu")
@@ -66,7 +66,7 @@ def recorded_neurons(layers: list[int], n_units: int, max_tokens: int) -> list:
 
 
 def run_ours(explainer, records) -> tuple[list[float], list[object]]:
-    from core.errors import ExplanationError
+    from neurolabel.core.errors import ExplanationError
 
     times, results = [], []
     for r in records:
@@ -82,7 +82,7 @@ def run_ours(explainer, records) -> tuple[list[float], list[object]]:
 
 def run_celoe(explainer, records, runtime: float) -> tuple[list[dict], list[tuple[int, int]]]:
     """CELOE on each record's examples; returns its results and (n_pos, n_neg) per record."""
-    from ontology.abox import write_abox
+    from neurolabel.ontology.abox import write_abox
 
     onto = explainer.annotator.ontology
     tmp = Path(tempfile.mkdtemp(prefix="celoe-"))
@@ -122,8 +122,8 @@ def main() -> None:
     max_tokens = args.max_tokens or (8000 if args.quick else 20000)
     n_celoe = args.celoe_neurons if args.celoe_neurons is not None else (5 if args.quick else 20)
 
-    from explainers.concept_induction import ConceptInductionExplainer
-    from ontology.induction import InductionConfig
+    from neurolabel.explainers.concept_induction import ConceptInductionExplainer
+    from neurolabel.ontology.induction import InductionConfig
 
     records = recorded_neurons(layers, units, max_tokens)
     t = time.perf_counter()

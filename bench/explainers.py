@@ -23,22 +23,22 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.errors import ExplanationError  # noqa: E402
+from neurolabel.core.errors import ExplanationError  # noqa: E402
 
 
 def _records(n: int, layer: int, max_tokens: int, path: str | None):
-    from activations.openai_format import read_records, write_records
+    from neurolabel.activations.openai_format import read_records, write_records
 
     if path:
         return read_records(path)[:n]
-    from core.assets import cache_dir
+    from neurolabel.core.assets import cache_dir
 
     f = cache_dir() / "bench" / f"explainers-l{layer}-n{n}-t{max_tokens}.jsonl"
     if f.exists():
         return read_records(f)
-    from activations.corpus import load_corpus
-    from activations.models import load_target
-    from activations.record import record_neurons
+    from neurolabel.activations.corpus import load_corpus
+    from neurolabel.activations.models import load_target
+    from neurolabel.activations.record import record_neurons
 
     t = time.perf_counter()
     recs = record_neurons(
@@ -78,10 +78,10 @@ def main() -> None:
     records = _records(n, args.layer, max_tokens, args.records)
     print(f"{len(records)} neurons, model {records[0].model}")
 
-    from explainers.llm_summary import LLMSummaryExplainer
-    from explainers.pmi import PMIExplainer
-    from lm.cache import CachedBackend, ResponseCache
-    from lm.factory import local_backend
+    from neurolabel.explainers.llm_summary import LLMSummaryExplainer
+    from neurolabel.explainers.pmi import PMIExplainer
+    from neurolabel.lm.cache import CachedBackend, ResponseCache
+    from neurolabel.lm.factory import local_backend
 
     t = time.perf_counter()
     pmi = PMIExplainer.from_defaults()

@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.registry import EXPLAINERS  # noqa: E402
+from neurolabel.core.registry import EXPLAINERS  # noqa: E402
 
 PIPELINE_TOKENS = 100_000
 """Corpus tokens the pipeline records by default (``label --max-tokens``)."""
@@ -39,11 +39,11 @@ def main() -> None:
     if args.quick:
         args.neurons, args.tokens = 8, 1024
     logging.basicConfig(level=logging.WARNING)
-    from activations.models import load_target
-    from activations.record import record_activations
-    from service.pipeline import label_neurons, resolve_simulators
-    from storage.db import session_scope, upgrade
-    from storage.queries import save_neuron_records
+    from neurolabel.activations.models import load_target
+    from neurolabel.activations.record import record_activations
+    from neurolabel.service.pipeline import label_neurons, resolve_simulators
+    from neurolabel.storage.db import session_scope, upgrade
+    from neurolabel.storage.queries import save_neuron_records
 
     explainers = [t for t in ("concept_induction", "pmi") if t in EXPLAINERS]
     sims = resolve_simulators(explainers)
@@ -68,8 +68,8 @@ def main() -> None:
     recording = record_activations(target, "default", layers=[10], units=units, max_tokens=args.tokens,
                                    top_k=10, n_random=10, window_tokens=64, progress=False)
     # one-time loads (ontology, annotator, MiniLM for label embeddings) are not per-neuron costs
-    from lm.embeddings import embed
-    from service.pipeline import plugin
+    from neurolabel.lm.embeddings import embed
+    from neurolabel.service.pipeline import plugin
 
     t0 = time.perf_counter()
     for tag in explainers:
@@ -102,9 +102,9 @@ def main() -> None:
           f"{total / 3600:.2f}x the 1 h target)")
 
     # -- all-at-once vs one token at a time
-    from core.types import Explanation, NeuronId
-    from lm.factory import local_backend
-    from scoring.llm_simulator import LLMSimulator
+    from neurolabel.core.types import Explanation, NeuronId
+    from neurolabel.lm.factory import local_backend
+    from neurolabel.scoring.llm_simulator import LLMSimulator
 
     rec = next(iter(recording.records()))
     n_win, n_tok = (1, 8) if args.quick else (2, 16)

@@ -31,8 +31,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.errors import OntologyError  # noqa: E402
-from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, split_of_window  # noqa: E402
+from neurolabel.core.errors import OntologyError  # noqa: E402
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, split_of_window  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class _Pool:
 
 def wordnet_sentences() -> list[str]:
     """WordNet 3.0's example sentences (all parts of speech), in file order, deduplicated."""
-    from core.assets import wordnet_dir
+    from neurolabel.core.assets import wordnet_dir
 
     seen: set[str] = set()
     out: list[str] = []
@@ -85,14 +85,14 @@ def _default_tokenizer():
     """SmolLM2's fast tokenizer through ``tokenizers`` (importing transformers takes far longer)."""
     from tokenizers import Tokenizer
 
-    from core.assets import smollm2_dir
+    from neurolabel.core.assets import smollm2_dir
 
     return Tokenizer.from_file(str(smollm2_dir() / "tokenizer.json"))
 
 
 @lru_cache(maxsize=4)
 def _pool(n_windows: int, window_tokens: int, seed: int) -> _Pool:
-    from ontology.annotate import Annotator
+    from neurolabel.ontology.annotate import Annotator
 
     sentences = wordnet_sentences()
     random.Random(seed).shuffle(sentences)
@@ -134,7 +134,7 @@ def planted_records(
     real sentences (shared by all classes and cached per process). Raises
     :class:`core.errors.OntologyError` for an unknown class and ``ValueError`` for a class no
     pool word falls under."""
-    from ontology.build import default_ontology
+    from neurolabel.ontology.build import default_ontology
 
     onto = default_ontology()
     pool = _pool(n_windows, window_tokens, 0)
@@ -203,7 +203,7 @@ def planted_class(record: NeuronRecord, class_names: Sequence[str] = DEFAULT_CLA
 def main() -> None:  # pragma: no cover - manual inspection
     import time
 
-    from ontology.build import default_ontology
+    from neurolabel.ontology.build import default_ontology
 
     t0 = time.perf_counter()
     recs = planted_records()

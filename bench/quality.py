@@ -30,16 +30,16 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.errors import ExplanationError, ScoringError  # noqa: E402
-from core.registry import EXPLAINERS  # noqa: E402
-from core.types import Explanation, NeuronRecord  # noqa: E402
+from neurolabel.core.errors import ExplanationError, ScoringError  # noqa: E402
+from neurolabel.core.registry import EXPLAINERS  # noqa: E402
+from neurolabel.core.types import Explanation, NeuronRecord  # noqa: E402
 
 log = logging.getLogger("bench.quality")
 
 
 def _score_all(explanations: list[Explanation], record: NeuronRecord, sim_tag: str) -> list[Explanation]:
-    from scoring.validate import simulate_and_score
-    from service.pipeline import simulator_applies, fallback_simulator, plugin
+    from neurolabel.scoring.validate import simulate_and_score
+    from neurolabel.service.pipeline import simulator_applies, fallback_simulator, plugin
 
     out = []
     for e in explanations:
@@ -67,7 +67,7 @@ def _ratio(own: float, shuffled: float) -> str:
 
 
 def _explain(tag: str, record: NeuronRecord) -> list[Explanation]:
-    from service.pipeline import plugin
+    from neurolabel.service.pipeline import plugin
 
     try:
         return plugin("explainer", tag).explain(record)
@@ -88,7 +88,7 @@ def _recovered(expl: Explanation | None, cls: int, onto) -> bool:
 
 def planted(explainers: list[str], sims: dict[str, str], n_classes: int, noise: float, n_windows: int) -> None:
     from bench.planted import DEFAULT_CLASSES, planted_records
-    from ontology.build import default_ontology
+    from neurolabel.ontology.build import default_ontology
 
     classes = DEFAULT_CLASSES[:n_classes]
     t0 = time.perf_counter()
@@ -109,8 +109,8 @@ def planted(explainers: list[str], sims: dict[str, str], n_classes: int, noise: 
 
 def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: list[int], max_tokens: int,
          llm_neurons: int, seed: int) -> None:
-    from activations.models import load_target
-    from activations.record import record_activations
+    from neurolabel.activations.models import load_target
+    from neurolabel.activations.record import record_activations
 
     t0 = time.perf_counter()
     target = load_target("default")
@@ -165,11 +165,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from service.pipeline import resolve_simulators
+    from neurolabel.service.pipeline import resolve_simulators
 
     explainers = [t for t in args.explainers.split(",") if t] or [
         t for t in ("concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
-    from service.cli_label import _parse_simulators
+    from neurolabel.service.cli_label import _parse_simulators
 
     sims = resolve_simulators(explainers, _parse_simulators(args.simulators))
     if args.quick:

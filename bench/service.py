@@ -37,7 +37,7 @@ WORDS = ("dog cat car tree river music number colour city food bird water light 
 
 
 def _records(n_layers: int, per_layer: int):
-    from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
+    from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
 
     rng = random.Random(0)
     out = []
@@ -61,7 +61,7 @@ def _records(n_layers: int, per_layer: int):
 
 
 def _explanations(records):
-    from core.types import Explanation, ScoreResult
+    from neurolabel.core.types import Explanation, ScoreResult
 
     rng = random.Random(1)
     out = []
@@ -76,8 +76,8 @@ def _explanations(records):
 
 
 def _seed(url: str, n_layers: int, per_layer: int) -> None:
-    from storage.db import make_engine, session_factory, upgrade
-    from storage.queries import save_explanations, save_neuron_records, upsert_model
+    from neurolabel.storage.db import make_engine, session_factory, upgrade
+    from neurolabel.storage.queries import save_explanations, save_neuron_records, upsert_model
 
     upgrade(url)
     engine = make_engine(url)
@@ -155,9 +155,9 @@ def _load(base: str, paths, *, clients: int, seconds: float, max_requests: int) 
 
 def _direct(url: str, n_layers: int, per_layer: int, n: int) -> float:
     """In-process get_neuron calls per second (one thread, no HTTP)."""
-    from core.types import NeuronId  # noqa: F401
-    from storage.db import make_engine, session_factory
-    from storage.queries import get_neuron
+    from neurolabel.core.types import NeuronId  # noqa: F401
+    from neurolabel.storage.db import make_engine, session_factory
+    from neurolabel.storage.queries import get_neuron
 
     engine = make_engine(url)
     rng = random.Random(2)

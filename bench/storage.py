@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from storage import db  # noqa: E402
-from storage.queries import get_neuron, search_labels  # noqa: E402
+from neurolabel.storage import db  # noqa: E402
+from neurolabel.storage.queries import get_neuron, search_labels  # noqa: E402
 
 ADMIN_URL = os.environ.get("NEUROLABEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 EXPLAINERS = [("concept_induction", r) for r in range(3)] + [("pmi", r) for r in range(4)] + [
@@ -52,7 +52,7 @@ TEMPLATES = ["{0} and {1}", "words about {0}", "{0}, {1} or {2}", "the token {0}
 
 
 def _vocabulary(n: int, rng: random.Random) -> list[str]:
-    from core.assets import minilm_dir
+    from neurolabel.core.assets import minilm_dir
 
     words = [w.strip() for w in (Path(minilm_dir()) / "vocab.txt").read_text().splitlines()]
     words = sorted({w for w in words if re.fullmatch(r"[a-z]{4,12}", w)})
@@ -168,7 +168,7 @@ def main() -> None:
     pg_url = f"{base}/{name}"
     url = db.normalize_url(pg_url)
     try:
-        from lm.embeddings import embed
+        from neurolabel.lm.embeddings import embed
 
         print(f"neurolabel storage benchmark: {n_neurons:,} neurons, {n_neurons * args.per_neuron:,} explanations "
               f"(PostgreSQL, database {name})", flush=True)
@@ -223,7 +223,7 @@ def main() -> None:
         qvecs = embed(sem_queries)
 
         def semantic_ranking(i: int) -> None:
-            from storage.search import semantic_index
+            from neurolabel.storage.search import semantic_index
 
             with db.session_scope(url) as s:
                 semantic_index(s).top(qvecs[i % len(qvecs)], 20)

@@ -1,6 +1,6 @@
 """Shared types, plugin protocols, registry, settings and errors of neurolabel."""
 
-from core.errors import (
+from neurolabel.core.errors import (
     ConfigError,
     CorpusError,
     ExplanationError,
@@ -11,7 +11,7 @@ from core.errors import (
     ScoringError,
     StorageError,
 )
-from core.types import (
+from neurolabel.core.types import (
     ActivationRecord,
     Explanation,
     NeuronId,

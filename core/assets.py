@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.errors import ConfigError
-from core.settings import get_settings
+from neurolabel.core.errors import ConfigError
+from neurolabel.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

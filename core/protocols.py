@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
-from core.types import ActivationRecord, Explanation, NeuronRecord, ScoreResult, SequenceSimulation
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronRecord, ScoreResult, SequenceSimulation
 
 
 @runtime_checkable
@@ -16,6 +16,9 @@ class Explainer(Protocol):
     """Registry tag."""
     version: str
     """Bumped when the explainer's output may change."""
+    default_simulator: str
+    """Registry tag of the simulator its explanations are scored with unless the run names
+    another (e.g. ``"symbolic"`` for class expressions, ``"llm"`` for free text)."""
 
     def explain(self, record: NeuronRecord) -> list[Explanation]:
         """Explanations of ``record``'s neuron, best first. Uses only explain-split windows.

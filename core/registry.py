@@ -11,7 +11,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
-from core.errors import ConfigError
+from neurolabel.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,11 @@ class Registry(Generic[T]):
 
 EXPLAINERS: Registry = Registry(
     "explainers",
-    ("explainers.concept_induction", "explainers.pmi", "explainers.llm_summary"),
+    ("neurolabel.explainers.concept_induction", "neurolabel.explainers.pmi", "neurolabel.explainers.llm_summary"),
 )
 SIMULATORS: Registry = Registry(
     "simulators",
-    ("scoring.llm_simulator", "scoring.embedding_simulator", "scoring.symbolic_simulator",
-     "scoring.lexical_simulator"),
+    ("neurolabel.scoring.llm_simulator", "neurolabel.scoring.embedding_simulator", "neurolabel.scoring.symbolic_simulator",
+     "neurolabel.scoring.lexical_simulator"),
 )
-SCORERS: Registry = Registry("scorers", ("scoring.scorers",))
+SCORERS: Registry = Registry("scorers", ("neurolabel.scoring.scorers",))

@@ -24,11 +24,11 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from core.errors import ExplanationError
-from core.registry import EXPLAINERS
-from core.types import ActivationRecord, Explanation, NeuronRecord
-from ontology.annotate import Annotator
-from ontology.induction import Hypothesis, InductionConfig, induce
+from neurolabel.core.errors import ExplanationError
+from neurolabel.core.registry import EXPLAINERS
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronRecord
+from neurolabel.ontology.annotate import Annotator
+from neurolabel.ontology.induction import Hypothesis, InductionConfig, induce
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class ConceptInductionExplainer:
 
     kind = "concept_induction"
     version = "1"
+    default_simulator = "symbolic"
 
     def __init__(
         self,

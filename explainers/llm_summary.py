@@ -18,10 +18,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from core.errors import ExplanationError, LMError
-from core.registry import EXPLAINERS
-from core.types import ActivationRecord, Explanation, NeuronRecord
-from lm.base import ChatBackend, ChatChoice, Message, run_sync
+from neurolabel.core.errors import ExplanationError, LMError
+from neurolabel.core.registry import EXPLAINERS
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronRecord
+from neurolabel.lm.base import ChatBackend, ChatChoice, Message, run_sync
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class LLMSummaryExplainer:
 
     kind = "llm_summary"
     version = "1"
+    default_simulator = "llm"
 
     def __init__(
         self,
@@ -179,7 +180,7 @@ class LLMSummaryExplainer:
     @classmethod
     def from_defaults(cls, **kwargs: Any) -> "LLMSummaryExplainer":
         """Over :func:`lm.factory.backend_from_settings` (OpenAI-compatible if configured, else local; cached)."""
-        from lm.factory import backend_from_settings
+        from neurolabel.lm.factory import backend_from_settings
 
         return cls(backend_from_settings(), **kwargs)
 

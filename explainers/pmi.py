@@ -24,9 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.errors import ExplanationError
-from core.registry import EXPLAINERS
-from core.types import ActivationRecord, Explanation, NeuronRecord
+from neurolabel.core.errors import ExplanationError
+from neurolabel.core.registry import EXPLAINERS
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronRecord
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class PMIExplainer:
 
     kind = "pmi"
     version = "1"
+    default_simulator = "symbolic"
 
     def __init__(
         self,
@@ -93,7 +94,7 @@ class PMIExplainer:
     @classmethod
     def from_defaults(cls, **kwargs: Any) -> "PMIExplainer":
         """Over the default WordNet ontology's annotator."""
-        from ontology.annotate import Annotator
+        from neurolabel.ontology.annotate import Annotator
 
         return cls(Annotator.from_defaults(), **kwargs)
 
@@ -122,7 +123,7 @@ class PMIExplainer:
         got = self._windows.get(key)
         if got is not None:
             return got
-        from ontology.annotate import Annotator
+        from neurolabel.ontology.annotate import Annotator
 
         pairs: set[tuple[int, int]] = set()
         vocab = self._vocab

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from core.errors import LMError
-from lm.base import ChatBackend, ChatChoice, Message, normalise_messages
+from neurolabel.core.errors import LMError
+from neurolabel.lm.base import ChatBackend, ChatChoice, Message, normalise_messages
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ResponseCache:
     @classmethod
     def default(cls) -> "ResponseCache":
         """The cache in the settings' cache folder."""
-        from core.assets import cache_dir
+        from neurolabel.core.assets import cache_dir
 
         return cls(cache_dir() / "lm_responses.sqlite")
 

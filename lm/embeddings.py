@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from core.assets import minilm_dir
+from neurolabel.core.assets import minilm_dir
 
 log = logging.getLogger(__name__)
 

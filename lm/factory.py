@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Any
 
-from lm.base import ChatBackend
+from neurolabel.lm.base import ChatBackend
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ _local: dict[tuple[str | None, str], Any] = {}
 
 def local_backend(path: str | None = None, device: str = "auto") -> Any:
     """The process-wide :class:`lm.local.LocalBackend` for ``path`` (loaded once, shared)."""
-    from lm.local import LocalBackend
+    from neurolabel.lm.local import LocalBackend
 
     key = (path, device)
     with _local_lock:
@@ -31,9 +31,9 @@ def backend_from_settings(settings: Any = None, *, cache: bool = True) -> ChatBa
 
     ``cache=True`` wraps it in :class:`lm.cache.CachedBackend` over
     :meth:`lm.cache.ResponseCache.default`."""
-    from core.settings import get_settings
-    from lm.cache import CachedBackend, ResponseCache
-    from lm.openai_backend import OpenAIBackend
+    from neurolabel.core.settings import get_settings
+    from neurolabel.lm.cache import CachedBackend, ResponseCache
+    from neurolabel.lm.openai_backend import OpenAIBackend
 
     s = settings or get_settings()
     backend: ChatBackend

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.errors import LMError, ModelError
-from lm.base import ChatChoice, Message, TokenLogprob, normalise_messages
+from neurolabel.core.errors import LMError, ModelError
+from neurolabel.lm.base import ChatChoice, Message, TokenLogprob, normalise_messages
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def resolve_device(device: str = "auto") -> str:
     import torch
 
     if device == "auto":
-        from core.settings import get_settings
+        from neurolabel.core.settings import get_settings
 
         device = get_settings().device
     if device == "auto":
@@ -68,7 +68,7 @@ class LocalBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from core.assets import SMOLLM2_NAME, smollm2_dir
+        from neurolabel.core.assets import SMOLLM2_NAME, smollm2_dir
 
         folder = Path(path) if path is not None else smollm2_dir()
         name = f"local:{SMOLLM2_NAME}" if path is None else f"local:{folder.name}"

@@ -19,8 +19,8 @@ import time
 import weakref
 from typing import Any, Sequence
 
-from core.errors import LMError
-from lm.base import ChatChoice, Message, TokenLogprob, normalise_messages
+from neurolabel.core.errors import LMError
+from neurolabel.lm.base import ChatChoice, Message, TokenLogprob, normalise_messages
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class OpenAIBackend:
     @classmethod
     def from_settings(cls, settings: Any = None) -> "OpenAIBackend":
         """Built from ``core.settings`` (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, model, timeout, retries, concurrency)."""
-        from core.errors import ConfigError
-        from core.settings import get_settings
+        from neurolabel.core.errors import ConfigError
+        from neurolabel.core.settings import get_settings
 
         s = settings or get_settings()
         if not s.openai_base_url:

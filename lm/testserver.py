@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from lm.base import ChatBackend, ChatChoice
+from neurolabel.lm.base import ChatBackend, ChatChoice
 
 
 @dataclass
@@ -171,7 +171,7 @@ def serve_backend(
 def serve_local_backend(backend: ChatBackend | None = None, **kwargs: Any) -> Iterator[str]:
     """Serve ``backend`` (default: the shared local SmolLM2 backend); yields the base URL."""
     if backend is None:
-        from lm.factory import local_backend
+        from neurolabel.lm.factory import local_backend
 
         backend = local_backend()
     with serve_backend(backend, **kwargs) as server:

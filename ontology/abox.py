@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
-from ontology.model import Ontology
+from neurolabel.ontology.model import Ontology
 
 INDIVIDUAL_BASE = "https://w3id.org/neurolabel/examples#"
 """Namespace of the example individuals."""

@@ -27,8 +27,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from core.errors import OntologyError
-from ontology.model import Ontology
+from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.model import Ontology
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Annotator:
     @classmethod
     def from_defaults(cls) -> "Annotator":
         """An annotator over the default WordNet ontology."""
-        from ontology.build import default_ontology
+        from neurolabel.ontology.build import default_ontology
 
         return cls(default_ontology())
 

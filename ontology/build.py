@@ -20,9 +20,9 @@ from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
-from core.assets import cache_dir, wordnet_dir
-from core.errors import OntologyError
-from ontology.model import Ontology, from_edges, normalise
+from neurolabel.core.assets import cache_dir, wordnet_dir
+from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.model import Ontology, from_edges, normalise
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def wordnet_ontology() -> Ontology:
     """Read WordNet 3.0's noun synsets through NLTK and turn them into an :class:`Ontology`."""
     import warnings
 
-    from ontology.wordnet import load_wordnet
+    from neurolabel.ontology.wordnet import load_wordnet
 
     with warnings.catch_warnings():  # "multilingual functions are not available": not used here
         warnings.simplefilter("ignore", UserWarning)

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from core.errors import OntologyError
-from ontology.model import Ontology
+from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.model import Ontology
 
 Op = Literal["class", "and", "or"]
 

@@ -41,8 +41,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ontology.expression import ClassExpression
-from ontology.model import Ontology
+from neurolabel.ontology.expression import ClassExpression
+from neurolabel.ontology.model import Ontology
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import logging
 import re
 from pathlib import Path
 
-from core.errors import OntologyError
-from ontology.build import STOPWORDS
-from ontology.model import Ontology, from_edges, local_name
+from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.build import STOPWORDS
+from neurolabel.ontology.model import Ontology, from_edges, local_name
 
 log = logging.getLogger(__name__)
 

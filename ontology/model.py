@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from core.errors import OntologyError
+from neurolabel.core.errors import OntologyError
 
 log = logging.getLogger(__name__)
 

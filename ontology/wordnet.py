@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from core.assets import wordnet_dir
+from neurolabel.core.assets import wordnet_dir
 
 log = logging.getLogger(__name__)
 

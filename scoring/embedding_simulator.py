@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.registry import SIMULATORS
-from core.types import Explanation, SequenceSimulation
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import Explanation, SequenceSimulation
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class EmbeddingSimulator:
     @classmethod
     def from_defaults(cls) -> "EmbeddingSimulator":
         """With the process-wide all-MiniLM-L6-v2 (``lm.embeddings.load_embedder``)."""
-        from lm.embeddings import load_embedder
+        from neurolabel.lm.embeddings import load_embedder
 
         return cls(load_embedder())
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from core.registry import SIMULATORS
-from core.types import Explanation, SequenceSimulation
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import Explanation, SequenceSimulation
 
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 _STOP = frozenset("a an the of and or in on at to for with by from as is are be".split())

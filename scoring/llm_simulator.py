@@ -35,9 +35,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.errors import ScoringError
-from core.registry import SIMULATORS
-from core.types import Explanation, SequenceSimulation
+from neurolabel.core.errors import ScoringError
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import Explanation, SequenceSimulation
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class LLMSimulator:
     @classmethod
     def from_defaults(cls) -> "LLMSimulator":
         """Over the configured backend (``lm.factory.backend_from_settings``: endpoint or local SmolLM2)."""
-        from lm.factory import backend_from_settings
+        from neurolabel.lm.factory import backend_from_settings
 
         return cls(backend_from_settings())
 
@@ -125,7 +125,7 @@ class LLMSimulator:
         """Simulations of several windows: one forward pass per window (local) or requests to the endpoint."""
         if self._local:
             return self._simulate_logits(explanation, windows)
-        from lm.base import run_sync
+        from neurolabel.lm.base import run_sync
 
         return run_sync(self._simulate_chat(explanation, windows))
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from core.errors import ScoringError
-from core.registry import SCORERS
-from core.types import ActivationRecord, ScoreResult, SequenceSimulation
-from scoring import metrics
+from neurolabel.core.errors import ScoringError
+from neurolabel.core.registry import SCORERS
+from neurolabel.core.types import ActivationRecord, ScoreResult, SequenceSimulation
+from neurolabel.scoring import metrics
 
 
 def _flatten(simulations: Sequence[SequenceSimulation], records: Sequence[ActivationRecord],

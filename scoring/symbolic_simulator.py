@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from core.errors import OntologyError, ScoringError
-from core.registry import SIMULATORS
-from core.types import Explanation, SequenceSimulation
-from ontology.annotate import Annotator
-from ontology.expression import ClassExpression, parse_manchester
+from neurolabel.core.errors import OntologyError, ScoringError
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import Explanation, SequenceSimulation
+from neurolabel.ontology.annotate import Annotator
+from neurolabel.ontology.expression import ClassExpression, parse_manchester
 
 log = logging.getLogger(__name__)
 

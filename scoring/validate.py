@@ -7,10 +7,10 @@ import logging
 from dataclasses import replace
 from typing import Iterable, Sequence
 
-from core.errors import ScoringError
-from core.protocols import Scorer, Simulator
-from core.settings import get_settings
-from core.types import ActivationRecord, Explanation, NeuronRecord, SequenceSimulation
+from neurolabel.core.errors import ScoringError
+from neurolabel.core.protocols import Scorer, Simulator
+from neurolabel.core.settings import get_settings
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronRecord, SequenceSimulation
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def simulate_and_score(explanation: Explanation, record: NeuronRecord, *, simula
 
     Raises :class:`ScoringError` when the record has no score-split windows."""
     if scorer is None:
-        from scoring.scorers import CorrelationScorer
+        from neurolabel.scoring.scorers import CorrelationScorer
 
         scorer = CorrelationScorer()
     if explanation.neuron != record.neuron:

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from core.errors import (
+from neurolabel.core.errors import (
     ConfigError,
     ExplanationError,
     LMError,
@@ -20,7 +20,7 @@ from core.errors import (
     ScoringError,
     StorageError,
 )
-from service.body_limit import MAX_BODY_BYTES, BodySizeLimit
+from neurolabel.service.body_limit import MAX_BODY_BYTES, BodySizeLimit
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _lazy_default_ontology() -> Callable[[], Any]:
     def get() -> Any:
         with lock:
             if not box:
-                from ontology.build import default_ontology
+                from neurolabel.ontology.build import default_ontology
 
                 box.append(default_ontology())
             return box[0]
@@ -59,10 +59,10 @@ def create_app(
 
     ``ontology`` is a zero-argument callable returning the ontology used by concept search
     (default: the WordNet ontology, loaded on first use)."""
-    from service.api import router
-    from service.web.pages import mount_static
-    from service.web.pages import router as pages_router
-    from storage.db import make_engine, session_factory
+    from neurolabel.service.api import router
+    from neurolabel.service.web.pages import mount_static
+    from neurolabel.service.web.pages import router as pages_router
+    from neurolabel.storage.db import make_engine, session_factory
 
     app = FastAPI(
         title="neurolabel",

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import ConfigError
+from neurolabel.core.errors import ConfigError
 
 KEY_PREFIX = "nl_"
 PREFIX_CHARS = 10
@@ -52,7 +52,7 @@ def hash_key(secret: str) -> str:
 
 def create_key(*, session: Session, name: str) -> NewKey:
     """Create a key named ``name`` and add its hashed row to ``session`` (caller commits)."""
-    from storage.models import ApiKey
+    from neurolabel.storage.models import ApiKey
 
     if not name.strip():
         raise ConfigError("keys create: --name must not be empty")
@@ -72,7 +72,7 @@ def revoke_key(*, session: Session, key: str) -> int:
     """Revoke every live key whose id, prefix or full secret is ``key``; returns how many.
 
     Raises :class:`ConfigError` when nothing matches (caller commits)."""
-    from storage.models import ApiKey
+    from neurolabel.storage.models import ApiKey
 
     rows = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
     hit = [
@@ -91,7 +91,7 @@ def revoke_key(*, session: Session, key: str) -> int:
 
 def list_keys(*, session: Session) -> list[dict]:
     """All keys (never their secrets), newest first."""
-    from storage.models import ApiKey
+    from neurolabel.storage.models import ApiKey
 
     rows = session.scalars(select(ApiKey).order_by(ApiKey.id.desc())).all()
     return [
@@ -111,7 +111,7 @@ def check_bearer(*, session: Session, authorization: str | None) -> int:
 
     Raises :class:`AuthError` 401 for a missing/malformed header or an unknown key,
     403 for a revoked key."""
-    from storage.models import ApiKey
+    from neurolabel.storage.models import ApiKey
 
     if not authorization:
         raise AuthError(401, "missing Authorization header (expected 'Bearer <api key>')")

@@ -9,7 +9,7 @@ import os
 
 import typer
 
-from core.errors import NeurolabelError
+from neurolabel.core.errors import NeurolabelError
 
 app = typer.Typer(
     name="neurolabel",
@@ -19,11 +19,11 @@ app = typer.Typer(
 )
 
 _COMMAND_MODULES = (
-    "service.cli_record",
-    "service.cli_db",
-    "service.cli_ontology",
-    "service.cli_label",
-    "service.cli_service",
+    "neurolabel.service.cli_record",
+    "neurolabel.service.cli_db",
+    "neurolabel.service.cli_ontology",
+    "neurolabel.service.cli_label",
+    "neurolabel.service.cli_service",
 )
 
 

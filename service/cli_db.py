@@ -35,7 +35,7 @@ def db_upgrade(
     db: str = _DB_OPTION,
 ) -> None:
     """Bring an empty or older database to the newest schema (or REVISION)."""
-    from storage.db import current_revision, normalize_url, upgrade
+    from neurolabel.storage.db import current_revision, normalize_url, upgrade
 
     url = normalize_url(db)
     upgrade(url, revision)
@@ -48,7 +48,7 @@ def db_downgrade(
     db: str = _DB_OPTION,
 ) -> None:
     """Take the schema back to REVISION."""
-    from storage.db import current_revision, downgrade, normalize_url
+    from neurolabel.storage.db import current_revision, downgrade, normalize_url
 
     url = normalize_url(db)
     downgrade(url, revision)
@@ -58,7 +58,7 @@ def db_downgrade(
 @db_app.command("current")
 def db_current(db: str = _DB_OPTION) -> None:
     """Print the schema revision of the database and the newest one available."""
-    from storage.db import current_revision, head_revision
+    from neurolabel.storage.db import current_revision, head_revision
 
     rev = current_revision(db)
     head = head_revision()
@@ -75,10 +75,10 @@ def show(
     db: str = _DB_OPTION,
 ) -> None:
     """Show one neuron: statistics, top examples, explanations with scores, best label."""
-    from core.errors import StorageError
-    from storage.db import session_scope
-    from storage.db import require_schema
-    from storage.queries import get_neuron
+    from neurolabel.core.errors import StorageError
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.db import require_schema
+    from neurolabel.storage.queries import get_neuron
 
     require_schema(db)
     with session_scope(db) as session:
@@ -140,9 +140,9 @@ def search(
     db: str = _DB_OPTION,
 ) -> None:
     """Search neuron labels by full text (default) or by meaning (--semantic)."""
-    from storage.db import session_scope
-    from storage.db import require_schema
-    from storage.queries import search_labels
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.db import require_schema
+    from neurolabel.storage.queries import search_labels
 
     require_schema(db)
     mode = "semantic" if semantic else "text"
@@ -172,9 +172,9 @@ def export(
     db: str = _DB_OPTION,
 ) -> None:
     """Export neurons and labels (openai: recorded activations; neuronpedia, csv: labels)."""
-    from storage.db import session_scope
-    from storage.db import require_schema
-    from storage.transfer import export_file, export_rows
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.db import require_schema
+    from neurolabel.storage.transfer import export_file, export_rows
 
     require_schema(db)
     with session_scope(db) as session:
@@ -191,9 +191,9 @@ def import_(
     db: str = _DB_OPTION,
 ) -> None:
     """Import a file in one transaction: on any error nothing is written."""
-    from storage.db import session_scope
-    from storage.db import require_schema
-    from storage.transfer import import_file
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.db import require_schema
+    from neurolabel.storage.transfer import import_file
 
     require_schema(db, migrate=True)
     with session_scope(db) as session:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from core.errors import ConfigError
+from neurolabel.core.errors import ConfigError
 
 DEMO_LAYER = 10
 DEMO_UNITS = "0-2"
@@ -44,8 +44,8 @@ def _fmt(score: Any) -> str:
 
 def print_labels(url: str, model: str, neurons) -> None:
     """Per neuron, each explainer's best label with its score (and the accepted label)."""
-    from storage.db import session_scope
-    from storage.queries import get_neuron
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import get_neuron
 
     with session_scope(url) as session:
         for n in neurons:
@@ -69,8 +69,8 @@ def print_labels(url: str, model: str, neurons) -> None:
 def _run(model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
          corpus: str, db: str | None, options: dict, progress: bool, show: bool,
          retry_failed: bool = False) -> None:
-    from service.pipeline import label_neurons, resolve_simulators
-    from storage.db import normalize_url
+    from neurolabel.service.pipeline import label_neurons, resolve_simulators
+    from neurolabel.storage.db import normalize_url
 
     url = normalize_url(db)
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def _run(model: str, layers: list[int], units: list[int] | None, explainers: lis
     for err in summary.errors[:10]:
         typer.echo(f"  note: {err}", err=True)
     if show:
-        from core.types import NeuronId
+        from neurolabel.core.types import NeuronId
 
         neurons = [NeuronId(l, u) for l in layers for u in (units or [])]
         print_labels(url, summary.model, neurons)
@@ -112,11 +112,11 @@ def label(
                                       help="Retry neurons an explainer version failed to explain before."),
 ) -> None:
     """Record (when missing), explain, score and store labels of the chosen neurons; resumable."""
-    from service.cli_record import parse_int_list
+    from neurolabel.service.cli_record import parse_int_list
 
     layer_list = parse_int_list(layers, what="layers")
     if layer_list is None:
-        from activations.models import load_target
+        from neurolabel.activations.models import load_target
 
         layer_list = list(range(load_target(model).n_layers))
     _run(model, layer_list, parse_int_list(units, what="units"), _tags(explainers), _parse_simulators(simulators),
@@ -129,9 +129,9 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Label a few neurons of layer 10 of the default model and print each explainer's label and score."""
-    from core.registry import EXPLAINERS
-    from service.cli_record import parse_int_list
-    from service.pipeline import DEMO_RECORD_OPTIONS
+    from neurolabel.core.registry import EXPLAINERS
+    from neurolabel.service.cli_record import parse_int_list
+    from neurolabel.service.pipeline import DEMO_RECORD_OPTIONS
 
     tags = _tags(explainers) if explainers else [t for t in ("concept_induction", "pmi", "llm_summary")
                                                     if t in EXPLAINERS]

@@ -30,7 +30,7 @@ def _describe(onto) -> list[str]:
 @ontology_app.command("build")
 def build(force: bool = typer.Option(False, "--force", help="Rebuild even when cached.")) -> None:
     """Build (or reuse) the default WordNet noun ontology and its caches, and show its size."""
-    from ontology.build import _paths, build_default
+    from neurolabel.ontology.build import _paths, build_default
 
     t = time.perf_counter()
     onto = build_default(force=force)
@@ -51,11 +51,11 @@ def info(
     """Show the size of an ontology (and optionally one class with its parents and children)."""
     t = time.perf_counter()
     if path is None:
-        from ontology.build import default_ontology
+        from neurolabel.ontology.build import default_ontology
 
         onto = default_ontology()
     else:
-        from ontology.load import load_ontology
+        from neurolabel.ontology.load import load_ontology
 
         onto = load_ontology(path)
     for line in _describe(onto):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from core.errors import ConfigError
+from neurolabel.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ def record(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Record what every MLP neuron of the chosen layers responds to and store it."""
-    from activations.corpus import load_corpus
-    from activations.models import check_layers, check_units, load_target
-    from activations.openai_format import to_openai_json
-    from activations.record import record_activations
+    from neurolabel.activations.corpus import load_corpus
+    from neurolabel.activations.models import check_layers, check_units, load_target
+    from neurolabel.activations.openai_format import to_openai_json
+    from neurolabel.activations.record import record_activations
 
     if no_db and out is None:
         raise ConfigError("--no-db without --out would write nothing")
@@ -75,7 +75,7 @@ def record(
     check_units(target, unit_list)
     url = None
     if not no_db:
-        from storage.db import normalize_url
+        from neurolabel.storage.db import normalize_url
 
         url = normalize_url(db)
     t0 = time.perf_counter()
@@ -92,8 +92,8 @@ def record(
     n = 0
     try:
         if url is not None:
-            from storage.db import session_scope, upgrade
-            from storage.queries import save_neuron_records, upsert_model
+            from neurolabel.storage.db import session_scope, upgrade
+            from neurolabel.storage.queries import save_neuron_records, upsert_model
 
             upgrade(url)
             with session_scope(url) as session:

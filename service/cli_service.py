@@ -23,8 +23,8 @@ def serve(
     """Serve the REST API (under /v1, docs at /docs) and the web neuron browser."""
     import uvicorn
 
-    from service.app import create_app
-    from storage.db import normalize_url, upgrade
+    from neurolabel.service.app import create_app
+    from neurolabel.storage.db import normalize_url, upgrade
 
     url = normalize_url(db)
     if migrate:
@@ -33,7 +33,7 @@ def serve(
         import os
 
         os.environ["NEUROLABEL_DATABASE_URL"] = url
-        uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run("neurolabel.service.app:create_app", factory=True, host=host, port=port, workers=workers)
     else:
         uvicorn.run(create_app(url), host=host, port=port)
 
@@ -49,8 +49,8 @@ def worker(
     name: str = typer.Option(None, help="Worker name (default host:pid:random)."),
 ) -> None:
     """Run labelling jobs from the database queue (several workers may run at once)."""
-    from service.worker import Worker
-    from storage.db import normalize_url
+    from neurolabel.service.worker import Worker
+    from neurolabel.storage.db import normalize_url
 
     import signal
 
@@ -75,7 +75,7 @@ def nightly(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Nightly TOML config."),
 ) -> None:
     """Label what is missing or stale for the configured models; write a summary."""
-    from service.nightly import load_config, run_nightly
+    from neurolabel.service.nightly import load_config, run_nightly
 
     summary = run_nightly(load_config(config))
     typer.echo(f"nightly: {summary['status']}; summary in {summary['summary_json']}")
@@ -89,8 +89,8 @@ def keys_create(
     db: str = typer.Option(None, "--db", help="Database URL."),
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from service.auth import create_key
-    from storage.db import session_scope
+    from neurolabel.service.auth import create_key
+    from neurolabel.storage.db import session_scope
 
     with session_scope(db) as s:
         key = create_key(session=s, name=name)
@@ -104,8 +104,8 @@ def keys_revoke(
     db: str = typer.Option(None, "--db", help="Database URL."),
 ) -> None:
     """Revoke a key (requests with it get 403)."""
-    from service.auth import revoke_key
-    from storage.db import session_scope
+    from neurolabel.service.auth import revoke_key
+    from neurolabel.storage.db import session_scope
 
     with session_scope(db) as s:
         n = revoke_key(session=s, key=key)
@@ -115,8 +115,8 @@ def keys_revoke(
 @keys_app.command("list")
 def keys_list(db: str = typer.Option(None, "--db", help="Database URL.")) -> None:
     """List keys (id, name, prefix, created, revoked) — never their secrets."""
-    from service.auth import list_keys
-    from storage.db import session_scope
+    from neurolabel.service.auth import list_keys
+    from neurolabel.storage.db import session_scope
 
     with session_scope(db) as s:
         for k in list_keys(session=s):

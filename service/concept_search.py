@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import OntologyError
+from neurolabel.core.errors import OntologyError
 
 
 def falls_under(iris: Iterable[str], target: int, ontology: Any, *, union: bool = False) -> bool:
@@ -46,7 +46,7 @@ def labels_under(
     """Explanations (best score first) whose ``structured["iris"]`` expression falls under the
     ontology class named ``cls`` (IRI, local name or label). Raises ``LookupError`` when the
     ontology has no such class."""
-    from storage.models import ExplanationRow, Model, Neuron
+    from neurolabel.storage.models import ExplanationRow, Model, Neuron
 
     try:
         target = ontology.find(cls)

@@ -8,7 +8,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.auth import AuthError, check_bearer
+from neurolabel.service.auth import AuthError, check_bearer
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -30,7 +30,7 @@ def _now() -> datetime:
 
 
 def _job_model():
-    from storage.models import Job
+    from neurolabel.storage.models import Job
 
     return Job
 

@@ -37,8 +37,8 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from core.errors import ConfigError
-from service.schemas import JobSpec
+from neurolabel.core.errors import ConfigError
+from neurolabel.service.schemas import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ def run_nightly(
     others still run) and write ``nightly-<time>.json``/``.md`` plus ``nightly-latest.json``
     and a log file into ``config.output_dir``. Returns the summary (``status`` ``ok`` or
     ``failed``). Refuses to start while another nightly run holds the lock."""
-    from service.worker import _jsonable, run_spec
-    from storage.db import normalize_url, upgrade
+    from neurolabel.service.worker import _jsonable, run_spec
+    from neurolabel.storage.db import normalize_url, upgrade
 
     runner = runner or run_spec
     out = config.output_dir

@@ -8,8 +8,8 @@ resumes where the last one stopped (neurons already explained by the same explai
 are skipped; storage writes are idempotent). :func:`explain_and_score` is the same without
 storage.
 
-Plugins are chosen by registry tag. Each explainer has a default simulator
-(:data:`DEFAULT_SIMULATORS`); any registered simulator can be named instead. Explainers,
+Plugins are chosen by registry tag. Each explainer declares its default simulator
+(``default_simulator``); any registered simulator can be named instead. Explainers,
 simulators and the scorer are built once per process by their ``from_defaults`` factories.
 """
 
@@ -23,24 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from core.errors import ConfigError, ExplanationError, ScoringError
-from core.registry import EXPLAINERS, SCORERS, SIMULATORS
-from core.settings import get_settings
-from core.types import Explanation, NeuronId, NeuronRecord
+from neurolabel.core.errors import ConfigError, ExplanationError, ScoringError
+from neurolabel.core.registry import EXPLAINERS, SCORERS, SIMULATORS
+from neurolabel.core.settings import get_settings
+from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIMULATORS: dict[str, str] = {
-    "concept_induction": "symbolic",
-    "pmi": "symbolic",
-    "llm_summary": "llm",
-}
-"""Each explainer's default simulator: class expressions are simulated symbolically, free
-text by the LLM. Explainers not listed (third-party ones) default to :data:`FALLBACK_SIMULATOR`."""
-
 FALLBACK_SIMULATOR = "embedding"
-"""Simulator for explainers without a default, and the last resort for explanations the
-chosen simulator cannot simulate."""
+"""Simulator for explainers that declare no ``default_simulator`` (older third-party ones), and
+the last resort for explanations the chosen simulator cannot simulate."""
+
+
+def default_simulator(explainer: str) -> str:
+    """The simulator tag explainer ``explainer`` declares (:class:`core.protocols.Explainer`)."""
+    return str(getattr(EXPLAINERS[explainer], "default_simulator", "") or FALLBACK_SIMULATOR)
 
 FALLBACK_CHAIN: tuple[str, ...] = ("lexical", FALLBACK_SIMULATOR)
 """Tried in order when the chosen simulator does not apply to an explanation (e.g. the
@@ -86,7 +83,7 @@ def resolve_simulators(explainers: Sequence[str], simulators: Mapping[str, str] 
     for e in explainers:
         if e not in EXPLAINERS:
             EXPLAINERS[e]  # raises ConfigError listing the known tags
-        tag = chosen.get(e) or chosen.get("*") or DEFAULT_SIMULATORS.get(e, FALLBACK_SIMULATOR)
+        tag = chosen.get(e) or chosen.get("*") or default_simulator(e)
         if tag not in SIMULATORS:
             if e in chosen or "*" in chosen:
                 SIMULATORS[tag]  # raises ConfigError
@@ -141,7 +138,7 @@ class StageTimes:
 def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims: Mapping[str, str],
                            scorer: Any, times: StageTimes, errors: list[str],
                            failures: list[tuple[NeuronId, str, str]] | None = None) -> list[Explanation]:
-    from scoring.validate import simulate_and_score
+    from neurolabel.scoring.validate import simulate_and_score
 
     out: list[Explanation] = []
     for tag in explainers:
@@ -232,7 +229,7 @@ class LabelSummary:
 
 def model_name(model_spec: str) -> str:
     """The stored name of a target model spec (as :func:`activations.models.load_target` names it)."""
-    from core.assets import SMOLLM2_NAME
+    from neurolabel.core.assets import SMOLLM2_NAME
 
     if model_spec in ("default", SMOLLM2_NAME):
         return SMOLLM2_NAME
@@ -243,15 +240,15 @@ def _record_missing(url: str, model_spec: str, corpus: str,
                     layers: Sequence[int], units: Sequence[int] | None, options: Mapping[str, Any],
                     progress: bool, summary: LabelSummary) -> list[NeuronId]:
     """Record the neurons not yet in the database; returns every wanted neuron, sorted."""
-    from storage.db import session_scope
-    from storage.queries import recorded_neurons, save_neuron_records, upsert_model
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import recorded_neurons, save_neuron_records, upsert_model
 
     name = summary.model
     with session_scope(url) as session:
         have = {n for layer in layers for n in recorded_neurons(session=session, model=name, layer=layer)}
     target = None
     if units is None or any(NeuronId(l, u) not in have for l in layers for u in units):
-        from activations.models import check_layers, check_units, load_target
+        from neurolabel.activations.models import check_layers, check_units, load_target
 
         target = load_target(model_spec)
         check_layers(target, layers)
@@ -263,7 +260,7 @@ def _record_missing(url: str, model_spec: str, corpus: str,
         if n not in have:
             missing_by_layer[n.layer].append(n.index)
     if missing_by_layer:
-        from activations.record import record_activations
+        from neurolabel.activations.record import record_activations
 
         with session_scope(url) as session:
             upsert_model(session=session, name=target.name, architecture=target.architecture, source=target.source,
@@ -312,8 +309,8 @@ def label_neurons(
     called after each one."""
     from tqdm.auto import tqdm
 
-    from storage.db import normalize_url, session_scope, upgrade
-    from storage.queries import (
+    from neurolabel.storage.db import normalize_url, session_scope, upgrade
+    from neurolabel.storage.queries import (
         explained_neurons,
         failed_neurons,
         load_neuron_record,
@@ -349,7 +346,7 @@ def label_neurons(
     def flush() -> None:
         if not pending and not new_failures:
             return
-        from scoring.validate import is_accepted
+        from neurolabel.scoring.validate import is_accepted
 
         t0 = time.perf_counter()
         with session_scope(url) as session:
@@ -401,7 +398,7 @@ def label_neurons(
 
 
 __all__ = [
-    "DEFAULT_SIMULATORS",
+    "default_simulator",
     "FALLBACK_SIMULATOR",
     "LabelSummary",
     "StageTimes",

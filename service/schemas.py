@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from core.types import Explanation, ScoreResult
+from neurolabel.core.types import Explanation, ScoreResult
 
 MAX_RECORDS = 64
 """Most neuron records one explain/score request may carry."""

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any, Callable, Mapping
 
-from service import jobs
+from neurolabel.service import jobs
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def run_spec(
     on_progress: Callable[..., None],
 ) -> Any:
     """Run one labelling job spec (the API's ``JobSpec`` as a dict) through the pipeline."""
-    from service.pipeline import label_neurons
+    from neurolabel.service.pipeline import label_neurons
 
     extra = {"store_every": int(spec["store_every"])} if spec.get("store_every") else {}
     return label_neurons(
@@ -123,7 +123,7 @@ class Worker:
 
     def _session(self):
         if self._factory is None:
-            from storage.db import make_engine, session_factory
+            from neurolabel.storage.db import make_engine, session_factory
 
             self._factory = session_factory(make_engine(self.database_url))
         return self._factory()

@@ -23,8 +23,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from core.errors import StorageError
-from core.settings import get_settings
+from neurolabel.core.errors import StorageError
+from neurolabel.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ commits after every batch unless told otherwise (see its docstring). Implementat
 
 from __future__ import annotations
 
-from storage.reads import (
+from neurolabel.storage.reads import (
     best_label,
     explained_neurons,
     failed_neurons,
@@ -18,9 +18,9 @@ from storage.reads import (
     model_overview,
     recorded_neurons,
 )
-from storage.search import search_labels
-from storage.transfer import export_file, export_rows, import_file
-from storage.writes import (
+from neurolabel.storage.search import search_labels
+from neurolabel.storage.transfer import export_file, export_rows, import_file
+from neurolabel.storage.writes import (
     ensure_models,
     ensure_neurons,
     record_failures,

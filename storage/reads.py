@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Integer, and_, cast, exists, func, select
 from sqlalchemy.orm import Session
 
-from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
-from storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
+from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score
 
 
 def _neuron_row(session: Session, model: str, layer: int, index: int) -> Neuron | None:

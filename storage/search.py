@@ -23,8 +23,8 @@ import numpy as np
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from core.errors import StorageError
-from storage.models import ExplanationRow, Model, Neuron
+from neurolabel.core.errors import StorageError
+from neurolabel.storage.models import ExplanationRow, Model, Neuron
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def semantic_index(session: Session) -> SemanticIndex:
 @lru_cache(maxsize=2048)
 def _query_vector(query: str) -> np.ndarray:
     """MiniLM embedding of a search query (cached: paging through results re-uses it)."""
-    from lm.embeddings import embed
+    from neurolabel.lm.embeddings import embed
 
     vec = embed([query])[0]
     vec.setflags(write=False)

@@ -34,10 +34,10 @@ from typing import IO, Any, Literal
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from core.errors import NeurolabelError, StorageError
-from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
-from storage.models import Example, ExplanationRow, Model, Neuron, Score
-from storage.writes import (
+from neurolabel.core.errors import NeurolabelError, StorageError
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
+from neurolabel.storage.models import Example, ExplanationRow, Model, Neuron, Score
+from neurolabel.storage.writes import (
     ExplanationInput,
     _clean_json,
     _optional_score,
@@ -168,7 +168,7 @@ def export_rows(
 ) -> int:
     """Write the database (or one model) to the text stream ``out``; returns the number of
     items written (lines of JSONL formats, explanations of ``neuronpedia`` and ``csv``)."""
-    from activations.openai_format import to_openai_json
+    from neurolabel.activations.openai_format import to_openai_json
 
     if format not in EXPORT_FORMATS:
         raise StorageError(f"export format {format!r} is not one of {', '.join(EXPORT_FORMATS)}")
@@ -315,7 +315,7 @@ def _field(d: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
 
 
 def _parse_native(path: Path, items: list[tuple[int, Any]]):
-    from activations.openai_format import from_openai_json
+    from neurolabel.activations.openai_format import from_openai_json
 
     models, records, explanations = [], [], []
     recorded_at: dict[tuple[str, int, int], datetime] = {}
@@ -442,7 +442,7 @@ def import_file(*, session: Session, path: str | Path, model: str | None = None)
             )
         summary.models = len(models)
     else:
-        from activations.openai_format import read_records
+        from neurolabel.activations.openai_format import read_records
 
         try:
             records = read_records(path, model=model)

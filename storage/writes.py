@@ -20,10 +20,10 @@ import numpy as np
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
-from core.errors import StorageError
-from core.settings import get_settings
-from core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats
-from storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score, utcnow
+from neurolabel.core.errors import StorageError
+from neurolabel.core.settings import get_settings
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats
+from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +348,7 @@ def explanation_input(explanation: Explanation, *, threshold: float) -> Explanat
 
 
 def _default_embedder(texts: Sequence[str]) -> np.ndarray:
-    from lm.embeddings import embed
+    from neurolabel.lm.embeddings import embed
 
     return embed(texts)
 

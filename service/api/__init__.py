@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api import explain, jobs, models, neurons, search
+from neurolabel.service.api import explain, jobs, models, neurons, search
 
 
 def router() -> APIRouter:

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from core.types import Explanation, NeuronId, NeuronRecord
-from service.deps import ApiKeyDep, SessionDep
-from service.schemas import ExplainRequest, ExplanationOut, ExplanationsOut, ScoreRequest
+from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
+from neurolabel.service.deps import ApiKeyDep, SessionDep
+from neurolabel.service.schemas import ExplainRequest, ExplanationOut, ExplanationsOut, ScoreRequest
 
 router = APIRouter(tags=["explain"])
 
@@ -18,7 +18,7 @@ def parse_records(raw: list[dict[str, Any]], *, model: str | None) -> list[Neuro
 
     The model name is ``model``, else the record's ``neurolabel.model``, else ``external``; the
     neuron is the record's ``neuron_id``, else (layer 0, its position in the list)."""
-    from activations.openai_format import from_openai_json
+    from neurolabel.activations.openai_format import from_openai_json
 
     out = []
     for i, d in enumerate(raw):
@@ -39,13 +39,13 @@ def parse_records(raw: list[dict[str, Any]], *, model: str | None) -> list[Neuro
 def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep) -> dict[str, Any]:
     """Run the named explainers on each record, score every explanation on the record's
     score-split windows, and (``store: true``) store records and explanations. Needs an API key."""
-    from service.pipeline import explain_and_score
+    from neurolabel.service.pipeline import explain_and_score
 
     records = parse_records(body.records, model=body.model)
     explanations = explain_and_score(records, explainers=body.explainers, simulators=body.simulators)
     stored: list[int] = []
     if body.store:
-        from storage.queries import save_explanations, save_neuron_records
+        from neurolabel.storage.queries import save_explanations, save_neuron_records
 
         save_neuron_records(session=session, records=records)
         stored = save_explanations(session=session, explanations=explanations)
@@ -57,10 +57,10 @@ def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep) -> dict[
 def score(body: ScoreRequest, _key: ApiKeyDep) -> dict[str, Any]:
     """Simulate the given explanation on each record's score-split windows and correlate.
     Needs an API key."""
-    from scoring.validate import simulate_and_score
+    from neurolabel.scoring.validate import simulate_and_score
 
     records = parse_records(body.records, model=body.model)
-    from service.pipeline import plugin
+    from neurolabel.service.pipeline import plugin
 
     simulator = plugin("simulator", body.simulator)
     out = []

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from service import jobs as queue
-from service.deps import ApiKeyDep, SessionDep
-from service.schemas import MAX_LIST, JobOut, JobSpec
+from neurolabel.service import jobs as queue
+from neurolabel.service.deps import ApiKeyDep, SessionDep
+from neurolabel.service.schemas import MAX_LIST, JobOut, JobSpec
 
 router = APIRouter(tags=["jobs"])
 
@@ -19,7 +19,7 @@ JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]  # a 32-bit primary key
 def create_job(spec: JobSpec, session: SessionDep, _key: ApiKeyDep) -> dict[str, Any]:
     """Queue a job; a ``neurolabel worker`` runs it. Unknown explainer or simulator tags are
     refused here (422), not later in the worker. Needs an API key."""
-    from service.pipeline import resolve_simulators
+    from neurolabel.service.pipeline import resolve_simulators
 
     resolve_simulators(spec.explainers, spec.simulators)  # ConfigError -> 422
     job_id = queue.enqueue(session=session, spec=spec.model_dump())

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from service.deps import SessionDep
+from neurolabel.service.deps import SessionDep
 
 router = APIRouter(tags=["models"])
 
@@ -14,7 +14,7 @@ router = APIRouter(tags=["models"])
 @router.get("/models", summary="Recorded models")
 def list_models(session: SessionDep) -> list[dict[str, Any]]:
     """Every model in the label database with its size."""
-    from storage.queries import list_models as q
+    from neurolabel.storage.queries import list_models as q
 
     return q(session=session)
 
@@ -22,7 +22,7 @@ def list_models(session: SessionDep) -> list[dict[str, Any]]:
 @router.get("/models/{model}", summary="Model overview")
 def model_overview(model: str, session: SessionDep) -> dict[str, Any]:
     """Labelled fraction and score distribution per layer."""
-    from storage.queries import model_overview as q
+    from neurolabel.storage.queries import model_overview as q
 
     out = q(session=session, model=model)
     if out is None:

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from service.deps import SessionDep
-from service.schemas import MAX_LIST, Page, Tag
+from neurolabel.service.deps import SessionDep
+from neurolabel.service.schemas import MAX_LIST, Page, Tag
 
 router = APIRouter(tags=["neurons"])
 
@@ -27,7 +27,7 @@ def list_neurons(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     """Neurons of a model, filtered by layer, explainer, score and whether labelled."""
-    from storage.queries import list_neurons as q
+    from neurolabel.storage.queries import list_neurons as q
 
     items = q(session=session, model=model, layer=layer, explainer=explainer,
               min_score=min_score, labelled=labelled, limit=limit, offset=offset)
@@ -37,7 +37,7 @@ def list_neurons(
 @router.get("/models/{model}/neurons/{layer}/{index}", summary="One neuron")
 def get_neuron(model: str, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
     """Statistics, examples, explanations with scores, and the best label."""
-    from storage.queries import get_neuron as q
+    from neurolabel.storage.queries import get_neuron as q
 
     out = q(session=session, model=model, layer=layer, index=index)
     if out is None:
@@ -48,7 +48,7 @@ def get_neuron(model: str, layer: Layer, index: Index, session: SessionDep) -> d
 @router.get("/models/{model}/neurons/{layer}/{index}/label", summary="Best label of a neuron")
 def best_label(model: str, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
     """The highest-scoring accepted explanation of the neuron."""
-    from storage.queries import best_label as q
+    from neurolabel.storage.queries import best_label as q
 
     out = q(session=session, model=model, layer=layer, index=index)
     if out is None:

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from core.errors import OntologyError
-from service.deps import SessionDep
-from service.schemas import MAX_LIST, Name, Page
+from neurolabel.core.errors import OntologyError
+from neurolabel.service.deps import SessionDep
+from neurolabel.service.schemas import MAX_LIST, Name, Page
 
 router = APIRouter(tags=["search"])
 
@@ -28,7 +28,7 @@ def search(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Labels matching ``q`` in full text, or nearest in meaning (``mode=semantic``)."""
-    from storage.queries import search_labels
+    from neurolabel.storage.queries import search_labels
 
     items = search_labels(session=session, query=q, mode=mode, model=model,
                           min_score=min_score, limit=limit, offset=offset)
@@ -47,7 +47,7 @@ def search_concept(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Explanations whose class expression falls under the ontology class ``cls``."""
-    from service.concept_search import labels_under
+    from neurolabel.service.concept_search import labels_under
 
     try:
         items = labels_under(session=session, ontology=request.app.state.ontology(), cls=cls,

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from service.deps import SessionDep
+from neurolabel.service.deps import SessionDep
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -70,7 +70,7 @@ def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, session: SessionDep) -> HTMLResponse:
     """The models in the database and a search box."""
-    from storage.queries import list_models
+    from neurolabel.storage.queries import list_models
 
     return _render(request, "index.html", models=list_models(session=session))
 
@@ -78,7 +78,7 @@ def index(request: Request, session: SessionDep) -> HTMLResponse:
 @router.get("/models/{model}", response_class=HTMLResponse)
 def model_page(request: Request, model: str, session: SessionDep) -> HTMLResponse:
     """Labelled fraction and score distribution per layer."""
-    from storage.queries import list_neurons, model_overview
+    from neurolabel.storage.queries import list_neurons, model_overview
 
     ov = model_overview(session=session, model=model)
     if ov is None:
@@ -90,7 +90,7 @@ def model_page(request: Request, model: str, session: SessionDep) -> HTMLRespons
 @router.get("/models/{model}/neurons/{layer}/{index}", response_class=HTMLResponse)
 def neuron_page(request: Request, model: str, layer: int, index: int, session: SessionDep) -> HTMLResponse:
     """Label, every explanation with its scores, top and random windows, histogram."""
-    from storage.queries import get_neuron
+    from neurolabel.storage.queries import get_neuron
 
     info = get_neuron(session=session, model=model, layer=layer, index=index)
     if info is None:
@@ -120,7 +120,7 @@ def search_page(
     results: list[dict] = []
     error = None
     if q.strip() and mode == "concept":
-        from service.concept_search import labels_under
+        from neurolabel.service.concept_search import labels_under
 
         try:
             results = labels_under(session=session, ontology=request.app.state.ontology(), cls=q.strip(),
@@ -128,7 +128,7 @@ def search_page(
         except LookupError as exc:
             error = str(exc)
     elif q.strip():
-        from storage.queries import search_labels
+        from neurolabel.storage.queries import search_labels
 
         results = search_labels(session=session, query=q, mode=mode, limit=50)
     return _render(request, "search.html", q=q, mode=mode, results=results, error=error)

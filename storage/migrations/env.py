@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from storage.db import make_engine
-from storage.models import Base
+from neurolabel.storage.db import make_engine
+from neurolabel.storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata

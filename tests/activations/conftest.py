@@ -24,6 +24,6 @@ def llama_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gpt2_target(gpt2_dir):
-    from activations.models import load_target
+    from neurolabel.activations.models import load_target
 
     return load_target(str(gpt2_dir))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from activations.openai_format import read_records
-from core.errors import ConfigError, CorpusError, ModelError
-from core.types import NeuronId
-from service.cli import app
-from service.cli_record import parse_int_list
+from neurolabel.activations.openai_format import read_records
+from neurolabel.core.errors import ConfigError, CorpusError, ModelError
+from neurolabel.core.types import NeuronId
+from neurolabel.service.cli import app
+from neurolabel.service.cli_record import parse_int_list
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def test_record_to_db_and_jsonl(gpt2_dir, corpus_file, db_url, tmp_path):
     recs = read_records(out)
     assert [r.neuron for r in recs] == [NeuronId(l, u) for l in (0, 2) for u in range(10)]
     assert all(len(r.windows("top", "explain")) <= 5 and r.top for r in recs)
-    from storage.db import session_scope
-    from storage.queries import load_neuron_record, recorded_neurons
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import load_neuron_record, recorded_neurons
 
     with session_scope(db_url) as s:
         assert len(recorded_neurons(session=s, model="tiny-gpt2")) == 20

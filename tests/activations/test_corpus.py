@@ -7,9 +7,9 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from activations.corpus import Corpus, iter_windows, load_corpus
-from core.assets import smollm2_dir
-from core.errors import CorpusError
+from neurolabel.activations.corpus import Corpus, iter_windows, load_corpus
+from neurolabel.core.assets import smollm2_dir
+from neurolabel.core.errors import CorpusError
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_default_corpus_is_wordnet_deterministic():
             break
     assert first == [t for t, _ in zip(load_corpus("default"), range(2001))]
     assert all(t.strip() for t in first)
-    from ontology.wordnet import load_wordnet
+    from neurolabel.ontology.wordnet import load_wordnet
 
     wn = load_wordnet()
     dog = wn.synset("dog.n.01")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from activations.models import UNIT_SPECS, check_units, load_target
-from core.errors import ModelError
+from neurolabel.activations.models import UNIT_SPECS, check_units, load_target
+from neurolabel.core.errors import ModelError
 
 
 def test_tiny_gpt2(gpt2_dir):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from activations.openai_format import RecordFileError, from_openai_json, read_records, to_openai_json, write_records
-from core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
+from neurolabel.activations.openai_format import RecordFileError, from_openai_json, read_records, to_openai_json, write_records
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
 
 
 def _record() -> NeuronRecord:

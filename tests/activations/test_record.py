@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from activations.corpus import Corpus
-from activations.models import load_target
-from activations.record import record_activations, record_neurons
-from core.errors import CorpusError, ModelError
-from core.types import split_of_window
+from neurolabel.activations.corpus import Corpus
+from neurolabel.activations.models import load_target
+from neurolabel.activations.record import record_activations, record_neurons
+from neurolabel.core.errors import CorpusError, ModelError
+from neurolabel.core.types import split_of_window
 from tests.activations.reference import reference_acts, reference_prefix, reference_windows
 from tests.activations.tiny import WORDS
 
@@ -166,7 +166,7 @@ def test_units_subset_equals_full_recording(gpt2_target):
 def test_merge_topk_equals_brute_force(n_cand):
     """The slot merge (both its min path and its sort/smallest-c path) keeps exactly the top-k
     of old slots and candidates, with ids following their values, on data full of ties."""
-    from activations.record import _merge_topk
+    from neurolabel.activations.record import _merge_topk
 
     k, n = 6, 40
     for trial in range(60):

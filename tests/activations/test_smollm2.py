@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from activations.corpus import load_corpus
-from activations.models import load_target
-from core.assets import smollm2_dir
+from neurolabel.activations.corpus import load_corpus
+from neurolabel.activations.models import load_target
+from neurolabel.core.assets import smollm2_dir
 from tests.activations.test_record import check_against_reference
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ WORDS = ("the a cat dog sat ran on under mat tree happy sad big small and it was
 def _smollm2_tokenizer():
     from transformers import AutoTokenizer
 
-    from core.assets import smollm2_dir
+    from neurolabel.core.assets import smollm2_dir
 
     return AutoTokenizer.from_pretrained(smollm2_dir())
 

@@ -2,9 +2,9 @@ from dataclasses import FrozenInstanceError, replace
 
 import pytest
 
-from core import ActivationRecord, Explanation, NeuronId, NeuronRecord, split_of_window
-from core.errors import ConfigError
-from core.registry import Registry
+from neurolabel.core import ActivationRecord, Explanation, NeuronId, NeuronRecord, split_of_window
+from neurolabel.core.errors import ConfigError
+from neurolabel.core.registry import Registry
 
 
 def test_record_lengths_must_match():

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from bench.planted import DEFAULT_CLASSES, planted_records
-from core.errors import ExplanationError
-from core.registry import EXPLAINERS
-from core.types import ActivationRecord, NeuronId, NeuronRecord
-from explainers.concept_induction import ConceptInductionExplainer
-from ontology.abox import write_abox
-from ontology.build import default_ontology
-from ontology.expression import ClassExpression
-from ontology.induction import coverage_vector
+from neurolabel.core.errors import ExplanationError
+from neurolabel.core.registry import EXPLAINERS
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord
+from neurolabel.explainers.concept_induction import ConceptInductionExplainer
+from neurolabel.ontology.abox import write_abox
+from neurolabel.ontology.build import default_ontology
+from neurolabel.ontology.expression import ClassExpression
+from neurolabel.ontology.induction import coverage_vector
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import EXPLAINERS
-from core.types import Explanation, NeuronRecord
+from neurolabel.core.registry import EXPLAINERS
+from neurolabel.core.types import Explanation, NeuronRecord
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ DATA = Path(__file__).with_name("data") / "recorded_neuron.json"
 
 @pytest.fixture(scope="module")
 def record() -> NeuronRecord:
-    from activations.openai_format import read_records
+    from neurolabel.activations.openai_format import read_records
 
     [rec] = read_records(DATA)
     assert rec.windows("top", "explain") and rec.windows("top", "score")

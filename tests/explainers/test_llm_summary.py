@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ExplanationError
-from core.types import ActivationRecord, NeuronId, NeuronRecord
-from explainers.llm_summary import (
+from neurolabel.core.errors import ExplanationError
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord
+from neurolabel.explainers.llm_summary import (
     LLMSummaryExplainer,
     build_messages,
     crop,
     normalised_activations,
     parse_answer,
 )
-from lm.base import ChatChoice
+from neurolabel.lm.base import ChatChoice
 
 
 def _rec() -> NeuronRecord:
@@ -88,7 +88,7 @@ class FixedBackend:
         self.answers = answers
 
     async def chat(self, messages, *, n=1, temperature=0.0, max_tokens=256, logprobs=False, top_logprobs=0):
-        from lm.base import TokenLogprob
+        from neurolabel.lm.base import TokenLogprob
 
         return [ChatChoice(text=t, tokens=(TokenLogprob("x", lp),)) for t, lp in self.answers[:n]]
 
@@ -109,7 +109,7 @@ def test_all_answers_unparseable_is_an_error():
 
 @pytest.fixture(scope="module")
 def local():
-    from lm.factory import local_backend
+    from neurolabel.lm.factory import local_backend
 
     return local_backend()
 
@@ -126,9 +126,9 @@ def test_end_to_end_local(local):
 
 @pytest.mark.slow
 def test_end_to_end_over_http(local, tmp_path):
-    from lm.cache import CachedBackend, ResponseCache
-    from lm.openai_backend import OpenAIBackend
-    from lm.testserver import serve_backend
+    from neurolabel.lm.cache import CachedBackend, ResponseCache
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import serve_backend
 
     with serve_backend(local) as server:
         remote = CachedBackend(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ExplanationError
-from core.types import ActivationRecord, NeuronId, NeuronRecord
-from explainers.pmi import PMIExplainer
+from neurolabel.core.errors import ExplanationError
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord
+from neurolabel.explainers.pmi import PMIExplainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -82,7 +82,7 @@ def pmi():
 
 @pytest.mark.slow
 def test_planted_concepts_found(planted, pmi):
-    from ontology.build import default_ontology
+    from neurolabel.ontology.build import default_ontology
 
     onto = default_ontology()
     names, records = planted
@@ -98,7 +98,7 @@ def test_planted_concepts_found(planted, pmi):
 @pytest.mark.slow
 def test_planted_noise_degrades_gracefully(pmi):
     from bench.planted import DEFAULT_CLASSES, planted_records
-    from ontology.build import default_ontology
+    from neurolabel.ontology.build import default_ontology
 
     onto = default_ontology()
     clean_scores, noisy_hits, noisy_scores = [], 0, []

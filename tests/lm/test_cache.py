@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from lm.base import ChatChoice, TokenLogprob
-from lm.cache import CachedBackend, ResponseCache, request_key
+from neurolabel.lm.base import ChatChoice, TokenLogprob
+from neurolabel.lm.cache import CachedBackend, ResponseCache, request_key
 
 
 class CountingBackend:
@@ -51,7 +51,7 @@ def test_cached_backend_hits_on_rerun(tmp_path):
 
 
 def test_unwritable_cache_is_an_lm_error(tmp_path):
-    from core.errors import LMError
+    from neurolabel.core.errors import LMError
 
     (tmp_path / "f").write_text("not a dir")
     with pytest.raises(LMError, match="cache"):

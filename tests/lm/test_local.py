@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from core.errors import LMError
-from lm.base import ChatBackend, run_sync
+from neurolabel.core.errors import LMError
+from neurolabel.lm.base import ChatBackend, run_sync
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def backend():
-    from lm.factory import local_backend
+    from neurolabel.lm.factory import local_backend
 
     return local_backend()
 

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from core.errors import LMError
-from lm.base import run_sync
-from lm.cache import CachedBackend, ResponseCache
-from lm.openai_backend import OpenAIBackend
-from lm.testserver import serve_backend, serve_local_backend
+from neurolabel.core.errors import LMError
+from neurolabel.lm.base import run_sync
+from neurolabel.lm.cache import CachedBackend, ResponseCache
+from neurolabel.lm.openai_backend import OpenAIBackend
+from neurolabel.lm.testserver import serve_backend, serve_local_backend
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ Q = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def local():
-    from lm.factory import local_backend
+    from neurolabel.lm.factory import local_backend
 
     return local_backend()
 
@@ -164,11 +164,11 @@ def test_serve_local_backend_yields_url(local):
 
 
 def test_backend_from_settings_picks_openai(server, tmp_path, monkeypatch):
-    from core.settings import Settings
-    from lm.factory import backend_from_settings
+    from neurolabel.core.settings import Settings
+    from neurolabel.lm.factory import backend_from_settings
 
     monkeypatch.setenv("NEUROLABEL_CACHE_DIR", str(tmp_path))
-    from core.settings import get_settings
+    from neurolabel.core.settings import get_settings
 
     get_settings.cache_clear()
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ontology.annotate import Annotator
-from ontology.build import default_ontology
+from neurolabel.ontology.annotate import Annotator
+from neurolabel.ontology.build import default_ontology
 
 pytestmark = pytest.mark.slow
 

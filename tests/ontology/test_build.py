@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from ontology.build import WORDNET_BASE, build_default, default_ontology, owl_path
-from ontology.model import Ontology
+from neurolabel.ontology.build import WORDNET_BASE, build_default, default_ontology, owl_path
+from neurolabel.ontology.model import Ontology
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from neurolabel.service.cli import app
 
 
 @pytest.mark.slow

@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from core.errors import OntologyError
-from ontology.expression import ClassExpression as CE
-from ontology.expression import parse_manchester
-from ontology.induction import InductionConfig, coverage_vector, f1_score, induce, mcc_score
-from ontology.model import from_edges
+from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.expression import ClassExpression as CE
+from neurolabel.ontology.expression import parse_manchester
+from neurolabel.ontology.induction import InductionConfig, coverage_vector, f1_score, induce, mcc_score
+from neurolabel.ontology.model import from_edges
 
 B = "http://t.org/o#"
 NAMES = ["Thing2", "Animal", "Dog", "Cat", "Vehicle", "Car", "Boat", "Plant"]

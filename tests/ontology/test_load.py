@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import OntologyError
-from ontology.annotate import Annotator
-from ontology.load import load_ontology
+from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.annotate import Annotator
+from neurolabel.ontology.load import load_ontology
 
 EX = "http://example.org/zoo#"
 

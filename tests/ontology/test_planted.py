@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bench.planted import planted_records
-from core.errors import OntologyError
-from ontology.annotate import Annotator
-from ontology.build import default_ontology
+from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.annotate import Annotator
+from neurolabel.ontology.build import default_ontology
 
 pytestmark = pytest.mark.slow
 

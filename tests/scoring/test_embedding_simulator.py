@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.registry import SIMULATORS
-from core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord
-from scoring.validate import simulate_and_score
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord
+from neurolabel.scoring.validate import simulate_and_score
 
 pytestmark = pytest.mark.slow
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.registry import SIMULATORS
-from core.types import Explanation, NeuronId
-from scoring.lexical_simulator import fold, label_words
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import Explanation, NeuronId
+from neurolabel.scoring.lexical_simulator import fold, label_words
 
 
 def _e(text, structured=None):
@@ -27,7 +27,7 @@ def test_simulates_word_labels_only():
 
 
 def test_pipeline_falls_back_to_lexical_for_word_labels():
-    from service.pipeline import simulator_applies, fallback_simulator, plugin
+    from neurolabel.service.pipeline import simulator_applies, fallback_simulator, plugin
 
     sym = plugin("simulator", "symbolic")
     assert not simulator_applies(sym, _e("dog"))  # a PMI word label has no class expression

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import ScoringError
-from core.registry import SIMULATORS
-from core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord
-from lm.base import ChatChoice
-from lm.local import LocalBackend
-from scoring.llm_simulator import LLMSimulator, _expected
-from scoring.validate import simulate_and_score
+from neurolabel.core.errors import ScoringError
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord
+from neurolabel.lm.base import ChatChoice
+from neurolabel.lm.local import LocalBackend
+from neurolabel.scoring.llm_simulator import LLMSimulator, _expected
+from neurolabel.scoring.validate import simulate_and_score
 
 WINDOWS = [
     ("The", " big", " dog", " ate", "\n", " apples"),
@@ -31,7 +31,7 @@ def _expl(text="animals such as dogs and cats"):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from core.assets import smollm2_dir
+    from neurolabel.core.assets import smollm2_dir
 
     return AutoTokenizer.from_pretrained(smollm2_dir())
 
@@ -98,16 +98,16 @@ def test_all_at_once_equals_one_token_at_a_time_tiny(tiny_backend):
 
 @pytest.mark.slow
 def test_all_at_once_equals_one_token_at_a_time_smollm2():
-    from lm.factory import local_backend
+    from neurolabel.lm.factory import local_backend
 
     _all_at_once_equals_token_by_token(local_backend(), WINDOWS[1:])  # 5 tokens: 5 full-prompt passes
 
 
 @pytest.mark.slow
 def test_endpoint_logprobs_over_http():
-    from lm.factory import local_backend
-    from lm.openai_backend import OpenAIBackend
-    from lm.testserver import serve_local_backend
+    from neurolabel.lm.factory import local_backend
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import serve_local_backend
 
     with serve_local_backend(local_backend()) as url:
         sim = LLMSimulator(OpenAIBackend(base_url=url, model="smollm2-135m"))
@@ -135,8 +135,8 @@ class KeywordJSONBackend:
 
 
 def test_endpoint_without_logprobs_falls_back_to_json():
-    from lm.openai_backend import OpenAIBackend
-    from lm.testserver import serve_backend
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import serve_backend
 
     rec = NeuronRecord(model="m", neuron=NeuronId(0, 0), top=(
         ActivationRecord(tokens=("a", " dog", " ran"), activations=(0, 3, 0), window_id=1, split="score"),),
@@ -152,8 +152,8 @@ def test_endpoint_without_logprobs_falls_back_to_json():
 
 
 def test_unparseable_json_is_a_scoring_error():
-    from lm.openai_backend import OpenAIBackend
-    from lm.testserver import serve_backend
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import serve_backend
 
     class Chatty(KeywordJSONBackend):
         async def chat(self, messages, **kw):

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from core.registry import SCORERS
-from core.types import ActivationRecord, SequenceSimulation
-from scoring import metrics
+from neurolabel.core.registry import SCORERS
+from neurolabel.core.types import ActivationRecord, SequenceSimulation
+from neurolabel.scoring import metrics
 
 
 def test_correlation_hand_values():
@@ -102,7 +102,7 @@ def test_correlation_scorer_constant_predictions_undefined():
 
 
 def test_correlation_scorer_rejects_mismatched_lengths():
-    from core.errors import ScoringError
+    from neurolabel.core.errors import ScoringError
 
     with pytest.raises(ScoringError, match="2 predictions for 3 tokens"):
         SCORERS["correlation"]().score([_sim([1, 2])], [_win([0, 5, 1], "top", 1)], simulator="x")

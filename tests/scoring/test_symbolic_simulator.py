@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ScoringError
-from core.registry import SIMULATORS
-from core.types import Explanation, NeuronId
-from ontology.annotate import Annotator
-from ontology.build import WORDNET_BASE
-from scoring.symbolic_simulator import SymbolicSimulator
+from neurolabel.core.errors import ScoringError
+from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.types import Explanation, NeuronId
+from neurolabel.ontology.annotate import Annotator
+from neurolabel.ontology.build import WORDNET_BASE
+from neurolabel.scoring.symbolic_simulator import SymbolicSimulator
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +57,8 @@ def test_free_text_explanation_is_refused(sim):
 
 def test_scores_planted_concept_induction_labels_highly(sim):
     from bench.planted import planted_records
-    from explainers.concept_induction import ConceptInductionExplainer
-    from scoring.validate import simulate_and_score
+    from neurolabel.explainers.concept_induction import ConceptInductionExplainer
+    from neurolabel.scoring.validate import simulate_and_score
 
     explainer = ConceptInductionExplainer(sim.annotator)
     rec = planted_records(("vehicle.n.01",))[0]

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from core.errors import ScoringError
-from core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, ScoreResult, SequenceSimulation
-from scoring.validate import best_accepted, is_accepted, scored_windows, simulate_and_score
+from neurolabel.core.errors import ScoringError
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, ScoreResult, SequenceSimulation
+from neurolabel.scoring.validate import best_accepted, is_accepted, scored_windows, simulate_and_score
 
 
 class WordSimulator:

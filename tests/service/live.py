@@ -43,8 +43,8 @@ def live_server(app: Any) -> Iterator[str]:
 
 def make_key(url: str, name: str = "test") -> str:
     """Create an API key in the database at ``url``; returns the secret."""
-    from service.auth import create_key
-    from storage.db import make_engine, session_factory
+    from neurolabel.service.auth import create_key
+    from neurolabel.storage.db import make_engine, session_factory
 
     engine = make_engine(url)
     try:
@@ -69,7 +69,7 @@ def fresh_database(kind: str, tmp_dir: Any) -> Iterator[str]:
     For module-scoped fixtures (the conftest's ``db_url`` is per test)."""
     import uuid
 
-    from storage.db import upgrade
+    from neurolabel.storage.db import upgrade
 
     if kind == "sqlite":
         url = f"sqlite:///{tmp_dir}/labels-{uuid.uuid4().hex[:8]}.db"
@@ -89,7 +89,7 @@ def fresh_database(kind: str, tmp_dir: Any) -> Iterator[str]:
         upgrade(url)
         yield url
     finally:
-        from storage.db import dispose_engines
+        from neurolabel.storage.db import dispose_engines
 
         dispose_engines()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -103,7 +103,7 @@ ONTO = "http://example.org/onto#"
 
 def small_ontology() -> Any:
     """entity > animal > {dog, cat}; entity > vehicle > car."""
-    from ontology.model import from_edges
+    from neurolabel.ontology.model import from_edges
 
     names = ["entity", "animal", "dog", "cat", "vehicle", "car"]
     parents = [[], [0], [1], [1], [0], [4]]
@@ -112,7 +112,7 @@ def small_ontology() -> Any:
 
 
 def _window(words: list[str], acts: list[float], wid: int, split: str, kind: str):
-    from core.types import ActivationRecord
+    from neurolabel.core.types import ActivationRecord
 
     return ActivationRecord(tokens=tuple(words), activations=tuple(acts), window_id=wid, split=split, kind=kind)
 
@@ -121,9 +121,9 @@ def seed(url: str) -> None:
     """Seed the ``tiny`` model: neuron 0:1 fires on dogs (label "dogs and puppies", concept
     dog), 0:2 on cars (label "cars", concept car), 1:0 on cats (rejected label), 1:3 recorded
     but unexplained (one failed llm_summary attempt). Written through storage.queries."""
-    from core.types import Explanation, NeuronId, NeuronRecord, NeuronStats, ScoreResult
-    from storage.db import make_engine, session_factory
-    from storage.queries import record_failures, save_explanations, save_neuron_records, upsert_model
+    from neurolabel.core.types import Explanation, NeuronId, NeuronRecord, NeuronStats, ScoreResult
+    from neurolabel.storage.db import make_engine, session_factory
+    from neurolabel.storage.queries import record_failures, save_explanations, save_neuron_records, upsert_model
 
     def rec(layer: int, index: int, word: str) -> NeuronRecord:
         top = tuple(
@@ -175,7 +175,7 @@ def tiny_model_dir(path: Any, *, seed: int = 0) -> str:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from core.assets import smollm2_dir
+    from neurolabel.core.assets import smollm2_dir
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir())
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,

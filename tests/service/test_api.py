@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.app import create_app
+from neurolabel.service.app import create_app
 from tests.service.live import ONTO, client, fresh_database, live_server, make_key, seed, small_ontology
 
 

@@ -7,10 +7,10 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from service.app import create_app
-from service.auth import hash_key
-from service.cli import app as cli_app
-from storage.db import make_engine, session_factory, upgrade
+from neurolabel.service.app import create_app
+from neurolabel.service.auth import hash_key
+from neurolabel.service.cli import app as cli_app
+from neurolabel.storage.db import make_engine, session_factory, upgrade
 from tests.service.live import client, live_server
 
 RECORD = {
@@ -45,7 +45,7 @@ def test_keys_are_stored_hashed_and_every_write_endpoint_checks_them(served):
     base, url = served
     secret = _cli("keys", "create", "--name", "ci", "--db", url).strip().splitlines()[0]
     assert secret.startswith("nl_") and len(secret) > 30
-    from storage.models import ApiKey
+    from neurolabel.storage.models import ApiKey
 
     engine = make_engine(url)
     with session_factory(engine)() as s:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from service.cli import app as cli_app
+from neurolabel.service.cli import app as cli_app
 from tests.service.live import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ def test_serve_migrates_and_serves(tmp_path):
     url = f"sqlite:///{tmp_path}/fresh.db"
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--db", url, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "neurolabel.service.cli", "serve", "--db", url, "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -46,7 +46,7 @@ def test_serve_migrates_and_serves(tmp_path):
 
 def test_keys_list_never_shows_secrets(tmp_path):
     url = f"sqlite:///{tmp_path}/k.db"
-    from storage.db import upgrade
+    from neurolabel.storage.db import upgrade
 
     upgrade(url)
     runner = CliRunner()

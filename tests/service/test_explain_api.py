@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.app import create_app
-from storage.db import upgrade
+from neurolabel.service.app import create_app
+from neurolabel.storage.db import upgrade
 from tests.service.live import client, live_server, make_key
 
 pytestmark = pytest.mark.slow
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def planted():
-    from activations.openai_format import to_openai_json
+    from neurolabel.activations.openai_format import to_openai_json
     from bench.planted import planted_records
 
     (rec,) = planted_records(["animal.n.01"], n_top=8, n_random=8, n_windows=400, layer=3)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from service import jobs
-from storage.db import make_engine, session_factory, upgrade
+from neurolabel.service import jobs
+from neurolabel.storage.db import make_engine, session_factory, upgrade
 
 
 @pytest.fixture

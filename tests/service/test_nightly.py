@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from service.nightly import load_config, run_nightly
-from storage.db import make_engine, session_factory
+from neurolabel.service.nightly import load_config, run_nightly
+from neurolabel.storage.db import make_engine, session_factory
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def _config(tmp_path: Path, assets, units: str) -> Path:
 
 
 def _explanations(url: str) -> list[tuple]:
-    from storage.models import ExplanationRow, Neuron
+    from neurolabel.storage.models import ExplanationRow, Neuron
 
     engine = make_engine(url)
     with session_factory(engine)() as s:
@@ -68,7 +68,7 @@ def test_missing_then_nothing_then_stale(tmp_path, assets, monkeypatch):
     assert (r2["recorded"], r2["processed"], r2["skipped"]) == (0, 0, 6)
     assert _explanations(cfg.database_url) == rows1
 
-    from explainers.concept_induction import ConceptInductionExplainer
+    from neurolabel.explainers.concept_induction import ConceptInductionExplainer
 
     monkeypatch.setattr(ConceptInductionExplainer, "version", "2")  # a new explainer version
     time.sleep(1.1)
@@ -85,7 +85,7 @@ def test_nightly_resumes_after_sigkill(tmp_path, assets):
     cfg_path = _config(tmp_path, assets, "0-3")
     cfg = load_config(cfg_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "service.cli", "nightly", str(cfg_path)]
+    cmd = [sys.executable, "-m", "neurolabel.service.cli", "nightly", str(cfg_path)]
     # paced (0.3 s per neuron) so that the kill lands mid-run: unpaced, the tiny job can end between polls
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "NEUROLABEL_NEURON_DELAY_S": "0.3"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -6,8 +6,8 @@ import fcntl
 
 import pytest
 
-from core.errors import ConfigError
-from service.nightly import load_config, parse_units, run_nightly
+from neurolabel.core.errors import ConfigError
+from neurolabel.service.nightly import load_config, parse_units, run_nightly
 
 
 def test_parse_units():

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from core.errors import ConfigError
-from core.types import NeuronId
-from service.pipeline import explain_and_score, label_neurons, resolve_simulators
+from neurolabel.core.errors import ConfigError
+from neurolabel.core.types import NeuronId
+from neurolabel.service.pipeline import explain_and_score, label_neurons, resolve_simulators
 
 CLASSES = ("animal.n.01", "food.n.01", "person.n.01")
 
@@ -22,8 +22,8 @@ def planted():
 
 
 def _store(url, records):
-    from storage.db import session_scope, upgrade
-    from storage.queries import save_neuron_records
+    from neurolabel.storage.db import session_scope, upgrade
+    from neurolabel.storage.queries import save_neuron_records
 
     upgrade(url)
     with session_scope(url) as session:
@@ -31,8 +31,8 @@ def _store(url, records):
 
 
 def _counts(url):
-    from storage.db import session_scope
-    from storage.models import ExplanationRow, Score
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationRow, Score
 
     with session_scope(url) as session:
         return (session.execute(select(func.count()).select_from(ExplanationRow)).scalar_one(),
@@ -55,8 +55,8 @@ def test_resolve_simulators():
 
 @pytest.mark.slow
 def test_label_stops_resumes_and_never_duplicates(db_url, planted):
-    from storage.db import dispose_engines, session_scope
-    from storage.queries import best_label, get_neuron
+    from neurolabel.storage.db import dispose_engines, session_scope
+    from neurolabel.storage.queries import best_label, get_neuron
 
     _store(db_url, planted)
     calls = []
@@ -89,8 +89,8 @@ def test_label_stops_resumes_and_never_duplicates(db_url, planted):
 
 @pytest.mark.slow
 def test_rejected_explanations_are_stored_with_scores(sqlite_url, planted):
-    from storage.db import session_scope
-    from storage.queries import get_neuron
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import get_neuron
 
     _store(sqlite_url, planted[:1])
     s = label_neurons(model_spec="planted", layers=[0], units=[0], explainers=["concept_induction"],
@@ -125,7 +125,7 @@ def test_records_missing_neurons_from_the_real_model(sqlite_url):
 def test_cli_label_prints_labels_and_resumes(sqlite_url, planted):
     from typer.testing import CliRunner
 
-    from service.cli import app
+    from neurolabel.service.cli import app
 
     _store(sqlite_url, planted[:2])
     args = ["label", "--model", "planted", "--layers", "0", "--units", "0-1", "--explainers", "concept_induction,pmi",
@@ -153,8 +153,8 @@ def _dead(record, index):
 
 
 def _failures(url):
-    from storage.db import session_scope
-    from storage.models import ExplanationFailure
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationFailure
 
     with session_scope(url) as session:
         return [(r.explainer, r.attempts, r.error) for r in session.execute(select(ExplanationFailure)).scalars()]
@@ -166,8 +166,8 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
     --retry-failed tries again (attempts grow), and a later success removes the failure."""
     import dataclasses
 
-    from storage.db import session_scope
-    from storage.queries import failed_neurons
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import failed_neurons
 
     _store(db_url, [planted[0], _dead(planted[1], 3)])
     kw = dict(model_spec="planted", layers=[0], units=[0, 3], explainers=["concept_induction"],
@@ -177,7 +177,7 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
     assert [(t, a) for t, a, _ in _failures(db_url)] == [("concept_induction", 1)]
     assert "no positive activation" in _failures(db_url)[0][2]
     with session_scope(db_url) as session:
-        from core.registry import EXPLAINERS
+        from neurolabel.core.registry import EXPLAINERS
 
         version = str(EXPLAINERS["concept_induction"].version)
         assert set(failed_neurons(session=session, model="planted", explainer="concept_induction",
@@ -191,7 +191,7 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
     assert retried.processed == 1 and len(retried.errors) == 1
     assert [(t, a) for t, a, _ in _failures(db_url)] == [("concept_induction", 2)]
     with session_scope(db_url) as session:
-        from storage.queries import get_neuron
+        from neurolabel.storage.queries import get_neuron
 
         shown = get_neuron(session=session, model="planted", layer=0, index=3)["failures"]
         assert [(f["explainer"], f["attempts"]) for f in shown] == [("concept_induction", 2)]
@@ -199,7 +199,7 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
         assert get_neuron(session=session, model="planted", layer=0, index=0)["failures"] == []
     from typer.testing import CliRunner
 
-    from service.cli import app
+    from neurolabel.service.cli import app
 
     shown = CliRunner().invoke(app, ["show", "planted", "0", "3", "--db", db_url], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output

@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from service.app import create_app
+from neurolabel.service.app import create_app
 from tests.service.live import fresh_database, live_server, make_key, seed, small_ontology
 
 pytestmark = pytest.mark.slow

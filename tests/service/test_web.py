@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from service.app import create_app
+from neurolabel.service.app import create_app
 from tests.service.live import fresh_database, live_server, seed, small_ontology
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

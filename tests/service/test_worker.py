@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from service import jobs
-from service.app import create_app
-from storage.db import make_engine, session_factory, upgrade
+from neurolabel.service import jobs
+from neurolabel.service.app import create_app
+from neurolabel.storage.db import make_engine, session_factory, upgrade
 from tests.service.live import client, live_server, make_key
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def _worker(url: str, *extra: str, delay: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "NEUROLABEL_NEURON_DELAY_S": str(delay)}
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker", "--db", url, "--once", "--heartbeat", "0.3", *extra],
+        [sys.executable, "-m", "neurolabel.service.cli", "worker", "--db", url, "--once", "--heartbeat", "0.3", *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -62,7 +62,7 @@ def _wait(pred, timeout: float, what: str, proc: subprocess.Popen | None = None)
 
 
 def _rows(factory):
-    from storage.models import Example, ExplanationRow, Neuron, Score
+    from neurolabel.storage.models import Example, ExplanationRow, Neuron, Score
 
     with factory() as s:
         expl = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import db
+from neurolabel.storage import db
 
 
 @pytest.fixture(autouse=True)

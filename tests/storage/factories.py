@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy import func, select
 
-from core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats, ScoreResult, split_of_window
-from storage.models import Example, ExplanationRow, Model, Neuron, Score
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats, ScoreResult, split_of_window
+from neurolabel.storage.models import Example, ExplanationRow, Model, Neuron, Score
 
 
 def window(kind: str, wid: int, peak: float, *, quantile: int | None = None, n: int = 6) -> ActivationRecord:

@@ -7,23 +7,30 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import func, select
 
-from storage import db
-from storage import queries as q
-from storage.models import ExplanationRow, Neuron
+from neurolabel.storage import db
+from neurolabel.storage import queries as q
+from neurolabel.storage.models import ExplanationRow, Neuron
 from tests.storage.factories import counts, explanation, hash_embedder, record
 
 N = 60
 BATCH = 6
 
 
-def _writer(url: str, name: str, reverse: bool, start, spans) -> None:
-    """Record every neuron and store a shared and an own explanation of each, batch by batch."""
+def _writer(url: str, name: str, reverse: bool, barrier, mine, other, spans) -> None:
+    """Record every neuron and store a shared and an own explanation of each, batch by batch.
+
+    Both writers start together (``barrier``) and, after its first batch is committed, each one
+    waits until the other has committed its first batch too: the two write sessions overlap by
+    construction, whatever the machine's load or the processes' start-up times."""
     import time
 
-    start.wait(timeout=60)
+    barrier.wait(timeout=120)
     began = time.time()
     order = list(range(N))[::-1] if reverse else list(range(N))
     for b in range(0, N, BATCH):
+        if b == BATCH:
+            mine.set()
+            assert other.wait(timeout=120), "the other writer never committed its first batch"
         idx = order[b : b + BATCH]
         with db.session_scope(url) as s:
             q.save_neuron_records(session=s, records=[record(0, i) for i in idx], batch_size=3)
@@ -41,12 +48,14 @@ def _writer(url: str, name: str, reverse: bool, start, spans) -> None:
 @pytest.mark.slow
 def test_two_processes_overlapping_writes(migrated_url: str) -> None:
     ctx = mp.get_context("spawn")
-    start = ctx.Event()
+    barrier = ctx.Barrier(2)
+    done_first = {"a": ctx.Event(), "b": ctx.Event()}
     spans = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(migrated_url, name, rev, start, spans)) for name, rev in (("a", False), ("b", True))]
+    procs = [ctx.Process(target=_writer, args=(migrated_url, name, rev, barrier, done_first[name],
+                                               done_first["b" if name == "a" else "a"], spans))
+             for name, rev in (("a", False), ("b", True))]
     for p in procs:
         p.start()
-    start.set()
     for p in procs:
         p.join(timeout=240)
     assert [p.exitcode for p in procs] == [0, 0]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from storage import db
+from neurolabel.storage import db
 
 DATA_TABLES = {"models", "neurons", "examples", "explanations", "scores", "jobs", "api_keys"}
 
@@ -54,7 +54,7 @@ def test_older_database_is_brought_to_head_and_indexed(db_url: str) -> None:
         ))
     engine.dispose()
     db.upgrade(db_url)
-    from storage.queries import search_labels
+    from neurolabel.storage.queries import search_labels
 
     with db.session_scope(db_url) as s:
         hits = search_labels(session=s, query="retriever")
@@ -62,7 +62,7 @@ def test_older_database_is_brought_to_head_and_indexed(db_url: str) -> None:
 
 
 def test_require_schema(sqlite_url: str) -> None:
-    from core.errors import StorageError
+    from neurolabel.core.errors import StorageError
 
     with pytest.raises(StorageError, match="neurolabel db upgrade"):
         db.require_schema(sqlite_url)

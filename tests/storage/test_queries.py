@@ -8,11 +8,11 @@ import os
 import pytest
 from sqlalchemy import select
 
-from core.errors import StorageError
-from core.types import ActivationRecord, NeuronId
-from storage import db
-from storage import queries as q
-from storage.models import Score
+from neurolabel.core.errors import StorageError
+from neurolabel.core.types import ActivationRecord, NeuronId
+from neurolabel.storage import db
+from neurolabel.storage import queries as q
+from neurolabel.storage.models import Score
 from tests.storage.factories import counts, explanation, hash_embedder, record
 
 
@@ -167,7 +167,7 @@ def test_sqlite_is_wal_with_busy_timeout(sqlite_migrated: str) -> None:
 
 
 def test_default_url_comes_from_settings(monkeypatch, tmp_path) -> None:
-    from core.settings import get_settings
+    from neurolabel.core.settings import get_settings
 
     monkeypatch.setenv("NEUROLABEL_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
     get_settings.cache_clear()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import StorageError
-from storage import db
-from storage import queries as q
+from neurolabel.core.errors import StorageError
+from neurolabel.storage import db
+from neurolabel.storage import queries as q
 from tests.storage.factories import explanation
 
 LABELS = [
@@ -85,8 +85,8 @@ def test_semantic_index_incremental_and_deletions(sqlite_migrated: str) -> None:
     """The in-memory index picks up new, changed and (on reconcile) deleted labels."""
     from sqlalchemy import delete
 
-    from storage.models import Neuron
-    from storage.search import SemanticIndex
+    from neurolabel.storage.models import Neuron
+    from neurolabel.storage.search import SemanticIndex
     from tests.storage.factories import hash_embedder
 
     url = sqlite_migrated

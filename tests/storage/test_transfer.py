@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from activations.openai_format import to_openai_json
-from core.errors import StorageError
-from core.types import NeuronId
-from service.cli import app
-from storage import db
-from storage import queries as q
-from storage.models import Example, ExplanationRow, Model, Neuron, Score
-from storage.transfer import export_file, export_string, import_file
+from neurolabel.activations.openai_format import to_openai_json
+from neurolabel.core.errors import StorageError
+from neurolabel.core.types import NeuronId
+from neurolabel.service.cli import app
+from neurolabel.storage import db
+from neurolabel.storage import queries as q
+from neurolabel.storage.models import Example, ExplanationRow, Model, Neuron, Score
+from neurolabel.storage.transfer import export_file, export_string, import_file
 from tests.storage.factories import counts, explanation, hash_embedder, record
 
 
