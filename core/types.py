@@ -92,6 +92,35 @@ class NeuronStats:
 
 
 @dataclass(frozen=True)
+class TokenStat:
+    """One token type's activations over a neuron's explain-split windows."""
+
+    token: str
+    """The token as the tokenizer decodes it on its own (spaces kept), as in ``ActivationRecord.tokens``."""
+    count: int
+    """Occurrences in the explain split."""
+    mean: float
+    """Mean activation of the neuron at those occurrences."""
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per-token-type statistics of one neuron over every explain-split token of the corpus
+    (not only the kept windows), gathered during recording in bounded memory. Score-split
+    tokens are never counted, so explainers may use them freely."""
+
+    count: int
+    """Explain-split tokens seen (all types)."""
+    mean: float
+    """Mean activation over all of them."""
+    tokens: tuple[TokenStat, ...] = ()
+    """The token types that matter most for this neuron (largest ``count × (mean − overall mean)²``,
+    i.e. the share of the activation variance a per-token table explains), most important first."""
+    tracked_types: int = 0
+    """How many token types were tracked during recording (types outside them are not listed)."""
+
+
+@dataclass(frozen=True)
 class NeuronRecord:
     """Everything recorded about one neuron: kept windows and statistics."""
 
@@ -107,6 +136,11 @@ class NeuronRecord:
     """Windows sampled per activation-quantile bin (``ActivationRecord.quantile``)."""
     stats: NeuronStats | None = None
     """Running statistics over the corpus, when recorded."""
+    token_stats: TokenStats | None = None
+    """Per-token-type statistics of the explain split, when recorded."""
+    prefix: tuple[str, ...] = ()
+    """Tokens fed before every window (e.g. ``("<|im_start|>",)``) whose positions are not
+    recorded; the activations depend on them, so a recomputation must feed the same prefix."""
 
     def windows(self, kind: WindowKind, split: Split | None = None) -> tuple[ActivationRecord, ...]:
         """The kept windows of one kind, optionally only one split."""

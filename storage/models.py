@@ -88,6 +88,10 @@ class Neuron(Base):
     index: Mapped[int] = mapped_column(Integer)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     """``core.NeuronStats`` as a dict (count, mean, std, max, min, frac_active)."""
+    token_stats: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """``core.TokenStats`` as a dict: ``{"count", "mean", "tracked_types", "tokens": [[token, count, mean], …]}``."""
+    prefix: Mapped[list[str] | None] = mapped_column(JSONType)
+    """Tokens fed before every recorded window (``core.NeuronRecord.prefix``)."""
     recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """When activations were last recorded (``None`` for neurons known only by a label)."""
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import StorageError
 from neurolabel.core.settings import get_settings
-from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats, TokenStats
 from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score, utcnow
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,19 @@ def stats_to_dict(stats: NeuronStats | None, where: str) -> dict[str, float] | N
     return out
 
 
+def token_stats_to_dict(ts: TokenStats | None, where: str) -> dict[str, Any] | None:
+    """A validated JSON-able form of ``ts`` (``StorageError`` on non-finite values)."""
+    if ts is None:
+        return None
+    return {
+        "count": int(ts.count),
+        "mean": _finite(ts.mean, f"{where}: token_stats.mean"),
+        "tracked_types": int(ts.tracked_types),
+        "tokens": [[str(t.token), int(t.count), _finite(t.mean, f"{where}: token_stats[{t.token!r}]")]
+                   for t in ts.tokens],
+    }
+
+
 def _example_rows(record: NeuronRecord, where: str) -> list[dict[str, Any]]:
     rows = []
     for kind in _KINDS:
@@ -210,17 +223,20 @@ def save_neuron_records(
             where = _record_name(*key)
             if key[1] < 0 or key[2] < 0:
                 raise StorageError(f"{where}: layer and index must be >= 0")
-            latest[key] = (stats_to_dict(rec.stats, where), _example_rows(rec, where))
+            latest[key] = (stats_to_dict(rec.stats, where), _example_rows(rec, where),
+                           token_stats_to_dict(rec.token_stats, where), [str(t) for t in rec.prefix])
         model_ids = ensure_models(session=session, names={k[0] for k in latest})
         now = utcnow()
         neuron_rows = [
-            {"model_id": model_ids[m], "layer": l, "index": i, "stats": latest[(m, l, i)][0], "recorded_at": now}
+            {"model_id": model_ids[m], "layer": l, "index": i, "stats": latest[(m, l, i)][0],
+             "token_stats": latest[(m, l, i)][2], "prefix": latest[(m, l, i)][3], "recorded_at": now}
             for (m, l, i) in sorted(latest)
         ]
         stmt = dialect_insert(session, Neuron)
         stmt = stmt.on_conflict_do_update(
             index_elements=["model_id", "layer", "index"],
-            set_={"stats": stmt.excluded.stats, "recorded_at": stmt.excluded.recorded_at},
+            set_={"stats": stmt.excluded.stats, "token_stats": stmt.excluded.token_stats,
+                  "prefix": stmt.excluded.prefix, "recorded_at": stmt.excluded.recorded_at},
         )
         session.execute(stmt, neuron_rows)
         ids: dict[tuple[str, int, int], int] = {}
