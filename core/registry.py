@@ -79,11 +79,12 @@ class Registry(Generic[T]):
 
 EXPLAINERS: Registry = Registry(
     "explainers",
-    ("neurolabel.explainers.concept_induction", "neurolabel.explainers.pmi", "neurolabel.explainers.llm_summary"),
+    ("neurolabel.explainers.concept_induction", "neurolabel.explainers.pmi", "neurolabel.explainers.llm_summary",
+     "neurolabel.explainers.tokens"),
 )
 SIMULATORS: Registry = Registry(
     "simulators",
     ("neurolabel.scoring.llm_simulator", "neurolabel.scoring.embedding_simulator", "neurolabel.scoring.symbolic_simulator",
-     "neurolabel.scoring.lexical_simulator"),
+     "neurolabel.scoring.lexical_simulator", "neurolabel.scoring.token_simulator"),
 )
 SCORERS: Registry = Registry("scorers", ("neurolabel.scoring.scorers",))

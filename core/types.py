@@ -120,6 +120,25 @@ class TokenStats:
     """How many token types were tracked during recording (types outside them are not listed)."""
 
 
+def token_stats_to_json(ts: TokenStats | None) -> dict[str, Any] | None:
+    """JSON form of ``ts`` (``tokens`` as ``[token, count, mean]`` triples); ``None`` stays ``None``."""
+    if ts is None:
+        return None
+    return {"count": ts.count, "mean": ts.mean, "tracked_types": ts.tracked_types,
+            "tokens": [[t.token, t.count, t.mean] for t in ts.tokens]}
+
+
+def token_stats_from_json(d: Mapping[str, Any] | None) -> TokenStats | None:
+    """:class:`TokenStats` from :func:`token_stats_to_json`'s form. Raises ValueError when malformed."""
+    if not d:
+        return None
+    try:
+        return TokenStats(count=int(d["count"]), mean=float(d["mean"]), tracked_types=int(d.get("tracked_types", 0)),
+                          tokens=tuple(TokenStat(str(t), int(c), float(m)) for t, c, m in d.get("tokens", ())))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed token statistics: {exc!r}") from None
+
+
 @dataclass(frozen=True)
 class NeuronRecord:
     """Everything recorded about one neuron: kept windows and statistics."""

@@ -2,8 +2,10 @@
 
 The explain-split top windows are shown to a chat model as ``token<TAB>activation`` lines,
 activations normalised to integers 0–10 (``floor(10·relu(a)/max)``, ``max`` over the shown
-windows), followed by the same lines with zeros filtered out; the model completes "the main
-thing this neuron does is find …". ``n`` candidates are sampled and all returned (ranked by
+windows), followed by the same lines with zeros filtered out and by the tokens the neuron fires on
+most over the whole explain split (its token statistics, :func:`explainers.tokens.token_table`:
+mean activation per token type on the same 0–10 scale) — the evidence the ``tokens`` explainer
+uses; the model completes "the main thing this neuron does is find …". ``n`` candidates are sampled and all returned (ranked by
 their mean token log-probability) so the validator can pick the best. The prompt lives in
 ``explainers/prompts/``. An empty or unparseable answer is an :class:`ExplanationError`.
 """
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 
 from neurolabel.core.errors import ExplanationError, LMError
 from neurolabel.core.registry import EXPLAINERS
+from neurolabel.core.text import show_token as _show
 from neurolabel.core.types import ActivationRecord, Explanation, NeuronRecord
 from neurolabel.lm.base import ChatBackend, ChatChoice, Message, run_sync
 
@@ -56,9 +59,6 @@ def normalised_activations(windows: Sequence[ActivationRecord]) -> list[list[int
     return [[min(10, int(math.floor(10 * max(a, 0.0) / top))) for a in w.activations] for w in windows]
 
 
-def _show(token: str) -> str:
-    return token.replace("\t", " ").replace("\n", "\\n").replace("\r", "\\r")
-
 
 def crop(window: ActivationRecord, width: int | None) -> ActivationRecord:
     """The ``width`` tokens of ``window`` around its largest activation (unchanged if shorter)."""
@@ -87,10 +87,29 @@ def format_windows(tokens: Sequence[Sequence[str]], acts: Sequence[Sequence[int]
     return "\n".join(full), "\n".join(nonzero)
 
 
+def format_token_table(record: NeuronRecord, windows: Sequence[ActivationRecord], n: int = 10) -> str:
+    """The prompt block listing the ``n`` tokens with the highest mean activation over the
+    explain split (at least 1 on the windows' 0–10 scale), or ``""`` when there are none."""
+    from neurolabel.explainers.tokens import token_table
+
+    top = max((a for w in windows for a in w.activations), default=0.0)
+    if not top > 0:
+        return ""
+    table, _, _ = token_table(record)
+    best = sorted(((m, t) for t, (c, m) in table.items() if m > 0), reverse=True)[:n]
+    lines = [f"{_show(t)}\t{min(10, int(math.floor(10 * m / top)))}" for m, t in best if m >= 0.1 * top]
+    if not lines:
+        return ""
+    return ("\nTokens it fires on most, averaged over all of its text (token<tab>mean activation):\n"
+            + "\n".join(lines) + "\n")
+
+
 def build_messages(
-    windows: Sequence[ActivationRecord], *, neuron_label: str = "1", few_shot: bool = False
+    windows: Sequence[ActivationRecord], *, neuron_label: str = "1", few_shot: bool = False,
+    token_table: str = "",
 ) -> list[Message]:
-    """The chat messages asking for an explanation of ``windows`` (already chosen and cropped)."""
+    """The chat messages asking for an explanation of ``windows`` (already chosen and cropped);
+    ``token_table`` is the block of :func:`format_token_table` (empty: none)."""
     msgs: list[Message] = [{"role": "system", "content": _prompt("llm_summary_system.txt").strip()}]
     if few_shot:
         for ex in json.loads(_prompt("llm_summary_fewshot.json")):
@@ -100,7 +119,8 @@ def build_messages(
             msgs.append(
                 {
                     "role": "user",
-                    "content": _prompt("llm_summary_user.txt").format(neuron=ex["neuron"], windows=full, nonzero=nz).strip(),
+                    "content": _prompt("llm_summary_user.txt").format(
+                        neuron=ex["neuron"], windows=full, nonzero=nz, token_table="").strip(),
                 }
             )
             msgs.append({"role": "assistant", "content": ex["answer"]})
@@ -109,7 +129,8 @@ def build_messages(
     msgs.append(
         {
             "role": "user",
-            "content": _prompt("llm_summary_user.txt").format(neuron=neuron_label, windows=full, nonzero=nz).strip(),
+            "content": _prompt("llm_summary_user.txt").format(
+                neuron=neuron_label, windows=full, nonzero=nz, token_table=token_table).strip(),
         }
     )
     return msgs
@@ -148,7 +169,7 @@ class LLMSummaryExplainer:
     """Summarises the top explain windows with a chat model (best-of-``n`` candidates)."""
 
     kind = "llm_summary"
-    version = "1"
+    version = "2"
     default_simulator = "llm"
 
     def __init__(
@@ -201,9 +222,10 @@ class LLMSummaryExplainer:
         windows = sorted(record.windows("top", "explain"), key=lambda w: -w.max_activation)[: self.max_windows]
         if not windows:
             raise ExplanationError(f"neuron {record.neuron} of {record.model}: no explain-split top windows")
+        table = format_token_table(record, windows)
         windows = [crop(w, self.window_tokens) for w in windows]
         try:
-            return build_messages(windows, neuron_label="1", few_shot=self.few_shot)
+            return build_messages(windows, neuron_label="1", few_shot=self.few_shot, token_table=table)
         except ExplanationError as exc:
             raise ExplanationError(f"neuron {record.neuron} of {record.model}: {exc}") from None
 

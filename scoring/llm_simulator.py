@@ -37,6 +37,7 @@ import numpy as np
 
 from neurolabel.core.errors import ScoringError
 from neurolabel.core.registry import SIMULATORS
+from neurolabel.core.text import show_token as _show
 from neurolabel.core.types import Explanation, SequenceSimulation
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,6 @@ _HEADER = (
     "Explanation of neuron 2 behavior: the main thing this neuron does is find"
 )
 
-
-def _show(token: str) -> str:
-    """A token as it appears in a prompt line (newlines and tabs made visible)."""
-    return token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
 def _expected(values: Sequence[int], logprobs: Sequence[float]) -> tuple[float, tuple[float, ...]]:

@@ -10,6 +10,18 @@ from neurolabel.core.types import ActivationRecord, ScoreResult, SequenceSimulat
 from neurolabel.scoring import metrics
 
 
+def _balanced(simulations: Sequence[SequenceSimulation], records: Sequence[ActivationRecord]
+              ) -> tuple[list[float], list[float]]:
+    """Tokens of as many top as random windows (``n = min`` of the two counts: the first ``n``
+    of each, top windows highest first), as OpenAI's scoring uses equal numbers of each."""
+    top = [(s, r) for s, r in zip(simulations, records) if r.kind == "top"]
+    rnd = [(s, r) for s, r in zip(simulations, records) if r.kind == "random"]
+    top.sort(key=lambda sr: -sr[1].max_activation)
+    n = min(len(top), len(rnd))
+    pairs = top[:n] + rnd[:n]
+    return _flatten([s for s, _ in pairs], [r for _, r in pairs])
+
+
 def _flatten(simulations: Sequence[SequenceSimulation], records: Sequence[ActivationRecord],
              kinds: tuple[str, ...] | None = None) -> tuple[list[float], list[float]]:
     pred: list[float] = []
@@ -26,7 +38,11 @@ class CorrelationScorer:
     """OpenAI's neuron-explainer score: Pearson correlation over all tokens of all scored
     windows concatenated (top and random windows together, raw true activations).
 
-    Parts: ``top_and_random`` (= the score), ``random_only``, ``top_only``, and the
+    Parts: ``top_and_random`` (= the score), ``random_only``, ``top_only``,
+    ``openai_comparable`` (the same correlation over as many top as random windows, as OpenAI's
+    scoring uses equal numbers of each; ``None`` without random windows),
+    ``predicted_active_share`` (share of scored tokens predicted active: 0 means the
+    explanation is empty on the held-out windows), and the
     detection-style ``balanced_accuracy``, ``auprc`` and ``f1`` of predicted vs true
     active tokens (true active: >= ``active_fraction`` of the largest scored activation;
     predicted active: above the midpoint of the prediction range; AUPRC ranks tokens by
@@ -63,6 +79,8 @@ class CorrelationScorer:
             "top_and_random": main,
             "random_only": metrics.correlation(*_flatten(simulations, records, ("random",))),
             "top_only": metrics.correlation(*_flatten(simulations, records, ("top",))),
+            "openai_comparable": metrics.correlation(*_balanced(simulations, records)),
+            "predicted_active_share": float(guessed.mean()) if len(guessed) else 0.0,
             "balanced_accuracy": metrics.balanced_accuracy(guessed, actual),
             "auprc": metrics.auprc(pred, actual) if main is not None else None,
             "f1": metrics.f1(guessed, actual),

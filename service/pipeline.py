@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -161,13 +161,40 @@ def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims
                 sim_tag, sim = fallback_simulator(expl)
             t0 = time.perf_counter()
             try:
-                out.append(simulate_and_score(expl, record, simulator=sim, scorer=scorer))
+                scored = simulate_and_score(expl, record, simulator=sim, scorer=scorer)
             except ScoringError as exc:
                 errors.append(f"{record.neuron} {tag} via {sim_tag}: {exc}")
                 log.warning("%s %s scored by %s: %s", record.neuron, tag, sim_tag, exc)
+                continue
             finally:
                 times.score_s[sim_tag] += time.perf_counter() - t0
+            out.append(_also_scored_by(scored, record, getattr(explainer, "extra_simulators", ()), scorer, times))
     return out
+
+
+def _also_scored_by(explanation: Explanation, record: NeuronRecord, extra: Sequence[str], scorer: Any,
+                    times: StageTimes) -> Explanation:
+    """``explanation`` with the scores of an explainer's ``extra_simulators`` added to its score
+    parts as ``score_by_<tag>`` (e.g. the binary form of a graded class expression), so both
+    are stored; a simulator that does not apply or fails adds ``None``."""
+    from neurolabel.scoring.validate import simulate_and_score
+
+    if not extra or explanation.score is None:
+        return explanation
+    parts = dict(explanation.score.parts)
+    for tag in extra:
+        t0 = time.perf_counter()
+        value = None
+        if tag in SIMULATORS:
+            sim = plugin("simulator", tag)
+            if simulator_applies(sim, explanation):
+                try:
+                    value = simulate_and_score(explanation, record, simulator=sim, scorer=scorer).score.score  # type: ignore[union-attr]
+                except ScoringError as exc:
+                    log.warning("%s %s scored by %s: %s", record.neuron, explanation.explainer, tag, exc)
+        parts[f"score_by_{tag}"] = value
+        times.score_s[tag] += time.perf_counter() - t0
+    return replace(explanation, score=replace(explanation.score, parts=parts))
 
 
 def explain_and_score(records: Iterable[NeuronRecord], *, explainers: Sequence[str],

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Integer, and_, cast, exists, func, select
 from sqlalchemy.orm import Session
 
-from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, TokenStat, TokenStats
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, token_stats_from_json
 from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score
 
 
@@ -59,17 +59,9 @@ def load_neuron_record(*, session: Session, model: str, neuron: NeuronId) -> Neu
         random=tuple(kinds["random"]),
         quantile=tuple(kinds["quantile"]),
         stats=stats,
-        token_stats=token_stats_from_dict(row.token_stats),
+        token_stats=token_stats_from_json(row.token_stats),
         prefix=tuple(row.prefix or ()),
     )
-
-
-def token_stats_from_dict(d: dict[str, Any] | None) -> TokenStats | None:
-    """The :class:`core.TokenStats` stored as ``d`` (see ``storage.writes.token_stats_to_dict``)."""
-    if not d:
-        return None
-    return TokenStats(count=int(d["count"]), mean=float(d["mean"]), tracked_types=int(d.get("tracked_types", 0)),
-                      tokens=tuple(TokenStat(str(t), int(c), float(m)) for t, c, m in d.get("tokens", ())))
 
 
 def recorded_neurons(*, session: Session, model: str, layer: int | None = None) -> list[NeuronId]:

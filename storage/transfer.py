@@ -35,8 +35,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import NeurolabelError, StorageError
-from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats
-from neurolabel.storage.reads import token_stats_from_dict
+from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, token_stats_from_json
 from neurolabel.storage.models import Example, ExplanationRow, Model, Neuron, Score
 from neurolabel.storage.writes import (
     ExplanationInput,
@@ -102,7 +101,7 @@ def _records_of(session: Session, rows: list[tuple[Neuron, str]]) -> dict[int, N
         stats = NeuronStats(**n.stats) if n.stats else None
         out[n.id] = NeuronRecord(
             model=name, neuron=NeuronId(n.layer, n.index), top=tuple(k["top"]), random=tuple(k["random"]),
-            quantile=tuple(k["quantile"]), stats=stats, token_stats=token_stats_from_dict(n.token_stats),
+            quantile=tuple(k["quantile"]), stats=stats, token_stats=token_stats_from_json(n.token_stats),
             prefix=tuple(n.prefix or ()),
         )
     return out

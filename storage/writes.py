@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import StorageError
 from neurolabel.core.settings import get_settings
-from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats, TokenStats
+from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats, TokenStats, token_stats_to_json
 from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score, utcnow
 
 log = logging.getLogger(__name__)
@@ -159,15 +159,11 @@ def stats_to_dict(stats: NeuronStats | None, where: str) -> dict[str, float] | N
 
 def token_stats_to_dict(ts: TokenStats | None, where: str) -> dict[str, Any] | None:
     """A validated JSON-able form of ``ts`` (``StorageError`` on non-finite values)."""
-    if ts is None:
-        return None
-    return {
-        "count": int(ts.count),
-        "mean": _finite(ts.mean, f"{where}: token_stats.mean"),
-        "tracked_types": int(ts.tracked_types),
-        "tokens": [[str(t.token), int(t.count), _finite(t.mean, f"{where}: token_stats[{t.token!r}]")]
-                   for t in ts.tokens],
-    }
+    if ts is not None:
+        _finite(ts.mean, f"{where}: token_stats.mean")
+        for t in ts.tokens:
+            _finite(t.mean, f"{where}: token_stats[{t.token!r}]")
+    return token_stats_to_json(ts)
 
 
 def _example_rows(record: NeuronRecord, where: str) -> list[dict[str, Any]]:

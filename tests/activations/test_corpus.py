@@ -98,21 +98,37 @@ def test_no_tokens_is_an_error(tok):
 
 
 @pytest.mark.slow
-def test_default_corpus_is_wordnet_deterministic():
+def test_default_corpus_mixes_running_text_with_wordnet():
+    from neurolabel.activations.corpus import shakespeare_passages
+
     c = load_corpus("default")
+    assert c.name == "wordnet-3.0+shakespeare"
+    plays = set(shakespeare_passages())
+    head = [t for t, _ in zip(c, range(3000))]
+    chars_play = sum(len(t) for t in head if t in plays)
+    chars_all = sum(len(t) for t in head)
+    assert 0.45 <= chars_play / chars_all <= 0.55  # about half of any prefix is running text
+    assert not any("ELECTRONIC VERSION" in t or "Project Gutenberg" in t for t in plays)  # notices removed
+    assert any("To be, or not to be" in t for t in plays)
+    assert len(set(load_corpus("shakespeare"))) == len(plays)
+
+
+@pytest.mark.slow
+def test_wordnet_corpus_is_deterministic():
+    c = load_corpus("wordnet")
     assert c.name == "wordnet-3.0"
     first = []
     for i, t in enumerate(c):
         first.append(t)
         if i >= 2000:
             break
-    assert first == [t for t, _ in zip(load_corpus("default"), range(2001))]
+    assert first == [t for t, _ in zip(load_corpus("wordnet"), range(2001))]
     assert all(t.strip() for t in first)
     from neurolabel.ontology.wordnet import load_wordnet
 
     wn = load_wordnet()
     dog = wn.synset("dog.n.01")
-    everything = set(load_corpus("default"))
+    everything = set(load_corpus("wordnet"))
     assert dog.definition() in everything
     assert dog.examples()[0] in everything
     assert len(everything) > 150_000

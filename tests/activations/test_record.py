@@ -70,7 +70,33 @@ def check_against_reference(target, model_dir, texts, layers, *, units=None, top
         np.testing.assert_allclose([st.mean, st.std, st.max, st.min],
                                    [a.mean(), a.std(), a.max(), a.min()], atol=atol, rtol=1e-4)
         assert abs(st.frac_active - (a > 0).mean()) <= 2 / a.size
+        check_token_stats(r, a, wins, splits, target.tokenizer, atol=atol)
     return recs
+
+
+def check_token_stats(r, a, wins, splits, tokenizer, *, atol):
+    """Per-token-type statistics of the explain split == brute force over the reference."""
+    ids = np.array(wins)[splits == "explain"].ravel()
+    acts = a[splits == "explain"].ravel()
+    ts = r.token_stats
+    assert ts is not None and ts.count == ids.size
+    np.testing.assert_allclose(ts.mean, acts.mean(), atol=atol, rtol=1e-4)
+    types = np.unique(ids)
+    mean = {int(t): acts[ids == t].mean() for t in types}
+    count = {int(t): int((ids == t).sum()) for t in types}
+    weight = {t: count[t] * (mean[t] - acts.mean()) ** 2 for t in mean}
+    by_name = {}
+    for t in mean:
+        by_name.setdefault(tokenizer.decode([t]), []).append(t)
+    listed = set()
+    for e in ts.tokens:
+        (t,) = by_name[e.token]  # tiny vocabularies decode every id to its own string
+        assert e.count == count[t]
+        np.testing.assert_allclose(e.mean, mean[t], atol=atol, rtol=1e-4)
+        listed.add(t)
+    assert len(ts.tokens) == min(64, len(types))
+    if len(listed) < len(types):  # the listed types are the ones with the largest weight
+        assert min(weight[t] for t in listed) >= max(weight[t] for t in weight if t not in listed) - 1e-6
 
 
 def test_gpt2_matches_reference(gpt2_dir, gpt2_target):

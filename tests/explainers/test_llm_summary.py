@@ -52,6 +52,25 @@ def test_prompt_format():
     assert len(few) == 6 and few[2]["role"] == "assistant"
 
 
+def test_prompt_carries_the_token_statistics_of_the_explain_split():
+    from dataclasses import replace
+
+    from neurolabel.core.types import TokenStat, TokenStats
+    from neurolabel.explainers.llm_summary import format_token_table
+
+    rec = replace(_rec(), token_stats=TokenStats(count=900, mean=0.05, tokens=(
+        TokenStat(" cat", 40, 1.0), TokenStat(" puppy", 7, 1.6), TokenStat(" the", 300, -0.1))))
+    explainer = LLMSummaryExplainer(backend=None, window_tokens=None)  # type: ignore[arg-type]
+    user = explainer.messages(rec)[-1]["content"]
+    table = user.split("averaged over all of its text")[1]
+    # means on the windows' 0-10 scale (max 2.0): puppy 8, cat 5; " the" (below 0) is not listed
+    assert " puppy\t8\n cat\t5\n" in table and " the\t" not in table
+    assert user.endswith("the main thing this neuron does is find")
+    # without token statistics the table comes from the explain windows (score windows never)
+    plain = format_token_table(_rec(), _rec().windows("top", "explain"))
+    assert " cat\t10" in plain and " bird" not in plain
+
+
 def test_crop_keeps_peak():
     w = ActivationRecord(tokens=tuple(str(i) for i in range(40)), activations=tuple(float(i == 30) for i in range(40)))
     c = crop(w, 10)

@@ -106,3 +106,19 @@ def test_correlation_scorer_rejects_mismatched_lengths():
 
     with pytest.raises(ScoringError, match="2 predictions for 3 tokens"):
         SCORERS["correlation"]().score([_sim([1, 2])], [_win([0, 5, 1], "top", 1)], simulator="x")
+
+
+def test_openai_comparable_part_uses_as_many_top_as_random_windows():
+    scorer = SCORERS["correlation"]()
+    # three top windows (the weakest listed first) and one random window: the comparable part
+    # keeps the strongest top window and the random one
+    recs = [_win([0, 1, 0], "top", 1), _win([0, 5, 1], "top", 2), _win([2, 0, 0], "top", 3),
+            _win([0, 0, 2], "random", 4)]
+    sims = [_sim([3, 0, 0]), _sim([0, 9, 0]), _sim([0, 0, 7]), _sim([0, 0, 1])]
+    r = scorer.score(sims, recs, simulator="x")
+    assert r.parts["openai_comparable"] == pytest.approx(metrics.correlation([0, 9, 0, 0, 0, 1], [0, 5, 1, 0, 0, 2]))
+    assert r.parts["openai_comparable"] != pytest.approx(r.score)
+    assert r.parts["predicted_active_share"] == pytest.approx(2 / 12)  # the 9 and the 7 are above the midpoint 4.5
+    none = scorer.score([_sim([1, 1, 1])], [_win([0, 5, 1], "top", 1)], simulator="x")
+    assert none.parts["openai_comparable"] is None  # no random window
+    assert none.parts["predicted_active_share"] == 0.0  # empty on the held-out windows
