@@ -582,8 +582,8 @@ def record_activations(
     layers: Sequence[int],
     units: Sequence[int] | None = None,
     max_tokens: int = 100_000,
-    top_k: int = 40,
-    n_random: int = 20,
+    top_k: int = 20,
+    n_random: int = 40,
     n_quantile_bins: int = 5,
     per_bin: int = 2,
     window_tokens: int = 64,
@@ -599,6 +599,10 @@ def record_activations(
     the top windows, random and quantile windows and running statistics (see the module
     docstring). Returns a compact :class:`Recording`; its :meth:`Recording.records` builds the
     :class:`core.NeuronRecord` objects (layer by layer, so callers can store them in chunks).
+
+    Defaults keep as many random windows as top windows in each split (``n_random = 2 x top_k``,
+    shared by both splits), so each neuron is scored on as many random as top held-out windows,
+    as OpenAI's scoring is, and the random-only part of a score is defined.
 
     ``seed`` fixes the reservoir sample; ``bookkeeping_threads`` is the torch thread count of
     the bookkeeping (None = leave as is); the forward pass keeps the process setting.
@@ -651,8 +655,8 @@ def record_neurons(
     layers: Sequence[int],
     units: Sequence[int] | None = None,
     max_tokens: int = 100_000,
-    top_k: int = 40,
-    n_random: int = 20,
+    top_k: int = 20,
+    n_random: int = 40,
     n_quantile_bins: int = 5,
     per_bin: int = 2,
     window_tokens: int = 64,

@@ -98,13 +98,14 @@ def label(
     model: str = typer.Option("default", "--model", help="'default' (SmolLM2-135M) or a local HF model folder."),
     layers: str = typer.Option(..., "--layers", help="Layers: 10 or 0,10,29 or 0-29."),
     units: str = typer.Option("all", "--units", help="Units of each layer: all, 0-49, 3,7…"),
-    explainers: str = typer.Option("concept_induction,pmi,llm_summary", "--explainers",
+    explainers: str = typer.Option("tokens,concept_induction,pmi,llm_summary", "--explainers",
                                    help="Explainer tags, comma separated."),
     simulators: str = typer.Option(None, "--simulators",
                                    help="One simulator tag for all, or explainer=simulator,… (default per explainer)."),
     corpus: str = typer.Option("default", "--corpus", help="Corpus to record missing neurons on."),
     max_tokens: int = typer.Option(100_000, "--max-tokens", help="Tokens streamed when recording."),
-    top_k: int = typer.Option(40, "--top-k", help="Top windows kept per unit and split when recording."),
+    top_k: int = typer.Option(20, "--top-k", help="Top windows kept per unit and split when recording."),
+    n_random: int = typer.Option(40, "--n-random", help="Random windows kept per unit when recording."),
     db: str = typer.Option(None, "--db", help="Database URL (default: NEUROLABEL_DATABASE_URL)."),
     show: bool = typer.Option(False, "--show", help="Print each neuron's labels afterwards."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -120,7 +121,7 @@ def label(
 
         layer_list = list(range(load_target(model).n_layers))
     _run(model, layer_list, parse_int_list(units, what="units"), _tags(explainers), _parse_simulators(simulators),
-         corpus, db, {"max_tokens": max_tokens, "top_k": top_k}, progress, show, retry_failed)
+         corpus, db, {"max_tokens": max_tokens, "top_k": top_k, "n_random": n_random}, progress, show, retry_failed)
 
 
 def demo(
@@ -133,7 +134,7 @@ def demo(
     from neurolabel.service.cli_record import parse_int_list
     from neurolabel.service.pipeline import DEMO_RECORD_OPTIONS
 
-    tags = _tags(explainers) if explainers else [t for t in ("concept_induction", "pmi", "llm_summary")
+    tags = _tags(explainers) if explainers else [t for t in ("tokens", "concept_induction", "pmi", "llm_summary")
                                                     if t in EXPLAINERS]
     typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {DEMO_UNITS}, explainers {', '.join(tags)}, "
                f"{DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")

@@ -46,10 +46,11 @@ def parse_int_list(text: str, *, what: str, upper: int | None = None) -> list[in
 def record(
     model: str = typer.Option("default", "--model", help="'default' (SmolLM2-135M) or a local HF model folder."),
     layers: str = typer.Option("0,10,29", "--layers", help="Layers: 0,10,29 or 0-29 or all."),
-    corpus: str = typer.Option("default", "--corpus", help="'default' (WordNet glosses), a .txt/.jsonl file or a folder."),
+    corpus: str = typer.Option("default", "--corpus", help="'default' (Shakespeare + WordNet glosses), 'wordnet', 'shakespeare', a .txt/.jsonl file or a folder."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSONL corpora."),
     max_tokens: int = typer.Option(100_000, "--max-tokens", help="Tokens of the corpus to stream."),
-    top_k: int = typer.Option(40, "--top-k", help="Top windows kept per unit and split."),
+    top_k: int = typer.Option(20, "--top-k", help="Top windows kept per unit and split."),
+    n_random: int = typer.Option(40, "--n-random", help="Random windows kept per unit (both splits)."),
     units: str = typer.Option("all", "--units", help="Units of each layer: all, 0-49, 3,7…"),
     window_tokens: int = typer.Option(64, "--window-tokens", help="Tokens per window."),
     batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward pass."),
@@ -80,7 +81,7 @@ def record(
         url = normalize_url(db)
     t0 = time.perf_counter()
     recording = record_activations(
-        target, corp, layers=layer_list, units=unit_list, max_tokens=max_tokens, top_k=top_k,
+        target, corp, layers=layer_list, units=unit_list, max_tokens=max_tokens, top_k=top_k, n_random=n_random,
         window_tokens=window_tokens, batch_size=batch_size, progress=progress,
     )
     t_rec = time.perf_counter() - t0

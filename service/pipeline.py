@@ -46,7 +46,7 @@ short word labels, else the embedding simulator."""
 
 DEFAULT_SCORER = "correlation"
 
-DEMO_RECORD_OPTIONS: dict[str, Any] = {"max_tokens": 4096, "window_tokens": 32, "top_k": 4, "n_random": 4}
+DEMO_RECORD_OPTIONS: dict[str, Any] = {"max_tokens": 8192, "window_tokens": 32, "top_k": 8, "n_random": 16}
 """Recording settings of ``neurolabel demo`` (a few minutes on 2 cores)."""
 
 _plugins_lock = threading.Lock()

@@ -210,3 +210,29 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
     fixed = label_neurons(**kw, retry_failed=True)
     assert fixed.processed == 1 and not fixed.errors and fixed.explanations > 0
     assert _failures(db_url) == []
+
+
+@pytest.mark.slow
+def test_tokens_labels_are_stored_and_extra_simulators_scored(sqlite_url, planted, monkeypatch):
+    from neurolabel.explainers.tokens import TokenExplainer
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import best_label, get_neuron
+
+    assert resolve_simulators(["tokens"]) == {"tokens": "tokens"}  # the explainer declares its simulator
+    monkeypatch.setattr(TokenExplainer, "extra_simulators", ("embedding", "symbolic"), raising=False)
+    got = explain_and_score(planted[:1], explainers=["tokens"])
+    assert [e.explainer for e in got] == ["tokens"]
+    parts = got[0].score.parts
+    assert isinstance(parts["score_by_embedding"], float)  # the second simulator's score is kept beside
+    assert parts["score_by_symbolic"] is None  # a simulator that does not apply adds None
+    assert got[0].score.simulator == "tokens" and got[0].score.score > 0.2  # words of one class: held-out words differ
+
+    _store(sqlite_url, planted[:2])
+    s = label_neurons(model_spec="planted", layers=[0], units=[0, 1], explainers=["tokens"], database_url=sqlite_url,
+                      progress=False)
+    assert s.explanations == 2
+    with session_scope(sqlite_url) as session:
+        info = get_neuron(session=session, model="planted", layer=0, index=0)
+        stored = info["explanations"][0]
+        assert stored["structured"]["tokens"] and "score_by_embedding" in stored["scores"][0]["parts"]
+        assert best_label(session=session, model="planted", layer=0, index=0)["explainer"] == "tokens"
