@@ -10,11 +10,17 @@ def show_token(token: str) -> str:
 
 
 def quote_token(token: str) -> str:
-    """A token for a readable label: its text without the leading space a word-initial token
-    carries, in quotes (``" with"`` → ``“with”``), with :func:`show_token`'s escapes; a token
-    that is only white space is named (``“␣”``)."""
+    """A token for a readable label, in quotes, with :func:`show_token`'s escapes: a word-initial
+    token without its leading space (``" with"`` → ``“with”``); a letter or digit piece written
+    right after the previous token with a leading hyphen (``"ing"`` → ``“-ing”``), so the two stay
+    apart; a token of white space only as ``“␣”``."""
     shown = show_token(token)
-    core = shown[1:] if shown.startswith(" ") and shown.strip() else shown
+    if shown.startswith(" ") and shown.strip():
+        core = shown[1:]
+    elif shown[:1].isalnum():
+        core = "-" + shown
+    else:
+        core = shown
     if not core.strip():
         core = "␣" * max(1, len(core))
     return f"“{core}”"

@@ -13,12 +13,13 @@ Evidence, explain split only:
 - otherwise (imported records, older databases) the same table computed from the kept
   explain-split windows (top, random and quantile, each window once).
 
-Which tokens: greedy forward selection. Starting from the constant prediction, the token whose
-entry most raises the correlation of the prediction with the true activations of the kept
-explain-split windows (top and random) is added, until ``max_tokens`` entries or no entry adds
-``min_gain``. The windows the selection is judged on mirror the held-out score windows (top and
-random), so it picks the tokens that matter where the neuron is scored, while the weights come
-from the whole split; the baseline is the mean activation of all the other tokens.
+Which tokens: the ``max_tokens`` types with the largest ``count × (mean − overall mean)²`` —
+the share of the neuron's activation variance over the explain split that listing the type with
+its mean explains — so both the tokens it fires on and those that silence it can be listed; the
+baseline is the mean activation of all the other tokens. Measured on 150 real SmolLM2 neurons
+(``bench/quality.py``'s layers, 32k tokens of the WordNet corpus): this choice scored a held-out
+mean of 0.311, a greedy forward selection judged on the kept explain windows 0.302 (it overfits
+those few windows), 40 entries 0.344, 100 entries 0.369, the whole table 0.398.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from typing import Any
-
-import numpy as np
 
 from neurolabel.core.errors import ExplanationError
 from neurolabel.core.registry import EXPLAINERS
@@ -76,11 +75,9 @@ class TokenExplainer:
     version = "1"
     default_simulator = "tokens"
 
-    def __init__(self, *, max_tokens: int = 20, min_gain: float = 0.002, min_count: int = 1) -> None:
+    def __init__(self, *, max_tokens: int = 20, min_count: int = 1) -> None:
         self.max_tokens = max_tokens
-        """Most entries in a label (the issue's readability bound: 20)."""
-        self.min_gain = min_gain
-        """An entry is added only when it raises the explain-split correlation by this much."""
+        """Most entries in a label (readable: 20 at most by default)."""
         self.min_count = min_count
         """Tokens seen fewer times than this in the explain split are never listed."""
 
@@ -92,72 +89,29 @@ class TokenExplainer:
     @property
     def params(self) -> dict[str, Any]:
         """Parameters stored with each explanation."""
-        return {"max_tokens": self.max_tokens, "min_gain": self.min_gain, "min_count": self.min_count}
+        return {"max_tokens": self.max_tokens, "min_count": self.min_count}
 
     def select(self, record: NeuronRecord) -> tuple[list[tuple[str, float, int]], float, str]:
-        """``(entries, baseline, source)``: the chosen ``(token, weight, count)`` entries in the
-        order they were chosen, the prediction for every other token, and the evidence used."""
+        """``(entries, baseline, source)``: the chosen ``(token, weight, count)`` entries, most
+        important first, the prediction for every other token, and the evidence used."""
         table, overall, source = token_table(record)
-        windows = [w for w in explain_windows(record) if w.kind in ("top", "random")] or explain_windows(record)
-        toks = [t for w in windows for t in w.tokens]
-        y = np.asarray([a for w in windows for a in w.activations], dtype=np.float64)
-        if not toks or not table:
+        if not table:
             raise ExplanationError(f"neuron {record.neuron} of {record.model!r}: no explain-split tokens to list")
-        if float(y.max(initial=0.0)) <= 0 and max(m for _, m in table.values()) <= overall:
+        if max(m for _, m in table.values()) <= max(overall, 0.0):
             raise ExplanationError(
                 f"neuron {record.neuron} of {record.model!r}: no positive activation in its explain split"
             )
-        y = y - y.mean()
-        yy = float(y @ y)
-        N = len(toks)
-        cands = [t for t in dict.fromkeys(toks) if t in table and table[t][0] >= self.min_count]
-        col = {t: i for i, t in enumerate(cands)}
-        idx = np.fromiter((col.get(t, -1) for t in toks), np.int64, N)
-        ok = idx >= 0
-        n_loc = np.bincount(idx[ok], minlength=len(cands)).astype(np.float64)  # occurrences in the windows
-        Y = np.bincount(idx[ok], weights=y[ok], minlength=len(cands))  # sum of centred activations there
-        w = np.asarray([table[t][1] for t in cands], dtype=np.float64)
-        c = np.asarray([table[t][0] for t in cands], dtype=np.float64)
-        if source == "windows":
-            total_n = float(sum(n for n, _ in table.values()))
-        else:
+        ranked = sorted(((c * (m - overall) ** 2, t) for t, (c, m) in table.items() if c >= self.min_count),
+                        reverse=True)[: self.max_tokens]
+        chosen = [t for imp, t in ranked if imp > 0]
+        if source == "token_stats":
             total_n = float(record.token_stats.count)  # type: ignore[union-attr]
-        total_sum = overall * total_n
-        free = np.ones(len(cands), dtype=bool)
-        chosen: list[int] = []
-        # sums over the chosen entries: table counts and sums, and in the windows n, n*w, n*w^2, w*Y, Y
-        cn = cs = sn = snw = snw2 = swy = sy = 0.0
-        best = 0.0
-        while len(chosen) < self.max_tokens and free.any() and yy > 0:
-            rest = total_n - cn - c
-            base = np.where(rest > 0, (total_sum - cs - c * w) / np.where(rest > 0, rest, 1.0), overall)
-            m = N - sn - n_loc
-            sp = snw + n_loc * w + m * base
-            sp2 = snw2 + n_loc * w * w + m * base * base
-            var = sp2 - sp * sp / N
-            cov = swy + w * Y - base * (sy + Y)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.where((var > 1e-12) & free, cov / np.sqrt(np.maximum(var, 1e-300) * yy), -np.inf)
-            j = int(np.argmax(r))
-            if not np.isfinite(r[j]) or r[j] - best < self.min_gain:
-                break
-            best = float(r[j])
-            chosen.append(j)
-            free[j] = False
-            cn += c[j]
-            cs += c[j] * w[j]
-            sn += n_loc[j]
-            snw += n_loc[j] * w[j]
-            snw2 += n_loc[j] * w[j] * w[j]
-            swy += w[j] * Y[j]
-            sy += Y[j]
-        if not chosen:
-            raise ExplanationError(
-                f"neuron {record.neuron} of {record.model!r}: no token's mean activation predicts its explain windows"
-            )
-        n_rest = total_n - cn
-        baseline = (total_sum - cs) / n_rest if n_rest > 0 else overall
-        return [(cands[j], float(w[j]), int(c[j])) for j in chosen], float(baseline), source
+        else:
+            total_n = float(sum(c for c, _ in table.values()))
+        n_in = sum(table[t][0] for t in chosen)
+        s_in = sum(table[t][0] * table[t][1] for t in chosen)
+        baseline = (overall * total_n - s_in) / (total_n - n_in) if total_n > n_in else overall
+        return [(t, table[t][1], table[t][0]) for t in chosen], float(baseline), source
 
     def explain(self, record: NeuronRecord) -> list[Explanation]:
         """One explanation: the selected tokens, highest weight first."""

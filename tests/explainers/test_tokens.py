@@ -16,7 +16,7 @@ FIRES = {" with": 3.0, ")": 2.0}
 
 
 def _window(rng, wid: int, split: str, kind: str, fires=FIRES) -> ActivationRecord:
-    toks = tuple(rng.choice(VOCAB, size=12))
+    toks = tuple(str(t) for t in rng.choice(VOCAB, size=12))
     return ActivationRecord(tokens=toks, activations=tuple(fires.get(t, 0.0) for t in toks), window_id=wid,
                             split=split, kind=kind)  # type: ignore[arg-type]
 
@@ -31,8 +31,10 @@ def _record(fires=FIRES, **kw) -> NeuronRecord:
 def test_lists_the_tokens_the_neuron_fires_on_with_their_weights():
     [e] = TokenExplainer().explain(_record())
     tokens = {t: w for t, w, _ in e.structured["tokens"]}
-    assert tokens == pytest.approx(FIRES)
-    assert e.structured["baseline"] == pytest.approx(0.0) and e.structured["source"] == "windows"
+    assert [t for t, _, _ in e.structured["tokens"][:2]] == [" with", ")"]  # the most important first
+    assert {t: tokens[t] for t in FIRES} == pytest.approx(FIRES)
+    assert all(w == 0.0 for t, w in tokens.items() if t not in FIRES)  # the silent ones, at their mean
+    assert e.structured["source"] == "windows"
     assert e.text.startswith("fires on “with” 3, “)” 2")  # highest weight first, readable
     scored = simulate_and_score(e, _record(), simulator=TokenSimulator())
     assert scored.score.score == pytest.approx(1.0)  # a token-identity neuron is predicted exactly
@@ -58,7 +60,7 @@ def test_token_statistics_of_the_whole_split_win_over_the_kept_windows():
     rec = _record(token_stats=stats)
     table, overall, source = token_table(rec)
     assert source == "token_stats" and overall == 0.05 and table[" dog"] == (80, 1.5)
-    [e] = TokenExplainer(min_gain=-1.0).explain(rec)  # keep every entry that does not hurt
+    [e] = TokenExplainer().explain(rec)
     tokens = {t: w for t, w, _ in e.structured["tokens"]}
     assert tokens[" with"] == 3.0 and tokens[")"] == 2.0
     # baseline: the mean of every other explain-split token of the corpus
