@@ -177,11 +177,17 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
         oai = [0.0 if b is None or b.score is None else (b.score.parts.get("openai_comparable") or 0.0)
                for b in best_of[tag]]
         print(_row(tag, sims[tag], [_value(b) for b in best_of[tag]], f" {np.mean(oai):>8.3f} {per:>8.2f}"))
+    if "tokens" in explainers:  # the gain of the whole-split token statistics over the kept windows
+        kept = [_best(_score_all(_explain("tokens", replace(r, token_stats=None)), r, sims["tokens"]))
+                for r in records]
+        print(_row("tokens (kept windows)", sims["tokens"], [_value(b) for b in kept]))
     best = [_best([b for tag in explainers for b in best_of[tag][i:i + 1] if b is not None]) for i in range(n)]
     oai = [0.0 if b is None or b.score is None else (b.score.parts.get("openai_comparable") or 0.0) for b in best]
     print(_row("best label", "-", [_value(b) for b in best], f" {np.mean(oai):>8.3f}"))
     wins = {tag: sum(1 for b in best if b is not None and b.explainer == tag) for tag in explainers}
     print("best label comes from: " + ", ".join(f"{t} {k}" for t, k in wins.items()))
+    rnd = [b.score.parts.get("random_only") for b in best if b is not None and b.score is not None]
+    print(f"random-only part defined for {sum(x is not None for x in rnd)} of {n} best labels")
     refs = [reference_scores(cap, r) for r in records]
     names = {"token_table_kept": "token table (kept)", "token_table": "token table (split)",
              "prev_token_table": "prev+token table"}
