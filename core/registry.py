@@ -80,11 +80,12 @@ class Registry(Generic[T]):
 EXPLAINERS: Registry = Registry(
     "explainers",
     ("neurolabel.explainers.concept_induction", "neurolabel.explainers.pmi", "neurolabel.explainers.llm_summary",
-     "neurolabel.explainers.tokens"),
+     "neurolabel.explainers.tokens", "neurolabel.explainers.output_tokens", "neurolabel.explainers.facets"),
 )
 SIMULATORS: Registry = Registry(
     "simulators",
     ("neurolabel.scoring.llm_simulator", "neurolabel.scoring.embedding_simulator", "neurolabel.scoring.symbolic_simulator",
-     "neurolabel.scoring.lexical_simulator", "neurolabel.scoring.token_simulator"),
+     "neurolabel.scoring.lexical_simulator", "neurolabel.scoring.token_simulator", "neurolabel.scoring.next_token_simulator",
+     "neurolabel.scoring.facet_simulator"),
 )
 SCORERS: Registry = Registry("scorers", ("neurolabel.scoring.scorers",))
