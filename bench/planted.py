@@ -116,7 +116,7 @@ def _pool(n_windows: int, window_tokens: int, seed: int) -> _Pool:
 
 
 def planted_records(
-    class_names: Sequence[str] = DEFAULT_CLASSES,
+    class_names: Sequence[str | Sequence[str]] = DEFAULT_CLASSES,
     *,
     noise: float = 0.0,
     seed: int = 0,
@@ -128,7 +128,8 @@ def planted_records(
     layer: int = 0,
 ) -> list[NeuronRecord]:
     """One record per class name (a WordNet synset name like ``"animal.n.01"``, an IRI, or a
-    label of the default ontology); neuron ``(layer, i)`` is planted with ``class_names[i]``.
+    label of the default ontology), or a tuple of them for a unit that fires on words under any
+    of them (a polysemantic unit); neuron ``(layer, i)`` is planted with ``class_names[i]``.
 
     ``n_top``/``n_random`` windows are kept per split; the pool holds ``n_windows`` windows of
     real sentences (shared by all classes and cached per process). Raises
@@ -140,18 +141,20 @@ def planted_records(
     pool = _pool(n_windows, window_tokens, 0)
     records = []
     for i, name in enumerate(class_names):
-        cls = onto.find(name)
-        if not any(cls in c for clos in pool.closures for c in clos):
-            raise ValueError(f"no word of the planted corpus falls under {name!r}")
+        names = (name,) if isinstance(name, str) else tuple(name)  # several names: fires on any of them
+        classes = [onto.find(n) for n in names]
+        for n, cls in zip(names, classes):
+            if not any(cls in c for clos in pool.closures for c in clos):
+                raise ValueError(f"no word of the planted corpus falls under {n!r}")
         rng = np.random.default_rng([seed, i])
         acts = []
         for toks, clos in zip(pool.tokens, pool.closures):
-            fire = np.fromiter((cls in c for c in clos), dtype=bool, count=len(toks))
+            fire = np.fromiter((any(cls in c for cls in classes) for c in clos), dtype=bool, count=len(toks))
             if noise > 0:
                 fire |= rng.random(len(toks)) < noise
             a = np.where(fire, rng.uniform(5.0, 10.0, len(toks)), 0.0)
             acts.append(a)
-        records.append(_record(pool, acts, cls_name=name, index=i, layer=layer, model=model,
+        records.append(_record(pool, acts, cls_name="|".join(names), index=i, layer=layer, model=model,
                                n_top=n_top, n_random=n_random, rng=rng))
     return records
 
