@@ -161,20 +161,25 @@ def planted(representations: Sequence[str], n_windows: int) -> None:
 def real_records(layers: list[int], units: list[int], max_tokens: int) -> tuple[list[NeuronRecord], int]:
     """Real SmolLM2 neurons recorded on the default corpus as ``bench/quality.py`` records them
     (10 top / 10 random windows of 32 tokens per split), with their corpus token count; cached as
-    OpenAI-format JSONL under ``~/.cache/neurolabel/bench`` so ``bench/decode.py`` reuses them."""
+    OpenAI-format JSONL under ``~/.cache/neurolabel/bench`` (keyed by the default corpus's name, the
+    layers, units and tokens) so ``bench/decode.py`` reuses them."""
     import json
 
     from neurolabel.activations.openai_format import read_records, write_records
 
+    from neurolabel.activations.corpus import load_corpus
+
+    corpus = load_corpus("default")
     cache = Path.home() / ".cache" / "neurolabel" / "bench"
-    stem = f"real-{'_'.join(map(str, layers))}-u{units[0]}-{units[-1]}-{max_tokens}"
+    tag = "".join(c if c.isalnum() or c in "-." else "_" for c in corpus.name)
+    stem = f"real-{tag}-{'_'.join(map(str, layers))}-u{units[0]}-{units[-1]}-{max_tokens}"
     path, meta = cache / f"{stem}.jsonl", cache / f"{stem}.json"
     if path.is_file() and meta.is_file():
         return read_records(path), int(json.loads(meta.read_text())["n_tokens"])
     from neurolabel.activations.models import load_target
     from neurolabel.activations.record import record_activations
 
-    recording = record_activations(load_target("default"), "default", layers=layers, units=units,
+    recording = record_activations(load_target("default"), corpus, layers=layers, units=units,
                                    max_tokens=max_tokens, top_k=10, n_random=10, window_tokens=32, progress=False)
     records = [r for r in recording.records() if r.windows("top", "score")]
     cache.mkdir(parents=True, exist_ok=True)
