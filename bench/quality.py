@@ -195,7 +195,7 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
     for key, label in names.items():
         print(_row(label, "-", [x[key] for x in refs]))
     _coverage(records)
-    _facets(records)
+    _facets(records, best)
     best_mean = float(np.mean([_value(b) or 0.0 for b in best]))
     ci = [_value(b) or 0.0 for b in best_of.get("concept_induction", [])]
     undefined = sum(_value(b) is None for b in best)
@@ -230,22 +230,20 @@ def _cross(target, cross: str, layers, units, max_tokens, window_tokens, best, b
 
 
 def _coverage(records: list[NeuronRecord]) -> None:
-    try:
-        from neurolabel.ontology.coverage import token_coverage  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    from neurolabel.ontology.annotate import Annotator
+    from neurolabel.ontology.coverage import coverage
 
-    cov = token_coverage(Annotator.from_defaults(), records)
-    print(f"ontology coverage: {cov}")
+    c = coverage(records)
+    print(f"ontology coverage: {c.tokens:.2f} of {c.n_tokens} tokens, {c.strong_tokens:.2f} of {c.n_strong} "
+          f"strongly active ones (beyond orthographic kinds: {c.tokens_beyond_orthography:.2f} / "
+          f"{c.strong_beyond_orthography:.2f})")
 
 
-def _facets(records: list[NeuronRecord]) -> None:
-    try:
-        from bench.facets import facet_gain  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    print(f"facets: {facet_gain(records)}")
+def _facets(records: list[NeuronRecord], best: list[Explanation | None]) -> None:
+    from bench.facets import facet_gain
+
+    g = facet_gain(records, singles=best)
+    print("facets vs the single best label: " + ", ".join(
+        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in g.items()))
 
 
 def main() -> None:

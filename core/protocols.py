@@ -36,6 +36,11 @@ class Simulator(Protocol):
         """Predicted activation for each of ``tokens``."""
         ...
 
+    # Optional capabilities, used when present: ``applies(explanation) -> bool`` (which
+    # explanations it can simulate), ``simulate_many(explanation, token_lists)`` (batched), and
+    # ``score_details(explanation, record, scorer) -> Explanation`` (scores of an explanation's
+    # parts, e.g. each facet's, added after the pipeline scored it).
+
 
 @runtime_checkable
 class Scorer(Protocol):

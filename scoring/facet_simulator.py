@@ -63,6 +63,11 @@ class FacetSimulator:
             self.simulators[tag] = make() if make is not None else factory()
         return self.simulators[tag]
 
+    def score_details(self, explanation: Explanation, record: NeuronRecord, scorer: Any = None) -> Explanation:
+        """Each facet's own held-out score (:func:`score_facets`); the pipeline calls it after
+        scoring a faceted label with this simulator."""
+        return score_facets(explanation, record, simulator=self, scorer=scorer)
+
     def facet_predictions(self, explanation: Explanation, facet: Mapping[str, Any],
                           token_lists: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Facet ``facet``'s predictions per window, scaled to [0, 1]."""

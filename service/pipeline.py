@@ -46,7 +46,7 @@ short word labels, else the embedding simulator."""
 
 DEFAULT_SCORER = "correlation"
 
-DEMO_RECORD_OPTIONS: dict[str, Any] = {"max_tokens": 8192, "window_tokens": 32, "top_k": 8, "n_random": 16}
+DEMO_RECORD_OPTIONS: dict[str, Any] = {"max_tokens": 8192, "window_tokens": 32, "top_k": 6, "n_random": 12}
 """Recording settings of ``neurolabel demo`` (a few minutes on 2 cores)."""
 
 _plugins_lock = threading.Lock()
@@ -168,6 +168,12 @@ def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims
                 continue
             finally:
                 times.score_s[sim_tag] += time.perf_counter() - t0
+            details = getattr(sim, "score_details", None)  # e.g. per-facet scores of a faceted label
+            if details is not None:
+                try:
+                    scored = details(scored, record, scorer)
+                except ScoringError as exc:
+                    log.warning("%s %s details by %s: %s", record.neuron, tag, sim_tag, exc)
             out.append(_also_scored_by(scored, record, getattr(explainer, "extra_simulators", ()), scorer, times))
     return out
 

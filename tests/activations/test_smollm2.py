@@ -21,7 +21,7 @@ def smollm2():
 @pytest.fixture(scope="module")
 def wordnet_texts():
     texts = []
-    for t in load_corpus("default"):
+    for t in load_corpus("wordnet"):
         texts.append(t)
         if len(texts) >= 25:
             break
