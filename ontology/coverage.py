@@ -41,10 +41,13 @@ class Coverage:
 
 
 def coverage(records: Iterable[NeuronRecord], annotator: Annotator | None = None, *,
-             strong: float = 0.5) -> Coverage:
-    """The :class:`Coverage` of ``records`` under ``annotator`` (default: the default ontology's)."""
+             strong: float = 0.5, within: Iterable[int] | None = None) -> Coverage:
+    """The :class:`Coverage` of ``records`` under ``annotator`` (default: the default ontology's);
+    with ``within``, only those class ids count (e.g. the noun synsets, for the share a noun-only
+    ontology would cover)."""
     ann = annotator if annotator is not None else Annotator.from_defaults()
     ortho = _orthographic_classes(ann)
+    only = frozenset(int(c) for c in within) if within is not None else None
     n = n_cov = n_deep = s = s_cov = s_deep = 0
     for rec in records:
         peak = rec.max_activation
@@ -56,6 +59,8 @@ def coverage(records: Iterable[NeuronRecord], annotator: Annotator | None = None
                     continue
                 seen.add(key)
                 for classes, a in zip(ann.direct_classes(w.tokens), w.activations):
+                    if only is not None:
+                        classes = [c for c in classes if c in only]
                     has = bool(classes)
                     deep = has and any(c not in ortho for c in classes)
                     n += 1

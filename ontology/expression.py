@@ -168,10 +168,12 @@ class ClassExpression:
             ex = [w for w in examples.get(self.cls, ()) if w.lower() != lab.lower().strip('"')][:4]
             return f"{kind} ({', '.join(ex)})" if ex else kind
         if self.op == "some":
-            return "right after " + self.args[0]._english(onto, {})
-        parts = [a._english(onto, examples) for a in self.args]
+            return "a token right after " + self.args[0]._english(onto, {})
         if self.op == "or":
+            parts = [a._english(onto, examples) for a in self.args]
             return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 2 else " or ".join(parts)
+        parts = [a._english(onto, examples) if a.op != "some" else "right after " + a.args[0]._english(onto, {})
+                 for a in self.args]
         plain = [p for a, p in zip(self.args, parts) if a.op != "some"]
         after = [p for a, p in zip(self.args, parts) if a.op == "some"]
         head = plain[0] if len(plain) == 1 else ("something that is " + " and ".join(plain) if plain else "a token")
