@@ -44,9 +44,11 @@ LAYERS = (2, 6, 12, 18, 24, 29)
 def recorded(layers: list[int], units: list[int], max_tokens: int) -> list:
     """The records of ``units`` in each of ``layers`` over ``max_tokens`` default-corpus tokens
     (cached; only neurons with score-split top windows are kept, as bench/quality.py does)."""
+    from neurolabel.activations.corpus import load_corpus
     from neurolabel.core.assets import cache_dir
 
-    key = f"L{'-'.join(map(str, layers))}_U{units[0]}-{units[-1]}_T{max_tokens}_k10r10w32"
+    corpus = load_corpus("default").name
+    key = f"{corpus}_L{'-'.join(map(str, layers))}_U{units[0]}-{units[-1]}_T{max_tokens}_k10r10w32"
     path = cache_dir() / "bench" / f"ci_real_{key}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())

@@ -77,7 +77,7 @@ class Annotator:
     """Maps tokens to ontology classes (see the module docstring for the steps)."""
 
     def __init__(self, ontology: Ontology, *, senses: int = 1, max_phrase: int = 3,
-                 cache_size: int = 500_000) -> None:
+                 cache_size: int = 500_000, parts_of_speech: str = "nvar") -> None:
         self.ontology = ontology
         """The ontology whose lexicon and classes are used."""
         self.senses = senses
@@ -86,6 +86,9 @@ class Annotator:
         """Longest multi-word lexicon entry matched, in words."""
         self.cache_size_limit = cache_size
         """Most windows kept in the annotation cache (oldest dropped first)."""
+        self.parts_of_speech = parts_of_speech
+        """WordNet parts of speech a word may be read as (``"n"``: nouns only, as the noun-only
+        ontology read words; planted units use that)."""
         self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], ...]] = {}
         self._word_memo: dict[str, tuple[int, ...]] = {}
         self._phrase_starts: frozenset[str] | None = None
@@ -130,7 +133,10 @@ class Annotator:
         w = " ".join(word.lower().replace("_", " ").replace("-", " ").split())
         lex = self.ontology.lexicon
         cands: list[tuple[str, str]] = [(p, b) for p, b in layer.pos_exceptions.get(w, ())]
+        cands = [(p, b) for p, b in cands if p in self.parts_of_speech]
         for p in _POS_ORDER:
+            if p not in self.parts_of_speech:
+                continue
             cands.append((p, w))
             for suffix, repl in _RULES[p]:
                 if w.endswith(suffix) and len(w) > len(suffix):
@@ -301,7 +307,7 @@ class Annotator:
         return len(self._cache)
 
     def _cache_tag(self) -> tuple:
-        return (self.ontology.name, self.ontology.n_classes, self.senses, self.max_phrase)
+        return (self.ontology.name, self.ontology.n_classes, self.senses, self.max_phrase, self.parts_of_speech)
 
     def save_cache(self, path: Path) -> None:
         """Write the window-annotation cache to ``path``."""

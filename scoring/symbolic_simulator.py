@@ -124,7 +124,6 @@ class SymbolicSimulator:
         wb = self.weights(explanation, expr)
         if wb is None:
             values = tuple(self.on_value if expr.satisfied_by(c, p) else 0.0 for c, p in zip(closures, prevs))
-            method = "symbolic"
         else:
             weights, base = wb
             parts = expr.parts()
@@ -132,8 +131,7 @@ class SymbolicSimulator:
                 max((w for part, w in zip(parts, weights) if part.satisfied_by(c, p)), default=base)
                 for c, p in zip(closures, prevs)
             )
-            method = "symbolic_graded"
-        return SequenceSimulation(tokens=tuple(tokens), expected_activations=values, method=method)
+        return SequenceSimulation(tokens=tuple(tokens), expected_activations=values, method="symbolic")
 
     def simulate_many(self, explanation: Explanation, token_lists: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
         """:meth:`simulate` for several windows."""

@@ -36,7 +36,7 @@ def test_graded_weights_per_disjunct_and_binary(sim):
              weights=[9.0, 4.0, 2.0], base=0.5)
     toks = [" dogs", " a", " car", " cat"]
     assert sim.simulate(e, toks).expected_activations == (9.0, 0.5, 4.0, 9.0)  # dog: max(animal, dog)
-    assert sim.simulate(e, toks).method == "symbolic_graded"
+    assert sim.simulate(e, toks).method == "symbolic"
     binary = BinarySymbolicSimulator(sim.annotator)
     assert binary.simulate(e, toks).expected_activations == (1.0, 0.0, 1.0, 1.0)
     unweighted = _exp(manchester=e.structured["manchester"])
