@@ -110,7 +110,9 @@ def _pool(n_windows: int, window_tokens: int, seed: int) -> _Pool:
         cur.extend(ids[:window_tokens])
     if cur and len(windows) < n_windows:
         windows.append(tuple(tok.decode([i]) for i in cur))
-    ann = Annotator.from_defaults()
+    from neurolabel.ontology.build import default_ontology
+
+    ann = Annotator(default_ontology(), parts_of_speech="n")  # words read as nouns, as the docstring says
     closures = tuple(tuple(ann.annotate(w)) for w in windows)
     return _Pool(tokens=tuple(windows), closures=closures)
 

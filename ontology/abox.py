@@ -1,9 +1,10 @@
 """A small OWL knowledge base of example tokens, for real reasoners and other learners.
 
 The TBox is the part of the ontology the examples need (their classes and all superclasses,
-with ``rdfs:subClassOf`` between them); the ABox has one named individual per example token,
-asserted to be of the classes its annotation names. Written as RDF/XML, which owlready2
-(HermiT) and Ontolearn both read.
+with ``rdfs:subClassOf`` between them) and the ``follows`` object property; the ABox has one
+named individual per example token, asserted to be of the classes its annotation names and, when
+``previous`` is given, to ``follows`` the individual of the token before it. Written as RDF/XML,
+which owlready2 (HermiT) and Ontolearn both read.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
+from neurolabel.ontology.lexical import FOLLOWS_IRI
 from neurolabel.ontology.model import Ontology
 
 INDIVIDUAL_BASE = "https://w3id.org/neurolabel/examples#"
@@ -30,8 +32,11 @@ def write_abox(
     *,
     base: str = INDIVIDUAL_BASE,
     ontology_iri: str = "https://w3id.org/neurolabel/examples",
+    previous: Sequence[int | None] | None = None,
 ) -> list[str]:
-    """Write the knowledge base to ``path``; returns the individuals' IRIs (by position)."""
+    """Write the knowledge base to ``path``; returns the individuals' IRIs (by position).
+    ``previous[i]``: the position of the individual that individual *i* ``follows`` (``None``:
+    none)."""
     classes: set[int] = set()
     for d in individuals:
         for c in d:
@@ -42,6 +47,7 @@ def write_abox(
         '         xmlns:rdfs="http://www.w3.org/2000/01/rdf-schema#"',
         '         xmlns:owl="http://www.w3.org/2002/07/owl#">',
         f"<owl:Ontology rdf:about={quoteattr(ontology_iri)}/>",
+        f"<owl:ObjectProperty rdf:about={quoteattr(FOLLOWS_IRI)}/>",
     ]
     for c in sorted(classes):
         out.append(f"<owl:Class rdf:about={quoteattr(onto.iri(c))}>")
@@ -56,6 +62,9 @@ def write_abox(
         out.append(f"<owl:NamedIndividual rdf:about={quoteattr(iri)}>")
         for c in sorted(set(int(x) for x in d)):
             out.append(f"  <rdf:type rdf:resource={quoteattr(onto.iri(c))}/>")
+        if previous is not None and previous[i] is not None:
+            out.append(f"  <follows xmlns={quoteattr(FOLLOWS_IRI.rsplit('#', 1)[0] + '#')} "
+                       f"rdf:resource={quoteattr(individual_iri(int(previous[i]), base))}/>")
         out.append("</owl:NamedIndividual>")
     out.append("</rdf:RDF>")
     path = Path(path)

@@ -7,11 +7,20 @@ Steps, per window:
    belongs to every word it overlaps, so ``[" eleph", "ants"]`` both get *elephant*.
 2. Multi-word lexicon entries are matched first, greedily, longest first (``ice cream``,
    ``New York``), over words separated only by a space or hyphen.
-3. Each word is lemmatised with WordNet's morphy rules (irregular forms from ``noun.exc``,
-   then suffix rules ``-s``, ``-ses``, ``-ies``…) against the ontology's lexicon.
-4. The sense is the most frequent one (the lexicon lists senses in WordNet's frequency
-   order); ``senses=k`` keeps the k most frequent instead. Function words and words mostly used
-   as verbs/adjectives (the ontology's ``blocked`` set) are not annotated.
+3. Each word is lemmatised with WordNet's morphy rules (irregular forms from the ``*.exc``
+   files, then suffix rules ``-s``, ``-ies``, ``-ed``, ``-ing``, ``-er``…) against the ontology's
+   lexicon. With the default ontology's lexical layer every part of speech is tried and the
+   **part of speech is chosen by WordNet's tag counts**: of the candidate (part of speech,
+   lemma) pairs, the one whose senses were tagged most often in SemCor wins (``saw`` → *see*, a
+   verb; ``dogs`` → *dog*, a noun; ``building`` → *build*, a verb); ties go to the word's own
+   form over an inflection, then to noun, verb, adjective, adverb. Without tag counts (user
+   ontologies) only the noun rules apply.
+4. The sense is the most frequent one of that part of speech (WordNet's sense order);
+   ``senses=k`` keeps the k most frequent instead. Function words (the ontology's ``blocked``
+   set) get no lexicon class.
+5. With a lexical layer (:mod:`ontology.lexical`), every token also gets its orthographic kinds,
+   its token form, its suffix / prefix piece class and its function-word classes — so every
+   token that is not pure whitespace or a special token carries at least one class.
 
 Annotations are cached per window (keyed by the tuple of token strings), so labelling many
 neurons over the same corpus annotates each window once; :meth:`Annotator.save_cache` /
@@ -45,6 +54,13 @@ _NOUN_RULES = (
     ("men", "man"),
     ("ies", "y"),
 )
+_RULES = {
+    "n": _NOUN_RULES,
+    "v": (("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")),
+    "a": (("er", ""), ("est", ""), ("er", "e"), ("est", "e")),
+    "r": (),
+}
+_POS_ORDER = ("n", "v", "a", "r")
 _SPACE_MARKS = str.maketrans({"Ġ": " ", "▁": " ", "Ċ": "\n", "ĉ": "\t"})
 _SPECIAL = re.compile(r"^<[|/]?[A-Za-z_]+[|]?>$")
 
@@ -61,7 +77,7 @@ class Annotator:
     """Maps tokens to ontology classes (see the module docstring for the steps)."""
 
     def __init__(self, ontology: Ontology, *, senses: int = 1, max_phrase: int = 3,
-                 cache_size: int = 500_000) -> None:
+                 cache_size: int = 500_000, parts_of_speech: str = "nvar") -> None:
         self.ontology = ontology
         """The ontology whose lexicon and classes are used."""
         self.senses = senses
@@ -70,6 +86,9 @@ class Annotator:
         """Longest multi-word lexicon entry matched, in words."""
         self.cache_size_limit = cache_size
         """Most windows kept in the annotation cache (oldest dropped first)."""
+        self.parts_of_speech = parts_of_speech
+        """WordNet parts of speech a word may be read as (``"n"``: nouns only, as the noun-only
+        ontology read words; planted units use that)."""
         self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], ...]] = {}
         self._word_memo: dict[str, tuple[int, ...]] = {}
         self._phrase_starts: frozenset[str] | None = None
@@ -83,10 +102,15 @@ class Annotator:
 
     # ---- words and lemmas -----------------------------------------------------------------
     def lemma(self, word: str) -> str | None:
-        """The lexicon entry ``word`` is an inflection of (WordNet morphy over nouns), if any."""
+        """The lexicon entry ``word`` is an inflection of, if any (WordNet morphy: over every part
+        of speech, chosen by tag counts, when the ontology has a lexical layer; else over nouns)."""
         w = " ".join(word.lower().replace("_", " ").replace("-", " ").split())
         if not w:
             return None
+        if self.ontology.lexical is not None and " " not in w:
+            pl = self.pos_lemma(w)
+            if pl is not None:
+                return pl[1]
         lex = self.ontology.lexicon
         exc = self.ontology.exceptions.get(w)
         if w in lex:
@@ -100,15 +124,46 @@ class Annotator:
                     return cand
         return None
 
+    def pos_lemma(self, word: str) -> tuple[str, str] | None:
+        """``(part of speech, lemma)`` of a word by WordNet's tag counts (see the module
+        docstring), or ``None``; needs the ontology's lexical layer."""
+        layer = self.ontology.lexical
+        if layer is None:
+            return None
+        w = " ".join(word.lower().replace("_", " ").replace("-", " ").split())
+        lex = self.ontology.lexicon
+        cands: list[tuple[str, str]] = [(p, b) for p, b in layer.pos_exceptions.get(w, ())]
+        cands = [(p, b) for p, b in cands if p in self.parts_of_speech]
+        for p in _POS_ORDER:
+            if p not in self.parts_of_speech:
+                continue
+            cands.append((p, w))
+            for suffix, repl in _RULES[p]:
+                if w.endswith(suffix) and len(w) > len(suffix):
+                    cands.append((p, w[: len(w) - len(suffix)] + repl))
+        best, best_key = None, None
+        for p, b in cands:
+            if b not in lex or not layer.senses(lex, b, p):
+                continue
+            key = (layer.tag_count(b, p), b == w, -_POS_ORDER.index(p))
+            if best_key is None or key > best_key:
+                best, best_key = (p, b), key
+        return best
+
     def classes_of_word(self, word: str) -> tuple[int, ...]:
         """The classes a single word names, most frequent sense first (memoised)."""
         got = self._word_memo.get(word)
         if got is None:
             got = ()
             if word.lower() not in self.ontology.blocked:
-                lem = self.lemma(word)
-                if lem is not None and lem not in self.ontology.blocked:
-                    got = tuple(self.ontology.lexicon[lem][: self.senses])
+                if self.ontology.lexical is not None:
+                    pl = self.pos_lemma(word)
+                    if pl is not None and pl[1] not in self.ontology.blocked:
+                        got = self.ontology.lexical.senses(self.ontology.lexicon, pl[1], pl[0])[: self.senses]
+                else:
+                    lem = self.lemma(word)
+                    if lem is not None and lem not in self.ontology.blocked:
+                        got = tuple(self.ontology.lexicon[lem][: self.senses])
             self._word_memo[word] = got
         return got
 
@@ -230,6 +285,10 @@ class Annotator:
                             texts[ti] = word
                 matched = 1
             i += matched
+        layer = self.ontology.lexical
+        if layer is not None:
+            for r, extra in zip(result, layer.token_classes(tokens)):
+                r.update(extra)
         return tuple(tuple(sorted(r)) for r in result)
 
     def _phrase_classes(self, phrase: str) -> tuple[int, ...]:
@@ -248,7 +307,7 @@ class Annotator:
         return len(self._cache)
 
     def _cache_tag(self) -> tuple:
-        return (self.ontology.name, self.ontology.n_classes, self.senses, self.max_phrase)
+        return (self.ontology.name, self.ontology.n_classes, self.senses, self.max_phrase, self.parts_of_speech)
 
     def save_cache(self, path: Path) -> None:
         """Write the window-annotation cache to ``path``."""

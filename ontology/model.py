@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from neurolabel.core.errors import OntologyError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped whenever the pickled layout changes (old cache files are then rebuilt)."""
 
 
@@ -48,7 +48,10 @@ class Ontology:
     exceptions: Mapping[str, str] = field(default_factory=dict)
     """Irregular inflections -> base form (WordNet's ``noun.exc``), used by the lemmatiser."""
     blocked: frozenset[str] = frozenset()
-    """Surface words never annotated (function words, words mostly used as another part of speech)."""
+    """Surface words never annotated with lexicon classes (function words)."""
+    lexical: Any = None
+    """The lexical layer's lookup tables (:class:`ontology.lexical.LexicalLayer`) when the
+    ontology has one (the default ontology does; user ontologies do not)."""
 
     # ---- basic access -------------------------------------------------------------------
     @property
@@ -193,6 +196,7 @@ class Ontology:
             "lexicon": dict(self.lexicon),
             "exceptions": dict(self.exceptions),
             "blocked": self.blocked,
+            "lexical": self.lexical,
         }
         with open(tmp, "wb") as f:
             pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -7,16 +7,27 @@ NLTK's data-path check, and the sense-key mapping through nltk_data's own corpus
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+import threading
 
 from neurolabel.core.assets import wordnet_dir
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1)
+_LOCK = threading.Lock()
+_READER: list = []
+
+
 def load_wordnet():
-    """The process-wide :class:`nltk.corpus.reader.WordNetCorpusReader` (loads lazily)."""
+    """The process-wide :class:`nltk.corpus.reader.WordNetCorpusReader` (loads lazily; one
+    thread creates it, concurrent callers wait for it)."""
+    with _LOCK:
+        if not _READER:
+            _READER.append(_make_reader())
+        return _READER[0]
+
+
+def _make_reader():
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 

@@ -1,17 +1,27 @@
-"""The symbolic simulator: a class expression predicts each token's activation — 1 where the
-token's classes (its annotation with all superclasses) satisfy the expression, else 0 — so
-concept-induction labels are validated by the same simulate-and-correlate metric as every
-other explainer.
+"""The symbolic simulators: a class expression predicts each token's activation from the
+token's classes (its annotation with all superclasses) and, for ``follows some C`` restrictions,
+the classes of the token before it — so concept-induction labels are validated by the same
+simulate-and-correlate metric as every other explainer.
 
-It reads the expression from ``Explanation.structured["expression"]`` (the JSON tree written by
-the concept-induction explainer) or, failing that, parses ``structured["manchester"]``, or takes
+- ``"symbolic"`` (:class:`SymbolicSimulator`) is **graded** when the explanation carries weights
+  (``structured["weights"]``, one per top-level disjunct of the expression, fitted by the
+  explainer on the explain split only, and ``structured["base"]``): a token covered by some
+  disjuncts gets the largest of their weights, any other token ``base`` (0 when absent). Without
+  weights it is binary.
+- ``"symbolic_binary"`` (:class:`BinarySymbolicSimulator`) always predicts 1 where the token
+  satisfies the expression, else 0.
+
+Both read the expression from ``Explanation.structured["expression"]`` (the JSON tree written by
+the concept-induction explainer) or, failing that, parse ``structured["manchester"]``, or take
 the one named class of ``structured["iris"]`` (e.g. a PMI class description). An explanation
-without any of these (e.g. a free-text LLM label) raises :class:`core.errors.ScoringError`.
+without any of these (e.g. a free-text LLM label), or with weights that do not match its
+disjuncts, raises :class:`core.errors.ScoringError`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Sequence
 
 from neurolabel.core.errors import OntologyError, ScoringError
@@ -25,22 +35,32 @@ log = logging.getLogger(__name__)
 
 @SIMULATORS.register("symbolic")
 class SymbolicSimulator:
-    """1/0 prediction per token from a class expression."""
+    """Graded prediction per token from a weighted class expression (binary without weights)."""
 
     kind = "symbolic"
+    graded = True
+    """Whether explanation weights are used (the binary subclass sets it False)."""
 
     def __init__(self, annotator: Annotator | None = None, *, on_value: float = 1.0) -> None:
         self.annotator = annotator
-        """Annotator over the ontology the expressions use; ``None`` = default WordNet one, loaded
+        """Annotator over the ontology the expressions use; ``None`` = the default one, loaded
         on first use."""
         self.on_value = on_value
-        """Predicted activation where the expression holds (0 elsewhere)."""
+        """Predicted activation where an unweighted expression holds (0 elsewhere)."""
         self._parsed: dict[object, ClassExpression] = {}
 
     @classmethod
     def from_defaults(cls) -> "SymbolicSimulator":
-        """Over the default WordNet ontology (loaded now)."""
+        """Over the default ontology (loaded now)."""
         return cls(Annotator.from_defaults())
+
+    def applies(self, explanation: Explanation) -> bool:
+        """Whether the explanation carries a class expression this simulator can read."""
+        try:
+            self.expression(explanation)
+        except ScoringError:
+            return False
+        return True
 
     def _annotator(self) -> Annotator:
         if self.annotator is None:
@@ -74,13 +94,53 @@ class SymbolicSimulator:
         self._parsed[key] = got
         return got
 
+    def weights(self, explanation: Explanation, expr: ClassExpression) -> tuple[tuple[float, ...], float] | None:
+        """``(weight per disjunct, base)`` when graded and the explanation has weights, else ``None``."""
+        st = explanation.structured or {}
+        w = st.get("weights")
+        if not self.graded or not w:
+            return None
+        parts = expr.parts()
+        try:
+            weights = tuple(float(x) for x in w)
+            base = float(st.get("base", 0.0) or 0.0)
+        except (TypeError, ValueError) as exc:
+            raise ScoringError(f"explanation of neuron {explanation.neuron}: weights {w!r} are not numbers") from exc
+        if len(weights) != len(parts):
+            raise ScoringError(
+                f"explanation of neuron {explanation.neuron}: {len(weights)} weights for an expression with "
+                f"{len(parts)} disjuncts; give one weight per top-level 'or' operand"
+            )
+        if not all(math.isfinite(x) for x in weights + (base,)):
+            raise ScoringError(f"explanation of neuron {explanation.neuron}: weights must be finite, got {w!r}")
+        return weights, base
+
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
-        """1 (``on_value``) where the token satisfies the expression, else 0."""
+        """Per token: the largest weight of the disjuncts it satisfies, else the base (graded);
+        ``on_value`` / 0 without weights or in the binary simulator."""
         expr = self.expression(explanation)
         closures = self._annotator().annotate(tokens)
-        values = tuple(self.on_value if expr.satisfied_by(c) else 0.0 for c in closures)
+        prevs = [None] + closures[:-1]
+        wb = self.weights(explanation, expr)
+        if wb is None:
+            values = tuple(self.on_value if expr.satisfied_by(c, p) else 0.0 for c, p in zip(closures, prevs))
+        else:
+            weights, base = wb
+            parts = expr.parts()
+            values = tuple(
+                max((w for part, w in zip(parts, weights) if part.satisfied_by(c, p)), default=base)
+                for c, p in zip(closures, prevs)
+            )
         return SequenceSimulation(tokens=tuple(tokens), expected_activations=values, method="symbolic")
 
     def simulate_many(self, explanation: Explanation, token_lists: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
         """:meth:`simulate` for several windows."""
         return [self.simulate(explanation, toks) for toks in token_lists]
+
+
+@SIMULATORS.register("symbolic_binary")
+class BinarySymbolicSimulator(SymbolicSimulator):
+    """1/0 prediction per token from a class expression (weights ignored)."""
+
+    kind = "symbolic_binary"
+    graded = False

@@ -14,6 +14,8 @@ ontology_app = typer.Typer(help="Build and inspect the ontology used by concept 
 def _describe(onto) -> list[str]:
     import numpy as np
 
+    from neurolabel.ontology.lexical import describe_layers
+
     n_edges = int(onto.parent_ptr[-1])
     return [
         f"ontology      {onto.name}",
@@ -24,12 +26,13 @@ def _describe(onto) -> list[str]:
         f"{', …' if len(onto.roots) > 5 else ''})",
         f"max depth     {int(np.max(onto.depth)) if onto.n_classes else 0}",
         f"lexicon       {len(onto.lexicon)} words and phrases",
+        *describe_layers(onto),
     ]
 
 
 @ontology_app.command("build")
 def build(force: bool = typer.Option(False, "--force", help="Rebuild even when cached.")) -> None:
-    """Build (or reuse) the default WordNet noun ontology and its caches, and show its size."""
+    """Build (or reuse) the default ontology (WordNet + lexical layer) and its caches, and show its size."""
     from neurolabel.ontology.build import _paths, build_default
 
     t = time.perf_counter()
@@ -45,7 +48,7 @@ def build(force: bool = typer.Option(False, "--force", help="Rebuild even when c
 @ontology_app.command("info")
 def info(
     path: Optional[Path] = typer.Argument(None, help="A user ontology (RDF/XML, OWL/XML, Turtle, N-Triples); "
-                                                     "default: the WordNet noun ontology."),
+                                                     "default: WordNet + the lexical layer."),
     cls: Optional[str] = typer.Option(None, "--class", help="Also show one class (IRI, local name or label)."),
 ) -> None:
     """Show the size of an ontology (and optionally one class with its parents and children)."""

@@ -1,11 +1,15 @@
-"""Token annotation: subword joining, lemmatisation, phrases, function words, cache."""
+"""Token annotation: subword joining, lemmatisation and part of speech, phrases, function words,
+the lexical layer, cache."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from neurolabel.ontology.annotate import Annotator
 from neurolabel.ontology.build import default_ontology
+from neurolabel.ontology.lexical import LEXICAL_BASE
 
 pytestmark = pytest.mark.slow
 
@@ -16,8 +20,17 @@ def ann() -> Annotator:
 
 
 def names(ann, tokens):
+    """WordNet synsets named by each token (lexical-layer classes left out)."""
     onto = ann.ontology
-    return [sorted(onto.iri(c).rsplit("#", 1)[1] for c in s) for s in ann.annotate(tokens, ancestors=False)]
+    return [sorted(n for n in (onto.iri(c).rsplit("#", 1)[1] for c in s) if re.search(r"\.[nvasr]\.\d\d$", n))
+            for s in ann.annotate(tokens, ancestors=False)]
+
+
+def lexical(ann, tokens):
+    """Lexical-layer labels of each token."""
+    onto = ann.ontology
+    return [{onto.label(c) for c in s if onto.iri(c).startswith(LEXICAL_BASE)}
+            for s in ann.annotate(tokens, ancestors=False)]
 
 
 def test_joins_leading_space_subwords_and_lemmatises(ann):
@@ -27,7 +40,24 @@ def test_joins_leading_space_subwords_and_lemmatises(ann):
     assert got[5] == ["woman.n.01"]  # irregular plural via noun.exc
     assert got[8] == ["church.n.01"]  # -ches rule
     assert got[0] == got[3] == got[4] == got[7] == got[9] == []  # function words / punctuation
-    assert got[6] == []  # a verb form
+    assert got[6] == ["visit.v.01"]  # a verb form, read as a verb
+
+
+def test_part_of_speech_by_tag_counts(ann):
+    got = names(ann, [" saw", " dogs", " ran", " better", " building", " quickly"])
+    assert got == [["see.v.01"], ["dog.n.01"], ["run.v.01"], ["good.a.01"], ["construct.v.01"], ["quickly.r.01"]]
+    assert ann.pos_lemma("saw") == ("v", "see") and ann.pos_lemma("dogs") == ("n", "dog")
+
+
+def test_every_token_gets_lexical_classes(ann):
+    toks = ["The", " eleph", "ants", " walk", "ed", " with", " a", " (", "big", ")", " dog", "'s", " 42", "\n"]
+    lex = lexical(ann, toks)
+    assert {"capitalised word", "article", '"the"'} <= lex[0]
+    assert "word-initial piece" in lex[1] and "suffix -ed" in lex[4]
+    assert {"preposition", '"with"', "whole word (one token)"} <= lex[5]
+    assert "opening bracket" in lex[7] and "closing bracket" in lex[9] and "apostrophe" in lex[11]
+    assert "number (digits)" in lex[12] and lex[13] == {"line break"}
+    assert all(lex)
 
 
 def test_joins_byte_level_G_tokens_the_same_way(ann):
@@ -52,8 +82,8 @@ def test_ancestors_included_by_default(ann):
 
 def test_senses_parameter_keeps_more_senses(ann):
     more = Annotator(ann.ontology, senses=3)
-    assert len(more.direct_classes([" bank"])[0]) == 3
-    assert len(ann.direct_classes([" bank"])[0]) == 1
+    assert len(names(more, [" bank"])[0]) == 3
+    assert len(names(ann, [" bank"])[0]) == 1
 
 
 def test_window_cache_is_reused_and_persists(ann, tmp_path):
@@ -69,4 +99,4 @@ def test_window_cache_is_reused_and_persists(ann, tmp_path):
 
 def test_mentions_give_the_matched_word_or_phrase(ann):
     toks = ["We", " saw", " eleph", "ants", " in", " New", " York", "."]
-    assert ann.mentions(toks) == ["", "", "elephants", "elephants", "", "New York", "New York", ""]
+    assert ann.mentions(toks) == ["", "saw", "elephants", "elephants", "", "New York", "New York", ""]

@@ -12,10 +12,12 @@ from neurolabel.service.cli import app
 def test_build_and_info_show_the_size():
     r = CliRunner().invoke(app, ["ontology", "build"])
     assert r.exit_code == 0, r.output
-    assert "classes       82115" in r.output and "OWL store" in r.output
+    assert "classes       121916" in r.output and "OWL store" in r.output
     r = CliRunner().invoke(app, ["ontology", "info", "--class", "dog.n.01"])
     assert r.exit_code == 0, r.output
     assert "parents       domestic animal, canine" in r.output
+    assert "WordNet       82115 noun, 13767 verb, 18156 adjective, 3621 adverb synsets" in r.output
+    assert "token forms" in r.output and "function-word classes" in r.output and "roles         follows" in r.output
 
 
 def test_info_on_a_user_ontology_and_a_bad_one(tmp_path):

@@ -80,3 +80,89 @@ def test_bitset_coverage_equals_brute_force(onto):
             e = CE.join(op, [CE.atom(a), CE.atom(b)])
             want = [e.satisfied_by(onto.closure(d)) for d in examples]
             assert coverage_vector(onto, e, examples).tolist() == want
+
+
+# ---- the follows role --------------------------------------------------------------------------
+
+def test_role_restriction_renderings_round_trip(onto):
+    from neurolabel.ontology.lexical import FOLLOWS_IRI
+
+    e = CE.join("and", [CE.atom(onto.find(B + "Dog")), CE.some(CE.atom(onto.find(B + "Car")))])
+    m = e.manchester(onto)
+    assert m == f"<{B}Dog> and (<{FOLLOWS_IRI}> some <{B}Car>)"
+    assert parse_manchester(m, onto) == e
+    assert parse_manchester(f"Dog and follows some Car", onto) == e
+    assert CE.from_json(e.to_json(onto), onto) == e
+    assert e.to_json(onto)["and"][1] == {"some": {"property": FOLLOWS_IRI, "filler": {"class": B + "Car"}}}
+    assert e.length == 4 and e.manchester_labels(onto) == "dog and (follows some car)"
+    assert e.english(onto) == "mentions of dog right after car"
+    with pytest.raises(OntologyError, match="unknown property"):
+        parse_manchester("likes some Car", onto)
+    with pytest.raises(OntologyError, match="unknown property"):
+        CE.from_json({"some": {"property": "http://x#likes", "filler": {"class": B + "Car"}}}, onto)
+    with pytest.raises(OntologyError):
+        parse_manchester("Dog and follows some", onto)
+
+
+def test_role_satisfaction_uses_the_previous_token(onto):
+    dog, car = onto.find(B + "Dog"), onto.find(B + "Car")
+    e = CE.join("and", [CE.atom(dog), CE.some(CE.atom(onto.find(B + "Vehicle")))])
+    assert e.satisfied_by(onto.closure([dog]), onto.closure([car]))
+    assert not e.satisfied_by(onto.closure([dog]), onto.closure([dog]))
+    assert not e.satisfied_by(onto.closure([dog]), None)  # first token of a window
+
+
+def test_search_learns_an_existential_restriction(onto):
+    """Dogs fire only right after a vehicle: no class alone separates them, ``Dog and (follows
+    some Vehicle)`` does."""
+    d, c, b, cat = ids(onto, "Dog"), ids(onto, "Car"), ids(onto, "Boat"), ids(onto, "Cat")
+    pos, pos_prev = [d, d, d, d], [c, b, c, b]
+    neg, neg_prev = [d, d, d, c, cat, b], [cat, None, d, d, c, cat]
+    best = induce(onto, pos, neg, positives_prev=pos_prev, negatives_prev=neg_prev)[0]
+    want = CE.join("and", [CE.atom(onto.find(B + "Dog")), CE.some(CE.atom(onto.find(B + "Vehicle")))])
+    assert (best.tp, best.fp) == (4, 0)
+    assert coverage_vector(onto, best.expression, pos + neg, pos_prev + neg_prev).tolist() == \
+        coverage_vector(onto, want, pos + neg, pos_prev + neg_prev).tolist()
+    assert best.expression.has_role()
+    without = induce(onto, pos, neg)[0]  # no context: the best is imperfect
+    assert without.fp > 0
+
+
+def test_bitset_coverage_of_restrictions_equals_brute_force(onto):
+    rng = np.random.default_rng(1)
+    leaves = ids(onto, "Dog", "Cat", "Car", "Boat", "Plant")
+    examples = [tuple(rng.choice(leaves, size=rng.integers(0, 3), replace=False).tolist()) for _ in range(60)]
+    prev = [None] + examples[:-1]
+    for a, b in itertools.permutations(range(len(NAMES)), 2):
+        e = CE.join("and", [CE.atom(a), CE.some(CE.atom(b))])
+        want = [e.satisfied_by(onto.closure(d), None if p is None else onto.closure(p)) for d, p in zip(examples, prev)]
+        assert coverage_vector(onto, e, examples, prev).tolist() == want
+
+
+# ---- graded search -----------------------------------------------------------------------------
+
+def test_part_weights_and_prediction_hand_checked():
+    from neurolabel.ontology.induction import part_weights, predict_graded
+
+    cover = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], dtype=bool)
+    acts = np.array([4.0, 6.0, 2.0, 0.0])
+    w, base = part_weights(cover, acts, prior_count=0.0)
+    assert w.tolist() == [5.0, 4.0] and base == 0.0
+    w2, _ = part_weights(cover, acts, prior_count=2.0)  # shrunk towards the mean 3.0
+    assert w2.tolist() == [4.0, 3.5]
+    assert predict_graded(cover, [5.0, 4.0], 0.5).tolist() == [5.0, 5.0, 4.0, 0.5]  # max where both cover
+
+
+def test_graded_search_weights_two_concepts(onto):
+    """Dogs fire at 10, cars at 4, everything else 0: a weighted disjunction of both, dogs heavier."""
+    from neurolabel.ontology.induction import GradedConfig, graded_search
+
+    d, c, p, b = ids(onto, "Dog"), ids(onto, "Car"), ids(onto, "Plant"), ids(onto, "Boat")
+    examples = [d, c, p, b] * 10
+    acts = [10.0, 4.0, 0.0, 0.0] * 10
+    pos = np.array(acts) > 3
+    got = graded_search(onto, examples, [None] * len(examples), acts, pos, GradedConfig(prior_count=0.0))
+    assert [onto.label(e.cls) for e in got.parts] == ["dog", "car"]
+    assert got.weights == (10.0, 4.0) and got.base == 0.0 and got.correlation == pytest.approx(1.0)
+    none = graded_search(onto, examples, [None] * len(examples), acts, np.zeros(len(acts), bool))
+    assert none is None

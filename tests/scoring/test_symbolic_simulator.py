@@ -1,4 +1,5 @@
-"""The symbolic simulator: 1 where a token's classes satisfy the expression, else 0."""
+"""The symbolic simulators: graded (weights per disjunct) and binary (1 where a token's classes
+satisfy the expression, else 0)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.types import Explanation, NeuronId
 from neurolabel.ontology.annotate import Annotator
 from neurolabel.ontology.build import WORDNET_BASE
-from neurolabel.scoring.symbolic_simulator import SymbolicSimulator
+from neurolabel.ontology.lexical import FOLLOWS_IRI, LEXICAL_BASE
+from neurolabel.scoring.symbolic_simulator import BinarySymbolicSimulator, SymbolicSimulator
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +27,36 @@ def _exp(**structured) -> Explanation:
 
 def test_registered():
     assert SIMULATORS["symbolic"] is SymbolicSimulator
+    assert SIMULATORS["symbolic_binary"] is BinarySymbolicSimulator
     assert SymbolicSimulator().annotator is None
+
+
+def test_graded_weights_per_disjunct_and_binary(sim):
+    e = _exp(manchester=f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01> or <{WORDNET_BASE}dog.n.01>",
+             weights=[9.0, 4.0, 2.0], base=0.5)
+    toks = [" dogs", " a", " car", " cat"]
+    assert sim.simulate(e, toks).expected_activations == (9.0, 0.5, 4.0, 9.0)  # dog: max(animal, dog)
+    assert sim.simulate(e, toks).method == "symbolic"
+    binary = BinarySymbolicSimulator(sim.annotator)
+    assert binary.simulate(e, toks).expected_activations == (1.0, 0.0, 1.0, 1.0)
+    unweighted = _exp(manchester=e.structured["manchester"])
+    assert sim.simulate(unweighted, toks).expected_activations == (1.0, 0.0, 1.0, 1.0)
+
+
+def test_role_restriction_uses_the_previous_token(sim):
+    e = _exp(manchester=f"<{LEXICAL_BASE}Preposition> and (<{FOLLOWS_IRI}> some <{LEXICAL_BASE}Noun>)")
+    toks = [" with", " a", " dog", " with", " bones", " of", " with"]
+    assert sim.simulate(e, toks).expected_activations == (0, 0, 0, 1, 0, 1, 0)
+
+
+def test_bad_weights_are_refused(sim):
+    m = f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01>"
+    with pytest.raises(ScoringError, match="2 disjuncts"):
+        sim.simulate(_exp(manchester=m, weights=[1.0]), [" dog"])
+    with pytest.raises(ScoringError, match="not numbers"):
+        sim.simulate(_exp(manchester=m, weights=["x", 1]), [" dog"])
+    with pytest.raises(ScoringError, match="finite"):
+        sim.simulate(_exp(manchester=m, weights=[float("nan"), 1]), [" dog"])
 
 
 def test_manchester_disjunction(sim):
