@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -27,6 +28,7 @@ class Registry(Generic[T]):
         self._builtin_modules = builtin_modules
         self._factories: dict[str, Callable[..., T]] = {}
         self._loaded = False
+        self._lock = threading.RLock()  # re-entrant: a built-in module may look itself up while imported
 
     def register(self, kind: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: ``@EXPLAINERS.register("pmi")`` on a class or factory."""
@@ -38,22 +40,28 @@ class Registry(Generic[T]):
         return deco
 
     def _load(self) -> None:
+        """Import the built-in modules and entry points once. Safe under concurrent first use:
+        other threads wait on the lock, and ``_loaded`` is set only after every import finished
+        (set before, a second thread saw an empty registry while the first was importing)."""
         if self._loaded:
             return
-        self._loaded = True
-        for mod in self._builtin_modules:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as exc:  # a built-in module not written yet
-                if exc.name != mod:
-                    raise
-                log.debug("built-in plugin module %s not present", mod)
-        for ep in entry_points(group=f"neurolabel.{self.name}"):
-            if ep.name not in self._factories:
+        with self._lock:
+            if self._loaded:
+                return
+            for mod in self._builtin_modules:
                 try:
-                    self._factories[ep.name] = ep.load()
-                except Exception as exc:  # noqa: BLE001 - a broken third-party plugin
-                    log.warning("cannot load %s plugin %r: %s", self.name, ep.name, exc)
+                    importlib.import_module(mod)
+                except ModuleNotFoundError as exc:  # a built-in module not written yet
+                    if exc.name != mod:
+                        raise
+                    log.debug("built-in plugin module %s not present", mod)
+            for ep in entry_points(group=f"neurolabel.{self.name}"):
+                if ep.name not in self._factories:
+                    try:
+                        self._factories[ep.name] = ep.load()
+                    except Exception as exc:  # noqa: BLE001 - a broken third-party plugin
+                        log.warning("cannot load %s plugin %r: %s", self.name, ep.name, exc)
+            self._loaded = True
 
     def __getitem__(self, kind: str) -> Callable[..., T]:
         self._load()

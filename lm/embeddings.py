@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -15,15 +14,24 @@ log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
 _lock = threading.Lock()
+"""Serialises ``encode`` calls on the shared model."""
+_load_lock = threading.Lock()
+"""Held while the model loads: concurrent first callers wait for the one load (an unlocked
+``lru_cache`` let two threads load at once and one of them got meta tensors)."""
+_embedder: list = []
 
 
-@lru_cache(maxsize=1)
 def load_embedder():
-    """The process-wide SentenceTransformer (loaded once, offline)."""
-    path = minilm_dir()
-    from sentence_transformers import SentenceTransformer
+    """The process-wide SentenceTransformer (loaded once, offline; safe under concurrent first use)."""
+    if _embedder:
+        return _embedder[0]
+    with _load_lock:
+        if not _embedder:
+            path = minilm_dir()
+            from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(path), device="cpu")
+            _embedder.append(SentenceTransformer(str(path), device="cpu"))
+        return _embedder[0]
 
 
 def embed(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:

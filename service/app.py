@@ -1,37 +1,111 @@
 """The FastAPI application: REST under ``/v1`` (OpenAPI at ``/openapi.json``, docs at ``/docs``)
-and the web neuron browser, over one label database."""
+and the web neuron browser, over one label database.
+
+Two ASGI middlewares wrap every route, pages added later included: :class:`TextGuard` answers
+422 for NUL, other control characters or invalid UTF-8 in the path or query string (before any
+handler or database sees them), :class:`SecurityHeaders` adds CSP, frame and sniffing headers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, Callable
+from urllib.parse import unquote_to_bytes
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from neurolabel.core.errors import (
-    ConfigError,
-    ExplanationError,
-    LMError,
-    NeurolabelError,
-    OntologyError,
-    ScoringError,
-    StorageError,
-)
 from neurolabel.service.body_limit import MAX_BODY_BYTES, BodySizeLimit
+from neurolabel.service.errors import STATUS as _STATUS  # noqa: F401 - the status table, re-exported
+from neurolabel.service.errors import install_handlers, validation_body
+from neurolabel.service.limits import ServiceLimits, get_limits
 
 log = logging.getLogger(__name__)
 
-_STATUS = (
-    (ConfigError, 422),
-    (StorageError, 422),
-    (ExplanationError, 422),
-    (ScoringError, 422),
-    (OntologyError, 503),
-    (LMError, 502),
-)
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+"""Content-Security-Policy of every answer (inline styles allowed: token shading)."""
+DOCS_CSP = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'")
+"""The interactive API docs load Swagger UI / ReDoc from their CDN."""
+_DOCS = ("/docs", "/redoc", "/docs/oauth2-redirect")
+_PATH_BAD = {chr(c) for c in range(0x20)} | {"\x7f"}
+_QUERY_BAD = _PATH_BAD - {"\t", "\n", "\r"}
+
+
+class SecurityHeaders:
+    """ASGI middleware: CSP, ``X-Frame-Options: DENY``, ``nosniff`` and ``no-referrer`` on
+    every HTTP answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = (DOCS_CSP if scope.get("path") in _DOCS else CSP).encode()
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ())
+                           if k.lower() not in (b"content-security-policy", b"x-frame-options")]
+                headers += [(b"content-security-policy", csp), (b"x-frame-options", b"DENY"),
+                            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _bad_text(scope: dict) -> list[dict[str, Any]]:
+    """What is wrong with the path and query string of a request (empty when nothing)."""
+    problems = []
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    try:
+        path = unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        path = None
+    if path is None or any(c in _PATH_BAD for c in path):
+        problems.append({"loc": ["path"], "msg": "the path holds a NUL, another control character or "
+                         "invalid UTF-8", "type": "invalid_text"})
+    for part in scope.get("query_string", b"").split(b"&"):
+        if not part:
+            continue
+        name_raw, _, value_raw = part.partition(b"=")
+        try:
+            name = unquote_to_bytes(name_raw.replace(b"+", b" ")).decode("utf-8")
+            value = unquote_to_bytes(value_raw.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append({"loc": ["query"], "msg": "a query parameter is not valid UTF-8",
+                             "type": "invalid_text"})
+            continue
+        if any(c in _QUERY_BAD for c in name + value):
+            problems.append({"loc": ["query", name if not any(c in _QUERY_BAD for c in name) else "?"],
+                             "msg": "holds a NUL or another control character", "type": "invalid_text"})
+    return problems
+
+
+class TextGuard:
+    """ASGI middleware: 422 for NUL, other control characters or invalid UTF-8 in the path or
+    the query string, for every route (API and web pages), before a handler runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            problems = _bad_text(scope)
+            if problems:
+                body = json.dumps(validation_body(problems)).encode()
+                await send({"type": "http.response.start", "status": 422,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def _lazy_default_ontology() -> Callable[[], Any]:
@@ -39,6 +113,8 @@ def _lazy_default_ontology() -> Callable[[], Any]:
     box: list[Any] = []
 
     def get() -> Any:
+        if box:
+            return box[0]
         with lock:
             if not box:
                 from neurolabel.ontology.build import default_ontology
@@ -54,12 +130,15 @@ def create_app(
     *,
     ontology: Callable[[], Any] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    limits: ServiceLimits | None = None,
 ) -> FastAPI:
     """The app over the label database at ``database_url`` (settings' URL by default).
 
     ``ontology`` is a zero-argument callable returning the ontology used by concept search
-    (default: the WordNet ontology, loaded on first use)."""
+    (default: the WordNet ontology, loaded on first use). ``limits``: data roots and per-key
+    quotas (default: from ``NEUROLABEL_*`` environment variables)."""
     from neurolabel.service.api import router
+    from neurolabel.service.ratelimit import RateLimiter
     from neurolabel.service.web.pages import mount_static
     from neurolabel.service.web.pages import router as pages_router
     from neurolabel.storage.db import make_engine, session_factory
@@ -73,24 +152,13 @@ def create_app(
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.state.ontology = ontology or _lazy_default_ontology()
+    app.state.limits = limits or get_limits()
+    app.state.rate_limiter = RateLimiter(app.state.limits.writes_per_minute)
     app.include_router(router())
     app.include_router(pages_router)
     mount_static(app)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
-        return JSONResponse(status_code=422, content={"detail": errors, "message": f"invalid: {fields}"})
-
-    @app.exception_handler(NeurolabelError)
-    async def _neurolabel_error(request: Request, exc: NeurolabelError) -> JSONResponse:
-        status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
-        log.warning("%s %s -> %s: %s", request.method, request.url.path, status, exc)
-        return JSONResponse(status_code=status, content={"detail": str(exc)})
-
+    install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(TextGuard)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -36,6 +36,16 @@ class NewKey:
     """The full key; hand it to the client, it cannot be recovered later."""
 
 
+@dataclass(frozen=True)
+class Caller:
+    """The API key behind a request."""
+
+    key_id: int
+    """Row id of the key."""
+    is_admin: bool = False
+    """Whether it is an admin key (sees and cancels every job)."""
+
+
 class AuthError(Exception):
     """A request's credentials are missing, wrong or revoked (``status`` is 401 or 403)."""
 
@@ -50,8 +60,9 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_key(*, session: Session, name: str) -> NewKey:
-    """Create a key named ``name`` and add its hashed row to ``session`` (caller commits)."""
+def create_key(*, session: Session, name: str, admin: bool = False) -> NewKey:
+    """Create a key named ``name`` (an admin key when ``admin``) and add its hashed row to
+    ``session`` (caller commits)."""
     from neurolabel.storage.models import ApiKey
 
     if not name.strip():
@@ -62,6 +73,7 @@ def create_key(*, session: Session, name: str) -> NewKey:
         key_hash=hash_key(secret),
         prefix=secret[:PREFIX_CHARS],
         created_at=datetime.now(timezone.utc),
+        is_admin=admin,
     )
     session.add(row)
     session.flush()
@@ -101,6 +113,7 @@ def list_keys(*, session: Session) -> list[dict]:
             "prefix": r.prefix,
             "created_at": r.created_at,
             "revoked_at": r.revoked_at,
+            "is_admin": bool(r.is_admin),
         }
         for r in rows
     ]
@@ -111,6 +124,12 @@ def check_bearer(*, session: Session, authorization: str | None) -> int:
 
     Raises :class:`AuthError` 401 for a missing/malformed header or an unknown key,
     403 for a revoked key."""
+    return bearer_caller(session=session, authorization=authorization).key_id
+
+
+def bearer_caller(*, session: Session, authorization: str | None) -> Caller:
+    """The live key in an ``Authorization: Bearer <key>`` header, as a :class:`Caller`
+    (errors as :func:`check_bearer`)."""
     from neurolabel.storage.models import ApiKey
 
     if not authorization:
@@ -124,4 +143,4 @@ def check_bearer(*, session: Session, authorization: str | None) -> int:
         raise AuthError(401, "unknown API key")
     if row.revoked_at is not None:
         raise AuthError(403, f"API key {row.prefix}… was revoked")
-    return row.id
+    return Caller(key_id=row.id, is_admin=bool(row.is_admin))

@@ -86,6 +86,7 @@ def nightly(
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="Who or what the key is for."),
+    admin: bool = typer.Option(False, "--admin", help="An admin key: sees and cancels every job."),
     db: str = typer.Option(None, "--db", help="Database URL."),
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
@@ -93,7 +94,7 @@ def keys_create(
     from neurolabel.storage.db import session_scope
 
     with session_scope(db) as s:
-        key = create_key(session=s, name=name)
+        key = create_key(session=s, name=name, admin=admin)
     typer.echo(key.secret)
     typer.echo(f"id {key.id}, prefix {key.prefix}: store the key now, it cannot be shown again", err=True)
 
@@ -121,7 +122,8 @@ def keys_list(db: str = typer.Option(None, "--db", help="Database URL.")) -> Non
     with session_scope(db) as s:
         for k in list_keys(session=s):
             state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else "live"
-            typer.echo(f"{k['id']}\t{k['prefix']}…\t{k['name']}\t{state}")
+            role = "\tadmin" if k["is_admin"] else ""
+            typer.echo(f"{k['id']}\t{k['prefix']}…\t{k['name']}\t{state}{role}")
 
 
 def register(app: typer.Typer) -> None:

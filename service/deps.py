@@ -1,14 +1,17 @@
-"""Typed FastAPI dependencies: a database session per request and the API-key check."""
+"""Typed FastAPI dependencies: a database session per request, the API-key check, the per-key
+write rate limit."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Iterator
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from neurolabel.service.auth import AuthError, check_bearer
+from neurolabel.service.auth import AuthError, Caller, bearer_caller
+from neurolabel.service.limits import QuotaExceeded, ServiceLimits
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -32,18 +35,59 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `neurolabel keys create`.")
 
 
-def require_key(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> int:
-    """The id of the caller's API key; 401 when missing, malformed or unknown, 403 when revoked."""
+def _caller(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
     try:
-        return check_bearer(session=session, authorization=authorization)
+        return bearer_caller(session=session, authorization=authorization)
     except AuthError as exc:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         raise HTTPException(status_code=exc.status, detail=exc.message, headers=headers) from None
 
 
+def require_caller(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The caller's live API key; 401 when missing, malformed or unknown, 403 when revoked."""
+    return _caller(session, credentials)
+
+
+def optional_caller(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller | None:
+    """The caller's API key when the request carries one (checked as :func:`require_caller`),
+    else ``None``."""
+    return None if credentials is None else _caller(session, credentials)
+
+
+def write_caller(request: Request, caller: Annotated[Caller, Depends(require_caller)]) -> Caller:
+    """The caller of a write endpoint, counted against its per-minute limit (429 beyond)."""
+    wait = request.app.state.rate_limiter.hit(caller.key_id)
+    if wait is not None:
+        raise QuotaExceeded(
+            f"API key over its limit of {request.app.state.rate_limiter.per_minute} write requests "
+            f"per minute; retry in {math.ceil(wait)} s",
+            retry_after_s=wait,
+        )
+    return caller
+
+
+def require_key(caller: Annotated[Caller, Depends(write_caller)]) -> int:
+    """The id of the caller's live, rate-limited API key (see :func:`write_caller`)."""
+    return caller.key_id
+
+
+def get_limits(request: Request) -> ServiceLimits:
+    """The app's data roots and quotas."""
+    return request.app.state.limits
+
+
 ApiKeyDep = Annotated[int, Depends(require_key)]
-"""Id of the live API key of a write request."""
+"""Id of the live API key of a write request (rate-limited)."""
+CallerDep = Annotated[Caller, Depends(write_caller)]
+"""The live API key of a write request (rate-limited)."""
+OptionalCallerDep = Annotated[Caller | None, Depends(optional_caller)]
+"""The API key of a read request, when it carries one."""
+LimitsDep = Annotated[ServiceLimits, Depends(get_limits)]
+"""Data roots and quotas of the app."""

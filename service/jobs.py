@@ -51,17 +51,46 @@ def job_dict(job: Any) -> dict[str, Any]:
         "heartbeat_at": job.heartbeat_at,
         "worker": job.worker,
         "attempts": int(job.attempts or 0),
+        "owner_key_id": job.owner_key_id,
     }
 
 
-def enqueue(*, session: Session, spec: Mapping[str, Any]) -> int:
-    """Add a queued job with ``spec``; returns its id (caller commits)."""
+def public_view(job: Mapping[str, Any], *, key_id: int | None, is_admin: bool = False) -> dict[str, Any]:
+    """What a caller may see of a job: everything (paths in the error redacted) when its key
+    created the job or is an admin key; else only its state and progress."""
+    from neurolabel.service.sources import redact_paths
+
+    mine = is_admin or (key_id is not None and job.get("owner_key_id") == key_id)
+    out = {k: v for k, v in job.items() if k != "owner_key_id"}
+    out["mine"] = mine
+    if mine:
+        if out.get("error"):
+            out["error"] = redact_paths(out["error"])
+        return out
+    out.update(spec=None, error=None, result=None, worker=None, progress_detail=None)
+    return out
+
+
+def enqueue(*, session: Session, spec: Mapping[str, Any], owner_key_id: int | None = None) -> int:
+    """Add a queued job with ``spec`` owned by the API key ``owner_key_id``; returns its id
+    (caller commits)."""
     Job = _job_model()
-    job = Job(spec=dict(spec), status="queued", progress=0.0, attempts=0, created_at=_now())
+    job = Job(spec=dict(spec), status="queued", progress=0.0, attempts=0, created_at=_now(),
+              owner_key_id=owner_key_id)
     session.add(job)
     session.flush()
-    log.info("enqueued job %s: %s", job.id, dict(spec))
+    log.info("enqueued job %s for key %s", job.id, owner_key_id)
     return job.id
+
+
+def count_active(*, session: Session, owner_key_id: int) -> int:
+    """Jobs of the key ``owner_key_id`` that are queued or running."""
+    from sqlalchemy import func
+
+    Job = _job_model()
+    return int(session.scalar(
+        select(func.count(Job.id)).where(Job.owner_key_id == owner_key_id, Job.status.in_(("queued", "running")))
+    ) or 0)
 
 
 def get_job(*, session: Session, job_id: int) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -118,15 +118,30 @@ def _markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_sources(config: NightlyConfig, *, database_url: str, data_dirs: Sequence[str] | None = None) -> None:
+    """Every configured model and corpus must be one the server allows (built-in or registered
+    names, paths under ``NEUROLABEL_DATA_DIRS``): :class:`ConfigError` naming the first that is not."""
+    from neurolabel.service.worker import resolve_job_sources
+
+    for i, spec in enumerate(config.models):
+        try:
+            resolve_job_sources(spec, database_url=database_url, data_dirs=data_dirs)
+        except ConfigError as exc:
+            raise ConfigError(f"{config.path}: models[{i}]: {exc}") from None
+
+
 def run_nightly(
     config: NightlyConfig,
     *,
     runner: Callable[..., Any] | None = None,
+    data_dirs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run the nightly labelling for every configured model (each failure is recorded, the
     others still run) and write ``nightly-<time>.json``/``.md`` plus ``nightly-latest.json``
     and a log file into ``config.output_dir``. Returns the summary (``status`` ``ok`` or
-    ``failed``). Refuses to start while another nightly run holds the lock."""
+    ``failed``). Refuses to start while another nightly run holds the lock, and (ConfigError)
+    when a model or corpus is not one the server allows (``data_dirs``: default
+    ``NEUROLABEL_DATA_DIRS``)."""
     from neurolabel.service.worker import _jsonable, run_spec
     from neurolabel.storage.db import normalize_url, upgrade
 
@@ -153,6 +168,7 @@ def run_nightly(
     try:
         url = normalize_url(config.database_url)
         upgrade(url)
+        check_sources(config, database_url=url, data_dirs=data_dirs)
         log.info("nightly run from %s on %d model(s)", config.path, len(config.models))
         for spec in config.models:
             t1 = time.monotonic()

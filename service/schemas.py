@@ -6,6 +6,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from neurolabel.core.types import Explanation, ScoreResult
@@ -17,8 +18,16 @@ MAX_LIST = 500
 
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 """A plugin tag (explainer, simulator, scorer)."""
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
-"""A model name / spec / corpus name."""
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+"""A model name / spec / corpus name (no NUL or other control characters)."""
+ModelPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                description="model name")]
+"""A model name in a URL path."""
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+"""Free text in a query parameter: no NUL or control characters other than tab and newlines."""
+MAX_CORPUS_TEXT = 1_000_000
+"""Longest ``corpus_text`` (characters) the schema admits; ``NEUROLABEL_MAX_CORPUS_TEXT_CHARS``
+may lower it."""
 
 
 class _Strict(BaseModel):
@@ -29,7 +38,8 @@ class JobSpec(_Strict):
     """A labelling job: which model and units, which explainers and simulators."""
 
     model: Name = "default"
-    """Target model spec (``default`` or a local model directory known to the worker)."""
+    """Target model: ``default``, a name the operator registered (``neurolabel models add``) or a
+    path under the server's data directories (``NEUROLABEL_DATA_DIRS``)."""
     layers: list[Annotated[int, Field(ge=0, le=10_000)]] = Field(min_length=1, max_length=256)
     """Layers to label."""
     units: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(default=None, max_length=100_000)
@@ -39,7 +49,10 @@ class JobSpec(_Strict):
     simulators: dict[Tag, Tag] | None = None
     """Simulator per explainer tag (``None`` = the pipeline's defaults)."""
     corpus: Name = "default"
-    """Corpus spec used to record activations when missing."""
+    """Corpus used to record activations when missing: ``default``, a registered name
+    (``neurolabel corpora add``) or a path under the server's data directories."""
+    corpus_text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_CORPUS_TEXT)] | None = None
+    """The corpus itself, as text in the request (one text a line), instead of ``corpus``."""
     max_tokens: int = Field(default=100_000, ge=1, le=100_000_000)
     """Tokens of the corpus to record over (when recording is needed)."""
     top_k: int | None = Field(default=None, ge=1, le=1000)
@@ -58,7 +71,8 @@ class JobOut(BaseModel):
     """A job's state."""
 
     id: int
-    spec: dict[str, Any]
+    spec: dict[str, Any] | None = None
+    """The job's spec: shown only to the key that created the job and to admin keys."""
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     progress: float = 0.0
     progress_detail: dict[str, Any] | None = None
@@ -70,6 +84,34 @@ class JobOut(BaseModel):
     heartbeat_at: datetime | None = None
     worker: str | None = None
     attempts: int = 0
+    mine: bool = False
+    """Whether the caller's key owns the job (or is an admin key): then spec, error, result and
+    worker are shown."""
+
+
+class ValidationItem(BaseModel):
+    """One thing wrong with a request."""
+
+    loc: list[str | int]
+    """Where: ``["body", "layers"]``, ``["query", "limit"]``, ``["path", "model"]``…"""
+    msg: str
+    """What is wrong, and what is allowed."""
+    type: str
+    """Machine-readable kind (``missing``, ``string_pattern_mismatch``, ``config_error``…)."""
+
+
+class ValidationErrorOut(BaseModel):
+    """The body of every 422 answer."""
+
+    detail: list[ValidationItem]
+    message: str
+    """All problems in one line."""
+
+
+class ErrorOut(BaseModel):
+    """The body of every other error answer (401, 403, 404, 409, 413, 429, 503)."""
+
+    detail: str
 
 
 class ScoreOut(BaseModel):

@@ -8,14 +8,18 @@ a cancelled job (or one taken away after a missed heartbeat) makes ``should_stop
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from neurolabel.service import jobs
 
@@ -33,26 +37,61 @@ def run_spec(
     database_url: str,
     should_stop: Callable[[], bool],
     on_progress: Callable[..., None],
+    data_dirs: Sequence[str] | None = None,
 ) -> Any:
-    """Run one labelling job spec (the API's ``JobSpec`` as a dict) through the pipeline."""
+    """Run one labelling job spec (the API's ``JobSpec`` as a dict) through the pipeline.
+
+    The model and corpus are checked again here, as the API checked them (a spec may reach the
+    queue another way): only built-in or registered names and paths under ``data_dirs``
+    (default: ``NEUROLABEL_DATA_DIRS``); a corpus sent as ``corpus_text`` is written to a
+    private temporary file for the run."""
     from neurolabel.service.pipeline import label_neurons
 
+    model_spec, corpus_spec = resolve_job_sources(spec, database_url=database_url, data_dirs=data_dirs)
     extra = {"store_every": int(spec["store_every"])} if spec.get("store_every") else {}
-    return label_neurons(
-        model_spec=spec.get("model", "default"),
-        layers=list(spec["layers"]),
-        units=list(spec["units"]) if spec.get("units") is not None else None,
-        explainers=list(spec["explainers"]),
-        simulators=spec.get("simulators"),
-        corpus=spec.get("corpus", "default"),
-        database_url=database_url,
-        record_options=_record_options(spec),
-        progress=False,
-        should_stop=should_stop,
-        on_progress=on_progress,
-        retry_failed=bool(spec.get("retry_failed", False)),
-        **extra,
-    )
+    with _corpus_file(spec.get("corpus_text")) as text_file:
+        return label_neurons(
+            model_spec=model_spec,
+            layers=list(spec["layers"]),
+            units=list(spec["units"]) if spec.get("units") is not None else None,
+            explainers=list(spec["explainers"]),
+            simulators=spec.get("simulators"),
+            corpus=text_file or corpus_spec,
+            database_url=database_url,
+            record_options=_record_options(spec),
+            progress=False,
+            should_stop=should_stop,
+            on_progress=on_progress,
+            retry_failed=bool(spec.get("retry_failed", False)),
+            **extra,
+        )
+
+
+def resolve_job_sources(spec: Mapping[str, Any], *, database_url: str,
+                        data_dirs: Sequence[str] | None = None) -> tuple[str, str]:
+    """(model spec, corpus spec) for the loaders, through :func:`service.sources.resolve_source`;
+    :class:`ConfigError` when the job names something the server does not allow."""
+    from neurolabel.service.limits import get_limits
+    from neurolabel.service.sources import resolve_source
+    from neurolabel.storage.db import session_scope
+
+    roots = tuple(data_dirs) if data_dirs is not None else get_limits().roots()
+    with session_scope(database_url) as s:
+        model = resolve_source(session=s, kind="model", name=str(spec.get("model", "default")), data_dirs=roots)
+        corpus = resolve_source(session=s, kind="corpus", name=str(spec.get("corpus", "default")), data_dirs=roots)
+    return model.spec, corpus.spec
+
+
+@contextlib.contextmanager
+def _corpus_file(text: str | None) -> Iterator[str | None]:
+    if text is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="neurolabel-corpus-") as d:
+        path = os.path.join(d, "corpus.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        yield path
 
 
 def _record_options(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,8 +186,19 @@ class Worker:
         n = 0
         stop = stop or self.shutdown
         log.info("worker %s polling %s", self.name, self.database_url)
+        reached = False
         while not stop.is_set() and not self.shutdown.is_set() and (max_jobs is None or n < max_jobs):
-            if self.run_one() is None:
+            try:
+                state = self.run_one()
+            except (OperationalError, InterfaceError) as exc:
+                if not reached:  # never reached the database: the configuration is wrong
+                    raise
+                log.warning("worker %s: database unavailable (%s); retrying in %.1f s",
+                            self.name, str(getattr(exc, "orig", exc)).strip().splitlines()[0], self.poll_s)
+                stop.wait(self.poll_s)
+                continue
+            reached = True
+            if state is None:
                 if until_idle:
                     break
                 stop.wait(self.poll_s)

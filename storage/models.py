@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -217,6 +218,9 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner_key_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """Id of the API key that created the job (``None`` for jobs queued by the CLI or nightly
+    runner): only that key, or an admin key, sees the job's spec and may cancel it."""
 
 
 class ApiKey(Base):
@@ -231,3 +235,26 @@ class ApiKey(Base):
     """First characters of the key, shown to tell keys apart."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An admin key sees and cancels every job (``neurolabel keys create --admin``)."""
+
+
+DATA_SOURCE_KINDS = ("corpus", "model")
+"""What an operator can register by name."""
+
+
+class DataSource(Base):
+    """A corpus or model an operator registered by name (``neurolabel corpora|models add``):
+    jobs, explain requests and nightly configs may name it; its path is never shown to clients."""
+
+    __tablename__ = "data_sources"
+    __table_args__ = (UniqueConstraint("kind", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """One of :data:`DATA_SOURCE_KINDS`."""
+    name: Mapped[str] = mapped_column(String(200))
+    """The name clients use."""
+    path: Mapped[str] = mapped_column(Text)
+    """Absolute path on the server (file or folder)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,13 +4,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
 from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
 from neurolabel.service.deps import ApiKeyDep, SessionDep
+from neurolabel.service.errors import invalid, responses
 from neurolabel.service.schemas import ExplainRequest, ExplanationOut, ExplanationsOut, ScoreRequest
+from neurolabel.service.sources import is_plain_name
 
 router = APIRouter(tags=["explain"])
+
+_ACTIVATION_LISTS = ("most_positive_activation_records", "random_sample", "random_sample_by_quantile")
+
+
+def _non_number(d: dict[str, Any]) -> str | None:
+    """Where a record carries an activation that is not a JSON number (``true``, ``"1.5"``)."""
+    for field in _ACTIVATION_LISTS:
+        groups = d.get(field)
+        if not isinstance(groups, list):
+            continue
+        flat = [(f"{field}[{i}]", w) for i, w in enumerate(groups)]
+        if field == "random_sample_by_quantile":
+            flat = [(f"{field}[{i}][{j}]", w) for i, q in enumerate(groups) if isinstance(q, list)
+                    for j, w in enumerate(q)]
+        for where, w in flat:
+            acts = w.get("activations") if isinstance(w, dict) else None
+            if isinstance(acts, list):
+                for k, a in enumerate(acts):
+                    if isinstance(a, bool) or not isinstance(a, (int, float)):
+                        shown = str(a).lower() if isinstance(a, bool) else repr(a)[:40]
+                        return f"{where}.activations[{k}] is {shown}: activations must be numbers"
+    return None
+
+
+def _check_model_name(name: str, loc: list[str | int]) -> None:
+    if not is_plain_name(name):
+        raise invalid(loc, f"model name {name[:80]!r} is not allowed: use letters, digits, '_', '.' and '-' "
+                      "(up to 200, starting with a letter or digit); a model name is a label, never a path",
+                      "not_allowed")
 
 
 def parse_records(raw: list[dict[str, Any]], *, model: str | None) -> list[NeuronRecord]:
@@ -21,21 +52,28 @@ def parse_records(raw: list[dict[str, Any]], *, model: str | None) -> list[Neuro
     from neurolabel.activations.openai_format import from_openai_json
 
     out = []
+    if model is not None:
+        _check_model_name(model, ["body", "model"])
     for i, d in enumerate(raw):
+        bad = _non_number(d)
+        if bad is not None:
+            raise invalid(["body", "records", i], f"not a NeuronRecord: {bad}")
+        extra = d.get("neurolabel") if isinstance(d.get("neurolabel"), dict) else {}
+        if model is None and extra.get("model") is not None:
+            if not isinstance(extra["model"], str):
+                raise invalid(["body", "records", i, "neurolabel", "model"], "must be a string")
+            _check_model_name(extra["model"], ["body", "records", i, "neurolabel", "model"])
         try:
-            extra = d.get("neurolabel") if isinstance(d.get("neurolabel"), dict) else {}
             name = model or extra.get("model") or "external"
             neuron = None if isinstance(d.get("neuron_id"), dict) else NeuronId(0, i)
             out.append(from_openai_json(d, model=name, neuron=neuron, where=f"records[{i}]"))
         except Exception as exc:  # noqa: BLE001 - any malformed record is the caller's error
-            raise HTTPException(
-                422, detail=[{"loc": ["body", "records", i], "msg": f"not a NeuronRecord: {exc}",
-                              "type": "value_error"}]
-            ) from None
+            raise invalid(["body", "records", i], f"not a NeuronRecord: {exc}") from None
     return out
 
 
-@router.post("/explain", response_model=ExplanationsOut, summary="Explain and score given records")
+@router.post("/explain", response_model=ExplanationsOut, summary="Explain and score given records",
+             responses=responses(401, 403, 413, 422, 429, 502, 503))
 def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep) -> dict[str, Any]:
     """Run the named explainers on each record, score every explanation on the record's
     score-split windows, and (``store: true``) store records and explanations. Needs an API key."""
@@ -53,7 +91,8 @@ def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep) -> dict[
     return {"explanations": [ExplanationOut.of(e) for e in explanations], "stored_ids": stored}
 
 
-@router.post("/score", response_model=ExplanationsOut, summary="Score an explanation")
+@router.post("/score", response_model=ExplanationsOut, summary="Score an explanation",
+             responses=responses(401, 403, 413, 422, 429, 502, 503))
 def score(body: ScoreRequest, _key: ApiKeyDep) -> dict[str, Any]:
     """Simulate the given explanation on each record's score-split windows and correlate.
     Needs an API key."""

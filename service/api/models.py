@@ -7,20 +7,23 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from neurolabel.service.deps import SessionDep
+from neurolabel.service.errors import responses
+from neurolabel.service.schemas import ModelPath
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/models", summary="Recorded models")
+@router.get("/models", summary="Recorded models", responses=responses(503))
 def list_models(session: SessionDep) -> list[dict[str, Any]]:
-    """Every model in the label database with its size."""
+    """Every model in the label database with its size (where its weights came from is the
+    server's business and not shown)."""
     from neurolabel.storage.queries import list_models as q
 
-    return q(session=session)
+    return [{k: v for k, v in m.items() if k != "source"} for m in q(session=session)]
 
 
-@router.get("/models/{model}", summary="Model overview")
-def model_overview(model: str, session: SessionDep) -> dict[str, Any]:
+@router.get("/models/{model}", summary="Model overview", responses=responses(404, 422, 503))
+def model_overview(model: ModelPath, session: SessionDep) -> dict[str, Any]:
     """Labelled fraction and score distribution per layer."""
     from neurolabel.storage.queries import model_overview as q
 

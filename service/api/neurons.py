@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from neurolabel.service.deps import SessionDep
-from neurolabel.service.schemas import MAX_LIST, Page, Tag
+from neurolabel.service.errors import responses
+from neurolabel.service.schemas import MAX_LIST, ModelPath, Page, Tag
 
 router = APIRouter(tags=["neurons"])
 
@@ -15,9 +16,10 @@ Layer = Annotated[int, Path(ge=0, le=100_000)]
 Index = Annotated[int, Path(ge=0, le=100_000_000)]
 
 
-@router.get("/models/{model}/neurons", summary="List neurons", response_model=Page)
+@router.get("/models/{model}/neurons", summary="List neurons", response_model=Page,
+            responses=responses(422, 503))
 def list_neurons(
-    model: str,
+    model: ModelPath,
     session: SessionDep,
     layer: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     explainer: Annotated[Tag | None, Query()] = None,
@@ -34,8 +36,8 @@ def list_neurons(
     return {"items": items, "limit": limit, "offset": offset}
 
 
-@router.get("/models/{model}/neurons/{layer}/{index}", summary="One neuron")
-def get_neuron(model: str, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
+@router.get("/models/{model}/neurons/{layer}/{index}", summary="One neuron", responses=responses(404, 422, 503))
+def get_neuron(model: ModelPath, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
     """Statistics, examples, explanations with scores, and the best label."""
     from neurolabel.storage.queries import get_neuron as q
 
@@ -45,8 +47,9 @@ def get_neuron(model: str, layer: Layer, index: Index, session: SessionDep) -> d
     return out
 
 
-@router.get("/models/{model}/neurons/{layer}/{index}/label", summary="Best label of a neuron")
-def best_label(model: str, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
+@router.get("/models/{model}/neurons/{layer}/{index}/label", summary="Best label of a neuron",
+            responses=responses(404, 422, 503))
+def best_label(model: ModelPath, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
     """The highest-scoring accepted explanation of the neuron."""
     from neurolabel.storage.queries import best_label as q
 

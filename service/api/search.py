@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from neurolabel.core.errors import OntologyError
 from neurolabel.service.deps import SessionDep
-from neurolabel.service.schemas import MAX_LIST, Name, Page
+from neurolabel.service.errors import responses
+from neurolabel.service.schemas import MAX_LIST, TEXT_PATTERN, Name, Page
 
 router = APIRouter(tags=["search"])
 
@@ -17,10 +18,10 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
 
 
-@router.get("/search", summary="Search labels", response_model=Page)
+@router.get("/search", summary="Search labels", response_model=Page, responses=responses(422, 503))
 def search(
     session: SessionDep,
-    q: Annotated[str, Query(min_length=1, max_length=500, description="search text")],
+    q: Annotated[str, Query(min_length=1, max_length=500, pattern=TEXT_PATTERN, description="search text")],
     mode: Literal["text", "semantic"] = "text",
     model: Annotated[Name | None, Query()] = None,
     min_score: MinScore = None,
@@ -35,11 +36,12 @@ def search(
     return {"items": items, "limit": limit, "offset": offset}
 
 
-@router.get("/search/concept", summary="Labels under an ontology class", response_model=Page)
+@router.get("/search/concept", summary="Labels under an ontology class", response_model=Page,
+            responses=responses(404, 422, 503))
 def search_concept(
     request: Request,
     session: SessionDep,
-    cls: Annotated[str, Query(min_length=1, max_length=500,
+    cls: Annotated[str, Query(min_length=1, max_length=500, pattern=TEXT_PATTERN,
                               description="class IRI (or its label) in the ontology")],
     model: Annotated[Name | None, Query()] = None,
     min_score: MinScore = None,

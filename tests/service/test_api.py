@@ -136,9 +136,9 @@ def test_job_lifecycle_over_http(api):
         r = c.post("/v1/jobs", json={**spec, "explainers": ["bad tag!"]})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "explainers"]
         r = c.post("/v1/jobs", json={**spec, "explainers": ["no_such_explainer"]})
-        assert r.status_code == 422 and "no_such_explainer" in r.json()["detail"]
+        assert r.status_code == 422 and "no_such_explainer" in r.json()["message"]
         r = c.post("/v1/jobs", json={**spec, "simulators": {"pmi": "no_such_simulator"}})
-        assert r.status_code == 422 and "no_such_simulator" in r.json()["detail"]
+        assert r.status_code == 422 and "no_such_simulator" in r.json()["message"]
         r = c.post("/v1/jobs", json={**spec, "colour": "red"})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "colour"]
 
