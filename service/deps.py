@@ -3,6 +3,7 @@ write rate limit."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Annotated, Iterator
 
@@ -13,19 +14,32 @@ from sqlalchemy.orm import Session
 from neurolabel.service.auth import AuthError, Caller, bearer_caller
 from neurolabel.service.limits import QuotaExceeded, ServiceLimits
 
+log = logging.getLogger(__name__)
+
 
 def get_session(request: Request) -> Iterator[Session]:
     """A session from the app's session factory, closed after the request.
 
-    Read handlers never commit; write handlers commit explicitly."""
+    Read handlers never commit; write handlers commit explicitly. A connection that died
+    meanwhile (database gone) is dropped quietly here: the request's own error already tells
+    the client (503), and the pool opens fresh connections when the database is back."""
     session = request.app.state.session_factory()
     try:
         yield session
     except Exception:
-        session.rollback()
+        _quietly(session.rollback)
         raise
     finally:
-        session.close()
+        _quietly(session.close)
+
+
+def _quietly(step) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        step()
+    except DBAPIError as exc:
+        log.info("database session cleanup failed (connection lost): %s", str(exc.orig or exc).splitlines()[0])
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

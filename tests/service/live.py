@@ -41,15 +41,15 @@ def live_server(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def make_key(url: str, name: str = "test") -> str:
-    """Create an API key in the database at ``url``; returns the secret."""
+def make_key(url: str, name: str = "test", *, admin: bool = False) -> str:
+    """Create an API key (an admin key when ``admin``) in the database at ``url``; returns the secret."""
     from neurolabel.service.auth import create_key
     from neurolabel.storage.db import make_engine, session_factory
 
     engine = make_engine(url)
     try:
         with session_factory(engine)() as s:
-            key = create_key(session=s, name=name)
+            key = create_key(session=s, name=name, admin=admin)
             s.commit()
         return key.secret
     finally:

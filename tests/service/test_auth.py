@@ -78,8 +78,9 @@ def test_keys_are_stored_hashed_and_every_write_endpoint_checks_them(served):
             r = call(good, method, path, body)
             assert r.status_code == 403, (method, path, r.text)
             assert "revoked" in r.json()["detail"]
-        # reads stay open
-        assert good.get("/v1/jobs").status_code == 200
+        # reads stay open without a key; a revoked key is refused there too (it decides what is shown)
+        assert anon.get("/v1/jobs").status_code == 200
+        assert good.get("/v1/jobs").status_code == 403
 
 
 def test_revoking_unknown_key_fails_clearly(sqlite_url):
