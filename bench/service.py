@@ -5,7 +5,15 @@ Baselines measured in the same run: the same storage query called in-process (no
 thread), and a trivial HTTP route (``GET /v1/jobs/{missing id}``: one primary-key lookup), so
 the ratios show what HTTP + JSON cost and how the heavier routes compare.
 
-    .venv/bin/python bench/service.py [--quick] [--clients 8] [--seconds 5]
+    .venv/bin/python bench/service.py [--quick] [--clients 8] [--seconds 5] [--hostile-only]
+
+The hostile mix (issue 14) follows: ``--hostile-clients`` (32) clients for ``--hostile-seconds``
+(60) on a COLD server (fresh process, nothing loaded): neuron lookups, text and semantic search,
+job posts by 8 keys (default quotas: many answers are 429), and hostile requests (NUL in paths,
+server paths as corpora, malformed JSON, unauthenticated job listings); in the middle the server
+is killed with SIGKILL and restarted. It reports requests/s (and its ratio to the trivial route
+measured in the same run), p50/p99, 5xx (target 0), 429s, connection errors while the server was
+down, and jobs acknowledged (202) but missing from the database afterwards (target 0).
 
 Needs PostgreSQL (``NEUROLABEL_TEST_PG``, default postgresql://postgres@127.0.0.1:5432/test); a
 fresh database is created and dropped. Loopback only; every loop is bounded in count and time.
@@ -100,10 +108,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(url: str, port: int) -> subprocess.Popen:
-    code = ("import uvicorn; from service.app import create_app; "
-            f"uvicorn.run(create_app({url!r}), host='127.0.0.1', port={port}, log_level='warning')")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+def _start_server(url: str, port: int, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "neurolabel.service.cli", "serve", "--db", url, "--port", str(port),
+                             "--no-migrate"], cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -171,11 +179,136 @@ def _direct(url: str, n_layers: int, per_layer: int, n: int) -> float:
     return n / dt
 
 
+def _keys(url: str, n: int) -> list[str]:
+    from neurolabel.service.auth import create_key
+    from neurolabel.storage.db import session_scope
+
+    with session_scope(url) as s:
+        return [create_key(session=s, name=f"bench-{i}").secret for i in range(n)]
+
+
+def _hostile(url: str, port: int, *, clients: int, seconds: float, n_layers: int, per_layer: int,
+             trivial_rps: float) -> None:
+    """The hostile mix on a cold server with a SIGKILL + restart half-way (see the docstring)."""
+    from sqlalchemy import select
+
+    from neurolabel.storage.db import make_engine, session_factory
+    from neurolabel.storage.models import Job
+
+    keys = _keys(url, 8)
+    base = f"http://127.0.0.1:{port}"
+    proc = _start_server(url, port)  # cold: no request has loaded anything yet
+    lock = threading.Lock()
+    lat: list[float] = []
+    counts = {"5xx": 0, "429": 0, "4xx other": 0, "conn errors": 0, "hostile answered 4xx": 0}
+    fivexx: list[str] = []
+    acked: list[int] = []
+    stop_at = time.monotonic() + seconds
+    rng0 = random.Random(5)
+    neurons = [(rng0.randrange(n_layers), rng0.randrange(per_layer)) for _ in range(500)]
+    hostile = [
+        ("GET", "/v1/models/%00", None), ("GET", "/v1/models/a%00b/neurons?layer=0", None),
+        ("GET", "/models/%00", None), ("GET", "/v1/search?q=a%00b", None),
+        ("POST", "/v1/jobs", {"corpus": "/etc/passwd", "layers": [0], "units": [0], "explainers": ["pmi"]}),
+        ("POST", "/v1/jobs", {"model": "/etc", "layers": [0], "units": [0], "explainers": ["pmi"]}),
+        ("POST", "/v1/jobs", b'{"layers": [0], "explainers": ["pmi"'),
+        ("GET", "/v1/jobs?limit=500", None),
+        ("POST", "/v1/explain", {"records": [{"most_positive_activation_records": [
+            {"tokens": ["a"], "activations": [True]}]}], "explainers": ["pmi"]}),
+    ]
+
+    def one(c: httpx.Client, rng: random.Random, key: str) -> tuple[str, httpx.Response]:
+        x = rng.random()
+        auth = {"Authorization": f"Bearer {key}"}
+        if x < 0.40:
+            layer, idx = rng.choice(neurons)
+            return "read", c.get(f"/v1/models/bench/neurons/{layer}/{idx}")
+        if x < 0.60:
+            return "read", c.get("/v1/search", params={"q": rng.choice(WORDS)})
+        if x < 0.75:
+            return "read", c.get("/v1/search", params={"q": rng.choice(WORDS) + " things", "mode": "semantic"})
+        if x < 0.90:
+            spec = {"model": "default", "layers": [rng.randrange(30)], "units": [rng.randrange(1536)],
+                    "explainers": ["pmi"]}
+            return "job", c.post("/v1/jobs", json=spec, headers=auth)
+        method, path, body = rng.choice(hostile)
+        if isinstance(body, bytes):
+            return "hostile", c.request(method, path, content=body,
+                                        headers={**auth, "content-type": "application/json"})
+        return "hostile", c.request(method, path, json=body, headers=auth if method == "POST" else {})
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        key = keys[seed % len(keys)]
+        with httpx.Client(base_url=base, timeout=60) as c:
+            while time.monotonic() < stop_at:
+                t0 = time.perf_counter()
+                try:
+                    kind, r = one(c, rng, key)
+                except httpx.TransportError:
+                    with lock:
+                        counts["conn errors"] += 1
+                    time.sleep(0.05)  # the server is down: clients retry
+                    continue
+                dt = time.perf_counter() - t0
+                with lock:
+                    lat.append(dt)
+                    if r.status_code >= 500:
+                        counts["5xx"] += 1
+                        fivexx.append(f"{r.request.method} {r.request.url.path} -> {r.status_code} {r.text[:120]}")
+                    elif r.status_code == 429:
+                        counts["429"] += 1
+                    elif kind == "hostile" and 400 <= r.status_code < 500:
+                        counts["hostile answered 4xx"] += 1
+                    elif r.status_code >= 400:
+                        counts["4xx other"] += 1
+                    if kind == "job" and r.status_code == 202:
+                        acked.append(r.json()["id"])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    t_start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds / 2)
+    proc.send_signal(9)  # SIGKILL mid-load
+    proc.wait(timeout=20)
+    t_kill = time.perf_counter()
+    proc = _start_server(url, port)
+    downtime = time.perf_counter() - t_kill
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t_start
+    proc.terminate()
+    proc.wait(timeout=20)
+
+    engine = make_engine(url)
+    with session_factory(engine)() as s:
+        stored = set(s.scalars(select(Job.id).where(Job.id.in_(acked))))
+    engine.dispose()
+    lost = len(set(acked) - stored)
+    lat.sort()
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [0.0] * 99
+    rps = len(lat) / wall
+    print(f"\nhostile mix: {clients} clients, {seconds:.0f} s, cold server, SIGKILL + restart at "
+          f"{seconds / 2:.0f} s (down {downtime:.1f} s until the new process answered)")
+    print(f"{'answered':>9s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'5xx':>5s} {'429':>6s} "
+          f"{'conn err':>8s} {'jobs acked':>10s} {'acked lost':>10s} {'vs trivial':>10s}")
+    print(f"{len(lat):9d} {rps:8.1f} {q[49] * 1000:8.1f} {q[98] * 1000:8.1f} {counts['5xx']:5d} "
+          f"{counts['429']:6d} {counts['conn errors']:8d} {len(acked):10d} {lost:10d} "
+          f"{rps / trivial_rps:9.2f}x")
+    print(f"hostile requests answered 4xx: {counts['hostile answered 4xx']}; other 4xx: {counts['4xx other']}")
+    for line in fivexx[:10]:
+        print("  5xx:", line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small database, short runs")
     ap.add_argument("--clients", type=int, default=None, help="concurrent client threads")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per scenario")
+    ap.add_argument("--hostile-only", action="store_true", help="only the trivial baseline and the hostile mix")
+    ap.add_argument("--hostile-clients", type=int, default=32, help="clients of the hostile mix")
+    ap.add_argument("--hostile-seconds", type=float, default=None, help="length of the hostile mix (60)")
     args = ap.parse_args()
     n_layers, per_layer = (2, 50) if args.quick else (4, 250)
     clients = args.clients or (4 if args.quick else 8)
@@ -219,11 +352,19 @@ def main() -> None:
         print(f"{'scenario':32s} {'requests':>8s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
               f"{'5xx':>6s} {'vs trivial':>10s} {'vs direct':>9s}")
         trivial = None
+        if args.hostile_only:
+            scenarios = {k: v for k, v in scenarios.items() if k.startswith("trivial")}
         for label, paths in scenarios.items():
             r = _load(base, paths, clients=clients, seconds=seconds, max_requests=max_requests)
             trivial = trivial or r["rps"]
             print(f"{label:32s} {r['n']:8d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p99']:8.1f} "
                   f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x")
+        proc.terminate()
+        proc.wait(timeout=20)
+        proc = None
+        _hostile(url, free_port(), clients=args.hostile_clients,
+                 seconds=args.hostile_seconds or (20.0 if args.quick else 60.0),
+                 n_layers=n_layers, per_layer=per_layer, trivial_rps=trivial)
     finally:
         if proc is not None:
             proc.terminate()

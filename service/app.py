@@ -148,7 +148,9 @@ def create_app(
         version="1",
         description="Neuron labels of language models: browse, search, explain, score, label.",
     )
-    engine = make_engine(database_url)
+    # as many connections as request threads (anyio's default limit is 40): a burst of slow
+    # requests (a model loading on first use) must not time out waiting for the pool
+    engine = make_engine(database_url, pool_size=10, max_overflow=30)
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.state.ontology = ontology or _lazy_default_ontology()

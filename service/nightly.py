@@ -26,6 +26,7 @@ Config (TOML)::
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import time
@@ -145,7 +146,10 @@ def run_nightly(
     from neurolabel.service.worker import _jsonable, run_spec
     from neurolabel.storage.db import normalize_url, upgrade
 
-    runner = runner or run_spec
+    runner = runner or functools.partial(run_spec, data_dirs=data_dirs)
+    url = normalize_url(config.database_url)
+    upgrade(url)
+    check_sources(config, database_url=url, data_dirs=data_dirs)  # before anything starts
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     lock_file = open(out / "nightly.lock", "w")
@@ -166,9 +170,6 @@ def run_nightly(
     t0 = time.monotonic()
     results: list[dict[str, Any]] = []
     try:
-        url = normalize_url(config.database_url)
-        upgrade(url)
-        check_sources(config, database_url=url, data_dirs=data_dirs)
         log.info("nightly run from %s on %d model(s)", config.path, len(config.models))
         for spec in config.models:
             t1 = time.monotonic()

@@ -73,7 +73,7 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str | None = None, *, pool: bool = True) -> Engine:
+def make_engine(url: str | None = None, *, pool: bool = True, **engine_options: object) -> Engine:
     """A new engine for ``url`` (default: the configured database URL).
 
     SQLite: WAL, busy timeout, foreign keys, ``BEGIN IMMEDIATE``; the parent folder of the file
@@ -90,6 +90,7 @@ def make_engine(url: str | None = None, *, pool: bool = True) -> Engine:
         kwargs["pool_pre_ping"] = True
     if not pool:
         kwargs["poolclass"] = NullPool
+    kwargs.update(engine_options)  # e.g. pool_size / max_overflow of a server
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine)

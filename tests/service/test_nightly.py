@@ -48,7 +48,7 @@ def _explanations(url: str) -> list[tuple]:
 
 def test_missing_then_nothing_then_stale(tmp_path, assets, monkeypatch):
     cfg = load_config(_config(tmp_path, assets, "0-2"))
-    first = run_nightly(cfg)
+    first = run_nightly(cfg, data_dirs=[str(Path(assets[0]).parent)])
     assert first["status"] == "ok", first
     (m,) = first["models"]
     assert m["result"]["neurons"] == 6 and m["result"]["recorded"] == 6
@@ -63,7 +63,7 @@ def test_missing_then_nothing_then_stale(tmp_path, assets, monkeypatch):
     assert "nightly summary" in Path(first["log"]).read_text()
 
     time.sleep(1.1)  # summaries are named by the second
-    second = run_nightly(cfg)
+    second = run_nightly(cfg, data_dirs=[str(Path(assets[0]).parent)])
     r2 = second["models"][0]["result"]
     assert (r2["recorded"], r2["processed"], r2["skipped"]) == (0, 0, 6)
     assert _explanations(cfg.database_url) == rows1
@@ -72,7 +72,7 @@ def test_missing_then_nothing_then_stale(tmp_path, assets, monkeypatch):
 
     monkeypatch.setattr(ConceptInductionExplainer, "version", "2")  # a new explainer version
     time.sleep(1.1)
-    third = run_nightly(cfg)
+    third = run_nightly(cfg, data_dirs=[str(Path(assets[0]).parent)])
     r3 = third["models"][0]["result"]
     assert (r3["recorded"], r3["processed"], r3["skipped"]) == (0, 6, 0)
     rows3 = _explanations(cfg.database_url)
@@ -84,7 +84,8 @@ def test_missing_then_nothing_then_stale(tmp_path, assets, monkeypatch):
 def test_nightly_resumes_after_sigkill(tmp_path, assets):
     cfg_path = _config(tmp_path, assets, "0-3")
     cfg = load_config(cfg_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "NEUROLABEL_DATA_DIRS": str(Path(assets[0]).parent)}
     cmd = [sys.executable, "-m", "neurolabel.service.cli", "nightly", str(cfg_path)]
     # paced (0.3 s per neuron) so that the kill lands mid-run: unpaced, the tiny job can end between polls
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "NEUROLABEL_NEURON_DELAY_S": "0.3"},

@@ -38,12 +38,18 @@ def _spec(assets) -> dict:
             "top_k": 5, "n_random": 4, "store_every": 2}
 
 
-def _worker(url: str, *extra: str, delay: float = 0.0) -> subprocess.Popen:
-    """A real worker process. ``delay`` (NEUROLABEL_NEURON_DELAY_S) paces it so that a signal
-    sent after its first progress lands mid-job: on this tiny model the whole job takes less
-    than the 0.2 s between the test's polls, so a kill raced the job's end."""
+def _roots(assets) -> str:
+    """The folder of the test assets, as the workers' allowed data root."""
+    return str(Path(assets[0]).parent)
+
+
+def _worker(url: str, *extra: str, delay: float = 0.0, roots: str = "") -> subprocess.Popen:
+    """A real worker process allowed paths under ``roots`` (NEUROLABEL_DATA_DIRS). ``delay``
+    (NEUROLABEL_NEURON_DELAY_S) paces it so that a signal sent after its first progress lands
+    mid-job: on this tiny model the whole job takes less than the 0.2 s between the test's
+    polls, so a kill raced the job's end."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "NEUROLABEL_NEURON_DELAY_S": str(delay)}
+           "NEUROLABEL_NEURON_DELAY_S": str(delay), "NEUROLABEL_DATA_DIRS": roots}
     return subprocess.Popen(
         [sys.executable, "-m", "neurolabel.service.cli", "worker", "--db", url, "--once", "--heartbeat", "0.3", *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -99,7 +105,7 @@ def test_sigkilled_worker_job_is_resumed_without_duplicates_or_loss(pg_url, asse
         with factory() as s:
             return jobs.get_job(session=s, job_id=job_id)
 
-    first = _worker(db_url, delay=0.3)
+    first = _worker(db_url, delay=0.3, roots=_roots(assets))
     try:
         # wait until some explanations are committed (every 2 neurons), then kill mid-job
         _wait(lambda: (job()["progress_detail"] or {}).get("explanations", 0) > 0, 240, "a commit", first)
@@ -113,7 +119,7 @@ def test_sigkilled_worker_job_is_resumed_without_duplicates_or_loss(pg_url, asse
     assert len(before) >= 1 and killed["progress_detail"]["done"] < len(UNITS) * len(LAYERS)
 
     time.sleep(2.5)  # let its heartbeat go stale
-    second = _worker(db_url, "--stale-after", "2")
+    second = _worker(db_url, "--stale-after", "2", roots=_roots(assets))
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out
     final = job()
@@ -139,15 +145,22 @@ def test_sigkilled_worker_job_is_resumed_without_duplicates_or_loss(pg_url, asse
 
 
 def test_sigterm_requeues_and_cancel_over_http_stops_a_running_worker(sqlite_url, assets):
+    """Here the job names the model and corpus by names the operator registered (no paths)."""
     upgrade(sqlite_url)
     key = make_key(sqlite_url)
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.sources import add_source
+
+    with session_scope(sqlite_url) as s:
+        add_source(session=s, kind="model", name="tiny-llama", path=assets[0])
+        add_source(session=s, kind="corpus", name="small", path=assets[1])
     app = create_app(sqlite_url)
 
     def done(c, job_id):
         return (c.get(f"/v1/jobs/{job_id}").json()["progress_detail"] or {}).get("done", 0)
 
     with live_server(app) as base, client(base, key) as c:
-        spec = {**_spec(assets), "units": list(range(16))}
+        spec = {**_spec(assets), "units": list(range(16)), "model": "tiny-llama", "corpus": "small"}
         job_id = c.post("/v1/jobs", json=spec).json()["id"]
         # SIGTERM: the worker stops after the current neuron and puts the job back in the queue
         first = _worker(sqlite_url, delay=0.3)
