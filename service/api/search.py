@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from neurolabel.core.errors import OntologyError
 from neurolabel.service.deps import SessionDep
 from neurolabel.service.errors import responses
+from neurolabel.service.sources import redact_paths
 from neurolabel.service.schemas import MAX_LIST, TEXT_PATTERN, Name, Page
 
 router = APIRouter(tags=["search"])
@@ -57,5 +58,6 @@ def search_concept(
     except LookupError as exc:
         raise HTTPException(404, detail=str(exc.args[0]) if exc.args else str(exc)) from None
     except OntologyError as exc:
-        raise HTTPException(503, detail=f"ontology unavailable: {exc}") from None
+        raise HTTPException(503, detail=f"ontology unavailable: {redact_paths(str(exc))}",
+                            headers={"Retry-After": "30"}) from None
     return {"items": items, "limit": limit, "offset": offset}

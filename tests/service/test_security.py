@@ -381,3 +381,38 @@ def test_sources_cli_registers_names(tmp_path):
     assert run(cli_app, ["corpora", "remove", "hello", "--db", url]).exit_code == 0
     assert "hello" not in run(cli_app, ["corpora", "list", "--db", url]).stdout
     Path(corpus).unlink()
+
+
+@pytest.mark.slow
+def test_corpus_sent_as_text_is_labelled_by_the_worker(tmp_path, assets):
+    """A job carrying its corpus in the body, on a registered model: the real worker writes the
+    text to a private temporary file, records and labels from it, and leaves no file behind."""
+    import glob
+    import tempfile
+
+    from neurolabel.service.limits import ServiceLimits
+    from neurolabel.service.worker import Worker
+    from neurolabel.storage.db import session_scope, upgrade
+    from neurolabel.storage.sources import add_source
+    from tests.service.live import CORPUS_LINES
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    upgrade(url)
+    with session_scope(url) as s:
+        add_source(session=s, kind="model", name="tiny-llama", path=assets[0])
+    key = make_key(url)
+    app = create_app(url, limits=ServiceLimits())
+    spec = {"model": "tiny-llama", "layers": [0], "units": [0, 1], "explainers": ["concept_induction"],
+            "simulators": {"concept_induction": "symbolic"}, "corpus_text": "\n".join(CORPUS_LINES * 8),
+            "max_tokens": 2000, "top_k": 5, "n_random": 4}
+    with live_server(app) as base, client(base, key) as c:
+        r = c.post("/v1/jobs", json=spec)
+        assert r.status_code == 202, r.text
+        before = set(glob.glob(os.path.join(tempfile.gettempdir(), "neurolabel-corpus-*")))
+        state = Worker(database_url=url, heartbeat_s=0.5).run_one(job_id=r.json()["id"])
+        assert state["status"] == "done", state
+        assert state["result"]["recorded"] == 2 and state["result"]["neurons"] == 2
+        n = c.get("/v1/models/tinyllama/neurons/0/1").json()
+        assert any(" dog" in "".join(e["tokens"]) for e in n["examples"])
+        assert set(glob.glob(os.path.join(tempfile.gettempdir(), "neurolabel-corpus-*"))) <= before
+    app.state.engine.dispose()
