@@ -53,8 +53,11 @@ def test_missing_then_nothing_then_stale(tmp_path, assets, monkeypatch):
     (m,) = first["models"]
     assert m["result"]["neurons"] == 6 and m["result"]["recorded"] == 6
     assert m["result"]["processed"] == 6 and m["result"]["skipped"] == 0
+    from neurolabel.explainers.concept_induction import ConceptInductionExplainer
+
+    v1 = ConceptInductionExplainer.version
     rows1 = _explanations(cfg.database_url)
-    assert rows1 and {r[2] for r in rows1} == {"1"}
+    assert rows1 and {r[2] for r in rows1} == {v1}
 
     for f in (first["summary_json"], first["summary_md"], first["log"]):
         assert Path(f).is_file() and Path(f).parent == cfg.output_dir
@@ -68,16 +71,14 @@ def test_missing_then_nothing_then_stale(tmp_path, assets, monkeypatch):
     assert (r2["recorded"], r2["processed"], r2["skipped"]) == (0, 0, 6)
     assert _explanations(cfg.database_url) == rows1
 
-    from neurolabel.explainers.concept_induction import ConceptInductionExplainer
-
-    monkeypatch.setattr(ConceptInductionExplainer, "version", "2")  # a new explainer version
+    monkeypatch.setattr(ConceptInductionExplainer, "version", v1 + ".next")  # a new explainer version
     time.sleep(1.1)
     third = run_nightly(cfg)
     r3 = third["models"][0]["result"]
     assert (r3["recorded"], r3["processed"], r3["skipped"]) == (0, 6, 0)
     rows3 = _explanations(cfg.database_url)
     assert set(rows1) <= set(rows3)  # old labels kept
-    assert {r[2] for r in rows3} == {"1", "2"}
+    assert {r[2] for r in rows3} == {v1, v1 + ".next"}
     assert len(list(cfg.output_dir.glob("nightly-2*.json"))) == 3
 
 
