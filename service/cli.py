@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "neurolabel.service.cli_label",
     "neurolabel.service.cli_service",
     "neurolabel.service.cli_decode",
+    "neurolabel.service.cli_contrast",
 )
 
 

@@ -27,6 +27,10 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+JOB_RUNNERS: dict[str, str] = {"contrast": "neurolabel.pipeline.studies:run_contrast_job"}
+"""Job kinds besides labelling (a spec's ``kind``) -> the ``module:function`` that runs them."""
+
+
 def run_spec(
     spec: Mapping[str, Any],
     *,
@@ -34,8 +38,19 @@ def run_spec(
     should_stop: Callable[[], bool],
     on_progress: Callable[..., None],
 ) -> Any:
-    """Run one labelling job spec (the API's ``JobSpec`` as a dict) through the pipeline."""
+    """Run one job spec: a labelling spec (the API's ``JobSpec`` as a dict) through the
+    pipeline, or a spec of another ``kind`` through its :data:`JOB_RUNNERS` entry."""
     from neurolabel.service.pipeline import label_neurons
+
+    kind = spec.get("kind", "label")
+    if kind != "label":
+        import importlib
+
+        if kind not in JOB_RUNNERS:
+            raise ValueError(f"unknown job kind {kind!r}; known: label, {', '.join(sorted(JOB_RUNNERS))}")
+        module, func = JOB_RUNNERS[kind].split(":")
+        return getattr(importlib.import_module(module), func)(spec, database_url=database_url,
+                                                              should_stop=should_stop, on_progress=on_progress)
 
     extra = {"store_every": int(spec["store_every"])} if spec.get("store_every") else {}
     return label_neurons(
