@@ -59,7 +59,8 @@ def create_app(
 
     ``ontology`` is a zero-argument callable returning the ontology used by concept search
     (default: the WordNet ontology, loaded on first use)."""
-    from neurolabel.service.api import router
+    from neurolabel.service.api import contrasts, router
+    from neurolabel.service.web import studies as study_pages
     from neurolabel.service.web.pages import mount_static
     from neurolabel.service.web.pages import router as pages_router
     from neurolabel.storage.db import make_engine, session_factory
@@ -74,6 +75,8 @@ def create_app(
     app.state.session_factory = session_factory(engine)
     app.state.ontology = ontology or _lazy_default_ontology()
     app.include_router(router())
+    app.include_router(contrasts.router, prefix="/v1")
+    app.include_router(study_pages.router)
     app.include_router(pages_router)
     mount_static(app)
 

@@ -4,7 +4,8 @@ Residual dimension 0 is reserved for a marker token: only the marker's embedding
 non-zero value there, and no attention output or MLP writes to it. Unit ``PLANTED`` of layer 0
 reads only that dimension through both its gate and its up projection, so it is exactly 0 on
 every other token and positive on the marker. Unit ``DEAD`` of the last layer has a zero
-``down_proj`` column: it feeds nothing.
+``down_proj`` column: it feeds nothing. Unit ``PUSH`` of the last layer writes along the
+output embedding of the marker: clamping it high makes the model predict the marker.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ PLANTED = 7
 """The unit of layer 0 that fires only on the marker."""
 DEAD = 3
 """A unit of the last layer whose output weights are zero."""
+PUSH = 5
+"""A unit of the last layer whose output is the marker's output embedding."""
 N_UNITS = 40
 N_LAYERS = 2
 
@@ -46,7 +49,11 @@ def planted_llama_dir(root: Path) -> Path:
         for proj in (mlp0.gate_proj, mlp0.up_proj):
             proj.weight[PLANTED, :] = 0.0
             proj.weight[PLANTED, 0] = 3.0
-        model.model.layers[-1].mlp.down_proj.weight[:, DEAD] = 0.0
+        last = model.model.layers[-1].mlp.down_proj.weight
+        last[:, DEAD] = 0.0
+        push = model.lm_head.weight[marker].clone()
+        push[0] = 0.0
+        last[:, PUSH] = push / push.norm()
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return d
