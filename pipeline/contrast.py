@@ -293,6 +293,12 @@ def _stats(a: _Side, b: _Side, spec: ContrastSpec) -> dict[str, np.ndarray]:
     return out
 
 
+def _f32(x: float) -> float:
+    """A float32 value in its shortest decimal form that reads back as the same float32 (9
+    significant digits): compact in JSON, and ranks exactly as the value tested."""
+    return float(f"{float(x):.9g}")
+
+
 def _opt(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 
@@ -314,8 +320,8 @@ def rank_neurons(st: dict[str, np.ndarray], *, layers: Sequence[int], n_units: i
             smd=_opt(st["smd"][c]), smd_other=_opt(st["smd_other"][c]),
             mean_a=float(st["mean_a"][c]), mean_b=float(st["mean_b"][c]),
             std_a=float(st["std_a"][c]), std_b=float(st["std_b"][c]),
-            sample_a=tuple(round(float(v), 5) for v in st["_ra"][c]),
-            sample_b=tuple(round(float(v), 5) for v in st["_rb"][c]),
+            sample_a=tuple(_f32(v) for v in st["_ra"][c]),
+            sample_b=tuple(_f32(v) for v in st["_rb"][c]),
         ))
     return out
 

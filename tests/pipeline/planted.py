@@ -51,6 +51,7 @@ def planted_llama_dir(root: Path) -> Path:
             proj.weight[PLANTED, 0] = 3.0
         last = model.model.layers[-1].mlp.down_proj.weight
         last[:, DEAD] = 0.0
+        model.lm_head.weight[marker] *= 25.0  # a marker logit that can move by several nats
         push = model.lm_head.weight[marker].clone()
         push[0] = 0.0
         last[:, PUSH] = push / push.norm()
