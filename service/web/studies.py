@@ -58,13 +58,15 @@ def study_page(
     study_id: int,
     session: SessionDep,
     order: Literal["rank", "auroc", "smd", "q", "causal"] = "rank",
-    layer: Annotated[int | None, Query(ge=0, le=10_000)] = None,
-    direction: Literal["a", "b"] | None = None,
+    layer: Annotated[str, Query(max_length=6, pattern=r"^\d*$")] = "",
+    direction: Literal["a", "b", ""] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> HTMLResponse:
-    """The ranked neurons of one study."""
+    """The ranked neurons of one study (the filter form sends empty fields for "any")."""
     from neurolabel.storage.studies import get_study
 
+    layer = int(layer) if layer else None  # type: ignore[assignment]
+    direction = direction or None  # type: ignore[assignment]
     study = get_study(session=session, study_id=study_id, order=order, layer=layer, direction=direction,
                       limit=limit, samples=True)
     if study is None:
