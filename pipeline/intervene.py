@@ -282,7 +282,7 @@ def compare(lm: LanguageModel, prompts: Sequence[str], iv: Intervention, *, top:
         dp = lp1.exp() - lp0.exp()
         idx = torch.argsort(dp.abs(), descending=True)[:top].tolist()
         moved = tuple((tok.decode([i]), float(lp0[i].exp()), float(lp1[i].exp())) for i in idx)
-        n = len(ids[r]) - len(lm.target.prefix_ids) if not lm.masked else len(ids[r]) - len(lm.target.prefix_ids)
+        n = len(ids[r]) - len(lm.target.prefix_ids)
         out.append(PromptEffect(prompt=p, kl=max(kl, 0.0), moved=moved, before=gen_before[r], after=gen_after[r],
                                 unit_max=float(unit[r, :n].max())))
     return out

@@ -23,14 +23,16 @@ MAX_EXAMPLE_CHARS = 2000
 
 StudyId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
-Text = Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS, pattern=r"^[^\x00]*$")]
+NoNul = r"^[^\x00]*$"
 
 
 class ContrastRequest(BaseModel):
     """A contrast study to run: the two sets and the settings of :class:`pipeline.contrast.ContrastSpec`."""
 
-    name: str = Field("contrast", min_length=1, max_length=200, description="Name of the stored study.")
-    model: str = Field("default", max_length=1000, description="'default' or a model folder on the server.")
+    name: str = Field("contrast", min_length=1, max_length=200, pattern=NoNul, description="Name of the stored study.")
+    model: str = Field("default", min_length=1, max_length=1000, pattern=NoNul,
+                       description="'default' or a model folder on the server.")
     a: list[Text] = Field(..., min_length=2, max_length=MAX_EXAMPLES, description="Set A, one example per text.")
     b: list[Text] = Field(..., min_length=2, max_length=MAX_EXAMPLES, description="Set B.")
     layers: list[Annotated[int, Field(ge=0, le=10_000)]] | None = Field(None, max_length=10_000,
@@ -43,7 +45,7 @@ class ContrastRequest(BaseModel):
     reservoir: int = Field(256, ge=2, le=4096)
     max_example_tokens: int = Field(64, ge=1, le=512)
     label: int = Field(0, ge=0, le=50, description="Label this many top neurons right away.")
-    explainers: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(["pmi"], min_length=1, max_length=10)
+    explainers: list[Annotated[str, Field(min_length=1, max_length=100, pattern=NoNul)]] = Field(["pmi"], min_length=1, max_length=10)
     causal: bool = Field(False, description="Score the new labels by intervention (needs label > 0).")
 
     @field_validator("a", "b")
@@ -117,8 +119,11 @@ class StudyOut(BaseModel):
 def _check_model(model: str) -> None:
     if model in ("default", "smollm2-135m"):
         return
-    p = Path(model).expanduser()
-    if not (p / "config.json").is_file():
+    try:
+        found = (Path(model).expanduser() / "config.json").is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise HTTPException(422, detail=f"model {model!r} is neither 'default' nor a model folder on the server")
 
 
@@ -141,7 +146,7 @@ def create_contrast(body: ContrastRequest, session: SessionDep, _key: ApiKeyDep)
 
 
 @router.get("/contrasts", response_model=list[StudyOut], summary="List contrast studies")
-def list_contrasts(session: SessionDep, model: Annotated[str | None, Query(max_length=200)] = None,
+def list_contrasts(session: SessionDep, model: Annotated[str | None, Query(max_length=200, pattern=NoNul)] = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 50,
                    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> list[dict[str, Any]]:
     """Studies, newest first (without neurons)."""
