@@ -2,7 +2,8 @@
 
 For a stored explanation of a neuron, the words the label names are collected — for a class
 expression the lexicalisations of its classes (their labels; with an ontology at hand also the
-labels of their subclasses), for a token list those tokens, for free text its content words —
+labels of their subclasses), for a token list those tokens (the tokens explainer's tokens whose
+weight is above its baseline), for free text its content words —
 and turned into the first token of each word (with its leading space, as it appears inside a
 sentence). The neuron is then clamped high (or ablated) on every position of a set of neutral
 prompts, and the mean shift of those tokens' next-token log-probabilities (over every position
@@ -75,8 +76,14 @@ def label_words(explanation: Explanation, ontology: Any | None = None, *, max_wo
                     words.extend(ontology.labels[d])
     elif st.get("kind") in ("token", "word") and st.get("description"):
         words.append(str(st["description"]))
-    elif isinstance(st.get("tokens"), list):
-        words.extend(str(t) for t in st["tokens"])
+    elif isinstance(st.get("tokens"), list):  # the tokens explainer: [[token, weight, count], …] above a baseline
+        base = float(st.get("baseline") or 0.0)
+        for t in st["tokens"]:
+            if isinstance(t, (list, tuple)) and t:
+                if len(t) < 2 or float(t[1]) > base:
+                    words.append(str(t[0]))
+            else:
+                words.append(str(t))
     else:
         words.extend(w for w in re.findall(r"[A-Za-z][A-Za-z'-]+", explanation.text) if w.lower() not in _STOP)
     out = list(dict.fromkeys(w.strip().replace("_", " ") for w in words if w and w.strip()))

@@ -118,6 +118,10 @@ def test_label_words_by_explanation_kind():
     assert label_words(cls) == ["dog", "cat"]
     assert label_words(tok) == ["zebra"]
     assert label_words(free) == ["medical", "symptoms", "hospital"]
+    table = Explanation(model="m", neuron=n, explainer="tokens", explainer_version="1", text="fires on ' steal' 3",
+                        structured={"tokens": [[" steal", 3.0, 12], [" rob", 2.0, 4], [" the", -1.0, 40]],
+                                    "baseline": 0.1})
+    assert label_words(table) == ["steal", "rob"]
 
 
 def test_intervention_scorer_is_registered_and_refuses_simulations():
