@@ -96,4 +96,4 @@ SIMULATORS: Registry = Registry(
      "neurolabel.scoring.lexical_simulator", "neurolabel.scoring.token_simulator", "neurolabel.scoring.next_token_simulator",
      "neurolabel.scoring.facet_simulator"),
 )
-SCORERS: Registry = Registry("scorers", ("neurolabel.scoring.scorers",))
+SCORERS: Registry = Registry("scorers", ("neurolabel.scoring.scorers", "neurolabel.pipeline.causal"))

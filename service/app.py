@@ -137,8 +137,9 @@ def create_app(
     ``ontology`` is a zero-argument callable returning the ontology used by concept search
     (default: the WordNet ontology, loaded on first use). ``limits``: data roots and per-key
     quotas (default: from ``NEUROLABEL_*`` environment variables)."""
-    from neurolabel.service.api import router
+    from neurolabel.service.api import contrasts, router
     from neurolabel.service.ratelimit import RateLimiter
+    from neurolabel.service.web import studies as study_pages
     from neurolabel.service.web.pages import mount_static
     from neurolabel.service.web.pages import router as pages_router
     from neurolabel.storage.db import make_engine, session_factory
@@ -157,6 +158,8 @@ def create_app(
     app.state.limits = limits or get_limits()
     app.state.rate_limiter = RateLimiter(app.state.limits.writes_per_minute)
     app.include_router(router())
+    app.include_router(contrasts.router, prefix="/v1")
+    app.include_router(study_pages.router)
     app.include_router(pages_router)
     mount_static(app)
     install_handlers(app)

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "neurolabel.service.cli_service",
     "neurolabel.service.cli_decode",
     "neurolabel.service.cli_sources",
+    "neurolabel.service.cli_contrast",
 )
 
 

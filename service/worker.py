@@ -31,6 +31,10 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+JOB_RUNNERS: dict[str, str] = {"contrast": "neurolabel.pipeline.studies:run_contrast_job"}
+"""Job kinds besides labelling (a spec's ``kind``) -> the ``module:function`` that runs them."""
+
+
 def run_spec(
     spec: Mapping[str, Any],
     *,
@@ -39,13 +43,24 @@ def run_spec(
     on_progress: Callable[..., None],
     data_dirs: Sequence[str] | None = None,
 ) -> Any:
-    """Run one labelling job spec (the API's ``JobSpec`` as a dict) through the pipeline.
+    """Run one job spec: a labelling spec (the API's ``JobSpec`` as a dict) through the
+    pipeline, or a spec of another ``kind`` through its :data:`JOB_RUNNERS` entry.
 
-    The model and corpus are checked again here, as the API checked them (a spec may reach the
-    queue another way): only built-in or registered names and paths under ``data_dirs``
-    (default: ``NEUROLABEL_DATA_DIRS``); a corpus sent as ``corpus_text`` is written to a
-    private temporary file for the run."""
+    A labelling spec's model and corpus are checked again here, as the API checked them (a spec
+    may reach the queue another way): only built-in or registered names and paths under
+    ``data_dirs`` (default: ``NEUROLABEL_DATA_DIRS``); a corpus sent as ``corpus_text`` is
+    written to a private temporary file for the run."""
     from neurolabel.service.pipeline import label_neurons
+
+    kind = spec.get("kind", "label")
+    if kind != "label":
+        import importlib
+
+        if kind not in JOB_RUNNERS:
+            raise ValueError(f"unknown job kind {kind!r}; known: label, {', '.join(sorted(JOB_RUNNERS))}")
+        module, func = JOB_RUNNERS[kind].split(":")
+        return getattr(importlib.import_module(module), func)(spec, database_url=database_url,
+                                                              should_stop=should_stop, on_progress=on_progress)
 
     model_spec, corpus_spec = resolve_job_sources(spec, database_url=database_url, data_dirs=data_dirs)
     extra = {"store_every": int(spec["store_every"])} if spec.get("store_every") else {}

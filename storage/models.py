@@ -258,3 +258,65 @@ class DataSource(Base):
     path: Mapped[str] = mapped_column(Text)
     """Absolute path on the server (file or folder)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Study(Base):
+    """A contrast study: which neurons of a model separate two sets of texts."""
+
+    __tablename__ = "studies"
+    __table_args__ = (Index("ix_studies_model_id_created_at", "model_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32), default="contrast")
+    name: Mapped[str] = mapped_column(String(200))
+    score: Mapped[str] = mapped_column(String(16))
+    """Per-example score ranked on: ``max`` or ``mean`` over an example's tokens."""
+    test: Mapped[str] = mapped_column(String(32))
+    """``mannwhitney`` or ``permutation``."""
+    layers: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    n_tested: Mapped[int] = mapped_column(Integer)
+    """Neurons tested (the p-values are corrected for this many)."""
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    sets: Mapped[list[StudySet]] = relationship(passive_deletes=True, order_by="StudySet.side")
+
+
+class StudySet(Base):
+    """The fingerprint of one side (``a`` or ``b``) of a study."""
+
+    __tablename__ = "study_sets"
+    __table_args__ = (UniqueConstraint("study_id", "side"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    side: Mapped[str] = mapped_column(String(1))
+    name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    n_examples: Mapped[int] = mapped_column(Integer)
+    n_tokens: Mapped[int] = mapped_column(Integer)
+
+
+class StudyNeuron(Base):
+    """Statistics of one neuron that passed a study's thresholds."""
+
+    __tablename__ = "study_neurons"
+    __table_args__ = (UniqueConstraint("study_id", "neuron_id"), Index("ix_study_neurons_study_id_rank", "study_id", "rank"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neurons.id", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer)
+    auroc: Mapped[float] = mapped_column(Float)
+    p_value: Mapped[float] = mapped_column(Float)
+    q_value: Mapped[float] = mapped_column(Float)
+    smd: Mapped[float | None] = mapped_column(Float)
+    smd_other: Mapped[float | None] = mapped_column(Float)
+    mean_a: Mapped[float] = mapped_column(Float)
+    mean_b: Mapped[float] = mapped_column(Float)
+    std_a: Mapped[float] = mapped_column(Float)
+    std_b: Mapped[float] = mapped_column(Float)
+    sample_a: Mapped[list[float]] = mapped_column(JSON, default=list)
+    """Per-example scores of (a uniform sample of) side A, for the distribution plot."""
+    sample_b: Mapped[list[float]] = mapped_column(JSON, default=list)

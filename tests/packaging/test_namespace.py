@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("core", "activations", "ontology", "explainers", "scoring", "lm", "storage", "service")
+FOLDERS = ("core", "activations", "ontology", "explainers", "scoring", "lm", "storage", "service", "pipeline")
 
 
 def _run(*cmd: str, cwd: Path | None = None) -> str:
@@ -37,6 +37,7 @@ def test_wheel_holds_only_the_neurolabel_namespace(wheel):
         assert f"neurolabel/{folder}/__init__.py" in names
     assert "neurolabel/storage/migrations/versions/0001_initial_schema.py" in names
     assert "neurolabel/explainers/prompts/llm_summary_user.txt" in names  # package data too
+    assert "neurolabel/pipeline/examples/clinical/a.txt" in names and "neurolabel/pipeline/examples/prompts.txt" in names
 
 
 def test_installs_beside_a_distribution_with_its_own_core_and_service(wheel, tmp_path):

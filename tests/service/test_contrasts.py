@@ -1,0 +1,121 @@
+"""Contrast studies through the edges: ``POST /v1/contrasts`` over real HTTP run by a real
+worker, ``GET /v1/contrasts/{id}``, the study page, and the ``contrast`` / ``intervene`` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from neurolabel.service.app import create_app
+from neurolabel.service.cli import app as cli_app
+from tests.pipeline.conftest import make_sets
+from tests.pipeline.planted import PLANTED, PUSH
+from tests.service.live import client, live_server, make_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory):
+    from tests.pipeline.planted import planted_llama_dir
+
+    return str(planted_llama_dir(tmp_path_factory.mktemp("planted-svc")))
+
+
+def _jobs(c) -> list:
+    return c.get("/v1/jobs").json()
+
+
+def test_contrast_job_over_http(db_url, planted_dir):
+    from neurolabel.service.worker import Worker
+    from neurolabel.storage.db import dispose_engines, upgrade
+
+    upgrade(db_url)
+    key = make_key(db_url)
+    a, b = make_sets(20)
+    app = create_app(db_url)
+    try:
+        with live_server(app) as base, client(base, key) as c, client(base) as anon:
+            body = {"name": "api", "model": planted_dir, "a": a, "b": b, "label": 1, "causal": True}
+            assert anon.post("/v1/contrasts", json=body).status_code == 401
+            bad = [({**body, "a": a[:1]}, "a"), ({**body, "explainers": ["nope"]}, "unknown explainer 'nope'"),
+                   ({**body, "model": "/no/such/model"}, "neither 'default' nor a model folder"),
+                   ({**body, "label": 0}, "causal scores need labels"), ({**body, "b": ["x", "  "]}, "text 1 is blank"),
+                   ({**body, "alpha": 0}, "alpha")]
+            for wrong, says in bad:
+                r = c.post("/v1/contrasts", json=wrong)
+                assert r.status_code == 422 and says in r.text, (wrong.keys(), r.text)
+            assert _jobs(c) == []  # refused requests queue nothing
+            r = c.post("/v1/contrasts", json=body)
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+            assert r.json()["job"]["status"] == "queued"
+            done = Worker(database_url=db_url, heartbeat_s=0.5).run_one(job_id=job_id)
+            assert done["status"] == "done", done["error"]
+            job = c.get(f"/v1/jobs/{job_id}").json()
+            sid = job["result"]["study_id"]
+            assert job["result"]["labelled"] == [f"0:{PLANTED}"] and job["result"]["causal_scores"] >= 1
+            st = c.get(f"/v1/contrasts/{sid}", params={"samples": True}).json()
+            first = st["neurons"][0]
+            assert (first["layer"], first["index"], first["auroc"]) == (0, PLANTED, 1.0)
+            assert first["label"] is not None and first["causal_score"] is not None
+            assert len(first["sample_a"]) == 20 and st["set_a"]["n_examples"] == 20
+            assert all(n["auroc"] > 0.5 for n in c.get(f"/v1/contrasts/{sid}", params={"direction": "a"}).json()["neurons"])
+            assert c.get(f"/v1/contrasts/{sid}", params={"order": "causal", "limit": 1}).json()["neurons"][0]["index"] == PLANTED
+            assert c.get(f"/v1/contrasts/{sid + 1000}").status_code == 404
+            assert c.get(f"/v1/contrasts/{sid}", params={"order": "nope"}).status_code == 422
+            neuron = c.get(f"/v1/models/planted-llama/neurons/0/{PLANTED}").json()
+            scorers = {s["scorer"] for e in neuron["explanations"] for s in e["scores"]}
+            assert {"correlation", "intervention"} <= scorers
+            page = c.get(f"/studies/{sid}")
+            assert page.status_code == 200 and f"0:{PLANTED}" in page.text and "<svg" in page.text
+            assert f"/studies/{sid}" in c.get("/studies").text
+    finally:
+        app.state.engine.dispose()
+        dispose_engines()
+
+
+def test_cli_contrast_and_intervene(tmp_path, planted_dir):
+    a, b = make_sets(20)
+    (tmp_path / "a.txt").write_text("\n".join(a) + "\n")
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in b))
+    url = f"sqlite:///{tmp_path}/cli.db"
+    runner = CliRunner()
+    r = runner.invoke(cli_app, ["contrast", "--model", planted_dir, "--a", str(tmp_path / "a.txt"),
+                                "--b", str(tmp_path / "b.jsonl"), "--name", "cli", "--label", "1", "--top", "5",
+                                "--db", url])
+    assert r.exit_code == 0, r.output
+    rows = [line.split() for line in r.output.splitlines() if line.strip().startswith("0 ")]
+    assert rows and rows[0][1] == f"0:{PLANTED}" and rows[0][2] == "1.000"
+    assert "stored as study 1" in r.output
+    r = runner.invoke(cli_app, ["intervene", "--model", planted_dir, "--neuron", f"1:{PUSH}", "--clamp", "20",
+                                "--tokens", "3", "--json", "--score-labels", "--db", url])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["intervention"] == f"clamp 1:{PUSH} to 20" and out["effects"][0]["kl"] > 0
+    assert out["causal_scores_stored"] == 0  # 1:PUSH was not labelled
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, planted_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "neurolabel.service.cli", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = run("intervene", "--model", planted_dir, "--neuron", "1:999", "--ablate")
+    assert r.returncode == 2 and "unit(s) [999] do not exist" in r.stderr
+    r = run("intervene", "--model", planted_dir, "--neuron", "1:2", "--ablate", "--clamp", "3")
+    assert r.returncode == 2 and "exactly one of --ablate" in r.stderr
+    r = run("contrast", "--example", "nope")
+    assert r.returncode == 2 and "known: harmful_vs_harmless, languages, clinical" in r.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    r = run("contrast", "--model", planted_dir, "--a", str(empty), "--b", str(empty), "--db", f"sqlite:///{tmp_path}/e.db")
+    assert r.returncode == 2 and "empty" in r.stderr
