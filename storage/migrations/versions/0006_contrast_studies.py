@@ -1,7 +1,7 @@
 """Contrast studies: studies, their two sets' fingerprints, per-neuron statistics.
 
 Revision ID: 0006
-Revises: 0004 (while issue 11 is developed; the lead re-chains it after 0005 at merge)
+Revises: 0005
 """
 
 from __future__ import annotations
