@@ -369,6 +369,8 @@ class FacetsExplainer:
                 log.debug("%s facet by %s: %s", sub.neuron, tag, exc)
                 continue
             for c in cands:
+                if len((c.structured or {}).get("weights") or ()) > 1:
+                    continue  # a weighted disjunction of several parts is itself several meanings, not one facet
                 sim_tag, sim = self._simulator(getattr(explainer, "default_simulator", "lexical"), c)
                 try:
                     fit = self._fit(c, sub, sim)
