@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, field_validator
 
 from neurolabel.service import jobs as queue
-from neurolabel.service.deps import ApiKeyDep, SessionDep
+from neurolabel.service.deps import CallerDep, SessionDep
 from neurolabel.service.schemas import JobOut
 
 router = APIRouter(tags=["contrasts"])
@@ -128,9 +128,10 @@ def _check_model(model: str) -> None:
 
 
 @router.post("/contrasts", status_code=202, response_model=ContrastJobOut, summary="Queue a contrast study")
-def create_contrast(body: ContrastRequest, session: SessionDep, _key: ApiKeyDep) -> dict[str, Any]:
+def create_contrast(body: ContrastRequest, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
     """Queue a study of which neurons separate set ``a`` from set ``b``; a ``neurolabel worker``
-    runs it and its job's result names the stored study. Needs an API key."""
+    runs it and its job's result names the stored study; the job belongs to the caller's key.
+    Needs an API key."""
     from neurolabel.pipeline.studies import spec_from_dict
     from neurolabel.service.pipeline import resolve_simulators
 
@@ -140,7 +141,7 @@ def create_contrast(body: ContrastRequest, session: SessionDep, _key: ApiKeyDep)
     resolve_simulators(body.explainers)  # ConfigError (422) names the known explainers
     spec = {"kind": "contrast", **body.model_dump()}
     spec_from_dict(spec)  # ConfigError (422) for settings the pipeline refuses
-    job_id = queue.enqueue(session=session, spec=spec)
+    job_id = queue.enqueue(session=session, spec=spec, owner_key_id=caller.key_id)
     session.commit()
     return {"job_id": job_id, "job": queue.get_job(session=session, job_id=job_id)}
 
