@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import field_validator, BaseModel, ConfigDict, Field, StringConstraints
 
 from neurolabel.core.types import Explanation, ScoreResult
 
@@ -82,6 +82,12 @@ class JobOut(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
+
+    @field_validator("created_at", "started_at", "finished_at", "heartbeat_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        """Times are UTC; SQLite returns them without a zone, so say so (RFC 3339 needs one)."""
+        return v.replace(tzinfo=timezone.utc) if v is not None and v.tzinfo is None else v
     worker: str | None = None
     attempts: int = 0
     mine: bool = False

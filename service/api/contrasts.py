@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from neurolabel.service import jobs as queue
 from neurolabel.service.deps import CallerDep, SessionDep
+from neurolabel.service.errors import responses
 from neurolabel.service.schemas import JobOut
 
 router = APIRouter(tags=["contrasts"])
@@ -127,7 +128,8 @@ def _check_model(model: str) -> None:
         raise HTTPException(422, detail=f"model {model!r} is neither 'default' nor a model folder on the server")
 
 
-@router.post("/contrasts", status_code=202, response_model=ContrastJobOut, summary="Queue a contrast study")
+@router.post("/contrasts", status_code=202, response_model=ContrastJobOut, summary="Queue a contrast study",
+             responses=responses(401, 403, 413, 422, 429, 503))
 def create_contrast(body: ContrastRequest, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
     """Queue a study of which neurons separate set ``a`` from set ``b``; a ``neurolabel worker``
     runs it and its job's result names the stored study; the job belongs to the caller's key.
@@ -143,10 +145,12 @@ def create_contrast(body: ContrastRequest, session: SessionDep, caller: CallerDe
     spec_from_dict(spec)  # ConfigError (422) for settings the pipeline refuses
     job_id = queue.enqueue(session=session, spec=spec, owner_key_id=caller.key_id)
     session.commit()
-    return {"job_id": job_id, "job": queue.get_job(session=session, job_id=job_id)}
+    return {"job_id": job_id,
+            "job": queue.public_view(queue.get_job(session=session, job_id=job_id), key_id=caller.key_id)}
 
 
-@router.get("/contrasts", response_model=list[StudyOut], summary="List contrast studies")
+@router.get("/contrasts", response_model=list[StudyOut], summary="List contrast studies",
+            responses=responses(422, 503))
 def list_contrasts(session: SessionDep, model: Annotated[str | None, Query(max_length=200, pattern=NoNul)] = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 50,
                    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> list[dict[str, Any]]:
@@ -156,7 +160,8 @@ def list_contrasts(session: SessionDep, model: Annotated[str | None, Query(max_l
     return list_studies(session=session, model=model, limit=limit, offset=offset)
 
 
-@router.get("/contrasts/{study_id}", response_model=StudyOut, summary="A contrast study's ranked neurons")
+@router.get("/contrasts/{study_id}", response_model=StudyOut, summary="A contrast study's ranked neurons",
+            responses=responses(404, 422, 503))
 def get_contrast(
     study_id: StudyId,
     session: SessionDep,

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = 12
 """Examples per operation and generation mode (bounded to keep the file under ~2 minutes)."""
-SEMANTIC_422 = ("POST /v1/jobs", "POST /v1/explain", "POST /v1/score")
+SEMANTIC_422 = ("POST /v1/jobs", "POST /v1/explain", "POST /v1/score", "POST /v1/contrasts")
 """Operations whose schema-valid bodies may still be refused with a 422 naming the problem: the
 schema cannot say which plugin tags are registered, which models and corpora the operator
 allows, or whether free-form neuron records hold score windows. For these, positive data must
