@@ -65,29 +65,56 @@ def _settable(fn: Any, *, skip_first: bool) -> tuple[dict[str, inspect.Parameter
     return out, var_kw
 
 
-def allowed_params(role: str, kind: str) -> list[str]:
-    """The configuration parameters plugin ``kind`` takes, sorted."""
+def _params(role: str, kind: str) -> dict[str, inspect.Parameter]:
     factory = _factory(role, kind)
     make = getattr(factory, "from_defaults", None)
     if make is None:
         init = factory.__init__ if inspect.isclass(factory) else factory
-        params, _ = _settable(init, skip_first=inspect.isclass(factory))
-        return sorted(params)
+        return _settable(init, skip_first=inspect.isclass(factory))[0]
     params, var_kw = _settable(make, skip_first=False)
     if var_kw and inspect.isclass(factory):
-        params.update(_settable(factory.__init__, skip_first=True)[0])
-    return sorted(params)
+        params = {**_settable(factory.__init__, skip_first=True)[0], **params}
+    return params
+
+
+def allowed_params(role: str, kind: str) -> list[str]:
+    """The configuration parameters plugin ``kind`` takes, sorted."""
+    return sorted(_params(role, kind))
+
+
+def _type_error(param: inspect.Parameter, value: Any) -> str | None:
+    """Why ``value`` cannot be given for ``param`` (judged by its default), or ``None``."""
+    default = param.default
+    if value is None:
+        return None if default is None or "None" in str(param.annotation) else "must not be null"
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:  # tuple
+        ok = isinstance(value, (list, tuple))
+    return None if ok else f"must be {type(default).__name__ if not isinstance(default, tuple) else 'a list'}"
 
 
 def check(role: str, config: str | Mapping[str, Any] | PluginConfig) -> PluginConfig:
     """The configuration, validated without building anything: the tag is registered and every
     parameter is one the plugin takes (:class:`ConfigError` otherwise)."""
     config = plugin_config(config)
-    allowed = allowed_params(role, config.kind)
-    unknown = sorted(set(config.params) - set(allowed))
+    params = _params(role, config.kind)
+    unknown = sorted(set(config.params) - set(params))
     if unknown:
         raise ConfigError(f"{role} {config.kind!r}: unknown parameter(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(allowed) or 'none'}")
+                          f"allowed: {', '.join(sorted(params)) or 'none'}")
+    for name, value in config.params.items():
+        why = _type_error(params[name], value)
+        if why is not None:
+            raise ConfigError(f"{role} {config.kind!r}: parameter {name} {why}, not {value!r}")
     return config
 
 
