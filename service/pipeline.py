@@ -119,6 +119,23 @@ def fallback_simulator(explanation: Explanation) -> tuple[str, Any]:
     return FALLBACK_SIMULATOR, plugin("simulator", FALLBACK_SIMULATOR)
 
 
+@dataclass(frozen=True)
+class ItemFailure:
+    """One explainer that could not explain, or one explanation that could not be scored, on one
+    neuron record (what :func:`explain_and_score_each` reports instead of raising)."""
+
+    neuron: NeuronId
+    """The record's neuron."""
+    explainer: str
+    """The explainer tag."""
+    stage: str
+    """``explain`` (the explainer raised) or ``score`` (its explanation could not be scored)."""
+    kind: str
+    """The error's class name (``ExplanationError``, ``ScoringError``, ``LMError``)."""
+    message: str
+    """What went wrong, as the error said it."""
+
+
 @dataclass
 class StageTimes:
     """Seconds spent per stage (for progress details and benchmarks)."""
@@ -137,7 +154,11 @@ class StageTimes:
 
 def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims: Mapping[str, str],
                            scorer: Any, times: StageTimes, errors: list[str],
-                           failures: list[tuple[NeuronId, str, str]] | None = None) -> list[Explanation]:
+                           failures: list[tuple[NeuronId, str, str]] | None = None,
+                           report: Callable[["ItemFailure"], None] | None = None) -> list[Explanation]:
+    """Explain ``record`` with each explainer and score each explanation. Failures are logged,
+    appended to ``errors``, explanation failures also to ``failures``; ``report`` (when given)
+    receives every failure as an :class:`ItemFailure`."""
     from neurolabel.scoring.validate import simulate_and_score
 
     out: list[Explanation] = []
@@ -151,6 +172,8 @@ def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims
             log.warning("%s %s: %s", record.neuron, tag, exc)
             if failures is not None:
                 failures.append((record.neuron, tag, str(exc)))
+            if report is not None:
+                report(ItemFailure(record.neuron, tag, "explain", type(exc).__name__, str(exc)))
             continue
         finally:
             times.explain_s[tag] += time.perf_counter() - t0
@@ -165,6 +188,8 @@ def _explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], sims
             except ScoringError as exc:
                 errors.append(f"{record.neuron} {tag} via {sim_tag}: {exc}")
                 log.warning("%s %s scored by %s: %s", record.neuron, tag, sim_tag, exc)
+                if report is not None:
+                    report(ItemFailure(record.neuron, tag, "score", type(exc).__name__, f"via {sim_tag}: {exc}"))
                 continue
             finally:
                 times.score_s[sim_tag] += time.perf_counter() - t0
@@ -201,6 +226,34 @@ def _also_scored_by(explanation: Explanation, record: NeuronRecord, extra: Seque
         parts[f"score_by_{tag}"] = value
         times.score_s[tag] += time.perf_counter() - t0
     return replace(explanation, score=replace(explanation.score, parts=parts))
+
+
+def explain_and_score_each(records: Sequence[NeuronRecord], *, explainers: Sequence[str],
+                           simulators: Mapping[str, str] | str | None = None,
+                           scorer: str = DEFAULT_SCORER) -> tuple[list[list[Explanation]], list[list[ItemFailure]]]:
+    """Explain every record with every explainer and score each explanation (no storage),
+    per record: ``(explanations[i], failures[i])`` of ``records[i]``. An explainer that cannot
+    explain (ExplanationError, or its language model failing: LMError), or an explanation that
+    cannot be scored (ScoringError), becomes an :class:`ItemFailure`; the rest go on. Unknown
+    plugin tags raise ConfigError before any work."""
+    from neurolabel.core.errors import LMError
+
+    sims = resolve_simulators(explainers, simulators)
+    sc = plugin("scorer", scorer)
+    explained: list[list[Explanation]] = []
+    failed: list[list[ItemFailure]] = []
+    for rec in records:
+        got: list[Explanation] = []
+        lost: list[ItemFailure] = []
+        for tag in explainers:
+            try:
+                got.extend(_explain_and_score_one(rec, [tag], sims, sc, StageTimes(), [], report=lost.append))
+            except LMError as exc:
+                log.warning("%s %s: %s", rec.neuron, tag, exc)
+                lost.append(ItemFailure(rec.neuron, tag, "explain", type(exc).__name__, str(exc)))
+        explained.append(got)
+        failed.append(lost)
+    return explained, failed
 
 
 def explain_and_score(records: Iterable[NeuronRecord], *, explainers: Sequence[str],
@@ -436,6 +489,8 @@ __all__ = [
     "LabelSummary",
     "StageTimes",
     "explain_and_score",
+    "explain_and_score_each",
+    "ItemFailure",
     "fallback_simulator",
     "simulator_applies",
     "label_neurons",
