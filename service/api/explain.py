@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response
 
 from neurolabel.core.errors import ConfigError
-from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
-from neurolabel.service.deps import ApiKeyDep, SessionDep
+from neurolabel.pipeline.run import ItemFailure
+from neurolabel.pipeline.spec import RunSpec
+from neurolabel.service.deps import ApiKeyDep, LimitsDep, SessionDep
 from neurolabel.service.errors import invalid, responses
-from neurolabel.service.pipeline import ItemFailure
 from neurolabel.service.schemas import ExplainRequest, ExplanationOut, ExplanationsOut, ItemError, ScoreRequest
 from neurolabel.service.sources import is_plain_name, redact_paths
 
@@ -119,25 +119,40 @@ PARTIAL = {207: {"model": ExplanationsOut, "description": "Multi-Status: some re
 """OpenAPI: the partial answer of explain and score."""
 
 
+def explain_run_spec(body: ExplainRequest, *, session: Any, data_dirs: tuple[str, ...]) -> RunSpec:
+    """The run spec of an explain request (the endpoint's one conversion into a run): its plugins
+    and its ontology, which must be ``default``, registered or under the data roots (422 naming
+    the field otherwise)."""
+    from neurolabel.activations.openai_format import UNNAMED_MODEL
+    from neurolabel.service.sources import resolve_source
+
+    try:
+        ontology = resolve_source(session=session, kind="ontology", name=body.ontology, data_dirs=data_dirs).spec
+    except ConfigError as exc:
+        raise invalid(["body", "ontology"], str(exc), "not_allowed") from None
+    try:
+        return RunSpec.parse({"model": body.model or UNNAMED_MODEL, "explainers": body.explainers,
+                              "simulators": body.simulators, "ontology": ontology}, where="explain request")
+    except ConfigError as exc:
+        raise invalid(["body", "explainers"], str(exc), "config_error") from None
+
+
 @router.post("/explain", response_model=ExplanationsOut, summary="Explain and score given records",
              responses={**responses(401, 403, 413, 422, 429, 502, 503), **PARTIAL})
-def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep, response: Response) -> dict[str, Any]:
+def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep, limits: LimitsDep,
+            response: Response) -> dict[str, Any]:
     """Run the named explainers on each record, score every explanation on the record's
     score-split windows, and (``store: true``) store the valid records and the explanations.
     What fails for one record and explainer is reported in ``failures`` (status 207) while the
     rest is returned; 422 when nothing succeeds or an explainer or simulator tag is unknown.
     Needs an API key."""
-    from neurolabel.service.pipeline import explain_and_score_each, resolve_simulators
+    from neurolabel.pipeline.run import explain_and_score_each
 
-    try:
-        resolve_simulators(body.explainers, body.simulators)
-    except ConfigError as exc:
-        raise invalid(["body", "explainers"], str(exc), "config_error") from None
+    spec = explain_run_spec(body, session=session, data_dirs=limits.roots())
     records, failures = parse_records(body.records, model=body.model)
-    explained, lost = explain_and_score_each([r for _, r in records], explainers=body.explainers,
-                                             simulators=body.simulators)
-    explanations = [e for got in explained for e in got]
-    failures += [_item_error(i, f) for (i, _), fs in zip(records, lost) for f in fs]
+    results = explain_and_score_each([r for _, r in records], spec)
+    explanations = [e for res in results for e in res.explanations]
+    failures += [_item_error(i, f) for (i, _), res in zip(records, results) for f in res.problems]
     stored: list[int] = []
     if body.store and explanations:
         from neurolabel.storage.queries import save_explanations, save_neuron_records
@@ -155,15 +170,14 @@ def score(body: ScoreRequest, _key: ApiKeyDep, response: Response) -> dict[str, 
     A record that is invalid or cannot be scored is reported in ``failures`` (status 207);
     422 when none can be scored. Needs an API key."""
     from neurolabel.core.errors import LMError, ScoringError
+    from neurolabel.pipeline.plugins import build
     from neurolabel.scoring.validate import simulate_and_score
-    from neurolabel.service.pipeline import plugin
 
     try:
-        SIMULATORS[body.simulator]
+        simulator = build("simulator", body.simulator)
     except ConfigError as exc:
         raise invalid(["body", "simulator"], str(exc), "config_error") from None
     records, failures = parse_records(body.records, model=body.model)
-    simulator = plugin("simulator", body.simulator)
     out = []
     for i, rec in records:
         e = Explanation(
