@@ -16,6 +16,9 @@ class Settings(BaseSettings):
 
     cache_dir: Path = Field(default=Path.home() / ".cache" / "neurolabel")
     """Where converted models, the built ontology and annotations are cached."""
+    index_dir: Path | None = None
+    """Where the label vector indexes of server databases (PostgreSQL) are kept (default
+    ``<cache_dir>/label-index``); a SQLite database keeps its index beside its file."""
     database_url: str = "sqlite:///neurolabel.db"
     """SQLAlchemy URL of the label database (``postgresql+psycopg://…`` in production)."""
     device: str = "auto"
