@@ -43,9 +43,17 @@ class Settings(BaseSettings):
     """An explanation is accepted when its score reaches this."""
     window_tokens: int = 64
     """Tokens per corpus window."""
+    callback_hosts: str = "127.0.0.1,localhost,::1"
+    """Hosts a job's ``callback_url`` may name, comma-separated (default: loopback only); the
+    service and the worker refuse any other, so a job cannot make the server reach anything the
+    operator did not allow."""
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""
+
+    def callback_host_list(self) -> tuple[str, ...]:
+        """:attr:`callback_hosts` as a tuple of host names."""
+        return tuple(h.strip() for h in self.callback_hosts.split(",") if h.strip())
 
 
 @lru_cache(maxsize=1)

@@ -134,6 +134,23 @@ class Plugins:
 
 
 @dataclass(frozen=True)
+class ItemFailure:
+    """One explainer that could not explain a record, or one of its explanations that could not
+    be scored."""
+
+    neuron: NeuronId
+    """The record's neuron."""
+    explainer: str
+    """The explainer tag."""
+    stage: str
+    """``explain`` (the explainer raised) or ``score`` (its explanation could not be scored)."""
+    kind: str
+    """The error's class name (``ExplanationError``, ``ScoringError``, ``LMError``)."""
+    message: str
+    """What went wrong."""
+
+
+@dataclass(frozen=True)
 class NeuronResult:
     """What the explain and score stages made of one neuron."""
 
@@ -142,6 +159,8 @@ class NeuronResult:
     failures: tuple[tuple[NeuronId, str, str], ...] = ()
     """``(neuron, explainer, error)`` of explainers that could not explain it."""
     times: StageTimes = field(default_factory=StageTimes)
+    problems: tuple[ItemFailure, ...] = ()
+    """Every failure of the explain and score stages, per explainer and stage."""
 
 
 def build_plugins(spec: RunSpec) -> Plugins:
@@ -240,11 +259,12 @@ def explain(record: NeuronRecord, explainers: Sequence[str], plugins: Plugins, t
 
 
 # ---- stage 4: score ----------------------------------------------------------------------------
-def score(record: NeuronRecord, explanations: Sequence[Explanation], plugins: Plugins, times: StageTimes
-          ) -> tuple[list[Explanation], list[str]]:
+def score(record: NeuronRecord, explanations: Sequence[Explanation], plugins: Plugins, times: StageTimes,
+          problems: list[ItemFailure] | None = None) -> tuple[list[Explanation], list[str]]:
     """``(scored, errors)``: each explanation scored by its explainer's simulator (the fallback
     chain where that one does not apply), with its simulator's score details and the scores of
-    the explainer's ``extra_simulators``; explanations that cannot be scored are left out."""
+    the explainer's ``extra_simulators``; explanations that cannot be scored are left out (and
+    added to ``problems`` when given)."""
     from neurolabel.scoring.validate import simulate_and_score
 
     out: list[Explanation] = []
@@ -259,6 +279,9 @@ def score(record: NeuronRecord, explanations: Sequence[Explanation], plugins: Pl
         except ScoringError as exc:
             errors.append(f"{record.neuron} {expl.explainer} via {sim_tag}: {exc}")
             log.warning("%s %s scored by %s: %s", record.neuron, expl.explainer, sim_tag, exc)
+            if problems is not None:
+                problems.append(ItemFailure(record.neuron, expl.explainer, "score", type(exc).__name__,
+                                            f"via {sim_tag}: {exc}"))
             continue
         finally:
             times.score_s[sim_tag] += time.perf_counter() - t0
@@ -304,9 +327,41 @@ def explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], plugi
     """Stages 3 and 4 on one record."""
     times = StageTimes()
     candidates, failures = explain(record, explainers, plugins, times)
-    scored, errors = score(record, candidates, plugins, times)
+    problems = [ItemFailure(n, tag, "explain", "ExplanationError", err) for n, tag, err in failures]
+    scored, errors = score(record, candidates, plugins, times, problems)
     errors = [f"{n} {tag}: {err}" for n, tag, err in failures] + errors
-    return NeuronResult(explanations=tuple(scored), errors=tuple(errors), failures=tuple(failures), times=times)
+    return NeuronResult(explanations=tuple(scored), errors=tuple(errors), failures=tuple(failures), times=times,
+                        problems=tuple(problems))
+
+
+def explain_and_score_each(records: Sequence[NeuronRecord], spec: RunSpec) -> list[NeuronResult]:
+    """Stages 3 and 4 on each record (no storage), ``spec.concurrency`` records at a time: one
+    result per record, in order, with every failure in its ``problems`` — an explainer that
+    cannot explain (including its language model failing: :class:`LMError`), an explanation that
+    cannot be scored — while the rest goes on. Unknown tags raise ConfigError before any work."""
+    from neurolabel.core.errors import LMError
+
+    plugins = build_plugins(spec)
+    tags = spec.explainer_tags
+
+    def each(record: NeuronRecord) -> NeuronResult:
+        parts = []
+        for tag in tags:
+            try:
+                parts.append(explain_and_score_one(record, [tag], plugins))
+            except LMError as exc:
+                log.warning("%s %s: %s", record.neuron, tag, exc)
+                parts.append(NeuronResult(errors=(f"{record.neuron} {tag}: {exc}",), problems=(
+                    ItemFailure(record.neuron, tag, "explain", type(exc).__name__, str(exc)),)))
+        return NeuronResult(explanations=tuple(e for p in parts for e in p.explanations),
+                            errors=tuple(e for p in parts for e in p.errors),
+                            failures=tuple(f for p in parts for f in p.failures),
+                            problems=tuple(f for p in parts for f in p.problems))
+
+    records = list(records)
+    with ThreadPoolExecutor(max_workers=max(1, min(spec.concurrency, len(records) or 1)),
+                            thread_name_prefix="explain") as pool:
+        return list(pool.map(each, records))
 
 
 # ---- stage 5: store ----------------------------------------------------------------------------

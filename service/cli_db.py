@@ -218,7 +218,8 @@ def export(
 
 def import_(
     file: Path = typer.Argument(..., help="A neurolabel export, or OpenAI NeuronRecord JSON / JSONL."),
-    model: str = typer.Option(None, help="Model name for OpenAI records that do not name one."),
+    model: str = typer.Option(None, help="Model name of OpenAI records (default: the record's "
+                              "neurolabel.model, else 'external', as the API names them)."),
     db: str = _DB_OPTION,
 ) -> None:
     """Import a file in one transaction: on any error nothing is written."""
@@ -233,6 +234,8 @@ def import_(
         f"imported {file} ({summary.format}): {summary.models} model(s), {summary.records} record(s), "
         f"{summary.explanations} explanation(s)"
     )
+    for warning in summary.warnings:
+        typer.echo(f"note: {warning}", err=True)
 
 
 def register(app: typer.Typer) -> None:
