@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     """An explanation is accepted when its score reaches this."""
     window_tokens: int = 64
     """Tokens per corpus window."""
+    ray_address: str | None = None
+    """Ray cluster labelling runs use when their spec names none (``auto``, ``host:port``,
+    ``ray://host:10001``, ``local``); unset = run in this process. Needs the ``ray`` extra."""
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""
