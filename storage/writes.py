@@ -478,6 +478,7 @@ def write_explanation_rows(
         )
         for chunk in _batches(score_rows, 1000):
             session.execute(sc, chunk)
+    _queue_for_index(session, model_ids, latest, values, ids, now)
     # an explainer version that now explained a neuron has no failure to remember there
     done = sorted({k[:3] for k in latest})
     for chunk in _batches(done, 500):
@@ -485,6 +486,20 @@ def write_explanation_rows(
             tuple_(ExplanationFailure.neuron_id, ExplanationFailure.explainer,
                    ExplanationFailure.explainer_version).in_(chunk)))
     return [ids[key(r)] for r in rows]
+
+
+def _queue_for_index(session: Session, model_ids: Mapping[str, int], latest: Mapping[tuple, ExplanationInput],
+                     values: Sequence[Mapping[str, Any]], ids: Mapping[tuple, int], now: datetime) -> None:
+    """Hand the written labels to the persisted vector index (appended once the session commits)."""
+    from neurolabel.storage import label_index, vector_index
+
+    folder = vector_index.index_location(session.get_bind().url.render_as_string(hide_password=False))
+    if folder is None:
+        return
+    t = label_index.stamp(now)
+    rows = [(ids[k], t, model_ids[r.model], r.layer, r.explainer, r.score, v["embedding"])
+            for (k, r), v in zip(sorted(latest.items()), values, strict=True)]
+    label_index.queue_written(session, folder, vector_index.records(rows))
 
 
 def record_failures(*, session: Session, model: str, failures: Iterable[tuple[NeuronId, str, str, str]]) -> int:

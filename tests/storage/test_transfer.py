@@ -130,8 +130,9 @@ def test_openai_export_import_and_other_formats(sqlite_migrated: str, sqlite_url
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     db.upgrade(fresh)
     with db.session_scope(fresh) as s:
-        with pytest.raises(StorageError, match="model"):
-            import_file(session=s, path=tmp_path / "one.json")
+        # one rule with the API: a record that names no model, imported without --model, is 'external'
+        assert import_file(session=s, path=tmp_path / "one.json").records == 1
+        assert q.load_neuron_record(session=s, model="external", neuron=NeuronId(4, 2)) is not None
     with db.session_scope(fresh) as s:
         assert import_file(session=s, path=tmp_path / "many.json", model="gpt2").records == 2
         got = q.load_neuron_record(session=s, model="gpt2", neuron=NeuronId(4, 3))
