@@ -212,3 +212,23 @@ def test_saved_snapshot_keeps_replaced_and_deleted_masked(tmp_path: Path) -> Non
     assert len(back) == 29 and back.dead == 2 and back.stamps() == index.stamps()
     assert 7 not in [i for i, _ in back.search(vecs[6], 3, exact=True)]
     assert back.search(vecs[2], 1, exact=True)[0][0] != 3
+
+
+def test_unreadable_snapshot_is_named_and_rebuilt(sqlite_migrated: str) -> None:
+    from neurolabel.core.errors import StorageError
+
+    url = sqlite_migrated
+    folder = vi.index_location(url)
+    _write(url, [(i, f"label {i}") for i in range(3)])
+    with db.session_scope(url) as s:
+        label_index.reindex(session=s, folder=folder, full=True)
+    base = folder / f"base-{(folder / 'CURRENT').read_text().strip()}"
+    (base / "index.faiss").write_bytes(b"not a faiss index")
+    with db.session_scope(url) as s:
+        with pytest.raises(StorageError, match="reindex --full"):
+            label_index.check_index(session=s, folder=folder)
+        with pytest.raises(StorageError, match="reindex --full"):
+            label_index.reindex(session=s, folder=folder)
+        r = label_index.reindex(session=s, folder=folder, full=True)
+        assert r.rebuilt and r.labels == 3
+        assert label_index.check_index(session=s, folder=folder).consistent
