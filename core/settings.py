@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     """An explanation is accepted when its score reaches this."""
     window_tokens: int = 64
     """Tokens per corpus window."""
+    ray_address: str | None = None
+    """Ray cluster labelling runs use when their spec names none (``auto``, ``host:port``,
+    ``ray://host:10001``, ``local``); unset = run in this process. Needs the ``ray`` extra."""
     callback_hosts: str = "127.0.0.1,localhost,::1"
     """Hosts a job's ``callback_url`` may name, comma-separated (default: loopback only); the
     service and the worker refuse any other, so a job cannot make the server reach anything the
