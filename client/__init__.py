@@ -15,9 +15,10 @@ checked with :func:`verify_signature`."""
 
 from __future__ import annotations
 
+from neurolabel.client._calls import LabelRow
 from neurolabel.client.aio import AsyncClient
 from neurolabel.client.errors import error_for
 from neurolabel.client.sync import Client
 from neurolabel.service.callbacks import verify_signature
 
-__all__ = ["AsyncClient", "Client", "error_for", "verify_signature"]
+__all__ = ["AsyncClient", "Client", "LabelRow", "error_for", "verify_signature"]
