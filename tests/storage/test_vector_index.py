@@ -232,3 +232,11 @@ def test_unreadable_snapshot_is_named_and_rebuilt(sqlite_migrated: str) -> None:
         r = label_index.reindex(session=s, folder=folder, full=True)
         assert r.rebuilt and r.labels == 3
         assert label_index.check_index(session=s, folder=folder).consistent
+
+
+def test_index_location_of_a_server_database(tmp_path: Path) -> None:
+    a = vi.index_location("postgresql+psycopg://me:secret@db.local:5432/labels", root=tmp_path)
+    assert a == vi.index_location("postgresql://me@db.local:5432/labels", root=tmp_path)  # no password in it
+    assert a.parent == tmp_path and "secret" not in str(a)
+    assert a != vi.index_location("postgresql://me@db.local:5432/other", root=tmp_path)
+    assert vi.index_location("sqlite://") is None and vi.index_location("sqlite:///:memory:") is None
