@@ -127,7 +127,7 @@ class Recording:
     """Token strings of the windows still referenced."""
     prefix: tuple[str, ...] = ()
     """Tokens fed before every window (not recorded), e.g. ``("<|im_start|>",)``."""
-    token_stats_top: int = 64
+    token_stats_top: int = 128
     """Token types kept per unit in :class:`core.TokenStats` (0: none)."""
     decode: Any = field(repr=False, default=None)
     """Token id -> string (as the windows' tokens are decoded), for the token statistics."""
@@ -593,7 +593,7 @@ def record_activations(
     windows: Iterable[Window] | None = None,
     bookkeeping_threads: int | None = None,
     token_stats_mb: float = 256.0,
-    token_stats_top: int = 64,
+    token_stats_top: int = 128,
 ) -> Recording:
     """Stream the corpus (or the given ``windows``) through the model once and keep, per unit,
     the top windows, random and quantile windows and running statistics (see the module
