@@ -79,7 +79,7 @@ def agreement_share(layers: list[int], units: list[int], max_tokens: int, seed: 
     from bench.facets import real_records, single_best
     from neurolabel.activations.models import load_target
     from neurolabel.explainers.output_tokens import OutputTokensExplainer, agreement
-    from neurolabel.service.pipeline import plugin
+    from neurolabel.pipeline.plugins import build
 
     t0 = time.perf_counter()
     records, n_tokens = real_records(layers, units, max_tokens)
@@ -103,7 +103,7 @@ def agreement_share(layers: list[int], units: list[int], max_tokens: int, seed: 
         for i, j in enumerate(idx):
             o, lab = pairs[i][0], pairs[int(j)][1]
             try:
-                r = agreement(o, lab, plugin("simulator", lab.score.simulator))
+                r = agreement(o, lab, build("simulator", lab.score.simulator))
             except NeurolabelError as exc:
                 log.warning("%s: %s", o.neuron, exc)
                 top.append(0.0)

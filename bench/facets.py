@@ -48,11 +48,12 @@ def _value(e: Explanation | None) -> float:
 
 def _score(e: Explanation, record: NeuronRecord, sim_tag: str) -> Explanation | None:
     from neurolabel.scoring.validate import simulate_and_score
-    from neurolabel.service.pipeline import fallback_simulator, plugin, simulator_applies
+    from neurolabel.pipeline.plugins import build
+    from neurolabel.pipeline.simulators import applies, fallback
 
-    sim = plugin("simulator", sim_tag)
-    if not simulator_applies(sim, e):
-        sim = fallback_simulator(e)[1]
+    sim = build("simulator", sim_tag)
+    if not applies(sim, e):
+        sim = fallback(e)[1]
     try:
         return simulate_and_score(e, record, simulator=sim)
     except ScoringError as exc:
@@ -62,12 +63,13 @@ def _score(e: Explanation, record: NeuronRecord, sim_tag: str) -> Explanation | 
 
 def single_best(record: NeuronRecord, explainers: Sequence[str] = SUB_EXPLAINERS) -> Explanation | None:
     """The best held-out-scored explanation of ``record`` among ``explainers`` (default simulators)."""
-    from neurolabel.service.pipeline import default_simulator, plugin
+    from neurolabel.pipeline.plugins import build
+    from neurolabel.pipeline.simulators import default_simulator
 
     best = None
     for tag in explainers:
         try:
-            cands = plugin("explainer", tag).explain(record)
+            cands = build("explainer", tag).explain(record)
         except ExplanationError:
             continue
         for c in cands:

@@ -5,7 +5,7 @@ simulator against a one-token-at-a-time loop.
 Stages, measured in this run on the default model:
 - record: one pass over the corpus with every layer and unit hooked (``record_activations``),
   measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
-- load / explain / score / store: ``service.pipeline.label_neurons`` on ``--neurons`` neurons of
+- load / explain / score / store: ``pipeline.run.run`` on ``--neurons`` neurons of
   layer 10 (records stored first), per neuron, from the run's stage timings.
 
     .venv/bin/python bench/pipeline.py           # 40 neurons, 4096 tokens measured
@@ -41,7 +41,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     from neurolabel.activations.models import load_target
     from neurolabel.activations.record import record_activations
-    from neurolabel.service.pipeline import label_neurons, resolve_simulators
+    from neurolabel.pipeline.run import run
+    from neurolabel.pipeline.simulators import resolve_simulators
+    from neurolabel.pipeline.spec import RunSpec
     from neurolabel.storage.db import session_scope, upgrade
     from neurolabel.storage.queries import save_neuron_records
 
@@ -69,13 +71,13 @@ def main() -> None:
                                    top_k=10, n_random=10, window_tokens=64, progress=False)
     # one-time loads (ontology, annotator, MiniLM for label embeddings) are not per-neuron costs
     from neurolabel.lm.embeddings import embed
-    from neurolabel.service.pipeline import plugin
+    from neurolabel.pipeline.plugins import build
 
     t0 = time.perf_counter()
     for tag in explainers:
-        plugin("explainer", tag)
+        build("explainer", tag)
     for tag in {*sims.values(), "lexical"}:
-        plugin("simulator", tag)
+        build("simulator", tag)
     embed(["warm-up"])
     print(f"one-time loads (explainers, simulators, MiniLM): {time.perf_counter() - t0:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,8 +85,8 @@ def main() -> None:
         upgrade(url)
         with session_scope(url) as session:
             save_neuron_records(session=session, records=recording.records())
-        s = label_neurons(model_spec="default", layers=[10], units=units, explainers=explainers,
-                          database_url=url, progress=False)
+        s = run(RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers)),
+                database_url=url, progress=False)
     n = max(1, s.processed)
     per = {"load": s.times.load_s / n, "store": s.times.store_s / n}
     for tag, v in s.times.explain_s.items():

@@ -120,9 +120,9 @@ class ConceptInductionExplainer:
         """Graded-search settings (``None``: class search only)."""
 
     @classmethod
-    def from_defaults(cls, **kwargs: Any) -> "ConceptInductionExplainer":
-        """The explainer over the default WordNet ontology (loaded now, ~1 s)."""
-        return cls(Annotator.from_defaults(), **kwargs)
+    def from_defaults(cls, annotator: Annotator | None = None, **kwargs: Any) -> "ConceptInductionExplainer":
+        """The explainer over ``annotator``'s ontology (the run's), else the default WordNet one (loaded now, ~1 s)."""
+        return cls(annotator or Annotator.from_defaults(), **kwargs)
 
     def _annotator(self) -> Annotator:
         if self.annotator is None:

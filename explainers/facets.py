@@ -215,21 +215,27 @@ class FacetsExplainer:
         """Examples stored per facet."""
 
     @classmethod
-    def from_defaults(cls, sub_explainers: Sequence[str] = ("concept_induction", "pmi"), **kwargs: Any) -> "FacetsExplainer":
-        """Over the default WordNet annotator, MiniLM and the given sub-explainers (built by their
-        factories) with their default simulators."""
+    def from_defaults(cls, sub_explainers: Sequence[str] = ("concept_induction", "pmi"), annotator: Any = None,
+                      **kwargs: Any) -> "FacetsExplainer":
+        """Over ``annotator`` (the run's ontology; default: the WordNet one), MiniLM and the given
+        sub-explainers (built by their factories, over the same annotator) with their default simulators."""
+        import inspect
+
         from neurolabel.core.registry import SIMULATORS
         from neurolabel.lm.embeddings import embed
         from neurolabel.ontology.annotate import Annotator
 
+        annotator = annotator or Annotator.from_defaults()
+
         def build(factory: Any) -> Any:
             make = getattr(factory, "from_defaults", None)
-            return make() if make is not None else factory()
+            if make is None:
+                return factory()
+            return make(annotator=annotator) if "annotator" in inspect.signature(make).parameters else make()
 
         explainers = {t: build(EXPLAINERS[t]) for t in sub_explainers}
         sim_tags = {getattr(e, "default_simulator", "lexical") for e in explainers.values()} | {"lexical"}
-        return cls(explainers, {t: build(SIMULATORS[t]) for t in sorted(sim_tags)}, Annotator.from_defaults(),
-                   embed, **kwargs)
+        return cls(explainers, {t: build(SIMULATORS[t]) for t in sorted(sim_tags)}, annotator, embed, **kwargs)
 
     @property
     def params(self) -> dict[str, Any]:

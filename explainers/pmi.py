@@ -20,6 +20,7 @@ two ``bincount`` calls over concatenated arrays.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,12 +40,17 @@ class _Vocab:
     def __init__(self) -> None:
         self.ids: dict[tuple[str, Any], int] = {}
         self.keys: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
 
     def id(self, key: tuple[str, Any]) -> int:
         got = self.ids.get(key)
         if got is None:
-            got = self.ids[key] = len(self.keys)
-            self.keys.append(key)
+            with self._lock:  # neurons are explained on several threads at once
+                got = self.ids.get(key)
+                if got is None:
+                    got = len(self.keys)
+                    self.keys.append(key)
+                    self.ids[key] = got
         return got
 
 
@@ -92,11 +98,11 @@ class PMIExplainer:
         self._blocked: frozenset[str] | None = None
 
     @classmethod
-    def from_defaults(cls, **kwargs: Any) -> "PMIExplainer":
-        """Over the default WordNet ontology's annotator."""
+    def from_defaults(cls, annotator: Any = None, **kwargs: Any) -> "PMIExplainer":
+        """Over ``annotator`` (the run's ontology), else the default WordNet ontology's annotator."""
         from neurolabel.ontology.annotate import Annotator
 
-        return cls(Annotator.from_defaults(), **kwargs)
+        return cls(annotator or Annotator.from_defaults(), **kwargs)
 
     def params(self) -> dict[str, Any]:
         """Parameters stored with each explanation."""

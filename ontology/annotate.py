@@ -211,7 +211,7 @@ class Annotator:
         if got is None:
             got = self._annotate(key)
             if len(self._cache) >= self.cache_size_limit:
-                self._cache.pop(next(iter(self._cache)))
+                self._cache.pop(next(iter(self._cache)), None)
             self._cache[key] = got
         return got
 

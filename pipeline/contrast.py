@@ -354,10 +354,11 @@ def label_top(target: TargetModel, study: ContrastStudy, texts: Sequence[str], *
               explainers: Sequence[str], database_url: str, model_spec: str) -> list[NeuronId]:
     """Record the top ``n`` neurons of ``study`` on ``texts`` (both sets; one pass for all their
     layers; neurons already recorded are kept as they are), then explain, score and store them
-    with ``explainers`` (:func:`service.pipeline.label_neurons`). Returns the neurons labelled."""
+    with ``explainers`` (:func:`pipeline.run.run`). Returns the neurons labelled."""
     from neurolabel.activations.corpus import Corpus
     from neurolabel.activations.record import record_activations
-    from neurolabel.service.pipeline import label_neurons
+    from neurolabel.pipeline.run import run
+    from neurolabel.pipeline.spec import RunSpec
     from neurolabel.storage.db import session_scope, upgrade
     from neurolabel.storage.queries import recorded_neurons, save_neuron_records, upsert_model
 
@@ -381,6 +382,6 @@ def label_top(target: TargetModel, study: ContrastStudy, texts: Sequence[str], *
                          unit_map=target.unit_map, n_layers=target.n_layers, n_units=target.n_units)
             save_neuron_records(session=session, records=[r for r in recording.records() if r.neuron in wanted])
     for layer in sorted({x.layer for x in top}):
-        label_neurons(model_spec=model_spec, layers=[layer], units=sorted(x.index for x in top if x.layer == layer),
-                      explainers=list(explainers), database_url=database_url, progress=False)
+        run(RunSpec(model=model_spec, layers=(layer,), units=tuple(sorted(x.index for x in top if x.layer == layer)),
+                    explainers=tuple(explainers)), database_url=database_url, progress=False)
     return top

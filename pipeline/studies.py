@@ -90,7 +90,7 @@ def run_contrast_study(spec: ContrastSpec, set_a: Iterable[str], set_b: Iterable
     if causal and not spec.label:
         raise ConfigError("causal scores need labels: set label to the number of top neurons to label")
     if spec.label:
-        from neurolabel.service.pipeline import resolve_simulators
+        from neurolabel.pipeline.simulators import resolve_simulators
 
         resolve_simulators(list(spec.explainers))  # unknown explainer tags fail before the model loads
     url = normalize_url(database_url)

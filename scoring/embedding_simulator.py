@@ -41,11 +41,11 @@ class EmbeddingSimulator:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_defaults(cls) -> "EmbeddingSimulator":
+    def from_defaults(cls, **kwargs: Any) -> "EmbeddingSimulator":
         """With the process-wide all-MiniLM-L6-v2 (``lm.embeddings.load_embedder``)."""
         from neurolabel.lm.embeddings import load_embedder
 
-        return cls(load_embedder())
+        return cls(load_embedder(), **kwargs)
 
     # -- embeddings -------------------------------------------------------------------------
     def _sentence(self, text: str) -> np.ndarray:

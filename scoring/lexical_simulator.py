@@ -10,7 +10,7 @@ need the LLM or embedding simulator.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.types import Explanation, SequenceSimulation
@@ -46,9 +46,9 @@ class LexicalSimulator:
         self.max_words = max_words
 
     @classmethod
-    def from_defaults(cls) -> "LexicalSimulator":
+    def from_defaults(cls, **kwargs: Any) -> "LexicalSimulator":
         """With default settings (nothing to load)."""
-        return cls()
+        return cls(**kwargs)
 
     def applies(self, explanation: Explanation) -> bool:
         """Only short word/phrase labels."""

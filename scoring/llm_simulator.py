@@ -89,11 +89,11 @@ class LLMSimulator:
         self._json_only = False
 
     @classmethod
-    def from_defaults(cls) -> "LLMSimulator":
+    def from_defaults(cls, **kwargs: Any) -> "LLMSimulator":
         """Over the configured backend (``lm.factory.backend_from_settings``: endpoint or local SmolLM2)."""
         from neurolabel.lm.factory import backend_from_settings
 
-        return cls(backend_from_settings())
+        return cls(backend_from_settings(), **kwargs)
 
     # ------------------------------------------------------------------ shared
     @property

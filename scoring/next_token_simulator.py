@@ -10,7 +10,7 @@ is not promoted. It applies only to explanations with ``structured["promoted"]``
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from neurolabel.core.errors import ScoringError
 from neurolabel.core.registry import SIMULATORS
@@ -28,9 +28,9 @@ class NextTokenSimulator:
     kind = "next_token"
 
     @classmethod
-    def from_defaults(cls) -> "NextTokenSimulator":
+    def from_defaults(cls, **kwargs: Any) -> "NextTokenSimulator":
         """Nothing to load."""
-        return cls()
+        return cls(**kwargs)
 
     def applies(self, explanation: Explanation) -> bool:
         """Only explanations that list promoted tokens."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from neurolabel.core.errors import ScoringError
 from neurolabel.core.registry import SCORERS
@@ -54,9 +54,9 @@ class CorrelationScorer:
         self.active_fraction = active_fraction
 
     @classmethod
-    def from_defaults(cls) -> "CorrelationScorer":
+    def from_defaults(cls, **kwargs: Any) -> "CorrelationScorer":
         """The scorer with its default settings."""
-        return cls()
+        return cls(**kwargs)
 
     def score(self, simulations: Sequence[SequenceSimulation], records: Sequence[ActivationRecord],
               *, simulator: str) -> ScoreResult:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 from neurolabel.core.errors import OntologyError, ScoringError
 from neurolabel.core.registry import SIMULATORS
@@ -50,9 +50,9 @@ class SymbolicSimulator:
         self._parsed: dict[object, ClassExpression] = {}
 
     @classmethod
-    def from_defaults(cls) -> "SymbolicSimulator":
-        """Over the default ontology (loaded now)."""
-        return cls(Annotator.from_defaults())
+    def from_defaults(cls, annotator: Annotator | None = None, **kwargs: Any) -> "SymbolicSimulator":
+        """Over ``annotator`` (the run's ontology), else the default ontology (loaded now)."""
+        return cls(annotator or Annotator.from_defaults(), **kwargs)
 
     def applies(self, explanation: Explanation) -> bool:
         """Whether the explanation carries a class expression this simulator can read."""

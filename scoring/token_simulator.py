@@ -8,7 +8,7 @@ included), so a label learnt on one model's records applies to that model's toke
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from neurolabel.core.errors import ScoringError
 from neurolabel.core.registry import SIMULATORS
@@ -39,9 +39,9 @@ class TokenSimulator:
     kind = "tokens"
 
     @classmethod
-    def from_defaults(cls) -> "TokenSimulator":
+    def from_defaults(cls, **kwargs: Any) -> "TokenSimulator":
         """Nothing to load."""
-        return cls()
+        return cls(**kwargs)
 
     def applies(self, explanation: Explanation) -> bool:
         """Only explanations that carry a token list."""

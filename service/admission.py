@@ -17,11 +17,15 @@ from neurolabel.service.sources import Source, resolve_source, units_per_layer
 
 def check_sources(*, session: Session, spec: JobSpec, data_dirs: tuple[str, ...]) -> tuple[Source, Source | None]:
     """The job's model and corpus as the server allows them (422 naming the field otherwise);
-    the corpus is ``None`` when the job carries its text."""
+    the corpus is ``None`` when the job carries its text. The ontology is checked too."""
     try:
         model = resolve_source(session=session, kind="model", name=spec.model, data_dirs=data_dirs)
     except ConfigError as exc:
         raise invalid(["body", "model"], str(exc), "not_allowed") from None
+    try:
+        resolve_source(session=session, kind="ontology", name=spec.ontology, data_dirs=data_dirs)
+    except ConfigError as exc:
+        raise invalid(["body", "ontology"], str(exc), "not_allowed") from None
     if spec.corpus_text is not None:
         if spec.corpus != "default":
             raise invalid(["body", "corpus_text"], "give either corpus or corpus_text, not both", "value_error")
@@ -37,12 +41,16 @@ def admit_job(*, session: Session, spec: JobSpec, caller: Caller, limits: Servic
     """The spec to queue for ``caller``, after every check: plugin tags, model and corpus,
     corpus text size (422), neurons per job and jobs queued (429 with ``Retry-After``)."""
     from neurolabel.service.jobs import count_active
-    from neurolabel.service.pipeline import resolve_simulators
+    from neurolabel.pipeline.plugins import check
+    from neurolabel.pipeline.simulators import resolve
 
-    try:
-        resolve_simulators(spec.explainers, spec.simulators)
-    except ConfigError as exc:
-        raise invalid(["body", "explainers"], str(exc), "config_error") from None
+    for field, what in (("explainers", lambda: [check("explainer", e) for e in spec.explainers]),
+                        ("simulators", lambda: resolve(spec.explainers, spec.simulators)),
+                        ("scorer", lambda: check("scorer", spec.scorer))):
+        try:
+            what()
+        except ConfigError as exc:
+            raise invalid(["body", field], str(exc), "config_error") from None
     if spec.corpus_text is not None and len(spec.corpus_text) > limits.max_corpus_text_chars:
         raise invalid(["body", "corpus_text"],
                       f"corpus_text holds {len(spec.corpus_text)} characters; at most "

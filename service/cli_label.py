@@ -66,31 +66,92 @@ def print_labels(url: str, model: str, neurons) -> None:
             typer.echo(f"  => label: {best['text']!r} ({best['explainer']})" if best else "  => no accepted label")
 
 
-def _run(model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
-         corpus: str, db: str | None, options: dict, progress: bool, show: bool,
-         retry_failed: bool = False) -> None:
-    from neurolabel.service.pipeline import label_neurons, resolve_simulators
+def parse_params(items: list[str] | None, tags: list[str]) -> dict[str, dict[str, Any]]:
+    """``["pmi.lam=0.8", "llm_summary.n=1"]`` -> ``{"pmi": {"lam": 0.8}, "llm_summary": {"n": 1}}``
+    (values read as JSON where they parse, else as text); the tag must be one of ``tags``."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        tag, dot, name = key.strip().partition(".")
+        if not sep or not dot or not tag or not name:
+            raise ConfigError(f"--set {item!r}: write PLUGIN.PARAMETER=VALUE, e.g. pmi.lam=0.8")
+        if tag not in tags:
+            raise ConfigError(f"--set {item!r}: {tag!r} is not one of the chosen plugins ({', '.join(tags)})")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(tag, {})[name] = parsed
+    return out
+
+
+def build_spec(*, model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
+               corpus: str, options: dict, params: list[str] | None = None, ontology: str = "default",
+               concurrency: int | None = None, retry_failed: bool = False, db: str | None = None) -> Any:
+    """The run spec of ``neurolabel label``'s options (the CLI's one conversion into a run). The
+    ontology may be ``default``, a name registered with ``neurolabel ontologies add`` or a file."""
+    from neurolabel.pipeline.spec import RunSpec
+
+    if isinstance(simulators, str):
+        simulators = {"*": simulators}
+    sims = dict(simulators or {})
+    by_tag = parse_params(params, list(dict.fromkeys(explainers + [v for v in sims.values()])))
+    for e, sim in list(sims.items()):
+        sims[e] = {"kind": sim, **by_tag.get(sim, {})}
+    spec = {"model": model, "layers": layers, "units": units, "corpus": corpus, "record": options,
+            "explainers": [{"kind": e, **by_tag.get(e, {})} for e in explainers], "simulators": sims,
+            "ontology": _ontology_path(ontology, db), "retry_failed": retry_failed}
+    if concurrency is not None:
+        spec["concurrency"] = concurrency
+    return RunSpec.parse(spec, where="neurolabel label")
+
+
+def _ontology_path(name: str, db: str | None) -> str:
+    """A registered ontology's path, else ``name`` itself (``default`` or a file)."""
+    if name == "default":
+        return name
+    from neurolabel.service.sources import is_plain_name
+
+    if is_plain_name(name):
+        from neurolabel.storage.db import session_scope, upgrade
+        from neurolabel.storage.sources import source_path
+
+        upgrade(db)
+        with session_scope(db) as s:
+            path = source_path(session=s, kind="ontology", name=name)
+        if path is not None:
+            return path
+    from pathlib import Path
+
+    if not Path(name).expanduser().is_file():
+        raise ConfigError(f"--ontology {name!r}: neither a registered ontology (neurolabel ontologies list) "
+                          "nor an ontology file")
+    return str(Path(name).expanduser().resolve())
+
+
+def _run(spec: Any, db: str | None, progress: bool, show: bool) -> None:
+    from neurolabel.pipeline.run import run
     from neurolabel.storage.db import normalize_url
 
     url = normalize_url(db)
     t0 = time.perf_counter()
-    summary = label_neurons(model_spec=model, layers=layers, units=units, explainers=explainers,
-                            simulators=simulators, corpus=corpus, database_url=url, record_options=options,
-                            progress=progress, retry_failed=retry_failed)
-    sims = resolve_simulators(explainers, simulators)
+    summary = run(spec, database_url=url, progress=progress)
     typer.echo(
         f"{summary.model}: {summary.neurons} neurons ({summary.recorded} recorded, {summary.processed} explained, "
         f"{summary.skipped} already done); {summary.explanations} explanations stored, {summary.accepted} accepted; "
         + (f"{summary.failed_before} earlier explainer failures not retried (--retry-failed); "
            if summary.failed_before else "")
-        + f"simulators {', '.join(f'{k}->{v}' for k, v in sims.items())}; {time.perf_counter() - t0:.1f} s -> {url}"
+        + f"simulators {', '.join(f'{k}->{v}' for k, v in summary.simulators.items())}; "
+        f"{time.perf_counter() - t0:.1f} s -> {url}"
     )
     for err in summary.errors[:10]:
         typer.echo(f"  note: {err}", err=True)
     if show:
         from neurolabel.core.types import NeuronId
 
-        neurons = [NeuronId(l, u) for l in layers for u in (units or [])]
+        neurons = [NeuronId(l, u) for l in spec.layers for u in (spec.units or [])]
         print_labels(url, summary.model, neurons)
 
 
@@ -111,6 +172,13 @@ def label(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Retry neurons an explainer version failed to explain before."),
+    params: list[str] = typer.Option(None, "--set",
+                                     help="A plugin parameter, PLUGIN.PARAMETER=VALUE (repeatable): pmi.lam=0.8."),
+    ontology: str = typer.Option("default", "--ontology",
+                                 help="Ontology of the explainers and the symbolic simulator: default (WordNet), "
+                                      "a registered name (neurolabel ontologies add) or an OWL/RDF/Turtle file."),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, max=256,
+                                    help="Neurons explained and scored at once (LLM requests in flight; default 8)."),
 ) -> None:
     """Record (when missing), explain, score and store labels of the chosen neurons; resumable."""
     from neurolabel.service.cli_record import parse_int_list
@@ -120,8 +188,11 @@ def label(
         from neurolabel.activations.models import load_target
 
         layer_list = list(range(load_target(model).n_layers))
-    _run(model, layer_list, parse_int_list(units, what="units"), _tags(explainers), _parse_simulators(simulators),
-         corpus, db, {"max_tokens": max_tokens, "top_k": top_k, "n_random": n_random}, progress, show, retry_failed)
+    spec = build_spec(model=model, layers=layer_list, units=parse_int_list(units, what="units"),
+                      explainers=_tags(explainers), simulators=_parse_simulators(simulators), corpus=corpus,
+                      options={"max_tokens": max_tokens, "top_k": top_k, "n_random": n_random}, params=params,
+                      ontology=ontology, concurrency=concurrency, retry_failed=retry_failed, db=db)
+    _run(spec, db, progress, show)
 
 
 def demo(
@@ -132,14 +203,15 @@ def demo(
     """Label a few neurons of layer 10 of the default model and print each explainer's label and score."""
     from neurolabel.core.registry import EXPLAINERS
     from neurolabel.service.cli_record import parse_int_list
-    from neurolabel.service.pipeline import DEMO_RECORD_OPTIONS
+    from neurolabel.pipeline.run import DEMO_RECORD_OPTIONS
 
     tags = _tags(explainers) if explainers else [t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary")
                                                     if t in EXPLAINERS]
     typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {DEMO_UNITS}, explainers {', '.join(tags)}, "
                f"{DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")
-    _run("default", [DEMO_LAYER], parse_int_list(DEMO_UNITS, what="units"), tags, None, "default", db,
-         dict(DEMO_RECORD_OPTIONS), progress, True)
+    spec = build_spec(model="default", layers=[DEMO_LAYER], units=parse_int_list(DEMO_UNITS, what="units"),
+                      explainers=tags, simulators=None, corpus="default", options=dict(DEMO_RECORD_OPTIONS), db=db)
+    _run(spec, db, progress, True)
 
 
 def register(app: typer.Typer) -> None:

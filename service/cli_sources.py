@@ -1,5 +1,5 @@
-"""CLI commands ``neurolabel corpora add|list|remove`` and ``neurolabel models add|list|remove``:
-the corpora and models API clients may name (besides the defaults and paths under
+"""CLI commands ``neurolabel corpora|models|ontologies add|list|remove``: the corpora, models and
+ontologies API clients may name (besides the defaults and paths under
 ``NEUROLABEL_DATA_DIRS``)."""
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ def _group(kind: str, plural: str) -> typer.Typer:
         real = path.expanduser().resolve()
         if not real.exists():
             raise ConfigError(f"{plural} add: {str(path)!r} does not exist")
+        if kind == "ontology":
+            from neurolabel.ontology.load import load_ontology
+
+            load_ontology(real)  # OntologyError naming the file and the problem
         if kind == "model" and not (real / "config.json").is_file():
             raise ConfigError(f"{plural} add: {str(path)!r} has no config.json: not a Hugging Face model folder")
         with session_scope(db) as s:
@@ -69,3 +73,4 @@ def register(app: typer.Typer) -> None:
     """Add ``corpora`` and ``models`` to the ``neurolabel`` CLI."""
     app.add_typer(_group("corpus", "corpora"), name="corpora")
     app.add_typer(_group("model", "models"), name="models")
+    app.add_typer(_group("ontology", "ontologies"), name="ontologies")

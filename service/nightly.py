@@ -1,7 +1,7 @@
 """``neurolabel nightly CONFIG.toml``: the cron-able nightly labelling run.
 
 For every configured model it labels what is missing or stale: the pipeline
-(:func:`service.pipeline.label_neurons`) records neurons that have no activations yet and
+(:func:`pipeline.run.run` of each model's job spec, converted by :func:`service.worker.job_run_spec`) records neurons that have no activations yet and
 explains only neurons that lack an explanation by the *current* version of each explainer, so a
 new explainer version makes the old labels stale and they are redone (old rows are kept). All
 writes are idempotent and committed in small steps, so a crashed run is resumed by running the
@@ -21,6 +21,9 @@ Config (TOML)::
     corpus = "default"
     max_tokens = 100000
     retry_failed = false                      # optional: retry neurons an explainer failed on before
+    ontology = "default"                      # optional: a registered ontology name or an allowed path
+    concurrency = 8                           # optional: neurons explained and scored at once
+    # explainers may be tagged configurations: [{ kind = "pmi", lam = 0.8 }, "tokens"]
 """
 
 from __future__ import annotations

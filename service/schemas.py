@@ -10,6 +10,7 @@ from fastapi import Path
 from pydantic import field_validator, BaseModel, ConfigDict, Field, StringConstraints
 
 from neurolabel.core.types import Explanation, ScoreResult
+from neurolabel.pipeline.spec import PluginConfig
 
 MAX_RECORDS = 64
 """Most neuron records one explain/score request may carry."""
@@ -44,10 +45,24 @@ class JobSpec(_Strict):
     """Layers to label."""
     units: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(default=None, max_length=100_000)
     """Unit indices within each layer; ``None`` = every unit."""
-    explainers: list[Tag] = Field(min_length=1, max_length=16)
-    """Explainer tags, e.g. ``["concept_induction", "pmi"]``."""
-    simulators: dict[Tag, Tag] | None = None
-    """Simulator per explainer tag (``None`` = the pipeline's defaults)."""
+    explainers: list[Tag | PluginConfig] = Field(min_length=1, max_length=16)
+    """Explainers: tags, e.g. ``["concept_induction", "pmi"]``, or tagged configurations such as
+    ``{"kind": "pmi", "lam": 0.8}``."""
+    simulators: dict[Tag, Tag | PluginConfig] | None = None
+    """Simulator (tag or configuration) per explainer tag, ``"*"`` for all others (``None`` = each
+    explainer's declared default)."""
+    scorer: Tag | PluginConfig = "correlation"
+    """Scorer (tag or configuration)."""
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    """Score an explanation needs to be accepted (``None`` = the storage default)."""
+    ontology: Name = "default"
+    """Ontology the explainers and the symbolic simulator share: ``default`` (WordNet) or a name
+    the operator registered (``neurolabel ontologies add``) or a path under the server's data
+    directories."""
+    concurrency: int = Field(default=8, ge=1, le=64)
+    """Neurons explained and scored at once (LLM requests in flight to an endpoint)."""
+    ray_address: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None
+    """Ray cluster to run the job on (``None`` = in the worker process)."""
     corpus: Name = "default"
     """Corpus used to record activations when missing: ``default``, a registered name
     (``neurolabel corpora add``) or a path under the server's data directories."""
@@ -181,10 +196,15 @@ class ExplainRequest(_Strict):
     """Neuron records in OpenAI neuron-explainer ``NeuronRecord`` JSON."""
     model: Name | None = None
     """Model name of the records (default: each record's ``neurolabel.model``, else ``external``)."""
-    explainers: list[Tag] = Field(min_length=1, max_length=8)
-    """Explainer tags to run."""
-    simulators: dict[Tag, Tag] | None = None
-    """Simulator per explainer tag (``None`` = the pipeline's defaults)."""
+    explainers: list[Tag | PluginConfig] = Field(min_length=1, max_length=8)
+    """Explainers to run: tags or tagged configurations (``{"kind": "pmi", "lam": 0.8}``)."""
+    simulators: dict[Tag, Tag | PluginConfig] | None = None
+    """Simulator (tag or configuration) per explainer tag, ``"*"`` for all others (``None`` = each
+    explainer's declared default)."""
+    ontology: Name = "default"
+    """Ontology the explainers and the symbolic simulator share: ``default`` (WordNet), a name the
+    operator registered (``neurolabel ontologies add``) or a path under the server's data
+    directories."""
     store: bool = False
     """Also store the records and the scored explanations (needs a model name)."""
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import ConfigError
 
-BUILTIN = {"model": ("default", "smollm2-135m"), "corpus": ("default", "wordnet")}
+BUILTIN = {"model": ("default", "smollm2-135m"), "corpus": ("default", "wordnet"), "ontology": ("default",)}
 """Names every server knows."""
 DEFAULT_MODEL_UNITS = 1536
 """MLP units per layer of the default model (SmolLM2-135M: intermediate size 1536)."""
@@ -33,7 +33,7 @@ class Source:
     """A corpus or model a client named, resolved for the loader."""
 
     kind: str
-    """``corpus`` or ``model``."""
+    """``corpus``, ``model`` or ``ontology``."""
     name: str
     """What the client wrote."""
     spec: str
@@ -61,7 +61,7 @@ def resolve_source(*, session: Session, kind: str, name: str, data_dirs: Sequenc
     from neurolabel.storage.sources import source_names, source_path
 
     if kind not in BUILTIN:
-        raise ValueError(f"kind must be 'corpus' or 'model', not {kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(BUILTIN)}, not {kind!r}")
     if name in BUILTIN[kind]:
         return Source(kind=kind, name=name, spec=name)
     if is_plain_name(name):

@@ -1,7 +1,8 @@
 """``neurolabel worker``: takes jobs from the database queue and runs them.
 
-A job runs :func:`service.pipeline.label_neurons`, which stores its results in small
-idempotent transactions, so a worker killed at any moment leaves nothing a rerun would
+A labelling job's spec (:class:`service.schemas.JobSpec` as a dict) is converted once into a
+:class:`pipeline.spec.RunSpec` (:func:`job_run_spec`) and run by :func:`pipeline.run.run`, which
+stores its results in small idempotent transactions, so a worker killed at any moment leaves nothing a rerun would
 duplicate or lose. While a job runs, a background thread heartbeats every ``heartbeat_s``;
 a cancelled job (or one taken away after a missed heartbeat) makes ``should_stop`` true.
 """
@@ -17,11 +18,14 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from neurolabel.service import jobs
+
+if TYPE_CHECKING:
+    from neurolabel.pipeline.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ def run_spec(
     may reach the queue another way): only built-in or registered names and paths under
     ``data_dirs`` (default: ``NEUROLABEL_DATA_DIRS``); a corpus sent as ``corpus_text`` is
     written to a private temporary file for the run."""
-    from neurolabel.service.pipeline import label_neurons
+    from neurolabel.pipeline.run import run
 
     kind = spec.get("kind", "label")
     if kind != "label":
@@ -62,30 +66,34 @@ def run_spec(
         return getattr(importlib.import_module(module), func)(spec, database_url=database_url,
                                                               should_stop=should_stop, on_progress=on_progress)
 
-    model_spec, corpus_spec = resolve_job_sources(spec, database_url=database_url, data_dirs=data_dirs)
-    extra = {"store_every": int(spec["store_every"])} if spec.get("store_every") else {}
+    model_spec, corpus_spec, ontology_spec = resolve_job_sources(spec, database_url=database_url,
+                                                                 data_dirs=data_dirs)
     with _corpus_file(spec.get("corpus_text")) as text_file:
-        return label_neurons(
-            model_spec=model_spec,
-            layers=list(spec["layers"]),
-            units=list(spec["units"]) if spec.get("units") is not None else None,
-            explainers=list(spec["explainers"]),
-            simulators=spec.get("simulators"),
-            corpus=text_file or corpus_spec,
-            database_url=database_url,
-            record_options=_record_options(spec),
-            progress=False,
-            should_stop=should_stop,
-            on_progress=on_progress,
-            retry_failed=bool(spec.get("retry_failed", False)),
-            **extra,
-        )
+        run_spec = job_run_spec(spec, model=model_spec, corpus=text_file or corpus_spec, ontology=ontology_spec)
+        return run(run_spec, database_url=database_url, progress=False, should_stop=should_stop,
+                   on_progress=on_progress)
+
+
+def job_run_spec(spec: Mapping[str, Any], *, model: str, corpus: str, ontology: str) -> "RunSpec":
+    """The run spec of a labelling job spec, its sources already resolved for the loaders (the one
+    conversion of a job into a run); :class:`ConfigError` naming a bad field."""
+    from neurolabel.pipeline.spec import RunSpec
+
+    fields = {"model": model, "layers": spec["layers"], "units": spec.get("units"), "corpus": corpus,
+           "record": _record_options(spec), "explainers": spec["explainers"], "simulators": spec.get("simulators"),
+           "ontology": ontology, "retry_failed": bool(spec.get("retry_failed", False)),
+           "ray_address": spec.get("ray_address")}
+    for key in ("scorer", "threshold", "store_every", "concurrency"):
+        if spec.get(key) is not None:
+            fields[key] = spec[key]
+    return RunSpec.parse(fields, where="job spec")
 
 
 def resolve_job_sources(spec: Mapping[str, Any], *, database_url: str,
-                        data_dirs: Sequence[str] | None = None) -> tuple[str, str]:
-    """(model spec, corpus spec) for the loaders, through :func:`service.sources.resolve_source`;
-    :class:`ConfigError` when the job names something the server does not allow."""
+                        data_dirs: Sequence[str] | None = None) -> tuple[str, str, str]:
+    """(model spec, corpus spec, ontology spec) for the loaders, through
+    :func:`service.sources.resolve_source`; :class:`ConfigError` when the job names something the
+    server does not allow."""
     from neurolabel.service.limits import get_limits
     from neurolabel.service.sources import resolve_source
     from neurolabel.storage.db import session_scope
@@ -94,7 +102,9 @@ def resolve_job_sources(spec: Mapping[str, Any], *, database_url: str,
     with session_scope(database_url) as s:
         model = resolve_source(session=s, kind="model", name=str(spec.get("model", "default")), data_dirs=roots)
         corpus = resolve_source(session=s, kind="corpus", name=str(spec.get("corpus", "default")), data_dirs=roots)
-    return model.spec, corpus.spec
+        ontology = resolve_source(session=s, kind="ontology", name=str(spec.get("ontology") or "default"),
+                                  data_dirs=roots)
+    return model.spec, corpus.spec, ontology.spec
 
 
 @contextlib.contextmanager

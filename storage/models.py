@@ -239,12 +239,12 @@ class ApiKey(Base):
     """An admin key sees and cancels every job (``neurolabel keys create --admin``)."""
 
 
-DATA_SOURCE_KINDS = ("corpus", "model")
+DATA_SOURCE_KINDS = ("corpus", "model", "ontology")
 """What an operator can register by name."""
 
 
 class DataSource(Base):
-    """A corpus or model an operator registered by name (``neurolabel corpora|models add``):
+    """A corpus, model or ontology an operator registered by name (``neurolabel corpora|models add``):
     jobs, explain requests and nightly configs may name it; its path is never shown to clients."""
 
     __tablename__ = "data_sources"

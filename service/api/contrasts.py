@@ -135,7 +135,7 @@ def create_contrast(body: ContrastRequest, session: SessionDep, caller: CallerDe
     runs it and its job's result names the stored study; the job belongs to the caller's key.
     Needs an API key."""
     from neurolabel.pipeline.studies import spec_from_dict
-    from neurolabel.service.pipeline import resolve_simulators
+    from neurolabel.pipeline.simulators import resolve_simulators
 
     if body.causal and not body.label:
         raise HTTPException(422, detail="causal scores need labels: set label > 0")

@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from neurolabel.core.errors import ConfigError
 from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
-from neurolabel.service.deps import ApiKeyDep, SessionDep
+from neurolabel.pipeline.spec import RunSpec
+from neurolabel.service.deps import ApiKeyDep, LimitsDep, SessionDep
 from neurolabel.service.errors import invalid, responses
 from neurolabel.service.schemas import ExplainRequest, ExplanationOut, ExplanationsOut, ScoreRequest
 from neurolabel.service.sources import is_plain_name
@@ -72,15 +74,32 @@ def parse_records(raw: list[dict[str, Any]], *, model: str | None) -> list[Neuro
     return out
 
 
+def explain_run_spec(body: ExplainRequest, *, session: Any, data_dirs: tuple[str, ...]) -> RunSpec:
+    """The run spec of an explain request (the endpoint's one conversion into a run): its plugins
+    and its ontology, which must be ``default``, registered or under the data roots (422 naming
+    the field otherwise)."""
+    from neurolabel.service.sources import resolve_source
+
+    try:
+        ontology = resolve_source(session=session, kind="ontology", name=body.ontology, data_dirs=data_dirs).spec
+    except ConfigError as exc:
+        raise invalid(["body", "ontology"], str(exc), "not_allowed") from None
+    try:
+        return RunSpec.parse({"model": body.model or "external", "explainers": body.explainers,
+                              "simulators": body.simulators, "ontology": ontology}, where="explain request")
+    except ConfigError as exc:
+        raise invalid(["body", "explainers"], str(exc), "config_error") from None
+
+
 @router.post("/explain", response_model=ExplanationsOut, summary="Explain and score given records",
              responses=responses(401, 403, 413, 422, 429, 502, 503))
-def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep) -> dict[str, Any]:
+def explain(body: ExplainRequest, session: SessionDep, _key: ApiKeyDep, limits: LimitsDep) -> dict[str, Any]:
     """Run the named explainers on each record, score every explanation on the record's
     score-split windows, and (``store: true``) store records and explanations. Needs an API key."""
-    from neurolabel.service.pipeline import explain_and_score
+    from neurolabel.pipeline.run import explain_and_score
 
     records = parse_records(body.records, model=body.model)
-    explanations = explain_and_score(records, explainers=body.explainers, simulators=body.simulators)
+    explanations = explain_and_score(records, explain_run_spec(body, session=session, data_dirs=limits.roots()))
     stored: list[int] = []
     if body.store:
         from neurolabel.storage.queries import save_explanations, save_neuron_records
@@ -99,9 +118,9 @@ def score(body: ScoreRequest, _key: ApiKeyDep) -> dict[str, Any]:
     from neurolabel.scoring.validate import simulate_and_score
 
     records = parse_records(body.records, model=body.model)
-    from neurolabel.service.pipeline import plugin
+    from neurolabel.pipeline.plugins import build
 
-    simulator = plugin("simulator", body.simulator)
+    simulator = build("simulator", body.simulator)
     out = []
     for rec in records:
         e = Explanation(

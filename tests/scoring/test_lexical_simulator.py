@@ -27,8 +27,9 @@ def test_simulates_word_labels_only():
 
 
 def test_pipeline_falls_back_to_lexical_for_word_labels():
-    from neurolabel.service.pipeline import simulator_applies, fallback_simulator, plugin
+    from neurolabel.pipeline.plugins import build
+    from neurolabel.pipeline.simulators import applies, fallback
 
-    sym = plugin("simulator", "symbolic")
-    assert not simulator_applies(sym, _e("dog"))  # a PMI word label has no class expression
-    assert fallback_simulator(_e("dog"))[0] == "lexical"
+    sym = build("simulator", "symbolic")
+    assert not applies(sym, _e("dog"))  # a PMI word label has no class expression
+    assert fallback(_e("dog"))[0] == "lexical"

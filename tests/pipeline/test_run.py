@@ -1,6 +1,6 @@
-"""The labelling pipeline on real parts: planted-concept records in a real database (SQLite
-and PostgreSQL), the real concept-induction explainer and symbolic/embedding simulators; and
-one run that records the real SmolLM2 first."""
+"""The labelling run (:mod:`pipeline.run`) on real parts: planted-concept records in a real
+database (SQLite and PostgreSQL), the real concept-induction explainer and symbolic/embedding
+simulators; and one run that records the real SmolLM2 first."""
 
 from __future__ import annotations
 
@@ -9,16 +9,26 @@ from sqlalchemy import func, select
 
 from neurolabel.core.errors import ConfigError
 from neurolabel.core.types import NeuronId
-from neurolabel.service.pipeline import explain_and_score, label_neurons, resolve_simulators
+from neurolabel.pipeline.run import explain_and_score, run
+from neurolabel.pipeline.simulators import resolve_simulators
+from neurolabel.pipeline.spec import RunSpec
 
 CLASSES = ("animal.n.01", "food.n.01", "person.n.01")
 
 
 @pytest.fixture(scope="module")
-def planted():
-    from bench.planted import planted_records
+def planted_records():
+    from bench.planted import planted_records as make
 
-    return planted_records(CLASSES, n_top=6, n_random=4, n_windows=400, window_tokens=32)
+    return make(CLASSES, n_top=6, n_random=4, n_windows=400, window_tokens=32)
+
+
+def label_neurons(*, model_spec, database_url, progress=False, should_stop=None, on_progress=None,
+                  record_options=None, **fields):
+    """One run of the spec these fields describe."""
+    spec = RunSpec.parse({"model": model_spec, "record": record_options or {}, **fields})
+    return run(spec, database_url=database_url, progress=progress, should_stop=should_stop,
+               on_progress=on_progress)
 
 
 def _store(url, records):
@@ -54,13 +64,14 @@ def test_resolve_simulators():
 
 
 @pytest.mark.slow
-def test_label_stops_resumes_and_never_duplicates(db_url, planted):
+def test_label_stops_resumes_and_never_duplicates(db_url, planted_records):
     from neurolabel.storage.db import dispose_engines, session_scope
     from neurolabel.storage.queries import best_label, get_neuron
 
-    _store(db_url, planted)
+    _store(db_url, planted_records)
     calls = []
     first = label_neurons(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction"],
+                          concurrency=1,  # one neuron at a time: the stop lands exactly after the first
                           database_url=db_url, progress=False, should_stop=lambda: len(calls) >= 1,
                           on_progress=lambda done, total, detail: calls.append((done, total)))
     assert first.stopped and first.processed == 1 and first.recorded == 0 and calls == [(1, 3)]
@@ -88,11 +99,11 @@ def test_label_stops_resumes_and_never_duplicates(db_url, planted):
 
 
 @pytest.mark.slow
-def test_rejected_explanations_are_stored_with_scores(sqlite_url, planted):
+def test_rejected_explanations_are_stored_with_scores(sqlite_url, planted_records):
     from neurolabel.storage.db import session_scope
     from neurolabel.storage.queries import get_neuron
 
-    _store(sqlite_url, planted[:1])
+    _store(sqlite_url, planted_records[:1])
     s = label_neurons(model_spec="planted", layers=[0], units=[0], explainers=["concept_induction"],
                       simulators="embedding", database_url=sqlite_url, threshold=1.01, progress=False)
     assert s.explanations > 0 and s.accepted == 0
@@ -104,8 +115,8 @@ def test_rejected_explanations_are_stored_with_scores(sqlite_url, planted):
 
 
 @pytest.mark.slow
-def test_explain_and_score_without_storage_any_simulator(planted):
-    out = explain_and_score(planted[:2], explainers=["concept_induction"], simulators="embedding")
+def test_explain_and_score_without_storage_any_simulator(planted_records):
+    out = explain_and_score(planted_records[:2], RunSpec.parse({"explainers": ["concept_induction"], "simulators": "embedding"}))
     assert out and all(e.score is not None and e.score.simulator == "embedding" for e in out)
     assert {e.neuron for e in out} == {NeuronId(0, 0), NeuronId(0, 1)}
 
@@ -122,12 +133,12 @@ def test_records_missing_neurons_from_the_real_model(sqlite_url):
 
 
 @pytest.mark.slow
-def test_cli_label_prints_labels_and_resumes(sqlite_url, planted):
+def test_cli_label_prints_labels_and_resumes(sqlite_url, planted_records):
     from typer.testing import CliRunner
 
     from neurolabel.service.cli import app
 
-    _store(sqlite_url, planted[:2])
+    _store(sqlite_url, planted_records[:2])
     args = ["label", "--model", "planted", "--layers", "0", "--units", "0-1", "--explainers", "concept_induction,pmi",
             "--db", sqlite_url, "--show", "--no-progress"]
     first = CliRunner().invoke(app, args)
@@ -161,7 +172,7 @@ def _failures(url):
 
 
 @pytest.mark.slow
-def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
+def test_explainer_failures_are_stored_and_not_retried(db_url, planted_records):
     """A neuron the explainer cannot explain is remembered with its error: reruns skip it,
     --retry-failed tries again (attempts grow), and a later success removes the failure."""
     import dataclasses
@@ -169,7 +180,7 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
     from neurolabel.storage.db import session_scope
     from neurolabel.storage.queries import failed_neurons
 
-    _store(db_url, [planted[0], _dead(planted[1], 3)])
+    _store(db_url, [planted_records[0], _dead(planted_records[1], 3)])
     kw = dict(model_spec="planted", layers=[0], units=[0, 3], explainers=["concept_induction"],
               database_url=db_url, progress=False)
     first = label_neurons(**kw)
@@ -206,28 +217,28 @@ def test_explainer_failures_are_stored_and_not_retried(db_url, planted):
     assert "failed concept_induction" in shown.output and "2 attempt(s)" in shown.output
 
     # the unit now records real activity: a retry explains it and forgets the failure
-    _store(db_url, [dataclasses.replace(planted[1], neuron=NeuronId(0, 3))])
+    _store(db_url, [dataclasses.replace(planted_records[1], neuron=NeuronId(0, 3))])
     fixed = label_neurons(**kw, retry_failed=True)
     assert fixed.processed == 1 and not fixed.errors and fixed.explanations > 0
     assert _failures(db_url) == []
 
 
 @pytest.mark.slow
-def test_tokens_labels_are_stored_and_extra_simulators_scored(sqlite_url, planted, monkeypatch):
+def test_tokens_labels_are_stored_and_extra_simulators_scored(sqlite_url, planted_records, monkeypatch):
     from neurolabel.explainers.tokens import TokenExplainer
     from neurolabel.storage.db import session_scope
     from neurolabel.storage.queries import best_label, get_neuron
 
     assert resolve_simulators(["tokens"]) == {"tokens": "tokens"}  # the explainer declares its simulator
     monkeypatch.setattr(TokenExplainer, "extra_simulators", ("embedding", "symbolic"), raising=False)
-    got = explain_and_score(planted[:1], explainers=["tokens"])
+    got = explain_and_score(planted_records[:1], RunSpec.parse({"explainers": ["tokens"]}))
     assert [e.explainer for e in got] == ["tokens"]
     parts = got[0].score.parts
     assert isinstance(parts["score_by_embedding"], float)  # the second simulator's score is kept beside
     assert parts["score_by_symbolic"] is None  # a simulator that does not apply adds None
     assert got[0].score.simulator == "tokens" and got[0].score.score > 0.2  # words of one class: held-out words differ
 
-    _store(sqlite_url, planted[:2])
+    _store(sqlite_url, planted_records[:2])
     s = label_neurons(model_spec="planted", layers=[0], units=[0, 1], explainers=["tokens"], database_url=sqlite_url,
                       progress=False)
     assert s.explanations == 2

@@ -1,0 +1,465 @@
+"""The labelling run: a :class:`pipeline.spec.RunSpec` executed as a short composition of stages,
+
+    record missing → load → explain → score → store
+
+:func:`record_missing` records the neurons the database lacks (one corpus pass per layer). Then
+every neuron still to do is **loaded** from the database, **explained** by each chosen explainer
+and each explanation **scored** by its simulator, up to ``spec.concurrency`` neurons at a time
+(one thread pool: the one bound on LLM work of the run, so an endpoint sees many requests in
+flight); results come back in neuron order and are **stored** every ``spec.store_every`` neurons,
+at a stop and at the end, so an interrupted run loses at most that many neurons' work and a
+rerun resumes (neurons already explained by an explainer's current version are skipped, and so
+are those that version failed on before unless ``spec.retry_failed``; writes are idempotent).
+
+Stages return new objects; nothing they receive is mutated. :func:`explain_and_score` is the
+explain → score part over given records (no storage), as ``POST /v1/explain`` uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from neurolabel.core.errors import ConfigError, ExplanationError, ScoringError
+from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
+from neurolabel.pipeline.ontology import RunOntology, load_run_ontology
+from neurolabel.pipeline.plugins import build
+from neurolabel.pipeline.simulators import applies, fallback, resolve
+from neurolabel.pipeline.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+DEMO_RECORD_OPTIONS: dict[str, Any] = {"max_tokens": 8192, "window_tokens": 32, "top_k": 6, "n_random": 12}
+"""Recording settings of ``neurolabel demo`` (a few minutes on 2 cores)."""
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (summed over neurons; with concurrency, more than wall time)."""
+
+    record_s: float = 0.0
+    load_s: float = 0.0
+    explain_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    score_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    store_s: float = 0.0
+
+    def add(self, other: "StageTimes") -> None:
+        """Add ``other``'s times (one neuron's) to these."""
+        self.record_s += other.record_s
+        self.load_s += other.load_s
+        self.store_s += other.store_s
+        for k, v in other.explain_s.items():
+            self.explain_s[k] += v
+        for k, v in other.score_s.items():
+            self.score_s[k] += v
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"record_s": self.record_s, "load_s": self.load_s, "explain_s": dict(self.explain_s),
+                "score_s": dict(self.score_s), "store_s": self.store_s}
+
+
+@dataclass
+class LabelSummary:
+    """What :func:`run` did."""
+
+    model: str
+    neurons: int = 0
+    """Neurons asked for."""
+    recorded: int = 0
+    """Neurons recorded in this run (missing before)."""
+    processed: int = 0
+    """Neurons explained and scored in this run."""
+    skipped: int = 0
+    """Neurons every chosen explainer had already explained, or failed on before (same version)."""
+    explanations: int = 0
+    """Explanations stored in this run."""
+    accepted: int = 0
+    """Of those, how many passed the score threshold."""
+    errors: list[str] = field(default_factory=list)
+    """Explainer/scoring failures of this run. A neuron an explainer could not explain
+    (``ExplanationError``) is remembered in the database and not retried by later runs of the
+    same explainer version unless they ask to (``retry_failed``); a scoring failure is retried."""
+    failed_before: int = 0
+    """(Neuron, explainer) pairs skipped because that explainer version failed on them before."""
+    stopped: bool = False
+    """True when ``should_stop`` ended the run early."""
+    simulators: dict[str, str] = field(default_factory=dict)
+    times: StageTimes = field(default_factory=StageTimes)
+    elapsed_s: float = 0.0
+    spec: dict[str, Any] = field(default_factory=dict)
+    """The run spec that ran (:meth:`RunSpec.as_json`): ``RunSpec.model_validate`` of it re-runs it."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored as job progress details and result)."""
+        return {"model": self.model, "neurons": self.neurons, "recorded": self.recorded,
+                "processed": self.processed, "skipped": self.skipped, "explanations": self.explanations,
+                "accepted": self.accepted, "errors": self.errors[:50], "n_errors": len(self.errors),
+                "failed_before": self.failed_before,
+                "stopped": self.stopped, "simulators": self.simulators, "times": self.times.as_dict(),
+                "elapsed_s": self.elapsed_s, "spec": self.spec}
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """The plugins of one run, built from its spec."""
+
+    explainers: Mapping[str, Any]
+    """Explainer by tag, in the spec's order."""
+    simulators: Mapping[str, tuple[str, Any]]
+    """``(simulator tag, simulator)`` per explainer tag."""
+    scorer: Any
+    ontology: RunOntology
+
+    @property
+    def simulator_tags(self) -> dict[str, str]:
+        """Simulator tag per explainer tag."""
+        return {e: tag for e, (tag, _) in self.simulators.items()}
+
+
+@dataclass(frozen=True)
+class NeuronResult:
+    """What the explain and score stages made of one neuron."""
+
+    explanations: tuple[Explanation, ...] = ()
+    errors: tuple[str, ...] = ()
+    failures: tuple[tuple[NeuronId, str, str], ...] = ()
+    """``(neuron, explainer, error)`` of explainers that could not explain it."""
+    times: StageTimes = field(default_factory=StageTimes)
+
+
+def build_plugins(spec: RunSpec) -> Plugins:
+    """Build (or reuse, per process) the spec's explainers, simulators and scorer over its ontology.
+    Unknown tags or parameters raise :class:`ConfigError` before anything loads."""
+    if not spec.explainers:
+        raise ConfigError("no explainer chosen")
+    sims = resolve(spec.explainers, spec.simulators)
+    from neurolabel.pipeline.plugins import check
+
+    for config in spec.explainers:
+        check("explainer", config)
+    check("scorer", spec.scorer)
+    ontology = load_run_ontology(spec.ontology)
+    explainers = {c.kind: build("explainer", c, ontology=ontology) for c in spec.explainers}
+    simulators = {e: (c.kind, build("simulator", c, ontology=ontology)) for e, c in sims.items()}
+    return Plugins(explainers=explainers, simulators=simulators, scorer=build("scorer", spec.scorer),
+                   ontology=ontology)
+
+
+def model_name(model_spec: str) -> str:
+    """The stored name of a target model spec (as :func:`activations.models.load_target` names it)."""
+    from neurolabel.core.assets import SMOLLM2_NAME
+
+    if model_spec in ("default", SMOLLM2_NAME):
+        return SMOLLM2_NAME
+    return Path(model_spec).expanduser().resolve().name
+
+
+# ---- stage 1: record missing -------------------------------------------------------------------
+def record_missing(spec: RunSpec, *, database_url: str, progress: bool, summary: LabelSummary) -> list[NeuronId]:
+    """Record the spec's neurons the database lacks; returns every wanted neuron, sorted."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import recorded_neurons, save_neuron_records, upsert_model
+
+    name, layers, units = summary.model, list(spec.layers), spec.units
+    with session_scope(database_url) as session:
+        have = {n for layer in layers for n in recorded_neurons(session=session, model=name, layer=layer)}
+    target = None
+    if units is None or any(NeuronId(l, u) not in have for l in layers for u in units):
+        from neurolabel.activations.models import check_layers, check_units, load_target
+
+        target = load_target(spec.model)
+        check_layers(target, layers)
+        check_units(target, list(units) if units is not None else None)
+    all_units = list(units) if units is not None else list(range(target.n_units))
+    wanted = [NeuronId(l, u) for l in layers for u in all_units]
+    missing: dict[int, list[int]] = defaultdict(list)
+    for n in wanted:
+        if n not in have:
+            missing[n.layer].append(n.index)
+    if missing:
+        from neurolabel.activations.record import record_activations
+
+        with session_scope(database_url) as session:
+            upsert_model(session=session, name=target.name, architecture=target.architecture, source=target.source,
+                         unit_map=target.unit_map, n_layers=target.n_layers, n_units=target.n_units)
+        for layer, miss in sorted(missing.items()):  # one corpus pass per layer: bounded memory
+            t0 = time.perf_counter()
+            recording = record_activations(target, spec.corpus, layers=[layer], units=miss, progress=progress,
+                                           **spec.record.kwargs())
+            with session_scope(database_url) as session:
+                summary.recorded += save_neuron_records(session=session, records=recording.records([layer]))
+            summary.times.record_s += time.perf_counter() - t0
+            del recording
+    return sorted(wanted)
+
+
+# ---- stage 2: load -----------------------------------------------------------------------------
+def load(neuron: NeuronId, *, model: str, database_url: str) -> NeuronRecord | None:
+    """The stored record of ``neuron`` (``None`` when it was never recorded)."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import load_neuron_record
+
+    with session_scope(database_url) as session:
+        return load_neuron_record(session=session, model=model, neuron=neuron)
+
+
+# ---- stage 3: explain --------------------------------------------------------------------------
+def explain(record: NeuronRecord, explainers: Sequence[str], plugins: Plugins, times: StageTimes
+            ) -> tuple[list[Explanation], list[tuple[NeuronId, str, str]]]:
+    """``(explanations, failures)``: every candidate of each explainer, and ``(neuron, explainer,
+    error)`` for each explainer that could not explain the record (:class:`ExplanationError`)."""
+    out: list[Explanation] = []
+    failures: list[tuple[NeuronId, str, str]] = []
+    for tag in explainers:
+        t0 = time.perf_counter()
+        try:
+            out.extend(plugins.explainers[tag].explain(record))
+        except ExplanationError as exc:
+            log.warning("%s %s: %s", record.neuron, tag, exc)
+            failures.append((record.neuron, tag, str(exc)))
+        finally:
+            times.explain_s[tag] += time.perf_counter() - t0
+    return out, failures
+
+
+# ---- stage 4: score ----------------------------------------------------------------------------
+def score(record: NeuronRecord, explanations: Sequence[Explanation], plugins: Plugins, times: StageTimes
+          ) -> tuple[list[Explanation], list[str]]:
+    """``(scored, errors)``: each explanation scored by its explainer's simulator (the fallback
+    chain where that one does not apply), with its simulator's score details and the scores of
+    the explainer's ``extra_simulators``; explanations that cannot be scored are left out."""
+    from neurolabel.scoring.validate import simulate_and_score
+
+    out: list[Explanation] = []
+    errors: list[str] = []
+    for expl in explanations:
+        sim_tag, sim = plugins.simulators[expl.explainer]
+        if not applies(sim, expl):
+            sim_tag, sim = fallback(expl, ontology=plugins.ontology)
+        t0 = time.perf_counter()
+        try:
+            scored = simulate_and_score(expl, record, simulator=sim, scorer=plugins.scorer)
+        except ScoringError as exc:
+            errors.append(f"{record.neuron} {expl.explainer} via {sim_tag}: {exc}")
+            log.warning("%s %s scored by %s: %s", record.neuron, expl.explainer, sim_tag, exc)
+            continue
+        finally:
+            times.score_s[sim_tag] += time.perf_counter() - t0
+        details = getattr(sim, "score_details", None)  # e.g. per-facet scores of a faceted label
+        if details is not None:
+            try:
+                scored = details(scored, record, plugins.scorer)
+            except ScoringError as exc:
+                log.warning("%s %s details by %s: %s", record.neuron, expl.explainer, sim_tag, exc)
+        extra = getattr(plugins.explainers[expl.explainer], "extra_simulators", ())
+        out.append(_also_scored_by(scored, record, extra, plugins, times))
+    return out, errors
+
+
+def _also_scored_by(explanation: Explanation, record: NeuronRecord, extra: Sequence[str], plugins: Plugins,
+                    times: StageTimes) -> Explanation:
+    """``explanation`` with the scores of an explainer's ``extra_simulators`` added to its score
+    parts as ``score_by_<tag>`` (e.g. the binary form of a graded class expression); a simulator
+    that is not installed, does not apply or fails adds ``None``."""
+    from neurolabel.core.registry import SIMULATORS
+    from neurolabel.scoring.validate import simulate_and_score
+
+    if not extra or explanation.score is None:
+        return explanation
+    parts = dict(explanation.score.parts)
+    for tag in extra:
+        t0 = time.perf_counter()
+        value = None
+        if tag in SIMULATORS:
+            sim = build("simulator", tag, ontology=plugins.ontology)
+            if applies(sim, explanation):
+                try:
+                    value = simulate_and_score(explanation, record, simulator=sim,
+                                               scorer=plugins.scorer).score.score  # type: ignore[union-attr]
+                except ScoringError as exc:
+                    log.warning("%s %s scored by %s: %s", record.neuron, explanation.explainer, tag, exc)
+        parts[f"score_by_{tag}"] = value
+        times.score_s[tag] += time.perf_counter() - t0
+    return replace(explanation, score=replace(explanation.score, parts=parts))
+
+
+def explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], plugins: Plugins) -> NeuronResult:
+    """Stages 3 and 4 on one record."""
+    times = StageTimes()
+    candidates, failures = explain(record, explainers, plugins, times)
+    scored, errors = score(record, candidates, plugins, times)
+    errors = [f"{n} {tag}: {err}" for n, tag, err in failures] + errors
+    return NeuronResult(explanations=tuple(scored), errors=tuple(errors), failures=tuple(failures), times=times)
+
+
+# ---- stage 5: store ----------------------------------------------------------------------------
+def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId, str, str]], *,
+          database_url: str, model: str, versions: Mapping[str, str], threshold: float | None) -> int:
+    """Store scored explanations and explainer failures in one transaction; returns how many of
+    the explanations passed the threshold."""
+    from neurolabel.scoring.validate import is_accepted
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import record_failures, save_explanations
+
+    with session_scope(database_url) as session:
+        if explanations:
+            save_explanations(session=session, explanations=list(explanations), threshold=threshold)
+        if failures:
+            record_failures(session=session, model=model,
+                            failures=[(n, tag, versions[tag], err) for n, tag, err in failures])
+    return sum(is_accepted(e, threshold) for e in explanations)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def explain_and_score(records: Iterable[NeuronRecord], spec: RunSpec) -> list[Explanation]:
+    """Explain every record with the spec's explainers and score each explanation (no storage),
+    ``spec.concurrency`` records at a time.
+
+    Explanations an explainer cannot write or that cannot be scored are left out; if nothing at
+    all comes back, the first error is raised as :class:`ExplanationError`."""
+    plugins = build_plugins(spec)
+    tags = spec.explainer_tags
+    records = list(records)
+    with ThreadPoolExecutor(max_workers=max(1, min(spec.concurrency, len(records) or 1)),
+                            thread_name_prefix="explain") as pool:
+        results = list(pool.map(lambda r: explain_and_score_one(r, tags, plugins), records))
+    out = [e for r in results for e in r.explanations]
+    errors = [e for r in results for e in r.errors]
+    if not out and errors:
+        raise ExplanationError(errors[0])
+    return out
+
+
+def run(
+    spec: RunSpec,
+    *,
+    database_url: str | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int, Mapping[str, Any]], None] | None = None,
+) -> LabelSummary:
+    """Run ``spec`` in this process (see the module docstring). ``should_stop()`` is checked
+    before each neuron is started; ``on_progress(done, total, details)`` is called after each.
+    ``NEUROLABEL_NEURON_DELAY_S`` pauses after each explained neuron (throttling)."""
+    from tqdm.auto import tqdm
+
+    from neurolabel.core.registry import EXPLAINERS
+    from neurolabel.core.settings import get_settings
+    from neurolabel.storage.db import normalize_url, session_scope, upgrade
+    from neurolabel.storage.queries import explained_neurons, failed_neurons
+
+    t_start = time.perf_counter()
+    if not spec.layers:
+        raise ConfigError("no layer chosen")
+    if spec.ray_address:
+        raise ConfigError(f"this run asks for the Ray cluster {spec.ray_address!r}, but it was started "
+                          "locally: run it through the Ray executor")
+    plugins = build_plugins(spec)  # unknown tags or parameters fail before recording
+    tags = spec.explainer_tags
+    url = normalize_url(database_url)
+    upgrade(url)
+    summary = LabelSummary(model=model_name(spec.model), simulators=plugins.simulator_tags, spec=spec.as_json())
+    wanted = record_missing(spec, database_url=url, progress=progress, summary=summary)
+    summary.neurons = len(wanted)
+    versions = {tag: str(getattr(EXPLAINERS[tag], "version", "")) for tag in tags}
+    with session_scope(url) as session:
+        done = {tag: explained_neurons(session=session, model=summary.model, explainer=tag, version=versions[tag])
+                for tag in tags}
+        failed = {tag: set() if spec.retry_failed else
+                  set(failed_neurons(session=session, model=summary.model, explainer=tag, version=versions[tag]))
+                  for tag in tags}
+    wanted_set = set(wanted)
+    summary.failed_before = sum(len((failed[tag] - done[tag]) & wanted_set) for tag in tags)
+    delay = get_settings().neuron_delay_s
+    pending: list[Explanation] = []
+    pending_failures: list[tuple[NeuronId, str, str]] = []
+    n_pending = 0
+
+    def flush() -> None:
+        nonlocal n_pending
+        if pending or pending_failures:
+            t0 = time.perf_counter()
+            summary.accepted += store(pending, pending_failures, database_url=url, model=summary.model,
+                                      versions=versions, threshold=spec.threshold)
+            summary.times.store_s += time.perf_counter() - t0
+            summary.explanations += len(pending)
+        pending.clear()
+        pending_failures.clear()
+        n_pending = 0
+
+    def work(neuron: NeuronId, todo: list[str]) -> NeuronResult | None:
+        times = StageTimes()
+        t0 = time.perf_counter()
+        record = load(neuron, model=summary.model, database_url=url)
+        times.load_s += time.perf_counter() - t0
+        if record is None:
+            return None
+        result = explain_and_score_one(record, todo, plugins)
+        result.times.add(times)
+        if delay:
+            time.sleep(delay)
+        return result
+
+    bar = tqdm(total=len(wanted), unit="neuron", desc=f"label {summary.model}", disable=not progress)
+    in_flight: list[tuple[NeuronId, Future | None]] = []
+
+    def finish_one(done_count: int) -> None:
+        nonlocal n_pending
+        neuron, fut = in_flight.pop(0)
+        if fut is None:
+            summary.skipped += 1
+        else:
+            result = fut.result()
+            if result is None:
+                summary.errors.append(f"{neuron}: not recorded")
+            else:
+                summary.times.add(result.times)
+                summary.errors.extend(result.errors)
+                pending.extend(result.explanations)
+                pending_failures.extend(result.failures)
+                summary.processed += 1
+                n_pending += 1
+                if n_pending >= spec.store_every:
+                    flush()
+        bar.update(1)
+        if on_progress is not None:
+            on_progress(done_count, len(wanted), {"neuron": str(neuron), "explanations": summary.explanations,
+                                                  "errors": len(summary.errors)})
+
+    finished = 0
+    with ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="label") as pool:
+        try:
+            for neuron in wanted:
+                # results are taken in neuron order; at most `concurrency` neurons are in flight
+                while len(in_flight) >= spec.concurrency or (
+                        in_flight and (in_flight[0][1] is None or in_flight[0][1].done())):
+                    finished += 1
+                    finish_one(finished)
+                if should_stop is not None and should_stop():
+                    summary.stopped = True
+                    break
+                todo = [tag for tag in tags if neuron not in done[tag] and neuron not in failed[tag]]
+                in_flight.append((neuron, pool.submit(work, neuron, todo) if todo else None))
+            while in_flight:
+                finished += 1
+                finish_one(finished)
+        finally:
+            for _, fut in in_flight:
+                if fut is not None:
+                    fut.cancel()
+            flush()
+            bar.close()
+    summary.elapsed_s = time.perf_counter() - t_start
+    log.info("labelled %s: %s", summary.model, summary.as_dict())
+    return summary
+
+
+__all__ = ["DEMO_RECORD_OPTIONS", "LabelSummary", "NeuronResult", "Plugins", "StageTimes", "build_plugins",
+           "explain", "explain_and_score", "explain_and_score_one", "load", "model_name", "record_missing", "run",
+           "score", "store"]
