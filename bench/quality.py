@@ -50,12 +50,13 @@ LICENSES = Path("/usr/share/common-licenses")
 
 def _score(e: Explanation, record: NeuronRecord, sim_tag: str) -> Explanation | None:
     from neurolabel.scoring.validate import simulate_and_score
-    from neurolabel.service.pipeline import fallback_simulator, plugin, simulator_applies
+    from neurolabel.pipeline.plugins import build
+    from neurolabel.pipeline.simulators import applies, fallback
 
     e = replace(e, model=record.model, neuron=record.neuron, score=None)
-    sim = plugin("simulator", sim_tag)
-    if not simulator_applies(sim, e):
-        sim = fallback_simulator(e)[1]
+    sim = build("simulator", sim_tag)
+    if not applies(sim, e):
+        sim = fallback(e)[1]
     try:
         return simulate_and_score(e, record, simulator=sim)
     except ScoringError as exc:
@@ -76,10 +77,10 @@ def _best(scored: list[Explanation]) -> Explanation | None:
 
 
 def _explain(tag: str, record: NeuronRecord) -> list[Explanation]:
-    from neurolabel.service.pipeline import plugin
+    from neurolabel.pipeline.plugins import build
 
     try:
-        return plugin("explainer", tag).explain(record)
+        return build("explainer", tag).explain(record)
     except ExplanationError as exc:
         log.info("%s %s: %s", record.neuron, tag, exc)
         return []
@@ -295,7 +296,7 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from neurolabel.service.pipeline import resolve_simulators
+    from neurolabel.pipeline.simulators import resolve_simulators
 
     explainers = [t for t in args.explainers.split(",") if t] or [
         t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]

@@ -199,9 +199,10 @@ class TokenTierExplainer:
     token with its tier's weight; ``structured["tiers"]`` the tiers for display).
 
     Measured on ``bench/quality.py``'s 150 real SmolLM2 neurons (default corpus, 32k tokens;
-    whole-split token tables from a capture): 20 tokens 0.347; 64 tokens in 8 tiers 0.389;
-    100 in 12 tiers 0.409; 128 in 8 / 12 / 20 tiers 0.415 / 0.419 / 0.422; 128 tokens each with
-    its own weight 0.424.
+    held-out mean correlation of tables built from a capture of the whole explain split): 20 tokens
+    0.347; 64 tokens in 8 tiers 0.389; 100 in 12 tiers 0.409; 128 in 8 / 12 / 20 tiers 0.415 /
+    0.419 / 0.422; 128 tokens each with its own weight 0.424. The explainer itself (the records'
+    128 stored types, 12 tiers): 0.422, 28% of neurons >= 0.5, vs ``tokens`` 0.347 / 17%.
     """
 
     kind = "token_tiers"

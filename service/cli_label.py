@@ -205,8 +205,8 @@ def demo(
     from neurolabel.service.cli_record import parse_int_list
     from neurolabel.pipeline.run import DEMO_RECORD_OPTIONS
 
-    tags = _tags(explainers) if explainers else [t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary")
-                                                    if t in EXPLAINERS]
+    tags = _tags(explainers) if explainers else [
+        t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
     typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {DEMO_UNITS}, explainers {', '.join(tags)}, "
                f"{DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")
     spec = build_spec(model="default", layers=[DEMO_LAYER], units=parse_int_list(DEMO_UNITS, what="units"),
