@@ -94,7 +94,7 @@ class ConceptInductionExplainer:
     """Explains a neuron by concept induction over an ontology."""
 
     kind = "concept_induction"
-    version = "2"
+    version = "3"
     default_simulator = "symbolic"
     extra_simulators = ("symbolic_binary",)
     """Simulators the pipeline also scores these explanations with (and stores)."""

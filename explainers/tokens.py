@@ -130,8 +130,10 @@ class TokenExplainer:
         """One explanation: the selected tokens, highest weight first."""
         entries, baseline, source = self.select(record)
         entries = sorted(entries, key=lambda e: -e[1])
-        shown = ", ".join(f"{quote_token(t)} {w:.2g}" for t, w, _ in entries)
-        text = f"fires on {shown} (else {baseline:.2g})"
+        up = ", ".join(f"{quote_token(t)} {w:.2g}" for t, w, _ in entries if w >= baseline)
+        down = ", ".join(f"{quote_token(t)} {w:.2g}" for t, w, _ in entries if w < baseline)
+        said = "; ".join(x for x in (f"fires on {up}" if up else "", f"lower on {down}" if down else "") if x)
+        text = f"{said} (else {baseline:.2g})"
         structured = {
             "tokens": [[t, round(float(w), 6), int(c)] for t, w, c in entries],
             "baseline": round(float(baseline), 6),

@@ -87,6 +87,7 @@ def test_a_neuron_that_tokens_lower_is_listed_with_negative_weights():
     lows = {" with": -3.0, ")": -2.0}
     [e] = TokenExplainer().explain(_record(lows))
     assert {t: w for t, w, _ in e.structured["tokens"] if t in lows} == pytest.approx(lows)
+    assert "lower on “)” -2, “with” -3 (else" in e.text  # said apart from the tokens it fires on
     scored = simulate_and_score(e, _record(lows), simulator=TokenSimulator())
     assert scored.score.score == pytest.approx(1.0)
 
