@@ -5,8 +5,11 @@ Baselines measured in the same run: the same storage query called in-process (no
 thread), and a trivial HTTP route (``GET /v1/jobs/{missing id}``: one primary-key lookup), so
 the ratios show what HTTP + JSON cost and how the heavier routes compare.
 
-    .venv/bin/python bench/service.py [--quick] [--clients 8] [--seconds 5] [--hostile-only]
+    .venv/bin/python bench/service.py [--quick] [--clients 8] [--seconds 5] [--hostile-only | --no-hostile]
     .venv/bin/python bench/service.py --bulk [--bulk-labels 1000000] [--bulk-db postgresql|sqlite]
+
+The last scenario, ``mixed reads``, interleaves every read route (lookup, best label, list, text
+and semantic search); the issue-15 target is its p99 <= 150 ms with ``--clients 16``.
 
 ``--bulk`` (issue 16): labels/s and the server's peak memory streaming 10^6 labels from
 ``GET /v1/models/{m}/labels`` (JSON Lines and Neuronpedia format) against ``neurolabel export -f
@@ -170,7 +173,7 @@ def _start_server(url: str, port: int, env: dict | None = None) -> subprocess.Po
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -440,14 +443,14 @@ def bulk(*, n: int, db: str) -> None:
         seed_labels(big, n, progress=True)
         print(f"seeded {n:,} labels (and {small_n:,} in a second database) into {db} in "
               f"{time.perf_counter() - t0:.0f} s")
-        cli_s, cli_n, cli_kib = _cli_export(big, "neuronpedia", tmp / "export.json")
-        warm_small, peak_small, _ = served(small, ("jsonl",))
-        warm, peak, runs = served(big, ("jsonl", "neuronpedia"))
         print(f"\nbulk labels, {db}, loopback, one client ({n:,} labels; machine shared with other work)")
         print(f"{'way':44s} {'items':>10s} {'seconds':>8s} {'labels/s':>10s} {'vs CLI':>7s} {'peak MiB':>9s}")
+        cli_s, cli_n, cli_kib = _cli_export(big, "neuronpedia", tmp / "export.json")
         cli_rate = cli_n / cli_s
         print(f"{'CLI export -f neuronpedia (baseline)':44s} {cli_n:10,d} {cli_s:8.1f} {cli_rate:10,.0f} "
-              f"{1.0:6.2f}x {cli_kib / 1024:9.0f}")
+              f"{1.0:6.2f}x {cli_kib / 1024:9.0f}", flush=True)
+        warm_small, peak_small, _ = served(small, ("jsonl",))
+        warm, peak, runs = served(big, ("jsonl", "neuronpedia"))
         for fmt, (secs, rows, size) in runs.items():
             rate = rows / secs
             print(f"{'HTTP GET /labels format=' + fmt:44s} {rows:10,d} {secs:8.1f} {rate:10,.0f} "
@@ -476,6 +479,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=None, help="concurrent client threads")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per scenario")
     ap.add_argument("--hostile-only", action="store_true", help="only the trivial baseline and the hostile mix")
+    ap.add_argument("--no-hostile", action="store_true", help="skip the hostile mix")
     ap.add_argument("--hostile-clients", type=int, default=32, help="clients of the hostile mix")
     ap.add_argument("--hostile-seconds", type=float, default=None, help="length of the hostile mix (60)")
     ap.add_argument("--bulk", action="store_true", help="only the bulk label streaming comparison")
@@ -517,6 +521,11 @@ def main() -> None:
             "text search": [f"/v1/search?q={w}" for w in WORDS],
             "semantic search": [f"/v1/search?q={w}+things&mode=semantic" for w in WORDS],
         }
+        # the mixed read load: every read route interleaved, as a browser population sends them
+        mixed = [p for group in zip(scenarios["neuron lookup"][:100], scenarios["best label"][:100],
+                                    scenarios["list neurons (50)"] * 2, scenarios["text search"] * 5,
+                                    scenarios["semantic search"] * 5) for p in group]
+        scenarios["mixed reads"] = mixed
         # warm up (semantic search loads the embedding model on first use)
         with httpx.Client(base_url=base, timeout=120) as c:
             for paths in scenarios.values():
@@ -533,10 +542,15 @@ def main() -> None:
             r = _load(base, paths, clients=clients, seconds=seconds, max_requests=max_requests)
             trivial = trivial or r["rps"]
             print(f"{label:32s} {r['n']:8d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p99']:8.1f} "
-                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x")
+                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x", flush=True)
+            if label == "mixed reads":
+                print(f"target mixed reads p99 <= 150 ms at 16 clients ({clients} here): {r['p99']:.1f} ms "
+                      f"{'MET' if r['p99'] <= 150 and clients >= 16 else 'NOT MET'}", flush=True)
         proc.terminate()
         proc.wait(timeout=20)
         proc = None
+        if args.no_hostile:
+            return
         _hostile(url, free_port(), clients=args.hostile_clients,
                  seconds=args.hostile_seconds or (20.0 if args.quick else 60.0),
                  n_layers=n_layers, per_layer=per_layer, trivial_rps=trivial)

@@ -101,7 +101,7 @@ def index_location(url: str, root: Path | None = None) -> Path | None:
 
         settings = get_settings()
         root = settings.index_dir or settings.cache_dir / "label-index"
-    key = u._replace(password=None, drivername=u.get_backend_name()).render_as_string(hide_password=False)
+    key = f"{u.get_backend_name()}://{u.username or ''}@{u.host or ''}:{u.port or ''}/{u.database or ''}"
     return root / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
