@@ -143,7 +143,7 @@ def test_label_cli_without_ray_says_how_to_install_it(tmp_path):
     assert "pip install 'neurolabel[ray]'" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-def test_a_job_may_name_only_an_allowed_ray_cluster(monkeypatch):
+def test_jobs_and_nightly_configs_may_name_only_an_allowed_ray_cluster(monkeypatch, tmp_path):
     from neurolabel.core.settings import get_settings
     from neurolabel.service.worker import job_run_spec
 
@@ -162,5 +162,12 @@ def test_a_job_may_name_only_an_allowed_ray_cluster(monkeypatch):
         assert job_run_spec({**job, "ray_address": "gpu-head:6379"}, **kw).ray_address == "gpu-head:6379"
         with pytest.raises(ConfigError, match="allowed: head:6379, gpu-head:6379"):
             job_run_spec({**job, "ray_address": "evil:6379"}, **kw)
+        # the nightly config names it in a [[models]] table, converted like a queued job
+        from neurolabel.service.nightly import load_config
+
+        cfg = tmp_path / "nightly.toml"
+        cfg.write_text('[[models]]\nlayers = [0]\nexplainers = ["tokens"]\nray_address = "gpu-head:6379"\n')
+        (model_spec,) = load_config(cfg).models
+        assert job_run_spec(model_spec, **kw).ray_address == "gpu-head:6379"
     finally:
         get_settings.cache_clear()
