@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from neurolabel.core.errors import ConfigError, ExplanationError, ScoringError
 from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
+from neurolabel.ontology.identity import identity
 from neurolabel.pipeline.ontology import RunOntology, load_run_ontology
 from neurolabel.pipeline.plugins import build
 from neurolabel.pipeline.simulators import applies, fallback, resolve
@@ -115,6 +116,11 @@ class Plugins:
     """``(simulator tag, simulator)`` per explainer tag."""
     scorer: Any
     ontology: RunOntology
+    versions: Mapping[str, str]
+    """Version per explainer tag as stored: the explainer's own, with ``+<ontology>.<hash>`` added
+    for explainers that read a user ontology (their labels and WordNet ones are kept apart)."""
+    ontologies: Mapping[str, tuple[str, str]]
+    """``(name, content hash)`` of the ontology each explainer that reads one uses."""
 
     @property
     def simulator_tags(self) -> dict[str, str]:
@@ -166,8 +172,17 @@ def build_plugins(spec: RunSpec) -> Plugins:
     ontology = load_run_ontology(spec.ontology)
     explainers = {c.kind: build("explainer", c, ontology=ontology) for c in spec.explainers}
     simulators = {e: (c.kind, build("simulator", c, ontology=ontology)) for e, c in sims.items()}
+    ontologies = {tag: identity(ex.annotator.ontology) for tag, ex in explainers.items()
+                  if getattr(ex, "annotator", None) is not None}
+    versions = {}
+    for tag, ex in explainers.items():
+        version = str(getattr(ex, "version", ""))
+        if ontology.annotator is not None and tag in ontologies:
+            name, digest = ontologies[tag]
+            version = f"{version}+{name}.{digest[:12]}"
+        versions[tag] = version
     return Plugins(explainers=explainers, simulators=simulators, scorer=build("scorer", spec.scorer),
-                   ontology=ontology)
+                   ontology=ontology, versions=versions, ontologies=ontologies)
 
 
 def model_name(model_spec: str) -> str:
@@ -252,14 +267,19 @@ def load(neuron: NeuronId, *, model: str, database_url: str) -> NeuronRecord | N
 # ---- stage 3: explain --------------------------------------------------------------------------
 def explain(record: NeuronRecord, explainers: Sequence[str], plugins: Plugins, times: StageTimes
             ) -> tuple[list[Explanation], list[tuple[NeuronId, str, str]]]:
-    """``(explanations, failures)``: every candidate of each explainer, and ``(neuron, explainer,
+    """``(explanations, failures)``: every candidate of each explainer, stamped with the version it
+    is stored under and the ontology (name, content hash) it refers to, and ``(neuron, explainer,
     error)`` for each explainer that could not explain the record (:class:`ExplanationError`)."""
     out: list[Explanation] = []
     failures: list[tuple[NeuronId, str, str]] = []
     for tag in explainers:
         t0 = time.perf_counter()
         try:
-            out.extend(plugins.explainers[tag].explain(record))
+            got = plugins.explainers[tag].explain(record)
+            onto = plugins.ontologies.get(tag)
+            out.extend(replace(e, explainer_version=plugins.versions[tag],
+                               ontology=onto[0] if onto else None, ontology_hash=onto[1] if onto else None)
+                       for e in got)
         except ExplanationError as exc:
             log.warning("%s %s: %s", record.neuron, tag, exc)
             failures.append((record.neuron, tag, str(exc)))
@@ -438,7 +458,6 @@ def prepare(spec: RunSpec, *, database_url: str | None, progress: bool,
     """Check the spec and build its plugins (unknown tags or parameters fail before recording),
     migrate the database, record what is missing (``recorder``: see :func:`record_missing`) and
     read what earlier runs did."""
-    from neurolabel.core.registry import EXPLAINERS
     from neurolabel.storage.db import normalize_url, session_scope, upgrade
     from neurolabel.storage.queries import explained_neurons, failed_neurons
 
@@ -452,7 +471,7 @@ def prepare(spec: RunSpec, *, database_url: str | None, progress: bool,
     summary = LabelSummary(model=model_name(spec.model), simulators=plugins.simulator_tags, spec=spec.as_json())
     wanted = record_missing(spec, database_url=url, progress=progress, summary=summary, recorder=recorder)
     summary.neurons = len(wanted)
-    versions = {tag: str(getattr(EXPLAINERS[tag], "version", "")) for tag in tags}
+    versions = dict(plugins.versions)
     with session_scope(url) as session:
         done = {tag: set(explained_neurons(session=session, model=summary.model, explainer=tag,
                                            version=versions[tag])) for tag in tags}
