@@ -8,8 +8,8 @@ The stages are the local run's (:mod:`pipeline.run`); only where they execute ch
   and the driver merges their recorder states exactly (:func:`activations.merge.merge_recordings`:
   top-k by (max, window id), hash-priority reservoirs, Chan-merged statistics, added token-type
   sums), so it stores the records a local run stores;
-- **explain and score**: neurons are sent in batches of ``spec.store_every`` to *labelling
-  actors* that build the spec's plugins once (ontology, models) and explain and score each
+- **explain and score**: neurons are sent in batches of ``spec.store_every`` (smaller when
+  that would leave actors idle) to *labelling actors* that build the spec's plugins once (ontology, models) and explain and score each
   batch (``spec.concurrency`` neurons at a time inside an actor: the LLM bound);
 - **store**: the driver writes each batch as it comes back; the writes are keyed by neuron and
   explainer (version), so a batch written twice (a retried actor call, a resumed run) leaves
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -223,6 +224,9 @@ def run_on_ray(spec: Any, *, database_url: str | None = None, progress: bool = T
         bar = tqdm(total=len(prepared.wanted), unit="neuron", desc=f"label {summary.model} on Ray",
                    disable=not progress)
         done_count = 0
+        workers = n_workers(ray)[0]
+        # batches of store_every neurons, smaller when that would leave workers idle (>= 4 per worker)
+        per_batch = max(1, min(spec.store_every, math.ceil(len(prepared.wanted) / (4 * workers))))
 
         def batches() -> Iterator[list[tuple[Any, list[str]]]]:
             nonlocal done_count
@@ -243,7 +247,7 @@ def run_on_ray(spec: Any, *, database_url: str | None = None, progress: bool = T
                     bar.update(1)
                     continue
                 batch.append((record, todo))
-                if len(batch) >= spec.store_every:
+                if len(batch) >= per_batch:
                     yield batch
                     batch = []
             if batch:
@@ -269,7 +273,8 @@ def run_on_ray(spec: Any, *, database_url: str | None = None, progress: bool = T
                                                                "explanations": summary.explanations,
                                                                "errors": len(summary.errors)})
 
-        summary.stopped = not label_on_ray(ray, spec, batches(), on_result=stored, should_stop=should_stop)
+        summary.stopped = not label_on_ray(ray, spec, batches(), on_result=stored, should_stop=should_stop,
+                                           workers=workers)
         bar.close()
     summary.elapsed_s = time.perf_counter() - prepared.t_start
     log.info("labelled %s on Ray: %s", summary.model, summary.as_dict())
