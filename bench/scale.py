@@ -154,11 +154,14 @@ def _record_rows(args: argparse.Namespace, layer: int, units: list[int]) -> dict
                 t0 = time.perf_counter()
                 rec = pool.record("default", **kw)
                 secs = time.perf_counter() - t0
+                cpu = pool.cpu_s
         finally:
             ray.shutdown()
         rows[f"ray{n}"] = rec.n_tokens / secs
+        rows[f"cpu{n}"] = max(cpu)
         print(f"record on Ray, {n} worker{'s' if n > 1 else ''} (1 thread each): {rec.n_tokens} tokens in {secs:.1f} s "
-              f"= {rows[f'ray{n}']:.0f} tok/s, merge included (actors up and model loaded before: {t_up:.1f} s)")
+              f"= {rows[f'ray{n}']:.0f} tok/s, merge included (actors up and model loaded before: {t_up:.1f} s); "
+              f"CPU s per shard {', '.join(f'{c:.1f}' for c in cpu)}; load average {os.getloadavg()[0]:.1f}")
         del rec
     return rows
 
@@ -224,7 +227,8 @@ def ray_section(args: argparse.Namespace) -> None:
     rec = _record_rows(args, layer, units)
     ratio = rec["ray2"] / rec["ray1"]
     print(f"recording: Ray 2 workers / 1 worker {ratio:.2f}x (target >= 1.6x) {'MET' if ratio >= 1.6 else 'NOT MET'}; "
-          f"Ray 2 workers / this process {rec['ray2'] / rec['local']:.2f}x")
+          f"Ray 2 workers / this process {rec['ray2'] / rec['local']:.2f}x; CPU time of the longest shard, 1 worker / "
+          f"2 workers: {rec['cpu1'] / rec['cpu2']:.2f}x (the speed-up two free cores would give)")
     with tempfile.TemporaryDirectory() as d:
         lab = _label_rows(args, layer, Path(d))
     print(f"labelling: Ray 2 workers / 1 worker {lab['ray2'] / lab['ray1']:.2f}x; Ray 2 workers / this process "

@@ -98,8 +98,9 @@ class _RecordShard:
             self.done += n
 
         self.done = 0
+        cpu = time.process_time()
         rec = record_activations(self.target, corpus, progress=False, shard=shard, on_batch=seen, **kwargs)
-        return portable(rec)
+        return portable(rec), time.process_time() - cpu
 
     def progress(self) -> int:
         return self.done
@@ -114,6 +115,8 @@ class RecordingPool:
         self.ray, self.model, self.n = ray, model, workers or n
         actor_cls = ray.remote(**resources, max_concurrency=2)(_RecordShard)  # a 2nd thread answers progress()
         self.actors = [actor_cls.remote(model) for _ in range(self.n)]
+        self.cpu_s: list[float] = []
+        """CPU seconds each actor spent on its shard of the last pass."""
 
     def record(self, corpus: Any, *, layers: Sequence[int], units: Sequence[int] | None, progress: bool = True,
                **kwargs: Any) -> Any:
@@ -134,7 +137,9 @@ class RecordingPool:
                 bar.n = sum(ray.get([a.progress.remote() for a in self.actors]))
                 bar.refresh()
         bar.close()
-        return merge_recordings(ray.get(refs))
+        parts = ray.get(refs)
+        self.cpu_s = [cpu for _, cpu in parts]
+        return merge_recordings([rec for rec, _ in parts])
 
     def close(self) -> None:
         for a in self.actors:
