@@ -22,6 +22,10 @@ the random sample is dealt out with stride 3 and R1, R4, R7, … are scored (*va
 records are never used to explain. Records of the other slices (their calibration and test
 records, and the by-quantile sample) are left out of the imported record. Such a record carries
 no prefix; OpenAI's GPT-2 activations were recorded without one.
+
+The model of a record, on every door that reads records (``neurolabel import``, ``POST
+/v1/explain`` and ``/v1/score``): the name the caller gives (``--model``, the request's
+``model``), else the record's ``neurolabel.model``, else :data:`UNNAMED_MODEL` (``external``).
 """
 
 from __future__ import annotations
@@ -135,16 +139,21 @@ def _records(items: Any, kind: str, meta: list | None, where: str, quantile: int
     return out
 
 
+UNNAMED_MODEL = "external"
+"""Model name of a record that names none when the caller gives none either."""
+
+
 def from_openai_json(d: Mapping[str, Any], *, model: str | None = None, neuron: NeuronId | None = None,
-                     where: str = "record") -> NeuronRecord:
+                     where: str = "record", unnamed: str | None = None) -> NeuronRecord:
     """A :class:`NeuronRecord` from OpenAI (or neurolabel-exported) JSON.
 
     ``model``/``neuron`` override what the object says; the object must otherwise name them
-    (``neurolabel.model``, ``neuron_id``). Raises RecordFileError naming what is wrong."""
+    (``neurolabel.model``, ``neuron_id``), else its model is ``unnamed`` when given (the doors
+    that read records pass :data:`UNNAMED_MODEL`). Raises RecordFileError naming what is wrong."""
     if not isinstance(d, Mapping):
         raise RecordFileError(f"{where}: expected a JSON object")
     extra = d.get("neurolabel") if isinstance(d.get("neurolabel"), Mapping) else {}
-    model = model or extra.get("model")
+    model = model or extra.get("model") or unnamed
     if not model:
         raise RecordFileError(f"{where}: no model name (pass model=... or add neurolabel.model)")
     if neuron is None:
@@ -178,10 +187,11 @@ def from_openai_json(d: Mapping[str, Any], *, model: str | None = None, neuron: 
                         prefix=tuple(prefix))
 
 
-def read_records(path: str | Path, *, model: str | None = None) -> list[NeuronRecord]:
+def read_records(path: str | Path, *, model: str | None = None, unnamed: str | None = None) -> list[NeuronRecord]:
     """Records from a JSON file holding one record or a list, or a JSONL file (one per line).
 
-    ``model`` names the model when the records do not (plain OpenAI files)."""
+    ``model`` names the model of every record; ``unnamed`` that of records that name none
+    (plain OpenAI files; see :func:`from_openai_json`)."""
     path = Path(path)
     if not path.is_file():
         raise RecordFileError(f"record file {str(path)!r} does not exist")
@@ -204,7 +214,7 @@ def read_records(path: str | Path, *, model: str | None = None) -> list[NeuronRe
                 where.append(f"{path}: line {lineno}")
     if not items:
         raise RecordFileError(f"{path}: holds no records")
-    return [from_openai_json(d, model=model, where=w) for d, w in zip(items, where)]
+    return [from_openai_json(d, model=model, where=w, unnamed=unnamed) for d, w in zip(items, where)]
 
 
 def write_records(path: str | Path, records: Any, *, include_neurolabel: bool = True) -> int:

@@ -9,8 +9,13 @@ torch, so memory is bounded by units x k whatever the corpus length:
   only the units where some window's max beats the unit's current k-th best are merged
   (:func:`_merge_topk`) and only the (unit, slot) pairs that changed are copied, so the cost
   falls as the sets settle.
-- **random windows**: a uniform reservoir sample (algorithm R, fixed seed) of window ids, the same
-  windows for every unit, with their per-token activations.
+- **random windows**: a uniform sample without replacement of window ids, the same windows for
+  every unit, with their per-token activations: each window gets a priority that is a hash of
+  ``(seed, window id)`` (:func:`window_priority`, not a draw from a sequential RNG) and the
+  reservoir keeps the ``R`` windows of lowest priority (bottom-k sampling). A window's priority
+  does not depend on which windows came before it or on which process saw it, so a recording
+  sharded over corpus slices keeps exactly the windows an unsharded one keeps
+  (:func:`activations.merge.merge_recordings`).
 - **quantile windows**: the reservoir windows (``max(n_random, 2 x bins x per_bin)`` of them)
   ranked per unit by their max activation, cut into ``n_quantile_bins`` equal-count bins
   (quantiles of the window-max distribution estimated on the uniform sample, as OpenAI's
@@ -33,6 +38,11 @@ bookkeeping uses the process's torch threads unless ``bookkeeping_threads`` says
 a heavily shared machine, 1 avoids ATen's parallel regions stalling on descheduled threads).
 ``bench/capture.py`` measures the cost against the bare forward passes.
 
+Ties are broken by window id everywhere: a top-k set is the ``k`` first windows in the order
+(window max descending, window id ascending), and the reservoir the ``R`` first in (priority,
+window id) order, so the sets do not depend on batch boundaries or on how the corpus was
+sharded.
+
 Token strings are kept only for windows still referenced by a slot (garbage-collected
 periodically).
 """
@@ -40,9 +50,9 @@ periodically).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -122,7 +132,9 @@ class Recording:
     """Windows kept per quantile bin."""
     state: _State = field(repr=False, default=None)  # type: ignore[assignment]
     res_ids: list[int] = field(default_factory=list)
-    """Window ids in the reservoir slots."""
+    """Window ids in the reservoir slots, lowest priority first (:func:`window_priority`)."""
+    seed: int = 0
+    """Seed of the reservoir priorities."""
     tokens: dict[int, tuple[str, ...]] = field(repr=False, default_factory=dict)
     """Token strings of the windows still referenced."""
     prefix: tuple[str, ...] = ()
@@ -261,14 +273,14 @@ class _Recorder:
         self.top_k = top_k
         self.n_reservoir = n_reservoir
         self.batch_size = batch_size
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.col = {layer: i for i, layer in enumerate(layers)}
         self.U = len(units) if units is not None else target.n_units
         self.LU = self.U * len(layers)
         self.state: _State | None = None
         self.res_ids: list[int] = []
+        self.res_pri: list[int] = []  # priority of each reservoir slot's window
         self.tokens: dict[int, tuple[str, ...]] = {}
-        self.n_seen = 0
         self._gc_at = 256
         self.threads = threads
         self._ut = None
@@ -407,18 +419,20 @@ class _Recorder:
             self._allocate(len(batch[0].token_ids))
         st = self.state
         B, T = len(batch), len(batch[0].token_ids)
-        # uniform reservoir of windows (algorithm R), shared by every unit; copied by the hooks
+        # uniform reservoir of windows (lowest hash priorities), shared by every unit; copied by the hooks
         self._res_updates = []
         for row, w in enumerate(batch):
-            self.n_seen += 1
+            key = (window_priority(self.seed, w.window_id), w.window_id)
             if len(self.res_ids) < self.n_reservoir:
                 slot = len(self.res_ids)
                 self.res_ids.append(w.window_id)
+                self.res_pri.append(key[0])
             else:
-                slot = self.rng.randrange(self.n_seen)
-                if slot >= self.n_reservoir:
+                slot = max(range(self.n_reservoir), key=lambda r: (self.res_pri[r], self.res_ids[r]))
+                if key >= (self.res_pri[slot], self.res_ids[slot]):
                     continue
                 self.res_ids[slot] = w.window_id
+                self.res_pri[slot] = key[0]
             self._res_updates.append((slot, row))
         self._make_plan(batch)
         self._tok_rows = self._tok_ids = None
@@ -461,8 +475,9 @@ class _Recorder:
 
     def recording(self, *, n_windows: int, n_tokens: int, window_tokens: int, n_random: int,
                   n_quantile_bins: int, per_bin: int, token_stats_top: int = 0) -> Recording:
-        """The :class:`Recording` of what was fed so far."""
+        """The :class:`Recording` of what was fed so far (reservoir slots in priority order)."""
         self._gc_tokens()
+        self._sort_reservoir()
         return Recording(
             model=self.target.name,
             layers=self.layers,
@@ -476,11 +491,26 @@ class _Recorder:
             per_bin=per_bin,
             state=self.state,
             res_ids=list(self.res_ids),
+            seed=self.seed,
             tokens=self.tokens,
             prefix=tuple(self.target.tokenizer.convert_ids_to_tokens(list(self.target.prefix_ids))),
             token_stats_top=token_stats_top if self.token_types else 0,
             decode=_decoder(self.target.tokenizer),
         )
+
+    def _sort_reservoir(self) -> None:
+        """Put the reservoir slots in (priority, window id) order, their tensors with them."""
+        import torch
+
+        order = sorted(range(len(self.res_ids)), key=lambda r: (self.res_pri[r], self.res_ids[r]))
+        if self.state is None or order == list(range(len(order))):
+            return
+        self.res_ids = [self.res_ids[r] for r in order]
+        self.res_pri = [self.res_pri[r] for r in order]
+        idx = torch.tensor(order, dtype=torch.long, device=self.state.res_max.device)
+        st, n = self.state, len(order)
+        st.res_max = torch.cat([st.res_max.index_select(0, idx), st.res_max[n:]])
+        st.res_acts = torch.cat([st.res_acts.index_select(0, idx), st.res_acts[n:]])
 
     def _gc_tokens(self) -> None:
         import torch
@@ -520,16 +550,19 @@ def _merge_topk(vals: Any, ids: Any, cand: Any, cand_ids: Any, *, max_new: int |
     Per column the candidates sorted high to low are paired with the ``c = min(C, k, max_new)``
     lowest slots sorted low to high; the j-th candidate replaces the j-th lowest slot while it is
     strictly greater (the pairs that pass form a prefix, so this is exactly the top-k of the
-    union, ties keeping the older window). Cheaper than a top-k over the concatenation: a sort of
-    C values and a smallest-c selection per column (a plain min when c = 1)."""
+    union). Ties go to the lower window id, as everywhere in the recorder: the candidates (in
+    ascending id order, newer than every slot) are sorted stably, and among equal lowest slots
+    the one with the highest id is replaced first. Cheaper than a top-k over the concatenation: a
+    sort of C values and a smallest-c selection per column (a plain min when c = 1)."""
     import torch
 
     c = min(cand.shape[0], vals.shape[1], max_new if max_new is not None else cand.shape[0])
     if c < 1:
         return None
     if c == 1:
-        cv, ci = cand.max(dim=0)  # [n]
-        ov, oi = vals.min(dim=1)
+        cv, ci = cand.max(dim=0)  # [n] (the first, lowest-id candidate among equal maxima)
+        ov = vals.min(dim=1).values
+        oi = torch.where(vals == ov[:, None], ids, -2).argmax(dim=1)  # the newest of the lowest slots
         col = (cv > ov).nonzero().squeeze(1)
         if col.numel() == 0:
             return None
@@ -537,8 +570,8 @@ def _merge_topk(vals: Any, ids: Any, cand: Any, cand_ids: Any, *, max_new: int |
         vals[col, slot] = cv[col]
         ids[col, slot] = cand_ids[src]
         return col, slot, src
-    cv, ci = torch.sort(cand.t(), dim=1, descending=True)  # [n, C]
-    ov, oi = torch.topk(vals, c, dim=1, largest=False, sorted=True)  # [n, c]
+    cv, ci = torch.sort(cand.t(), dim=1, descending=True, stable=True)  # [n, C]
+    ov, oi = _lowest_slots(vals, ids, c)  # [n, c]
     col, j = (cv[:, :c] > ov).nonzero(as_tuple=True)
     if col.numel() == 0:
         return None
@@ -546,6 +579,23 @@ def _merge_topk(vals: Any, ids: Any, cand: Any, cand_ids: Any, *, max_new: int |
     vals[col, slot] = cv[col, j]
     ids[col, slot] = cand_ids[src]
     return col, slot, src
+
+
+def _lowest_slots(vals: Any, ids: Any, c: int) -> tuple[Any, Any]:
+    """Per row the ``c`` lowest slots in (value ascending, id descending) order: their values
+    and slot indices."""
+    import torch
+
+    by_id = torch.argsort(ids, dim=1, descending=True)
+    ov, pos = torch.sort(vals.gather(1, by_id), dim=1, stable=True)
+    return ov[:, :c], by_id.gather(1, pos[:, :c])
+
+
+def window_priority(seed: int, window_id: int) -> int:
+    """The reservoir priority of a window: a 64-bit hash of ``(seed, window id)``. The reservoir
+    keeps the windows of lowest priority, a uniform sample that any process computes alike."""
+    digest = hashlib.blake2b(f"{seed}:{window_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _decoder(tokenizer: Any) -> Any:
@@ -594,6 +644,8 @@ def record_activations(
     bookkeeping_threads: int | None = None,
     token_stats_mb: float = 256.0,
     token_stats_top: int = 64,
+    shard: tuple[int, int] | None = None,
+    on_batch: Any = None,
 ) -> Recording:
     """Stream the corpus (or the given ``windows``) through the model once and keep, per unit,
     the top windows, random and quantile windows and running statistics (see the module
@@ -609,6 +661,11 @@ def record_activations(
     ``token_stats_mb`` bounds the memory of the per-token-type sums (0 = none) and
     ``token_stats_top`` is how many token types each record keeps (see the module docstring).
 
+    ``shard = (i, n)`` feeds only the batches ``i, i + n, i + 2n, …`` of the stream (the same
+    batches an unsharded run forms): :func:`activations.merge.merge_recordings` of the ``n``
+    shards equals the unsharded recording. A shard may hold no window (its recording then has
+    no state). ``on_batch(windows)`` is called after each fed batch (progress of remote shards).
+
     Raises ModelError for unknown layers/units and CorpusError for an empty corpus.
     """
     import torch
@@ -620,6 +677,8 @@ def record_activations(
                              ("per_bin", per_bin, 0), ("window_tokens", window_tokens, 1), ("batch_size", batch_size, 1)):
         if value < low:
             raise ModelError(f"{name} must be >= {low}, got {value}")
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ModelError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     if max_tokens < window_tokens:
         raise CorpusError(f"max_tokens ({max_tokens}) is smaller than one window ({window_tokens} tokens)")
     max_windows = max_tokens // window_tokens
@@ -634,14 +693,20 @@ def record_activations(
                     batch_size=batch_size, seed=seed, threads=bookkeeping_threads, token_types=token_types)
     bar = tqdm(total=max_windows, unit="win", desc=f"record {target.name}", disable=not progress)
     n_windows = n_tokens = 0
+    seen = 0
     with torch.inference_mode(), unit_hooks(target, layers, rec.on_layer):
-        for batch in _batched(windows, batch_size):
+        for b, batch in enumerate(_batched(windows, batch_size)):
+            seen += len(batch)
+            if shard is not None and b % shard[1] != shard[0]:
+                continue
             rec.feed(batch)
             n_windows += len(batch)
             n_tokens += sum(len(w.token_ids) for w in batch)
             bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
     bar.close()
-    if n_windows == 0:
+    if seen == 0:
         raise CorpusError(f"corpus {getattr(corpus, 'name', corpus)!r} is empty: no windows")
     return rec.recording(n_windows=n_windows, n_tokens=n_tokens, window_tokens=window_tokens,
                          n_random=n_random, n_quantile_bins=n_quantile_bins, per_bin=per_bin,

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
 
     cache_dir: Path = Field(default=Path.home() / ".cache" / "neurolabel")
     """Where converted models, the built ontology and annotations are cached."""
+    index_dir: Path | None = None
+    """Where the label vector indexes of server databases (PostgreSQL) are kept (default
+    ``<cache_dir>/label-index``); a SQLite database keeps its index beside its file."""
     database_url: str = "sqlite:///neurolabel.db"
     """SQLAlchemy URL of the label database (``postgresql+psycopg://…`` in production)."""
     device: str = "auto"
@@ -40,9 +43,20 @@ class Settings(BaseSettings):
     """An explanation is accepted when its score reaches this."""
     window_tokens: int = 64
     """Tokens per corpus window."""
+    ray_address: str | None = None
+    """Ray cluster labelling runs use when their spec names none (``auto``, ``host:port``,
+    ``ray://host:10001``, ``local``); unset = run in this process. Needs the ``ray`` extra."""
+    callback_hosts: str = "127.0.0.1,localhost,::1"
+    """Hosts a job's ``callback_url`` may name, comma-separated (default: loopback only); the
+    service and the worker refuse any other, so a job cannot make the server reach anything the
+    operator did not allow."""
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""
+
+    def callback_host_list(self) -> tuple[str, ...]:
+        """:attr:`callback_hosts` as a tuple of host names."""
+        return tuple(h.strip() for h in self.callback_hosts.split(",") if h.strip())
 
 
 @lru_cache(maxsize=1)

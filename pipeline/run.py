@@ -6,8 +6,11 @@
 every neuron still to do is **loaded** from the database, **explained** by each chosen explainer
 and each explanation **scored** by its simulator, up to ``spec.concurrency`` neurons at a time
 (one thread pool: the one bound on LLM work of the run, so an endpoint sees many requests in
-flight); results come back in neuron order and are **stored** every ``spec.store_every`` neurons,
-at a stop and at the end, so an interrupted run loses at most that many neurons' work and a
+flight); results come back in neuron order and are **stored** every ``spec.store_every`` neurons
+(in a background thread, one write at a time, while the next neurons are explained; label
+embeddings are computed once per distinct text), at a stop and at the end, so an interrupted
+run loses at most twice that many neurons' work (the batch being written and the one being
+gathered) and a
 rerun resumes (neurons already explained by an explainer's current version are skipped, and so
 are those that version failed on before unless ``spec.retry_failed``; writes are idempotent).
 
@@ -48,12 +51,19 @@ class StageTimes:
     explain_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     score_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     store_s: float = 0.0
+    """Writing explanations (in a background thread, beside the explain/score work)."""
+    embed_s: float = 0.0
+    """Part of ``store_s``: label embeddings (each distinct text once, in one batch per write)."""
+    store_wait_s: float = 0.0
+    """How long the run waited for a write to finish (the part of storing on the critical path)."""
 
     def add(self, other: "StageTimes") -> None:
         """Add ``other``'s times (one neuron's) to these."""
         self.record_s += other.record_s
         self.load_s += other.load_s
         self.store_s += other.store_s
+        self.embed_s += other.embed_s
+        self.store_wait_s += other.store_wait_s
         for k, v in other.explain_s.items():
             self.explain_s[k] += v
         for k, v in other.score_s.items():
@@ -62,7 +72,8 @@ class StageTimes:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"record_s": self.record_s, "load_s": self.load_s, "explain_s": dict(self.explain_s),
-                "score_s": dict(self.score_s), "store_s": self.store_s}
+                "score_s": dict(self.score_s), "store_s": self.store_s, "embed_s": self.embed_s,
+                "store_wait_s": self.store_wait_s}
 
 
 @dataclass
@@ -129,6 +140,23 @@ class Plugins:
 
 
 @dataclass(frozen=True)
+class ItemFailure:
+    """One explainer that could not explain a record, or one of its explanations that could not
+    be scored."""
+
+    neuron: NeuronId
+    """The record's neuron."""
+    explainer: str
+    """The explainer tag."""
+    stage: str
+    """``explain`` (the explainer raised) or ``score`` (its explanation could not be scored)."""
+    kind: str
+    """The error's class name (``ExplanationError``, ``ScoringError``, ``LMError``)."""
+    message: str
+    """What went wrong."""
+
+
+@dataclass(frozen=True)
 class NeuronResult:
     """What the explain and score stages made of one neuron."""
 
@@ -137,6 +165,8 @@ class NeuronResult:
     failures: tuple[tuple[NeuronId, str, str], ...] = ()
     """``(neuron, explainer, error)`` of explainers that could not explain it."""
     times: StageTimes = field(default_factory=StageTimes)
+    problems: tuple[ItemFailure, ...] = ()
+    """Every failure of the explain and score stages, per explainer and stage."""
 
 
 def build_plugins(spec: RunSpec) -> Plugins:
@@ -249,11 +279,12 @@ def explain(record: NeuronRecord, explainers: Sequence[str], plugins: Plugins, t
 
 
 # ---- stage 4: score ----------------------------------------------------------------------------
-def score(record: NeuronRecord, explanations: Sequence[Explanation], plugins: Plugins, times: StageTimes
-          ) -> tuple[list[Explanation], list[str]]:
+def score(record: NeuronRecord, explanations: Sequence[Explanation], plugins: Plugins, times: StageTimes,
+          problems: list[ItemFailure] | None = None) -> tuple[list[Explanation], list[str]]:
     """``(scored, errors)``: each explanation scored by its explainer's simulator (the fallback
     chain where that one does not apply), with its simulator's score details and the scores of
-    the explainer's ``extra_simulators``; explanations that cannot be scored are left out."""
+    the explainer's ``extra_simulators``; explanations that cannot be scored are left out (and
+    added to ``problems`` when given)."""
     from neurolabel.scoring.validate import simulate_and_score
 
     out: list[Explanation] = []
@@ -268,6 +299,9 @@ def score(record: NeuronRecord, explanations: Sequence[Explanation], plugins: Pl
         except ScoringError as exc:
             errors.append(f"{record.neuron} {expl.explainer} via {sim_tag}: {exc}")
             log.warning("%s %s scored by %s: %s", record.neuron, expl.explainer, sim_tag, exc)
+            if problems is not None:
+                problems.append(ItemFailure(record.neuron, expl.explainer, "score", type(exc).__name__,
+                                            f"via {sim_tag}: {exc}"))
             continue
         finally:
             times.score_s[sim_tag] += time.perf_counter() - t0
@@ -313,23 +347,58 @@ def explain_and_score_one(record: NeuronRecord, explainers: Sequence[str], plugi
     """Stages 3 and 4 on one record."""
     times = StageTimes()
     candidates, failures = explain(record, explainers, plugins, times)
-    scored, errors = score(record, candidates, plugins, times)
+    problems = [ItemFailure(n, tag, "explain", "ExplanationError", err) for n, tag, err in failures]
+    scored, errors = score(record, candidates, plugins, times, problems)
     errors = [f"{n} {tag}: {err}" for n, tag, err in failures] + errors
-    return NeuronResult(explanations=tuple(scored), errors=tuple(errors), failures=tuple(failures), times=times)
+    return NeuronResult(explanations=tuple(scored), errors=tuple(errors), failures=tuple(failures), times=times,
+                        problems=tuple(problems))
+
+
+def explain_and_score_each(records: Sequence[NeuronRecord], spec: RunSpec) -> list[NeuronResult]:
+    """Stages 3 and 4 on each record (no storage), ``spec.concurrency`` records at a time: one
+    result per record, in order, with every failure in its ``problems`` — an explainer that
+    cannot explain (including its language model failing: :class:`LMError`), an explanation that
+    cannot be scored — while the rest goes on. Unknown tags raise ConfigError before any work."""
+    from neurolabel.core.errors import LMError
+
+    plugins = build_plugins(spec)
+    tags = spec.explainer_tags
+
+    def each(record: NeuronRecord) -> NeuronResult:
+        parts = []
+        for tag in tags:
+            try:
+                parts.append(explain_and_score_one(record, [tag], plugins))
+            except LMError as exc:
+                log.warning("%s %s: %s", record.neuron, tag, exc)
+                parts.append(NeuronResult(errors=(f"{record.neuron} {tag}: {exc}",), problems=(
+                    ItemFailure(record.neuron, tag, "explain", type(exc).__name__, str(exc)),)))
+        return NeuronResult(explanations=tuple(e for p in parts for e in p.explanations),
+                            errors=tuple(e for p in parts for e in p.errors),
+                            failures=tuple(f for p in parts for f in p.failures),
+                            problems=tuple(f for p in parts for f in p.problems))
+
+    records = list(records)
+    with ThreadPoolExecutor(max_workers=max(1, min(spec.concurrency, len(records) or 1)),
+                            thread_name_prefix="explain") as pool:
+        return list(pool.map(each, records))
 
 
 # ---- stage 5: store ----------------------------------------------------------------------------
 def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId, str, str]], *,
-          database_url: str, model: str, versions: Mapping[str, str], threshold: float | None) -> int:
+          database_url: str, model: str, versions: Mapping[str, str], threshold: float | None,
+          embedder: Callable[[Sequence[str]], Any] | None = None) -> int:
     """Store scored explanations and explainer failures in one transaction; returns how many of
-    the explanations passed the threshold."""
+    the explanations passed the threshold. Label embeddings come from ``embedder`` (default: the
+    process-wide :class:`storage.writes.LabelEmbedder`, which embeds each distinct text once)."""
     from neurolabel.scoring.validate import is_accepted
     from neurolabel.storage.db import session_scope
     from neurolabel.storage.queries import record_failures, save_explanations
 
     with session_scope(database_url) as session:
         if explanations:
-            save_explanations(session=session, explanations=list(explanations), threshold=threshold)
+            save_explanations(session=session, explanations=list(explanations), threshold=threshold,
+                              embedder=embedder)
         if failures:
             record_failures(session=session, model=model,
                             failures=[(n, tag, versions[tag], err) for n, tag, err in failures])
@@ -400,14 +469,33 @@ def run(
     pending_failures: list[tuple[NeuronId, str, str]] = []
     n_pending = 0
 
+    from neurolabel.storage.writes import label_embedder
+
+    embedder = label_embedder()
+    storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+    writing: list[Future] = []  # at most one write in flight, beside the explain/score work
+
+    def write(explanations: list[Explanation], failures: list[tuple[NeuronId, str, str]]) -> tuple:
+        t0, e0 = time.perf_counter(), embedder.seconds
+        accepted = store(explanations, failures, database_url=url, model=summary.model, versions=versions,
+                         threshold=spec.threshold, embedder=embedder)
+        return accepted, len(explanations), time.perf_counter() - t0, embedder.seconds - e0
+
+    def wait_written() -> None:  # the summary is only touched by the run's own thread
+        t0 = time.perf_counter()
+        while writing:
+            accepted, n, store_s, embed_s = writing.pop().result()
+            summary.accepted += accepted
+            summary.explanations += n
+            summary.times.store_s += store_s
+            summary.times.embed_s += embed_s
+        summary.times.store_wait_s += time.perf_counter() - t0
+
     def flush() -> None:
         nonlocal n_pending
         if pending or pending_failures:
-            t0 = time.perf_counter()
-            summary.accepted += store(pending, pending_failures, database_url=url, model=summary.model,
-                                      versions=versions, threshold=spec.threshold)
-            summary.times.store_s += time.perf_counter() - t0
-            summary.explanations += len(pending)
+            wait_written()
+            writing.append(storer.submit(write, list(pending), list(pending_failures)))
         pending.clear()
         pending_failures.clear()
         n_pending = 0
@@ -473,6 +561,10 @@ def run(
                 if fut is not None:
                     fut.cancel()
             flush()
+            try:
+                wait_written()
+            finally:
+                storer.shutdown()
             bar.close()
     summary.elapsed_s = time.perf_counter() - t_start
     log.info("labelled %s: %s", summary.model, summary.as_dict())

@@ -37,12 +37,21 @@ def check_sources(*, session: Session, spec: JobSpec, data_dirs: tuple[str, ...]
     return model, corpus
 
 
-def admit_job(*, session: Session, spec: JobSpec, caller: Caller, limits: ServiceLimits) -> dict[str, Any]:
+def admit_job(*, session: Session, spec: JobSpec, caller: Caller, limits: ServiceLimits,
+              callback_hosts: tuple[str, ...] = ()) -> dict[str, Any]:
     """The spec to queue for ``caller``, after every check: plugin tags, model and corpus,
-    corpus text size (422), neurons per job and jobs queued (429 with ``Retry-After``)."""
+    corpus text size, a callback URL on a host in ``callback_hosts`` (422), neurons per job and
+    jobs queued (429 with ``Retry-After``)."""
+    from neurolabel.service.callbacks import check_callback_url
     from neurolabel.service.jobs import count_active
     from neurolabel.pipeline.plugins import check
     from neurolabel.pipeline.simulators import resolve
+
+    if spec.callback_url is not None:
+        try:
+            check_callback_url(spec.callback_url, callback_hosts)
+        except ConfigError as exc:
+            raise invalid(["body", "callback_url"], str(exc), "not_allowed") from None
 
     for field, what in (("explainers", lambda: [check("explainer", e) for e in spec.explainers]),
                         ("simulators", lambda: resolve(spec.explainers, spec.simulators)),

@@ -131,12 +131,14 @@ def create_app(
     ontology: Callable[[], Any] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     limits: ServiceLimits | None = None,
+    callback_hosts: tuple[str, ...] | None = None,
 ) -> FastAPI:
     """The app over the label database at ``database_url`` (settings' URL by default).
 
     ``ontology`` is a zero-argument callable returning the ontology used by concept search
     (default: the WordNet ontology, loaded on first use). ``limits``: data roots and per-key
-    quotas (default: from ``NEUROLABEL_*`` environment variables)."""
+    quotas (default: from ``NEUROLABEL_*`` environment variables). ``callback_hosts``: the hosts
+    a job's callback URL may name (default: ``NEUROLABEL_CALLBACK_HOSTS``, loopback)."""
     from neurolabel.service.api import contrasts, router
     from neurolabel.service.ratelimit import RateLimiter
     from neurolabel.service.web import studies as study_pages
@@ -157,6 +159,15 @@ def create_app(
     app.state.ontology = ontology or _lazy_default_ontology()
     app.state.limits = limits or get_limits()
     app.state.rate_limiter = RateLimiter(app.state.limits.writes_per_minute)
+    if callback_hosts is None:
+        from neurolabel.core.settings import get_settings
+
+        callback_hosts = get_settings().callback_host_list()
+    app.state.callback_hosts = tuple(callback_hosts)
+    from neurolabel.service.callbacks import Notifier
+
+    app.state.notifier = Notifier(allowed_hosts=app.state.callback_hosts)
+    """Callbacks of jobs cancelled before a worker took them (workers send the others)."""
     app.include_router(router())
     app.include_router(contrasts.router, prefix="/v1")
     app.include_router(study_pages.router)

@@ -144,3 +144,13 @@ def bearer_caller(*, session: Session, authorization: str | None) -> Caller:
     if row.revoked_at is not None:
         raise AuthError(403, f"API key {row.prefix}… was revoked")
     return Caller(key_id=row.id, is_admin=bool(row.is_admin))
+
+
+def signing_key_of(*, session: Session, key_id: int | None) -> str | None:
+    """The key job callbacks of API key ``key_id`` are signed with (its stored SHA-256 digest,
+    :func:`service.callbacks.signing_key`); ``None`` without a key."""
+    from neurolabel.storage.models import ApiKey
+
+    if key_id is None:
+        return None
+    return session.scalar(select(ApiKey.key_hash).where(ApiKey.id == key_id))

@@ -1,4 +1,4 @@
-"""CLI commands of the label database: ``db upgrade|downgrade|current``, ``show``, ``search``,
+"""CLI commands of the label database: ``db upgrade|downgrade|current|reindex``, ``show``, ``search``,
 ``export`` and ``import``."""
 
 from __future__ import annotations
@@ -64,6 +64,37 @@ def db_current(db: str = _DB_OPTION) -> None:
     head = head_revision()
     state = "up to date" if rev == head else "needs `neurolabel db upgrade`"
     typer.echo(f"current: {rev or 'none (empty)'}   head: {head}   ({state})")
+
+
+@db_app.command("reindex")
+def db_reindex(
+    full: bool = typer.Option(False, "--full", help="Rebuild the whole index from the database."),
+    check: bool = typer.Option(False, "--check", help="Only compare the index with the database; "
+                               "exit 1 when they differ."),
+    db: str = _DB_OPTION,
+) -> None:
+    """Check or repair the label vector index of the database (semantic search)."""
+    from neurolabel.storage.db import normalize_url, require_schema, session_scope
+    from neurolabel.storage.label_index import check_index, reindex
+    from neurolabel.storage.vector_index import index_location
+
+    url = normalize_url(db)
+    require_schema(url)
+    folder = index_location(url)
+    if folder is None:
+        typer.echo("an in-memory database keeps no index on disk: nothing to do")
+        return
+    with session_scope(url) as session:
+        if check:
+            r = check_index(session=session, folder=folder)
+        else:
+            r = reindex(session=session, folder=folder, full=full, progress=True)
+    typer.echo(f"label index {r.folder}: {r.labels} label(s) in the database, {r.indexed} indexed, "
+               f"{r.missing} missing, {r.stale} stale, {r.extra} deleted in the database, {r.dead} dead position(s)")
+    if check:
+        typer.echo("consistent" if r.consistent else "INCONSISTENT: run `neurolabel db reindex` to repair")
+        raise typer.Exit(0 if r.consistent else 1)
+    typer.echo(f"rebuilt: {r.labels} label(s)" if r.rebuilt else f"repaired: {r.repaired} record(s) appended")
 
 
 def show(
@@ -187,7 +218,8 @@ def export(
 
 def import_(
     file: Path = typer.Argument(..., help="A neurolabel export, or OpenAI NeuronRecord JSON / JSONL."),
-    model: str = typer.Option(None, help="Model name for OpenAI records that do not name one."),
+    model: str = typer.Option(None, help="Model name of OpenAI records (default: the record's "
+                              "neurolabel.model, else 'external', as the API names them)."),
     db: str = _DB_OPTION,
 ) -> None:
     """Import a file in one transaction: on any error nothing is written."""
@@ -202,6 +234,8 @@ def import_(
         f"imported {file} ({summary.format}): {summary.models} model(s), {summary.records} record(s), "
         f"{summary.explanations} explanation(s)"
     )
+    for warning in summary.warnings:
+        typer.echo(f"note: {warning}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -63,12 +63,15 @@ def worker(
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
-    if once or job is not None:
-        state = w.run_one(job_id=job)
-        typer.echo("no queued job" if state is None else f"job {state['id']}: {state['status']}")
-        return
-    n = w.run_forever(until_idle=until_idle)
-    typer.echo(f"worker {w.name}: ran {n} job(s)")
+    try:
+        if once or job is not None:
+            state = w.run_one(job_id=job)
+            typer.echo("no queued job" if state is None else f"job {state['id']}: {state['status']}")
+            return
+        n = w.run_forever(until_idle=until_idle)
+        typer.echo(f"worker {w.name}: ran {n} job(s)")
+    finally:
+        w.close(timeout_s=30.0)  # job callbacks still being delivered get up to 30 s
 
 
 def nightly(

@@ -80,6 +80,9 @@ class JobSpec(_Strict):
     retry_failed: bool = False
     """Retry neurons an explainer version failed to explain before (stored failures are skipped
     by default)."""
+    callback_url: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+    """Where the worker POSTs the job's final state (signed: see ``X-Neurolabel-Signature`` in
+    the README); only hosts the operator allows (``NEUROLABEL_CALLBACK_HOSTS``, default loopback)."""
 
 
 class JobOut(BaseModel):
@@ -229,11 +232,42 @@ class ScoreRequest(_Strict):
     """Simulator tag (``embedding``, ``symbolic``, ``llm``…)."""
 
 
+class ItemError(BaseModel):
+    """What failed for one record of an explain or score request (and for which explainer): the
+    error object of a partial answer (status 207)."""
+
+    record: int
+    """Position of the record in the request's ``records``."""
+    stage: Literal["parse", "explain", "score"]
+    """``parse``: the record is not a valid NeuronRecord; ``explain``: the explainer could not
+    explain it; ``score``: an explanation could not be scored."""
+    type: str
+    """Machine-readable kind: the error class (``ExplanationError``, ``ScoringError``,
+    ``LMError``) or ``invalid_record``."""
+    msg: str
+    """What went wrong."""
+    explainer: str | None = None
+    """The explainer tag (``None`` for ``parse`` failures and for ``POST /v1/score``)."""
+    model: str | None = None
+    layer: int | None = None
+    index: int | None = None
+    """The record's neuron, when the record could be read."""
+
+
 class ExplanationsOut(BaseModel):
-    """Scored explanations, and the ids of stored rows when stored."""
+    """Scored explanations, the ids of stored rows when stored, and what failed.
+
+    Status 200: everything asked for succeeded (``failures`` empty). Status 207 (Multi-Status):
+    some records or explainers failed — ``partial`` is true and ``failures`` says which and why;
+    ``explanations`` hold what succeeded. When nothing succeeds the answer is a 422 naming every
+    failure instead."""
 
     explanations: list[ExplanationOut]
     stored_ids: list[int] = []
+    partial: bool = False
+    """Whether something asked for failed (see ``failures``)."""
+    failures: list[ItemError] = []
+    """One entry per record (and explainer) that failed, in request order."""
 
 
 class Page(BaseModel):

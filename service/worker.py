@@ -173,6 +173,7 @@ class Worker:
         stale_after_s: float = 60.0,
         max_attempts: int = 3,
         runner: Callable[..., Any] = run_spec,
+        notifier: Any = None,
     ) -> None:
         self.database_url = database_url
         self.name = name or default_worker_name()
@@ -184,6 +185,41 @@ class Worker:
         self.shutdown = threading.Event()
         """Set (e.g. by SIGTERM) to stop: the running job is put back in the queue."""
         self._factory = None
+        self._notifier = notifier
+
+    @property
+    def notifier(self) -> Any:
+        """The :class:`service.callbacks.Notifier` delivering job callbacks (by default one
+        allowing the hosts of ``NEUROLABEL_CALLBACK_HOSTS``, made on first use)."""
+        if self._notifier is None:
+            from neurolabel.core.settings import get_settings
+            from neurolabel.service.callbacks import Notifier
+
+            self._notifier = Notifier(allowed_hosts=get_settings().callback_host_list())
+        return self._notifier
+
+    def close(self, *, timeout_s: float = 30.0) -> int:
+        """Wait up to ``timeout_s`` for job callbacks still being delivered; returns how many
+        were abandoned."""
+        return 0 if self._notifier is None else self._notifier.close(timeout_s)
+
+    def _notify(self, job_id: int) -> None:
+        """Queue the callback of a finished job whose spec names a ``callback_url`` (signed with
+        its key's digest); never raises and never waits for the receiver."""
+        try:
+            from neurolabel.service.auth import signing_key_of
+            from neurolabel.service.schemas import JobOut
+
+            with self._session() as s:
+                job = jobs.get_job(session=s, job_id=job_id)
+                url = (job or {}).get("spec", {}).get("callback_url")
+                if not url or job["status"] not in jobs.FINAL:  # type: ignore[index]
+                    return
+                key = signing_key_of(session=s, key_id=job["owner_key_id"])  # type: ignore[index]
+            view = JobOut.model_validate(jobs.public_view(job, key_id=None, is_admin=True))  # type: ignore[arg-type]
+            self.notifier.send(url, view.model_dump(mode="json"), event=f"job.{job['status']}", key=key)  # type: ignore[index]
+        except Exception as exc:  # noqa: BLE001 - a notification must never break the worker
+            log.warning("job %s: callback not sent: %s", job_id, exc)
 
     def _session(self):
         if self._factory is None:
@@ -274,11 +310,13 @@ class Worker:
             with self._session() as s:
                 jobs.finish(session=s, job_id=job_id, worker=self.name, status="failed",
                             error=f"{type(exc).__name__}: {exc}")
+            self._notify(job_id)
             return
         stop.set()
         thread.join()
         if lost.is_set():
             log.info("job %s was cancelled or taken away; stopped", job_id)
+            self._notify(job_id)  # sent only when it was cancelled (a final state)
             return
         if self.shutdown.is_set() or getattr(result, "stopped", False):
             with self._session() as s:
@@ -290,6 +328,7 @@ class Worker:
             jobs.finish(session=s, job_id=job_id, worker=self.name, status="done",
                         result=summary if isinstance(summary, dict) else {"summary": summary})
         log.info("job %s done", job_id)
+        self._notify(job_id)
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout_s: float, every_s: float = 0.2) -> bool:

@@ -18,6 +18,7 @@ from neurolabel.storage.reads import (
     model_overview,
     recorded_neurons,
 )
+from neurolabel.storage.labels import best_labels_page, labels_version
 from neurolabel.storage.search import search_labels
 from neurolabel.storage.transfer import export_file, export_rows, import_file
 from neurolabel.storage.writes import (
@@ -31,6 +32,7 @@ from neurolabel.storage.writes import (
 
 __all__ = [
     "best_label",
+    "best_labels_page",
     "ensure_models",
     "ensure_neurons",
     "export_file",
@@ -39,6 +41,7 @@ __all__ = [
     "failed_neurons",
     "get_neuron",
     "import_file",
+    "labels_version",
     "list_models",
     "list_neurons",
     "load_neuron_record",

@@ -1,12 +1,10 @@
 """Label search: full text (SQLite FTS5 / PostgreSQL ``tsvector``) and by meaning (cosine
 similarity of all-MiniLM-L6-v2 embeddings stored with each label).
 
-Semantic search keeps, per database, an in-memory matrix of every label embedding (float32,
-normalised) with the model id and score of each label; a query is one matrix–vector product
-plus a partial sort. The matrix is refreshed incrementally on every search from the rows whose
-``updated_at`` moved (an index range scan, see :class:`SemanticIndex`), so it stays correct
-while writers add labels. At 10⁶ labels the matrix takes 1.5 GB (first load: tens of seconds)
-and a query is dominated by the matrix-vector product over it.
+Semantic search ranks by an HNSW index of the label embeddings (:mod:`storage.vector_index`,
+persisted beside the database and kept in step with it by :class:`SemanticIndex`); filters
+apply while the graph is walked, and a filter that keeps few labels is ranked exactly. No
+database connection is held while ranking.
 """
 
 from __future__ import annotations
@@ -15,8 +13,10 @@ import logging
 import re
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +24,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import StorageError
-from neurolabel.storage.models import ExplanationRow, Model, Neuron
+from neurolabel.storage import label_index
+from neurolabel.storage import vector_index as vi
+from neurolabel.storage.models import Model
+from neurolabel.storage.vector_index import LabelIndex
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +61,40 @@ def _row_dict(r: Any, relevance: float) -> dict[str, Any]:
     }
 
 
-def _filters(model: str | None, min_score: float | None, params: dict[str, Any]) -> str:
-    sql = ""
-    if model is not None:
-        sql += " AND m.name = :model"
-        params["model"] = model
-    if min_score is not None:
-        sql += " AND e.score >= :min_score"
-        params["min_score"] = float(min_score)
-    return sql
+@dataclass(frozen=True)
+class _Filter:
+    """What a search keeps: labels of one model, one layer, one explainer, scoring at least."""
+
+    model: str | None = None
+    layer: int | None = None
+    explainer: str | None = None
+    min_score: float | None = None
+
+    def sql(self, params: dict[str, Any]) -> str:
+        """``AND …`` conditions over ``e`` (explanations), ``n`` (neurons), ``m`` (models)."""
+        sql = ""
+        if self.model is not None:
+            sql += " AND m.name = :model"
+            params["model"] = self.model
+        if self.layer is not None:
+            sql += " AND n.layer = :layer"
+            params["layer"] = int(self.layer)
+        if self.explainer is not None:
+            sql += " AND e.explainer = :explainer"
+            params["explainer"] = self.explainer
+        if self.min_score is not None:
+            sql += " AND e.score >= :min_score"
+            params["min_score"] = float(self.min_score)
+        return sql
 
 
-def _text_search(
-    session: Session, query: str, model: str | None, min_score: float | None, limit: int, offset: int
-) -> list[dict[str, Any]]:
+def _text_search(session: Session, query: str, f: _Filter, limit: int, offset: int) -> list[dict[str, Any]]:
     words = _WORD.findall(query.lower())
     if not words:
         return []
     dialect = session.get_bind().dialect.name
     params: dict[str, Any] = {"limit": limit, "offset": offset}
-    where = _filters(model, min_score, params)
+    where = f.sql(params)
     if dialect == "sqlite":
         params["q"] = " ".join('"' + w.replace('"', "") + '"' for w in words)
         sql = (
@@ -91,7 +108,8 @@ def _text_search(
         params["q"] = " ".join(words)
         params["cap"] = TEXT_CANDIDATES
         scope = (
-            "JOIN neurons n ON n.id = e.neuron_id JOIN models m ON m.id = n.model_id " if model is not None else ""
+            "JOIN neurons n ON n.id = e.neuron_id JOIN models m ON m.id = n.model_id "
+            if f.model is not None or f.layer is not None else ""
         )
         sql = (
             "WITH hits AS (SELECT e.id, ts_rank_cd(e.text_tsv, q) AS relevance "
@@ -107,154 +125,83 @@ def _text_search(
 
 
 class SemanticIndex:
-    """Every label embedding of one database in memory, refreshed incrementally.
+    """The label vector index of one database in this process, kept in step with the database.
 
-    A refresh first reads only ``(id, updated_at)`` of the rows stamped since shortly before the
-    previous refresh (wall clock minus :attr:`OVERLAP`, so writes that commit a little after
-    they were stamped are not missed), then fetches embeddings only for new or changed rows.
-    Every :attr:`RECONCILE_S` seconds the whole ``(id, updated_at)`` list is compared, which
-    also drops deleted labels. Checks run at most every :attr:`MIN_INTERVAL_S` seconds (default: on every search)."""
+    The first refresh loads the persisted index (:func:`storage.vector_index.index_location`)
+    and compares every label's ``updated_at`` with the database (reading only what differs), or
+    builds the index from the database when none was persisted (and persists it when it holds
+    at least :attr:`PERSIST_MIN` labels). Later refreshes read ``(id, updated_at)`` of the rows
+    stamped since shortly before the previous one (wall clock minus
+    :data:`storage.vector_index.OVERLAP`), and fetch embeddings only for new or changed rows;
+    every :attr:`RECONCILE_S` seconds the whole list is compared, which also drops deleted
+    labels. Checks run at most every :attr:`MIN_INTERVAL_S` seconds (default: on every search)."""
 
-    OVERLAP = timedelta(seconds=60)
     MIN_INTERVAL_S = 0.0
     RECONCILE_S = 600.0
+    PERSIST_MIN = 10_000
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
         self._lock = threading.Lock()
-        self._n = 0
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._vecs = np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-        self._model_ids = np.zeros(0, dtype=np.int32)
-        self._scores = np.zeros(0, dtype=np.float32)
-        self._stamps = np.zeros(0, dtype=np.float64)
-        self._pos: dict[int, int] = {}
-        self._since: datetime | None = None
+        self.index: LabelIndex | None = None
+        self._since: float | None = None
         self._checked = 0.0
         self._reconciled = 0.0
 
     def __len__(self) -> int:
-        return self._n
+        return 0 if self.index is None else len(self.index)
 
-    def _grow(self, need: int) -> None:
-        cap = len(self._ids)
-        if need <= cap:
+    def _load(self, session: Session) -> None:
+        try:
+            snap = vi.load(self.folder) if self.folder is not None else None
+        except StorageError as exc:  # searches go on from the database; reindex --full mends the files
+            log.error("%s", exc)
+            snap = None
+        if snap is not None and snap.watermark is not None:
+            self.index = snap.index
+            read, gone = label_index.sync(self.index, session, since=None)
+            if read or gone:
+                log.warning("label index %s: %d label(s) missing or stale, %d deleted in the database: "
+                            "read from the database (`neurolabel db reindex` writes them back)",
+                            self.folder, read, gone)
             return
-        new_cap = max(need, cap * 2, 1024)
-        for name, shape in (("_ids", ()), ("_model_ids", ()), ("_scores", ()), ("_stamps", ()),
-                            ("_vecs", (EMBEDDING_DIM,))):
-            old = getattr(self, name)
-            arr = np.zeros((new_cap, *shape), dtype=old.dtype)
-            arr[: self._n] = old[: self._n]
-            setattr(self, name, arr)
+        watermark = datetime.now(timezone.utc).timestamp()
+        self.index = label_index.build(session)
+        if self.folder is not None and len(self.index) >= self.PERSIST_MIN:
+            vi.save(self.folder, self.index, watermark=watermark)
 
-    def _full_query(self):
-        return (
-            select(
-                ExplanationRow.id,
-                Neuron.model_id,
-                ExplanationRow.score,
-                ExplanationRow.embedding,
-                ExplanationRow.updated_at,
-            )
-            .join(Neuron, Neuron.id == ExplanationRow.neuron_id)
-            .where(ExplanationRow.embedding.is_not(None))
-        )
-
-    def refresh(self, session: Session, *, force: bool = False, batch: int = 50_000) -> int:
-        """Bring the matrix up to date; returns how many labels were (re)loaded."""
+    def refresh(self, session: Session, *, force: bool = False) -> int:
+        """Bring the index up to date; returns how many labels were (re)read."""
         with self._lock:
             now = time.monotonic()
-            if not force and self._since is not None and now - self._checked < self.MIN_INTERVAL_S:
+            if not force and self.index is not None and now - self._checked < self.MIN_INTERVAL_S:
                 return 0
-            started = datetime.now(timezone.utc)
-            if self._since is None:
-                read = 0
-                result = session.execute(self._full_query().execution_options(yield_per=batch))
-                for part in result.partitions(batch):
-                    self._apply(part)
-                    read += len(part)
+            started = datetime.now(timezone.utc).timestamp()
+            read = 0
+            if self.index is None:
+                self._load(session)
                 self._reconciled = now
+                read = len(self.index)
             else:
                 full = now - self._reconciled >= self.RECONCILE_S
-                q = select(ExplanationRow.id, ExplanationRow.updated_at).where(ExplanationRow.embedding.is_not(None))
-                if not full:
-                    q = q.where(ExplanationRow.updated_at >= self._since - self.OVERLAP)
-                stamps = session.execute(q).all()
-                changed = [
-                    r.id for r in stamps
-                    if (p := self._pos.get(r.id)) is None or self._stamps[p] != _stamp(r.updated_at)
-                ]
+                read, _ = label_index.sync(self.index, session, since=None if full else self._since)
                 if full:
-                    alive = {r.id for r in stamps}
-                    gone = [p for i, p in self._pos.items() if i not in alive]
-                    self._model_ids[gone] = -1  # masked out of every search
                     self._reconciled = now
-                read = 0
-                for k in range(0, len(changed), 1000):
-                    part = session.execute(
-                        self._full_query().where(ExplanationRow.id.in_(changed[k : k + 1000]))
-                    ).all()
-                    self._apply(part)
-                    read += len(part)
             self._since = started
             self._checked = now
             if read:
-                log.debug("semantic index: %d label(s) loaded, %d in total", read, self._n)
+                log.debug("semantic index: %d label(s) read, %d in total", read, len(self.index))
             return read
 
-    def _apply(self, rows) -> None:
-        if not rows:
-            return
-        size = EMBEDDING_DIM * 4
-        for r in rows:
-            if len(r.embedding) != size:
-                raise StorageError(
-                    f"explanation {r.id}: stored embedding has {len(r.embedding)} bytes, expected {size}"
-                )
-        new = sum(1 for r in rows if r.id not in self._pos)
-        self._grow(self._n + new)
-        positions = np.empty(len(rows), dtype=np.int64)
-        for j, r in enumerate(rows):
-            pos = self._pos.get(r.id)
-            if pos is None:
-                pos = self._pos[r.id] = self._n
-                self._n += 1
-            positions[j] = pos
-        mat = np.frombuffer(b"".join(r.embedding for r in rows), dtype="<f4").reshape(len(rows), EMBEDDING_DIM)
-        self._vecs[positions] = mat
-        self._ids[positions] = [r.id for r in rows]
-        self._model_ids[positions] = [r.model_id for r in rows]
-        self._scores[positions] = [np.nan if r.score is None else r.score for r in rows]
-        self._stamps[positions] = [_stamp(r.updated_at) for r in rows]
-
     def top(
-        self, query_vec: np.ndarray, k: int, *, model_id: int | None = None, min_score: float | None = None
+        self, query_vec: np.ndarray, k: int, *, model_id: int | None = None, layer: int | None = None,
+        explainer: str | None = None, min_score: float | None = None, exact: bool = False,
     ) -> list[tuple[int, float]]:
         """``(explanation id, cosine)`` of the ``k`` most similar labels passing the filters."""
-        with self._lock:
-            n = self._n
-            if n == 0 or k <= 0:
-                return []
-            sims = self._vecs[:n] @ np.asarray(query_vec, dtype=np.float32)
-            if model_id is not None:
-                mask = self._model_ids[:n] == model_id
-            else:
-                mask = self._model_ids[:n] >= 0  # deleted labels are -1
-            if min_score is not None:
-                with np.errstate(invalid="ignore"):
-                    mask &= self._scores[:n] >= min_score
-            sims = np.where(mask, sims, -np.inf)
-            k = min(k, n)
-            cand = np.argpartition(-sims, k - 1)[:k] if k < n else np.arange(n)
-            cand = cand[np.argsort(-sims[cand], kind="stable")]
-            return [(int(self._ids[i]), float(sims[i])) for i in cand if np.isfinite(sims[i])]
-
-
-def _stamp(dt: datetime) -> float:
-    """A comparable number for a stored ``updated_at`` (naive values are UTC, as SQLite keeps them)."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+        if self.index is None:
+            return []
+        return self.index.search(query_vec, k, model_id=model_id, layer=layer, explainer=explainer,
+                                 min_score=min_score, exact=exact)
 
 
 _indexes: dict[str, SemanticIndex] = {}
@@ -263,9 +210,11 @@ _indexes_lock = threading.Lock()
 
 def semantic_index(session: Session) -> SemanticIndex:
     """The process-wide semantic index of the session's database, refreshed."""
-    key = session.get_bind().url.render_as_string(hide_password=False)
+    url = session.get_bind().url.render_as_string(hide_password=False)
     with _indexes_lock:
-        index = _indexes.setdefault(key, SemanticIndex())
+        index = _indexes.get(url)
+        if index is None:
+            index = _indexes[url] = SemanticIndex(vi.index_location(url))
     index.refresh(session)
     return index
 
@@ -280,22 +229,30 @@ def _query_vector(query: str) -> np.ndarray:
     return vec
 
 
-def _semantic_search(
-    session: Session, query: str, model: str | None, min_score: float | None, limit: int, offset: int
-) -> list[dict[str, Any]]:
+def _release(session: Session) -> None:
+    """End the session's read transaction so that its connection goes back to the pool (not
+    when the caller has unflushed changes or a savepoint open)."""
+    if not (session.new or session.dirty or session.deleted or session.in_nested_transaction()):
+        session.commit()
+
+
+def _semantic_search(session: Session, query: str, f: _Filter, limit: int, offset: int,
+                     exact: bool) -> list[dict[str, Any]]:
+    vec = _query_vector(query)  # before touching the database: the first call loads MiniLM
     index = semantic_index(session)
     model_id = None
-    if model is not None:
-        model_id = session.execute(select(Model.id).where(Model.name == model)).scalar_one_or_none()
+    if f.model is not None:
+        model_id = session.execute(select(Model.id).where(Model.name == f.model)).scalar_one_or_none()
         if model_id is None:
             return []
-    want = limit + offset
-    hits = index.top(_query_vector(query), want, model_id=model_id, min_score=min_score)
+    _release(session)  # no connection is held while ranking
+    hits = index.top(vec, limit + offset, model_id=model_id, layer=f.layer, explainer=f.explainer,
+                     min_score=f.min_score, exact=exact)
     if not hits:
         return []
     sims = dict(hits)
     params: dict[str, Any] = {}
-    where = _filters(model, min_score, params)
+    where = f.sql(params)
     ids = list(sims)
     binds = ", ".join(f":id{i}" for i in range(len(ids)))
     params.update({f"id{i}": v for i, v in enumerate(ids)})
@@ -315,22 +272,28 @@ def search_labels(
     query: str,
     mode: Literal["text", "semantic"] = "text",
     model: str | None = None,
+    layer: int | None = None,
+    explainer: str | None = None,
     min_score: float | None = None,
     limit: int = 20,
     offset: int = 0,
+    exact: bool = False,
 ) -> list[dict[str, Any]]:
-    """Labels matching ``query``, most relevant first, paginated.
+    """Labels matching ``query``, most relevant first, paginated; filtered (before ranking) by
+    model, layer, explainer and minimum score.
 
     ``mode="text"``: full-text match of every query word (stemmed), ranked by BM25 (SQLite) or
-    ``ts_rank_cd`` (PostgreSQL). ``mode="semantic"``: cosine similarity of MiniLM embeddings.
+    ``ts_rank_cd`` (PostgreSQL). ``mode="semantic"``: cosine similarity of MiniLM embeddings,
+    from the HNSW index (approximate; ``exact=True`` ranks every label that passes the filters).
     Each row: explanation_id, model, layer, index, text, explainer, explainer_version, score,
     accepted, relevance."""
     if limit < 0 or offset < 0:
         raise StorageError(f"limit ({limit}) and offset ({offset}) must be >= 0")
     if not query or not query.strip():
         return []
+    f = _Filter(model=model, layer=layer, explainer=explainer, min_score=min_score)
     if mode == "text":
-        return _text_search(session, query, model, min_score, limit, offset)
+        return _text_search(session, query, f, limit, offset)
     if mode == "semantic":
-        return _semantic_search(session, query, model, min_score, limit, offset)
+        return _semantic_search(session, query, f, limit, offset, exact)
     raise StorageError(f"search mode {mode!r} is not one of 'text', 'semantic'")

@@ -66,18 +66,26 @@ def _iso(dt: datetime | None) -> str | None:
 
 
 def _neuron_batches(session: Session, model: str | None, batch: int = 500) -> Iterator[list[tuple[Neuron, str]]]:
-    q = select(Neuron, Model.name).join(Model, Model.id == Neuron.model_id)
-    if model is not None:
-        q = q.where(Model.name == model)
-    q = q.order_by(Model.name, Neuron.layer, Neuron.index)
-    rows: list[tuple[Neuron, str]] = []
-    for n, name in session.execute(q).all():
-        rows.append((n, name))
-        if len(rows) >= batch:
-            yield rows
-            rows = []
-    if rows:
+    """The neurons (of ``model``, or all) in (model name, layer, index) order, ``batch`` at a time:
+    one keyset query per batch, so an export holds one batch of neurons, never all of them."""
+    from sqlalchemy import and_, or_
+
+    after: tuple[str, int, int] | None = None
+    while True:
+        q = select(Neuron, Model.name).join(Model, Model.id == Neuron.model_id)
+        if model is not None:
+            q = q.where(Model.name == model)
+        if after is not None:
+            name, layer, index = after
+            q = q.where(or_(Model.name > name, and_(Model.name == name, or_(
+                Neuron.layer > layer, and_(Neuron.layer == layer, Neuron.index > index)))))
+        rows = [(n, name) for n, name in session.execute(
+            q.order_by(Model.name, Neuron.layer, Neuron.index).limit(batch)).all()]
+        if not rows:
+            return
         yield rows
+        last, name = rows[-1]
+        after = (name, last.layer, last.index)
 
 
 def _records_of(session: Session, rows: list[tuple[Neuron, str]]) -> dict[int, NeuronRecord]:
@@ -164,6 +172,27 @@ def _model_lines(session: Session, model: str | None) -> list[dict[str, Any]]:
     ]
 
 
+def neuronpedia_item(e: dict[str, Any]) -> dict[str, Any]:
+    """One explanation in Neuronpedia's style, from a dict with model, layer, index, text,
+    explainer, explainer_version, accepted, score and scores (each score, scorer, simulator,
+    n_tokens)."""
+    return {
+        "modelId": e["model"],
+        "layer": f"{e['layer']}-mlp",
+        "index": str(e["index"]),
+        "description": e["text"],
+        "explanationModelName": f"{e['explainer']}@{e['explainer_version']}",
+        "typeName": e["explainer"],
+        "accepted": e["accepted"],
+        "score": e["score"],
+        "scores": [
+            {"value": s["score"], "explanationScoreTypeName": s["scorer"], "simulator": s["simulator"],
+             "nTokens": s["n_tokens"]}
+            for s in e["scores"]
+        ],
+    }
+
+
 def export_rows(
     *, session: Session, out: IO[str], format: ExportFormat = "neurolabel", model: str | None = None
 ) -> int:
@@ -218,22 +247,7 @@ def export_rows(
                      e["created_at"]]
                 )
             else:
-                item = {
-                    "modelId": e["model"],
-                    "layer": f"{e['layer']}-mlp",
-                    "index": str(e["index"]),
-                    "description": e["text"],
-                    "explanationModelName": f"{e['explainer']}@{e['explainer_version']}",
-                    "typeName": e["explainer"],
-                    "accepted": e["accepted"],
-                    "score": e["score"],
-                    "scores": [
-                        {"value": s["score"], "explanationScoreTypeName": s["scorer"], "simulator": s["simulator"],
-                         "nTokens": s["n_tokens"]}
-                        for s in e["scores"]
-                    ],
-                }
-                out.write(("," if n else "") + "\n" + json.dumps(item))
+                out.write(("," if n else "") + "\n" + json.dumps(neuronpedia_item(e)))
             n += 1
     if format == "neuronpedia":
         out.write("\n]\n")
@@ -423,7 +437,9 @@ def _explanation_input(d: dict, where: str) -> ExplanationInput:
 def import_file(*, session: Session, path: str | Path, model: str | None = None) -> ImportSummary:
     """Import a ``neurolabel`` export or OpenAI ``NeuronRecord`` JSON into the session's database.
 
-    ``model`` names the model of plain OpenAI records (which do not name one). Everything is
+    ``model`` names the model of OpenAI records; without it a record's ``neurolabel.model``, else
+    :data:`activations.openai_format.UNNAMED_MODEL` (``external``) — the rule the API follows
+    for the records of ``POST /v1/explain``. Everything is
     parsed and validated before the first write; the caller's transaction makes it atomic
     (:func:`storage.db.session_scope` rolls back on error). Does not commit."""
     path = Path(path)
@@ -443,16 +459,20 @@ def import_file(*, session: Session, path: str | Path, model: str | None = None)
             )
         summary.models = len(models)
     else:
-        from neurolabel.activations.openai_format import read_records
+        from neurolabel.activations.openai_format import UNNAMED_MODEL, read_records
 
         try:
-            records = read_records(path, model=model)
+            records = read_records(path, model=model, unnamed=UNNAMED_MODEL)
         except NeurolabelError as exc:
             raise StorageError(f"cannot import {path}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise StorageError(f"cannot import {path}: not an OpenAI NeuronRecord file ({exc})") from None
         explanations, recorded_at = [], {}
         summary = ImportSummary(format="openai")
+        unnamed = sum(r.model == UNNAMED_MODEL for r in records) if model is None else 0
+        if unnamed:
+            summary.warnings.append(f"{unnamed} record(s) name no model and were stored as model "
+                                    f"{UNNAMED_MODEL!r} (pass --model to name it)")
     summary.records = save_neuron_records(session=session, records=records, commit=False)
     _restore_recorded_at(session, recorded_at)
     summary.explanations = len(write_explanation_rows(session=session, rows=explanations))

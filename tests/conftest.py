@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# label vector indexes of the per-test PostgreSQL databases go to a temporary folder
+os.environ.setdefault("NEUROLABEL_INDEX_DIR", tempfile.mkdtemp(prefix="neurolabel-index-"))
 
 PG_ADMIN_URL = os.environ.get("NEUROLABEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 """Server used for PostgreSQL tests: a fresh database is created on it per test session."""

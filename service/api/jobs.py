@@ -5,15 +5,17 @@ result and worker, and may cancel it. Each key has quotas (jobs queued, neurons 
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from neurolabel.service import jobs as queue
 from neurolabel.service.deps import CallerDep, LimitsDep, OptionalCallerDep, SessionDep
 from neurolabel.service.errors import responses
 from neurolabel.service.schemas import MAX_LIST, JobOut, JobSpec
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
 
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]  # a 32-bit primary key
@@ -23,13 +25,17 @@ OPTIONAL_KEY = {"security": [{}]}
 
 @router.post("/jobs", status_code=202, response_model=JobOut, summary="Enqueue a labelling job",
              responses=responses(401, 403, 413, 422, 429, 503))
-def create_job(spec: JobSpec, session: SessionDep, caller: CallerDep, limits: LimitsDep) -> dict[str, Any]:
+def create_job(spec: JobSpec, session: SessionDep, caller: CallerDep, limits: LimitsDep,
+               request: Request) -> dict[str, Any]:
     """Queue a job; a ``neurolabel worker`` runs it. Refused here (422), not later in the
-    worker: unknown explainer or simulator tags, a model or corpus the server does not allow.
+    worker: unknown explainer or simulator tags, a model or corpus the server does not allow, a
+    ``callback_url`` on a host the server does not allow (the worker POSTs the job's final
+    state there, signed: ``X-Neurolabel-Signature``).
     Over a quota (jobs queued, neurons per job): 429 with ``Retry-After``. Needs an API key."""
     from neurolabel.service.admission import admit_job
 
-    checked = admit_job(session=session, spec=spec, caller=caller, limits=limits)
+    checked = admit_job(session=session, spec=spec, caller=caller, limits=limits,
+                        callback_hosts=request.app.state.callback_hosts)
     job_id = queue.enqueue(session=session, spec=checked, owner_key_id=caller.key_id)
     session.commit()
     return queue.public_view(queue.get_job(session=session, job_id=job_id), key_id=caller.key_id)
@@ -65,7 +71,7 @@ def get_job(job_id: JobId, session: SessionDep, caller: OptionalCallerDep) -> di
 
 @router.delete("/jobs/{job_id}", response_model=JobOut, summary="Cancel a job",
                responses=responses(401, 403, 404, 409, 422, 429, 503))
-def cancel_job(job_id: JobId, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
+def cancel_job(job_id: JobId, session: SessionDep, caller: CallerDep, request: Request) -> dict[str, Any]:
     """Cancel a queued or running job of the caller's key (any job, for an admin key): 403 for
     another key's job, 409 for a job that already finished. Needs an API key."""
     job = queue.get_job(session=session, job_id=job_id)
@@ -75,5 +81,20 @@ def cancel_job(job_id: JobId, session: SessionDep, caller: CallerDep) -> dict[st
         raise HTTPException(403, detail=f"job {job_id} belongs to another API key")
     if job["status"] in queue.FINAL:
         raise HTTPException(409, detail=f"job {job_id} is already {job['status']}; nothing to cancel")
+    was_queued = job["status"] == "queued"
     job = queue.cancel(session=session, job_id=job_id)
+    if was_queued and job["status"] == "cancelled" and job["spec"].get("callback_url"):
+        _notify_cancelled(request, session, job)  # no worker will see it: tell the callback here
     return queue.public_view(job, key_id=caller.key_id, is_admin=caller.is_admin)
+
+
+def _notify_cancelled(request: Request, session: Any, job: dict[str, Any]) -> None:
+    from neurolabel.core.errors import ConfigError
+    from neurolabel.service.auth import signing_key_of
+
+    view = JobOut.model_validate(queue.public_view(job, key_id=None, is_admin=True)).model_dump(mode="json")
+    try:
+        request.app.state.notifier.send(job["spec"]["callback_url"], view, event="job.cancelled",
+                                        key=signing_key_of(session=session, key_id=job["owner_key_id"]))
+    except ConfigError as exc:
+        log.warning("job %s: callback not sent: %s", job["id"], exc)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from neurolabel.service.deps import SessionDep
 from neurolabel.service.errors import responses
+from neurolabel.service.etag import ETAG_HEADERS, NOT_MODIFIED, json_with_etag
 from neurolabel.service.schemas import MAX_LIST, ModelPath, Page, Tag
 
 router = APIRouter(tags=["neurons"])
@@ -36,24 +37,27 @@ def list_neurons(
     return {"items": items, "limit": limit, "offset": offset}
 
 
-@router.get("/models/{model}/neurons/{layer}/{index}", summary="One neuron", responses=responses(404, 422, 503))
-def get_neuron(model: ModelPath, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
-    """Statistics, examples, explanations with scores, and the best label."""
+@router.get("/models/{model}/neurons/{layer}/{index}", summary="One neuron",
+            responses={200: {"headers": ETAG_HEADERS}, **NOT_MODIFIED, **responses(404, 422, 503)})
+def get_neuron(model: ModelPath, layer: Layer, index: Index, session: SessionDep, request: Request) -> Response:
+    """Statistics, examples, explanations with scores, and the best label. Answers carry an
+    ``ETag``; with ``If-None-Match`` naming it, 304 while nothing changed."""
     from neurolabel.storage.queries import get_neuron as q
 
     out = q(session=session, model=model, layer=layer, index=index)
     if out is None:
         raise HTTPException(404, detail=f"neuron {model} {layer}:{index} not found")
-    return out
+    return json_with_etag(request, out)
 
 
 @router.get("/models/{model}/neurons/{layer}/{index}/label", summary="Best label of a neuron",
-            responses=responses(404, 422, 503))
-def best_label(model: ModelPath, layer: Layer, index: Index, session: SessionDep) -> dict[str, Any]:
-    """The highest-scoring accepted explanation of the neuron."""
+            responses={200: {"headers": ETAG_HEADERS}, **NOT_MODIFIED, **responses(404, 422, 503)})
+def best_label(model: ModelPath, layer: Layer, index: Index, session: SessionDep, request: Request) -> Response:
+    """The highest-scoring accepted explanation of the neuron (with an ``ETag``; 304 for a
+    matching ``If-None-Match``)."""
     from neurolabel.storage.queries import best_label as q
 
     out = q(session=session, model=model, layer=layer, index=index)
     if out is None:
         raise HTTPException(404, detail=f"neuron {model} {layer}:{index} has no label")
-    return out
+    return json_with_etag(request, out)

@@ -10,7 +10,7 @@ from neurolabel.core.errors import OntologyError
 from neurolabel.service.deps import SessionDep
 from neurolabel.service.errors import responses
 from neurolabel.service.sources import redact_paths
-from neurolabel.service.schemas import MAX_LIST, TEXT_PATTERN, Name, Page
+from neurolabel.service.schemas import MAX_LIST, TEXT_PATTERN, Name, Page, Tag
 
 router = APIRouter(tags=["search"])
 
@@ -25,15 +25,19 @@ def search(
     q: Annotated[str, Query(min_length=1, max_length=500, pattern=TEXT_PATTERN, description="search text")],
     mode: Literal["text", "semantic"] = "text",
     model: Annotated[Name | None, Query()] = None,
+    layer: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    explainer: Annotated[Tag | None, Query()] = None,
     min_score: MinScore = None,
     limit: Limit = 20,
     offset: Offset = 0,
+    exact: Annotated[bool, Query(description="semantic: rank every label exactly instead of by the index")] = False,
 ) -> dict[str, Any]:
-    """Labels matching ``q`` in full text, or nearest in meaning (``mode=semantic``)."""
+    """Labels matching ``q`` in full text, or nearest in meaning (``mode=semantic``), filtered
+    by model, layer, explainer and minimum score before ranking."""
     from neurolabel.storage.queries import search_labels
 
-    items = search_labels(session=session, query=q, mode=mode, model=model,
-                          min_score=min_score, limit=limit, offset=offset)
+    items = search_labels(session=session, query=q, mode=mode, model=model, layer=layer, explainer=explainer,
+                          min_score=min_score, limit=limit, offset=offset, exact=exact)
     return {"items": items, "limit": limit, "offset": offset}
 
 

@@ -219,6 +219,10 @@ def test_merge_topk_equals_brute_force(n_cand):
                 i = int(d[col, slot])
                 got = value_of[(i, col)] if i >= 10_000 else value_of[i]
                 assert got == float(v[col, slot])
+            # ties go to the lower id: the kept ids are the k first in (value desc, id asc) order
+            union = [(-float(x), int(i)) for x, i in zip(vals[col], ids[col])]
+            union += [(-float(cand[c, col]), int(cand_ids[c])) for c in range(n_cand)]
+            assert sorted(int(i) for i in d[col]) == sorted(i for _, i in sorted(union)[:k])
         if changed is None:
             assert torch.equal(v, vals)
         else:

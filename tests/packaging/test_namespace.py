@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("core", "activations", "ontology", "explainers", "scoring", "lm", "storage", "service", "pipeline")
+FOLDERS = ("core", "activations", "ontology", "explainers", "scoring", "lm", "storage", "service", "pipeline",
+           "client")
 
 
 def _run(*cmd: str, cwd: Path | None = None) -> str:

@@ -81,12 +81,19 @@ def test_text_search(http):
     items = http.get("/v1/search", params={"q": "dog", "min_score": 0.6}).json()["items"]
     assert [i["text"] for i in items] == ["dogs and puppies"]
     assert http.get("/v1/search", params={"q": "dog", "model": "other"}).json()["items"] == []
+    assert http.get("/v1/search", params={"q": "dogs", "layer": 1}).json()["items"] == []
+    pmi = http.get("/v1/search", params={"q": "dogs", "layer": 0, "explainer": "pmi"}).json()["items"]
+    assert pmi and all(i["explainer"] == "pmi" and i["layer"] == 0 for i in pmi)
 
 
 @pytest.mark.slow
 def test_semantic_search(http):
     items = http.get("/v1/search", params={"q": "automobiles", "mode": "semantic", "limit": 1}).json()["items"]
     assert items[0]["text"] == "cars" and (items[0]["layer"], items[0]["index"]) == (0, 2)
+    for exact in ("false", "true"):
+        items = http.get("/v1/search", params={"q": "automobiles", "mode": "semantic", "layer": 1,
+                                               "exact": exact}).json()["items"]
+        assert items and all(i["layer"] == 1 for i in items) and "cars" not in {i["text"] for i in items}
 
 
 def test_concept_search_by_ontology_subsumption(http):

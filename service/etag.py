@@ -1,0 +1,53 @@
+"""``ETag`` / ``If-None-Match`` on reads: a client that already holds what it asks for gets a
+304 with no body. Tags are strong: a SHA-256 over the JSON answer (or over what identifies a
+version of a bulk answer)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+CACHE_CONTROL = "no-cache"
+"""Clients may keep answers but must revalidate them (with ``If-None-Match``) before use."""
+
+ETAG_HEADERS = {"ETag": {"description": "Version of the answer; send it back in `If-None-Match` to get a 304 "
+                         "when nothing changed.", "schema": {"type": "string"}}}
+"""OpenAPI: the ``ETag`` header of a read answer."""
+NOT_MODIFIED = {304: {"description": "Not Modified: the `If-None-Match` tag still matches; no body.",
+                      "headers": ETAG_HEADERS}}
+"""OpenAPI: the 304 answer of a read with ``ETag``."""
+
+
+def etag_of(value: Any) -> str:
+    """A strong ETag for a JSON-able value (its canonical JSON, hashed)."""
+    body = json.dumps(jsonable_encoder(value), sort_keys=True, separators=(",", ":"), default=str)
+    return '"' + hashlib.sha256(body.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def matches(request: Request, etag: str) -> bool:
+    """Whether the request's ``If-None-Match`` names ``etag`` (or is ``*``); weak tags compare
+    by their value."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def not_modified(etag: str) -> Response:
+    """The 304 answer for ``etag``."""
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+
+
+def json_with_etag(request: Request, content: Any) -> Response:
+    """``content`` as JSON with its ETag, or a 304 when the request already has that version."""
+    encoded = jsonable_encoder(content)
+    etag = etag_of(encoded)
+    if matches(request, etag):
+        return not_modified(etag)
+    return JSONResponse(encoded, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
