@@ -5,7 +5,15 @@ Baselines measured in the same run: the same storage query called in-process (no
 thread), and a trivial HTTP route (``GET /v1/jobs/{missing id}``: one primary-key lookup), so
 the ratios show what HTTP + JSON cost and how the heavier routes compare.
 
-    .venv/bin/python bench/service.py [--quick] [--clients 8] [--seconds 5] [--hostile-only]
+    .venv/bin/python bench/service.py [--quick] [--clients 8] [--seconds 5] [--hostile-only | --no-hostile]
+    .venv/bin/python bench/service.py --bulk [--bulk-labels 1000000] [--bulk-db postgresql|sqlite]
+
+The last scenario, ``mixed reads``, interleaves every read route (lookup, best label, list, text
+and semantic search); the issue-15 target is its p99 <= 150 ms with ``--clients 16``.
+
+``--bulk`` (issue 16): labels/s and the server's peak memory streaming 10^6 labels from
+``GET /v1/models/{m}/labels`` (JSON Lines and Neuronpedia format) against ``neurolabel export -f
+neuronpedia`` on the same database (the baseline), and the server's peak streaming 10^4 labels.
 
 The hostile mix (issue 14) follows: ``--hostile-clients`` (32) clients for ``--hostile-seconds``
 (60) on a COLD server (fresh process, nothing loaded): neuron lookups, text and semantic search,
@@ -165,7 +173,7 @@ def _start_server(url: str, port: int, env: dict | None = None) -> subprocess.Po
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -351,15 +359,136 @@ def _hostile(url: str, port: int, *, clients: int, seconds: float, n_layers: int
         print("  5xx:", line)
 
 
+def _peak_kib(pid: int) -> int:
+    """Peak resident memory (VmHWM, KiB) of a live process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def _cli_export(url: str, fmt: str, out: Path) -> tuple[float, int, int]:
+    """(seconds, items written, peak memory KiB) of ``neurolabel export`` in a process of its own."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "neurolabel.service.cli", "export", "--format", fmt, "--model",
+                             "bulk", "--db", url, "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    err = proc.stderr.read() if proc.stderr else ""
+    if status != 0:
+        raise SystemExit(f"neurolabel export failed: {err}")
+    n = int(err.split("wrote ", 1)[1].split()[0]) if "wrote " in err else -1
+    return seconds, n, usage.ru_maxrss
+
+
+def _http_stream(base: str, fmt: str) -> tuple[float, int, int]:
+    """(seconds, rows, bytes) of one full ``GET /v1/models/bulk/labels`` in ``fmt``."""
+    rows = size = 0
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=base, timeout=600) as c:
+        with c.stream("GET", "/v1/models/bulk/labels", params={"format": fmt}) as r:
+            r.raise_for_status()
+            if fmt == "neuronpedia":
+                tail = b""
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    rows += (tail + chunk).count(b'"modelId"')  # the tail is shorter than the key
+                    tail = chunk[-8:]
+            else:
+                for line in r.iter_lines():
+                    size += len(line) + 1
+                    rows += bool(line)
+    return time.perf_counter() - t0, rows - (fmt == "csv"), size
+
+
+def bulk(*, n: int, db: str) -> None:
+    """Bulk label streaming: labels/s and server peak memory streaming ``n`` labels over HTTP
+    (JSON Lines and the Neuronpedia format) vs ``neurolabel export -f neuronpedia`` on the same
+    database; and the server's peak memory streaming n/100 labels of a database of their own."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="nl-bulk-"))
+    names: list[str] = []
+
+    def database(tag: str) -> str:
+        if db == "sqlite":
+            return f"sqlite:///{tmp}/{tag}.db"
+        import psycopg
+
+        name = f"nl_bulk_{tag}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+
+    def served(url: str, fmts: tuple[str, ...]) -> tuple[int, int, dict[str, tuple[float, int, int]]]:
+        port = free_port()
+        proc = _start_server(url, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            httpx.get(f"{base}/v1/models/bulk/labels", params={"limit": 100}, timeout=60).raise_for_status()
+            warm = _peak_kib(proc.pid)
+            runs = {fmt: _http_stream(base, fmt) for fmt in fmts}
+            return warm, _peak_kib(proc.pid), runs
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    try:
+        small_n = max(1000, n // 100)
+        small, big = database("small"), database("big")
+        t0 = time.perf_counter()
+        seed_labels(small, small_n)
+        seed_labels(big, n, progress=True)
+        print(f"seeded {n:,} labels (and {small_n:,} in a second database) into {db} in "
+              f"{time.perf_counter() - t0:.0f} s")
+        print(f"\nbulk labels, {db}, loopback, one client ({n:,} labels; machine shared with other work)")
+        print(f"{'way':44s} {'items':>10s} {'seconds':>8s} {'labels/s':>10s} {'vs CLI':>7s} {'peak MiB':>9s}")
+        cli_s, cli_n, cli_kib = _cli_export(big, "neuronpedia", tmp / "export.json")
+        cli_rate = cli_n / cli_s
+        print(f"{'CLI export -f neuronpedia (baseline)':44s} {cli_n:10,d} {cli_s:8.1f} {cli_rate:10,.0f} "
+              f"{1.0:6.2f}x {cli_kib / 1024:9.0f}", flush=True)
+        warm_small, peak_small, _ = served(small, ("jsonl",))
+        warm, peak, runs = served(big, ("jsonl", "neuronpedia"))
+        for fmt, (secs, rows, size) in runs.items():
+            rate = rows / secs
+            print(f"{'HTTP GET /labels format=' + fmt:44s} {rows:10,d} {secs:8.1f} {rate:10,.0f} "
+                  f"{cli_rate / rate:6.2f}x {peak / 1024:9.0f}   ({size / 2**20:.0f} MiB sent)")
+        print(f"server peak memory: {warm / 1024:.0f} MiB warm, {peak / 1024:.0f} MiB after streaming {n:,} labels "
+              f"(+{(peak - warm) / 1024:.1f} MiB); streaming {small_n:,} labels: {peak_small / 1024:.0f} MiB "
+              f"(+{(peak_small - warm_small) / 1024:.1f} MiB)")
+        print("target: HTTP within 1.5x of the CLI's time ('vs CLI' = CLI labels/s over HTTP labels/s), "
+              "server memory flat")
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if names:
+            import psycopg
+
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                for name in names:
+                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small database, short runs")
     ap.add_argument("--clients", type=int, default=None, help="concurrent client threads")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per scenario")
     ap.add_argument("--hostile-only", action="store_true", help="only the trivial baseline and the hostile mix")
+    ap.add_argument("--no-hostile", action="store_true", help="skip the hostile mix")
     ap.add_argument("--hostile-clients", type=int, default=32, help="clients of the hostile mix")
     ap.add_argument("--hostile-seconds", type=float, default=None, help="length of the hostile mix (60)")
+    ap.add_argument("--bulk", action="store_true", help="only the bulk label streaming comparison")
+    ap.add_argument("--bulk-labels", type=int, default=None, help="labels of the bulk comparison (10^6)")
+    ap.add_argument("--bulk-db", choices=("postgresql", "sqlite"), default="postgresql")
     args = ap.parse_args()
+    if args.bulk:
+        bulk(n=args.bulk_labels or (20_000 if args.quick else 1_000_000), db=args.bulk_db)
+        return
     n_layers, per_layer = (2, 50) if args.quick else (4, 250)
     clients = args.clients or (4 if args.quick else 8)
     seconds = args.seconds or (3.0 if args.quick else 8.0)
@@ -392,6 +521,11 @@ def main() -> None:
             "text search": [f"/v1/search?q={w}" for w in WORDS],
             "semantic search": [f"/v1/search?q={w}+things&mode=semantic" for w in WORDS],
         }
+        # the mixed read load: every read route interleaved, as a browser population sends them
+        mixed = [p for group in zip(scenarios["neuron lookup"][:100], scenarios["best label"][:100],
+                                    scenarios["list neurons (50)"] * 2, scenarios["text search"] * 5,
+                                    scenarios["semantic search"] * 5) for p in group]
+        scenarios["mixed reads"] = mixed
         # warm up (semantic search loads the embedding model on first use)
         with httpx.Client(base_url=base, timeout=120) as c:
             for paths in scenarios.values():
@@ -408,10 +542,15 @@ def main() -> None:
             r = _load(base, paths, clients=clients, seconds=seconds, max_requests=max_requests)
             trivial = trivial or r["rps"]
             print(f"{label:32s} {r['n']:8d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p99']:8.1f} "
-                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x")
+                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x", flush=True)
+            if label == "mixed reads":
+                print(f"target mixed reads p99 <= 150 ms at 16 clients ({clients} here): {r['p99']:.1f} ms "
+                      f"{'MET' if r['p99'] <= 150 and clients >= 16 else 'NOT MET'}", flush=True)
         proc.terminate()
         proc.wait(timeout=20)
         proc = None
+        if args.no_hostile:
+            return
         _hostile(url, free_port(), clients=args.hostile_clients,
                  seconds=args.hostile_seconds or (20.0 if args.quick else 60.0),
                  n_layers=n_layers, per_layer=per_layer, trivial_rps=trivial)

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 from neurolabel.service.schemas import ExplanationsOut, JobOut, JobSpec
 
 FINAL = ("done", "failed", "cancelled")
 """Job states that do not change any more."""
+
+
+class LabelRow(TypedDict):
+    """One row of ``GET /v1/models/{m}/labels`` (:data:`storage.labels.LABEL_FIELDS`)."""
+
+    model: str
+    layer: int
+    index: int
+    explainer: str
+    explainer_version: str
+    text: str
+    score: float | None
+    scorer: str | None
+    simulator: str | None
+    n_tokens: int | None
+    updated_at: str
+    """When the label was written (RFC 3339, UTC)."""
+    cursor: str
+    """Pass as ``cursor=`` to resume after this row."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,7 @@ def job(body: Any) -> JobOut:
     return JobOut.model_validate(body)
 
 
-def label_line(line: str) -> dict[str, Any] | None:
+def label_line(line: str) -> LabelRow | None:
     return json.loads(line) if line.strip() else None
 
 

@@ -100,7 +100,7 @@ class AsyncClient:
     async def labels(self, model: str, *, layer: int | None = None, explainer: str | None = None,
                      min_score: float | None = None, updated_since: datetime | str | None = None,
                      cursor: str | None = None, limit: int | None = None,
-                     resume: int = 3) -> AsyncIterator[dict[str, Any]]:
+                     resume: int = 3) -> AsyncIterator[_calls.LabelRow]:
         """See :meth:`client.Client.labels`."""
         seen = 0
         while True:

@@ -105,7 +105,7 @@ class Client:
 
     def labels(self, model: str, *, layer: int | None = None, explainer: str | None = None,
                min_score: float | None = None, updated_since: datetime | str | None = None,
-               cursor: str | None = None, limit: int | None = None, resume: int = 3) -> Iterator[dict[str, Any]]:
+               cursor: str | None = None, limit: int | None = None, resume: int = 3) -> Iterator[_calls.LabelRow]:
         """Every neuron's best label, streamed (JSON Lines) in (layer, index) order; a dropped
         connection is resumed after the last row received (up to ``resume`` times)."""
         seen = 0

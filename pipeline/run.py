@@ -6,8 +6,11 @@
 every neuron still to do is **loaded** from the database, **explained** by each chosen explainer
 and each explanation **scored** by its simulator, up to ``spec.concurrency`` neurons at a time
 (one thread pool: the one bound on LLM work of the run, so an endpoint sees many requests in
-flight); results come back in neuron order and are **stored** every ``spec.store_every`` neurons,
-at a stop and at the end, so an interrupted run loses at most that many neurons' work and a
+flight); results come back in neuron order and are **stored** every ``spec.store_every`` neurons
+(in a background thread, one write at a time, while the next neurons are explained; label
+embeddings are computed once per distinct text), at a stop and at the end, so an interrupted
+run loses at most twice that many neurons' work (the batch being written and the one being
+gathered) and a
 rerun resumes (neurons already explained by an explainer's current version are skipped, and so
 are those that version failed on before unless ``spec.retry_failed``; writes are idempotent).
 
@@ -48,12 +51,19 @@ class StageTimes:
     explain_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     score_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     store_s: float = 0.0
+    """Writing explanations (in a background thread, beside the explain/score work)."""
+    embed_s: float = 0.0
+    """Part of ``store_s``: label embeddings (each distinct text once, in one batch per write)."""
+    store_wait_s: float = 0.0
+    """How long the run waited for a write to finish (the part of storing on the critical path)."""
 
     def add(self, other: "StageTimes") -> None:
         """Add ``other``'s times (one neuron's) to these."""
         self.record_s += other.record_s
         self.load_s += other.load_s
         self.store_s += other.store_s
+        self.embed_s += other.embed_s
+        self.store_wait_s += other.store_wait_s
         for k, v in other.explain_s.items():
             self.explain_s[k] += v
         for k, v in other.score_s.items():
@@ -62,7 +72,8 @@ class StageTimes:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"record_s": self.record_s, "load_s": self.load_s, "explain_s": dict(self.explain_s),
-                "score_s": dict(self.score_s), "store_s": self.store_s}
+                "score_s": dict(self.score_s), "store_s": self.store_s, "embed_s": self.embed_s,
+                "store_wait_s": self.store_wait_s}
 
 
 @dataclass
@@ -396,16 +407,19 @@ def explain_and_score_each(records: Sequence[NeuronRecord], spec: RunSpec) -> li
 
 # ---- stage 5: store ----------------------------------------------------------------------------
 def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId, str, str]], *,
-          database_url: str, model: str, versions: Mapping[str, str], threshold: float | None) -> int:
+          database_url: str, model: str, versions: Mapping[str, str], threshold: float | None,
+          embedder: Callable[[Sequence[str]], Any] | None = None) -> int:
     """Store scored explanations and explainer failures in one transaction; returns how many of
-    the explanations passed the threshold."""
+    the explanations passed the threshold. Label embeddings come from ``embedder`` (default: the
+    process-wide :class:`storage.writes.LabelEmbedder`, which embeds each distinct text once)."""
     from neurolabel.scoring.validate import is_accepted
     from neurolabel.storage.db import session_scope
     from neurolabel.storage.queries import record_failures, save_explanations
 
     with session_scope(database_url) as session:
         if explanations:
-            save_explanations(session=session, explanations=list(explanations), threshold=threshold)
+            save_explanations(session=session, explanations=list(explanations), threshold=threshold,
+                              embedder=embedder)
         if failures:
             record_failures(session=session, model=model,
                             failures=[(n, tag, versions[tag], err) for n, tag, err in failures])
@@ -512,14 +526,33 @@ def run(
     pending_failures: list[tuple[NeuronId, str, str]] = []
     n_pending = 0
 
+    from neurolabel.storage.writes import label_embedder
+
+    embedder = label_embedder()
+    storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+    writing: list[Future] = []  # at most one write in flight, beside the explain/score work
+
+    def write(explanations: list[Explanation], failures: list[tuple[NeuronId, str, str]]) -> tuple:
+        t0, e0 = time.perf_counter(), embedder.seconds
+        accepted = store(explanations, failures, database_url=url, model=summary.model, versions=versions,
+                         threshold=spec.threshold, embedder=embedder)
+        return accepted, len(explanations), time.perf_counter() - t0, embedder.seconds - e0
+
+    def wait_written() -> None:  # the summary is only touched by the run's own thread
+        t0 = time.perf_counter()
+        while writing:
+            accepted, n, store_s, embed_s = writing.pop().result()
+            summary.accepted += accepted
+            summary.explanations += n
+            summary.times.store_s += store_s
+            summary.times.embed_s += embed_s
+        summary.times.store_wait_s += time.perf_counter() - t0
+
     def flush() -> None:
         nonlocal n_pending
         if pending or pending_failures:
-            t0 = time.perf_counter()
-            summary.accepted += store(pending, pending_failures, database_url=url, model=summary.model,
-                                      versions=versions, threshold=spec.threshold)
-            summary.times.store_s += time.perf_counter() - t0
-            summary.explanations += len(pending)
+            wait_written()
+            writing.append(storer.submit(write, list(pending), list(pending_failures)))
         pending.clear()
         pending_failures.clear()
         n_pending = 0
@@ -585,6 +618,10 @@ def run(
                 if fut is not None:
                     fut.cancel()
             flush()
+            try:
+                wait_written()
+            finally:
+                storer.shutdown()
             bar.close()
     summary.elapsed_s = time.perf_counter() - t_start
     log.info("labelled %s: %s", summary.model, summary.as_dict())

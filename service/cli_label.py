@@ -160,7 +160,7 @@ def label(
     model: str = typer.Option("default", "--model", help="'default' (SmolLM2-135M) or a local HF model folder."),
     layers: str = typer.Option(..., "--layers", help="Layers: 10 or 0,10,29 or 0-29."),
     units: str = typer.Option("all", "--units", help="Units of each layer: all, 0-49, 3,7…"),
-    explainers: str = typer.Option("tokens,concept_induction,pmi,llm_summary", "--explainers",
+    explainers: str = typer.Option("tokens,token_tiers,concept_induction,pmi,llm_summary", "--explainers",
                                    help="Explainer tags, comma separated."),
     simulators: str = typer.Option(None, "--simulators",
                                    help="One simulator tag for all, or explainer=simulator,… (default per explainer)."),
@@ -215,8 +215,8 @@ def demo(
     from neurolabel.service.cli_record import parse_int_list
     from neurolabel.pipeline.run import DEMO_RECORD_OPTIONS
 
-    tags = _tags(explainers) if explainers else [t for t in ("tokens", "concept_induction", "pmi", "llm_summary")
-                                                    if t in EXPLAINERS]
+    tags = _tags(explainers) if explainers else [
+        t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
     typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {DEMO_UNITS}, explainers {', '.join(tags)}, "
                f"{DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")
     spec = build_spec(model="default", layers=[DEMO_LAYER], units=parse_int_list(DEMO_UNITS, what="units"),

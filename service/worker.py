@@ -51,8 +51,8 @@ def run_spec(
     """Run one job spec: a labelling spec (the API's ``JobSpec`` as a dict) through the
     pipeline, or a spec of another ``kind`` through its :data:`JOB_RUNNERS` entry.
 
-    A labelling spec's model and corpus are checked again here, as the API checked them (a spec
-    may reach the queue another way): only built-in or registered names and paths under
+    A labelling spec's model and corpus (another kind's model) are checked again here, as the API
+    checked them (a spec may reach the queue another way): only built-in or registered names and paths under
     ``data_dirs`` (default: ``NEUROLABEL_DATA_DIRS``); a corpus sent as ``corpus_text`` is
     written to a private temporary file for the run."""
     from neurolabel.pipeline.run import run
@@ -64,6 +64,10 @@ def run_spec(
         if kind not in JOB_RUNNERS:
             raise ValueError(f"unknown job kind {kind!r}; known: label, {', '.join(sorted(JOB_RUNNERS))}")
         module, func = JOB_RUNNERS[kind].split(":")
+        if "model" in spec:  # checked like a label job's model, again at run time
+            model_spec, _, _ = resolve_job_sources({"model": spec["model"]}, database_url=database_url,
+                                                   data_dirs=data_dirs)
+            spec = {**spec, "model": model_spec}
         return getattr(importlib.import_module(module), func)(spec, database_url=database_url,
                                                               should_stop=should_stop, on_progress=on_progress)
 

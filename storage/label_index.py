@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from neurolabel.core.errors import StorageError
 from neurolabel.storage import vector_index as vi
 from neurolabel.storage.models import ExplanationRow, Neuron
 
@@ -184,13 +185,21 @@ def reindex(*, session: Session, folder: Path, full: bool = False, progress: boo
     """Repair the persisted index at ``folder``: append what differs from the database to its
     log, or (``full``, when no base snapshot exists, or when over a fifth of the graph is dead)
     rebuild it from the database and save it as the new base snapshot."""
-    before = check_index(session=session, folder=folder)
-    snap = vi.load(folder, with_log=False)
-    if full or snap.watermark is None or before.dead > 0.2 * max(1, before.indexed + before.dead):
+    try:
+        before = check_index(session=session, folder=folder)
+        based = vi.load(folder, with_log=False).watermark is not None
+    except StorageError:  # an unreadable snapshot: only a full rebuild helps
+        if not full:
+            raise
+        before, based = None, False
+    if full or not based or before.dead > 0.2 * max(1, before.indexed + before.dead):
         watermark = datetime.now(timezone.utc).timestamp()
         index = build(session, progress=progress)
         vi.save(folder, index, watermark=watermark)
         log.info("label index %s rebuilt: %d labels", folder, len(index))
+        if before is None:
+            return IndexReport(folder=str(folder), labels=len(index), indexed=0, missing=len(index), stale=0,
+                               extra=0, dead=0, rebuilt=True, repaired=len(index))
         return IndexReport(**{**before.__dict__, "rebuilt": True, "repaired": before.missing + before.stale + before.extra})
     current = vi.load(folder).index
     have = current.stamps()

@@ -136,6 +136,7 @@ class ExplanationRow(Base):
         UniqueConstraint("neuron_id", "explainer", "explainer_version", "rank"),
         Index("ix_explanations_updated_at", "updated_at"),
         Index("ix_explanations_score", "score"),
+        Index("ix_explanations_neuron_id_accepted_score", "neuron_id", "accepted", "score"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -265,49 +265,58 @@ def list_neurons(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Neurons filtered by model, layer, explainer, minimum explanation score and whether they
-    have an accepted label; ordered by model, layer, index; paginated.
+    have an accepted label; ordered by model, layer, index; paginated. One statement: the page
+    of neurons is chosen first, its per-neuron figures computed for that page only.
 
     Each row: model, layer, index, recorded (bool), n_explanations, best_score (over the
     explanations that pass the explainer filter), label and label_score (best accepted)."""
     e_cond = [ExplanationRow.neuron_id == Neuron.id]
     if explainer is not None:
         e_cond.append(ExplanationRow.explainer == explainer)
+    page = select(Neuron.id, Neuron.layer, Neuron.index, Neuron.recorded_at, Model.name).join(
+        Model, Model.id == Neuron.model_id)
+    if model is not None:
+        page = page.where(Model.name == model)
+    if layer is not None:
+        page = page.where(Neuron.layer == layer)
+    if explainer is not None:
+        page = page.where(exists().where(*e_cond))
+    if min_score is not None:
+        page = page.where(exists().where(*e_cond, ExplanationRow.score >= min_score))
+    if labelled is not None:
+        has = exists().where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted)
+        page = page.where(has if labelled else ~has)
+    # one model: its (model_id, layer, index) index gives the order without a sort
+    order = (Neuron.layer, Neuron.index) if model is not None else (Model.name, Neuron.layer, Neuron.index)
+    page = page.order_by(*order).limit(limit).offset(offset).subquery()
+    # the per-neuron figures are computed for the page only, not for the rows an offset skips
+    p_cond = [ExplanationRow.neuron_id == page.c.id]
+    if explainer is not None:
+        p_cond.append(ExplanationRow.explainer == explainer)
     best_text = (
         select(ExplanationRow.text)
-        .where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted)
+        .where(ExplanationRow.neuron_id == page.c.id, ExplanationRow.accepted)
         .order_by(*_best_order())
         .limit(1)
         .scalar_subquery()
     )
     best_accepted = (
         select(func.max(ExplanationRow.score))
-        .where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted)
+        .where(ExplanationRow.neuron_id == page.c.id, ExplanationRow.accepted)
         .scalar_subquery()
     )
-    best_score = select(func.max(ExplanationRow.score)).where(*e_cond).scalar_subquery()
-    n_expl = select(func.count(ExplanationRow.id)).where(*e_cond).scalar_subquery()
+    best_score = select(func.max(ExplanationRow.score)).where(*p_cond).scalar_subquery()
+    n_expl = select(func.count(ExplanationRow.id)).where(*p_cond).scalar_subquery()
     q = select(
-        Model.name,
-        Neuron.layer,
-        Neuron.index,
-        Neuron.recorded_at,
+        page.c.name,
+        page.c.layer,
+        page.c.index,
+        page.c.recorded_at,
         n_expl.label("n_explanations"),
         best_score.label("best_score"),
         best_text.label("label"),
         best_accepted.label("label_score"),
-    ).join(Model, Model.id == Neuron.model_id)
-    if model is not None:
-        q = q.where(Model.name == model)
-    if layer is not None:
-        q = q.where(Neuron.layer == layer)
-    if explainer is not None:
-        q = q.where(exists().where(*e_cond))
-    if min_score is not None:
-        q = q.where(exists().where(*e_cond, ExplanationRow.score >= min_score))
-    if labelled is not None:
-        has = exists().where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted)
-        q = q.where(has if labelled else ~has)
-    q = q.order_by(Model.name, Neuron.layer, Neuron.index).limit(limit).offset(offset)
+    ).order_by(page.c.name, page.c.layer, page.c.index)
     return [
         {
             "model": r.name,

@@ -152,7 +152,11 @@ class SemanticIndex:
         return 0 if self.index is None else len(self.index)
 
     def _load(self, session: Session) -> None:
-        snap = vi.load(self.folder) if self.folder is not None else None
+        try:
+            snap = vi.load(self.folder) if self.folder is not None else None
+        except StorageError as exc:  # searches go on from the database; reindex --full mends the files
+            log.error("%s", exc)
+            snap = None
         if snap is not None and snap.watermark is not None:
             self.index = snap.index
             read, gone = label_index.sync(self.index, session, since=None)

@@ -66,18 +66,26 @@ def _iso(dt: datetime | None) -> str | None:
 
 
 def _neuron_batches(session: Session, model: str | None, batch: int = 500) -> Iterator[list[tuple[Neuron, str]]]:
-    q = select(Neuron, Model.name).join(Model, Model.id == Neuron.model_id)
-    if model is not None:
-        q = q.where(Model.name == model)
-    q = q.order_by(Model.name, Neuron.layer, Neuron.index)
-    rows: list[tuple[Neuron, str]] = []
-    for n, name in session.execute(q).all():
-        rows.append((n, name))
-        if len(rows) >= batch:
-            yield rows
-            rows = []
-    if rows:
+    """The neurons (of ``model``, or all) in (model name, layer, index) order, ``batch`` at a time:
+    one keyset query per batch, so an export holds one batch of neurons, never all of them."""
+    from sqlalchemy import and_, or_
+
+    after: tuple[str, int, int] | None = None
+    while True:
+        q = select(Neuron, Model.name).join(Model, Model.id == Neuron.model_id)
+        if model is not None:
+            q = q.where(Model.name == model)
+        if after is not None:
+            name, layer, index = after
+            q = q.where(or_(Model.name > name, and_(Model.name == name, or_(
+                Neuron.layer > layer, and_(Neuron.layer == layer, Neuron.index > index)))))
+        rows = [(n, name) for n, name in session.execute(
+            q.order_by(Model.name, Neuron.layer, Neuron.index).limit(batch)).all()]
+        if not rows:
+            return
         yield rows
+        last, name = rows[-1]
+        after = (name, last.layer, last.index)
 
 
 def _records_of(session: Session, rows: list[tuple[Neuron, str]]) -> dict[int, NeuronRecord]:

@@ -101,7 +101,7 @@ def index_location(url: str, root: Path | None = None) -> Path | None:
 
         settings = get_settings()
         root = settings.index_dir or settings.cache_dir / "label-index"
-    key = u._replace(password=None, drivername=u.get_backend_name()).render_as_string(hide_password=False)
+    key = f"{u.get_backend_name()}://{u.username or ''}@{u.host or ''}:{u.port or ''}/{u.database or ''}"
     return root / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -373,7 +373,10 @@ class LabelIndex:
                 return []
             if exact or kept <= max(EXACT_ROWS, k):
                 rows = np.flatnonzero(mask)
-                sims = self._vectors()[rows] @ q[0]
+                if kept > n // 4:  # one pass over every vector beats copying most of them
+                    sims = (self._vectors() @ q[0])[rows]
+                else:
+                    sims = self._vectors()[rows] @ q[0]
                 k = min(k, len(rows))
                 top = np.argpartition(-sims, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
                 top = top[np.argsort(-sims[top], kind="stable")]

@@ -8,8 +8,11 @@ sorted by key so that concurrent writers take locks in the same order. Bad data 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 """Turns label texts into normalised float32 vectors, shape ``(n, 384)``."""
+EMBEDDING_DIM = 384
 
 _KINDS = ("top", "random", "quantile")
 _SPLITS = ("explain", "score")
@@ -365,10 +369,67 @@ def explanation_input(explanation: Explanation, *, threshold: float) -> Explanat
     )
 
 
-def _default_embedder(texts: Sequence[str]) -> np.ndarray:
+def _minilm(texts: Sequence[str]) -> np.ndarray:
     from neurolabel.lm.embeddings import embed
 
-    return embed(texts)
+    return embed(texts, batch_size=128)
+
+
+class LabelEmbedder:
+    """An :data:`Embedder` that computes each distinct label text once: vectors are kept by a
+    hash of the text (at most ``max_items``, the oldest dropped first), and the texts it has not
+    seen are embedded in one batch per call. Thread-safe; counts what it computed and reused
+    and the seconds it spent embedding."""
+
+    def __init__(self, embedder: Embedder = _minilm, *, max_items: int = 50_000) -> None:
+        self.embedder = embedder
+        self.max_items = max_items
+        self.computed = 0
+        self.reused = 0
+        self.seconds = 0.0
+        self._vectors: dict[bytes, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [self._key(t) for t in texts]
+        with self._lock:
+            have = {k: self._vectors[k] for k in keys if k in self._vectors}
+        need = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in have))
+        if need:
+            t0 = time.perf_counter()
+            mat = np.asarray(self.embedder(need), dtype=np.float32)
+            if mat.shape != (len(need), EMBEDDING_DIM):
+                raise StorageError(f"embedder returned shape {mat.shape} for {len(need)} texts, "
+                                   f"expected ({len(need)}, {EMBEDDING_DIM})")
+            fresh = {self._key(t): v for t, v in zip(need, mat)}
+            have.update(fresh)
+            with self._lock:
+                self.seconds += time.perf_counter() - t0
+                self.computed += len(need)
+                self._vectors.update(fresh)
+                while len(self._vectors) > self.max_items:
+                    del self._vectors[next(iter(self._vectors))]
+        with self._lock:
+            self.reused += len(texts) - len(need)
+        if not texts:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.stack([have[k] for k in keys])
+
+
+_label_embedder: list[LabelEmbedder] = []
+_label_embedder_lock = threading.Lock()
+
+
+def label_embedder() -> LabelEmbedder:
+    """The process-wide MiniLM :class:`LabelEmbedder` (the default of every write)."""
+    with _label_embedder_lock:
+        if not _label_embedder:
+            _label_embedder.append(LabelEmbedder())
+        return _label_embedder[0]
 
 
 def embedding_bytes(vector: np.ndarray) -> bytes:
@@ -405,7 +466,7 @@ def write_explanation_rows(
     need = sorted({r.text for r in rows if r.embedding is None})
     vectors: dict[str, bytes] = {}
     if need:
-        mat = (embedder or _default_embedder)(need)
+        mat = (embedder or label_embedder())(need)
         if mat.shape[0] != len(need):
             raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(need)} texts")
         vectors = {t: embedding_bytes(v) for t, v in zip(need, mat, strict=True)}

@@ -8,6 +8,7 @@ import asyncio
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from neurolabel.client import AsyncClient, Client
@@ -45,6 +46,10 @@ def test_reads_and_bulk_labels(server):
         assert nl.label("tiny", 0, 2)["text"] == "cars"
         assert [r["text"] for r in nl.search("cars")] == ["cars"]
         rows = list(nl.labels("tiny"))
+        from neurolabel.client import LabelRow
+        from neurolabel.storage.labels import LABEL_FIELDS
+
+        assert set(rows[0]) == set(LabelRow.__annotations__) == set(LABEL_FIELDS)
         assert [(r["layer"], r["index"], r["text"]) for r in rows] == [(0, 1, "dogs and puppies"), (0, 2, "cars")]
         assert [r["index"] for r in nl.labels("tiny", min_score=0.7)] == [1]
         assert list(nl.labels("tiny", cursor=rows[0]["cursor"])) == rows[1:]
@@ -122,3 +127,86 @@ def test_async_client(server):
     assert neuron["best_label"]["text"] == "dogs and puppies" and found[0]["text"] == "dogs and puppies"
     assert cancelled.status == final.status == "cancelled"
     assert scored.explanations[0].explainer == "user"
+
+
+class _CuttingProxy:
+    """A real TCP proxy on loopback to ``upstream`` that cuts its first connection after
+    ``cut_after`` bytes of the answer (a dropped link mid-stream); later connections pass whole."""
+
+    def __init__(self, upstream: tuple[str, int], cut_after: int) -> None:
+        import socket
+
+        self.upstream, self.cut_after, self.connections = upstream, cut_after, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            limit = self.cut_after if self.connections == 1 else None
+            up = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(conn, up, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, conn, limit), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, limit) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) >= limit:
+                    dst.sendall(data[: limit - sent])
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        import socket
+
+        for s in (src, dst):  # shutdown sends the FIN even while the other pump sits in recv()
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_label_stream_resumes_after_a_dropped_connection(tmp_path):
+    from urllib.parse import urlsplit
+
+    from bench.service import seed_labels
+
+    url = f"sqlite:///{tmp_path}/bulk.db"
+    seed_labels(url, 3000, per_layer=1000)
+    app = create_app(url)
+    with live_server(app) as base:
+        with Client(base) as direct:
+            want = list(direct.labels("bulk"))
+        parts = urlsplit(base)
+        proxy = _CuttingProxy((parts.hostname, parts.port), cut_after=200_000)  # of ~900 kB
+        try:
+            with Client(proxy.url, timeout_s=30) as nl:
+                got = list(nl.labels("bulk"))
+            assert proxy.connections == 2  # cut once, resumed once
+            assert got == want and len(got) == 3000
+            proxy2 = _CuttingProxy((parts.hostname, parts.port), cut_after=200_000)
+            with Client(proxy2.url, timeout_s=30) as nl, pytest.raises(httpx.TransportError):
+                list(nl.labels("bulk", resume=0))
+            proxy2.close()
+        finally:
+            proxy.close()
+    app.state.engine.dispose()

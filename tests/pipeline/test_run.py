@@ -107,6 +107,8 @@ def test_rejected_explanations_are_stored_with_scores(sqlite_url, planted_record
     s = label_neurons(model_spec="planted", layers=[0], units=[0], explainers=["concept_induction"],
                       simulators="embedding", database_url=sqlite_url, threshold=1.01, progress=False)
     assert s.explanations > 0 and s.accepted == 0
+    times = s.times.as_dict()  # storing is timed in the background; what the run waited for too
+    assert times["store_s"] >= times["embed_s"] >= 0 and times["store_wait_s"] >= 0
     with session_scope(sqlite_url) as session:
         info = get_neuron(session=session, model="planted", layer=0, index=0)
     assert info["best_label"] is None

@@ -63,22 +63,23 @@ def test_simulator_contract(tag: str, record: NeuronRecord, explanations: list[E
     assert sim.kind == tag
     usable = [e for e in explanations if applies(sim, e)]
     assert usable, f"simulator {tag!r} applies to none of {[e.explainer for e in explanations]}"
-    windows = record.windows("top", "score")[:2] + record.windows("random", "score")[:1]
-    for e in usable[:2]:
+    windows = record.windows("top", "score")[:1] + record.windows("random", "score")[:1]
+    for e in usable[:1]:
+        singles = []
         for w in windows:
             got = sim.simulate(e, w.tokens)
             assert isinstance(got, SequenceSimulation)
             assert tuple(got.tokens) == tuple(w.tokens)
             assert len(got.expected_activations) == len(w.tokens)
             assert all(isinstance(v, float) and math.isfinite(v) for v in got.expected_activations), got
-            assert sim.simulate(e, w.tokens).expected_activations == got.expected_activations  # deterministic
+            singles.append(got.expected_activations)
+        assert sim.simulate(e, windows[0].tokens).expected_activations == singles[0]  # deterministic
         many = getattr(sim, "simulate_many", None)
         if many is not None:  # the batched form agrees with one window at a time
             batched = many(e, [w.tokens for w in windows])
             assert len(batched) == len(windows)
-            for s, w in zip(batched, windows):
-                assert s.expected_activations == pytest.approx(sim.simulate(e, w.tokens).expected_activations,
-                                                               abs=1e-3)
+            for s, single in zip(batched, singles):
+                assert s.expected_activations == pytest.approx(single, abs=1e-3)
 
 
 @pytest.mark.parametrize("tag", SCORERS.tags())

@@ -214,3 +214,17 @@ def test_cli_show_search_export_import(sqlite_migrated: str, tmp_path: Path) -> 
         assert counts(s) == before
     res = runner.invoke(app, ["show", "tiny", "9", "9", "--db", url])
     assert isinstance(res.exception, StorageError) and "tiny 9:9" in str(res.exception)
+
+
+def test_export_reads_neurons_a_batch_at_a_time_in_order(sqlite_migrated: str) -> None:
+    """Keyset batches (any size) give every neuron once, in (model, layer, index) order, across models."""
+    from neurolabel.storage.transfer import _neuron_batches
+
+    _fill(sqlite_migrated)
+    with db.session_scope(sqlite_migrated) as s:
+        whole = [(name, n.layer, n.index) for b in _neuron_batches(s, None) for n, name in b]
+        assert len(whole) >= 4 and len({m for m, _, _ in whole}) == 2 and whole == sorted(whole)
+        for size in (1, 2, 3):
+            batches = list(_neuron_batches(s, None, batch=size))
+            assert all(len(b) <= size for b in batches)
+            assert [(name, n.layer, n.index) for b in batches for n, name in b] == whole

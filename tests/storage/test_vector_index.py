@@ -212,3 +212,31 @@ def test_saved_snapshot_keeps_replaced_and_deleted_masked(tmp_path: Path) -> Non
     assert len(back) == 29 and back.dead == 2 and back.stamps() == index.stamps()
     assert 7 not in [i for i, _ in back.search(vecs[6], 3, exact=True)]
     assert back.search(vecs[2], 1, exact=True)[0][0] != 3
+
+
+def test_unreadable_snapshot_is_named_and_rebuilt(sqlite_migrated: str) -> None:
+    from neurolabel.core.errors import StorageError
+
+    url = sqlite_migrated
+    folder = vi.index_location(url)
+    _write(url, [(i, f"label {i}") for i in range(3)])
+    with db.session_scope(url) as s:
+        label_index.reindex(session=s, folder=folder, full=True)
+    base = folder / f"base-{(folder / 'CURRENT').read_text().strip()}"
+    (base / "index.faiss").write_bytes(b"not a faiss index")
+    with db.session_scope(url) as s:
+        with pytest.raises(StorageError, match="reindex --full"):
+            label_index.check_index(session=s, folder=folder)
+        with pytest.raises(StorageError, match="reindex --full"):
+            label_index.reindex(session=s, folder=folder)
+        r = label_index.reindex(session=s, folder=folder, full=True)
+        assert r.rebuilt and r.labels == 3
+        assert label_index.check_index(session=s, folder=folder).consistent
+
+
+def test_index_location_of_a_server_database(tmp_path: Path) -> None:
+    a = vi.index_location("postgresql+psycopg://me:secret@db.local:5432/labels", root=tmp_path)
+    assert a == vi.index_location("postgresql://me@db.local:5432/labels", root=tmp_path)  # no password in it
+    assert a.parent == tmp_path and "secret" not in str(a)
+    assert a != vi.index_location("postgresql://me@db.local:5432/other", root=tmp_path)
+    assert vi.index_location("sqlite://") is None and vi.index_location("sqlite:///:memory:") is None
