@@ -173,7 +173,7 @@ def _start_server(url: str, port: int, env: dict | None = None) -> subprocess.Po
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -443,14 +443,14 @@ def bulk(*, n: int, db: str) -> None:
         seed_labels(big, n, progress=True)
         print(f"seeded {n:,} labels (and {small_n:,} in a second database) into {db} in "
               f"{time.perf_counter() - t0:.0f} s")
-        cli_s, cli_n, cli_kib = _cli_export(big, "neuronpedia", tmp / "export.json")
-        warm_small, peak_small, _ = served(small, ("jsonl",))
-        warm, peak, runs = served(big, ("jsonl", "neuronpedia"))
         print(f"\nbulk labels, {db}, loopback, one client ({n:,} labels; machine shared with other work)")
         print(f"{'way':44s} {'items':>10s} {'seconds':>8s} {'labels/s':>10s} {'vs CLI':>7s} {'peak MiB':>9s}")
+        cli_s, cli_n, cli_kib = _cli_export(big, "neuronpedia", tmp / "export.json")
         cli_rate = cli_n / cli_s
         print(f"{'CLI export -f neuronpedia (baseline)':44s} {cli_n:10,d} {cli_s:8.1f} {cli_rate:10,.0f} "
-              f"{1.0:6.2f}x {cli_kib / 1024:9.0f}")
+              f"{1.0:6.2f}x {cli_kib / 1024:9.0f}", flush=True)
+        warm_small, peak_small, _ = served(small, ("jsonl",))
+        warm, peak, runs = served(big, ("jsonl", "neuronpedia"))
         for fmt, (secs, rows, size) in runs.items():
             rate = rows / secs
             print(f"{'HTTP GET /labels format=' + fmt:44s} {rows:10,d} {secs:8.1f} {rate:10,.0f} "

@@ -7,7 +7,7 @@
         out = nl.explain(records, ["concept_induction", "pmi"])   # partial answers: out.failures
         job = nl.submit({"layers": [3], "units": [0, 1], "explainers": ["pmi"]})
         done = nl.wait(job.id, progress=True)
-        for row in nl.labels("SmolLM2-135M-Instruct", min_score=0.3):
+        for row in nl.labels("smollm2-135m", min_score=0.3):
             print(row["layer"], row["index"], row["text"])
 
 API errors are raised as the library's own exceptions (:mod:`client.errors`). Job callbacks are
