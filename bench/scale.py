@@ -14,6 +14,13 @@ Sections (each a function registered with :func:`section`; ``--section`` picks s
   at the server; "before" is what the per-token simulator this replaced sent (one request per
   scored token). Targets: concurrency 8 ≥ 4× concurrency 1; requests per scored window = 1.
 
+- ``ray``: recording throughput (tokens/s; layer 10, units 0-255 of the default model) in this
+  process and sharded over 1 and 2 Ray workers (a private Ray instance on this machine, one CPU per
+  worker; actors started and the model loaded before the timed pass), and labelling throughput
+  (neurons/min, explainers concept_induction + pmi with their symbolic simulators, records stored
+  beforehand) in this process and on 1 and 2 Ray workers (actor start and plugin loading timed: they
+  are part of a run). Baseline: 1 worker. Target: recording on 2 workers ≥ 1.6× 1 worker.
+
 A new section is one decorated function ``def name(args) -> None`` printing its rows.
 """
 
@@ -109,6 +116,126 @@ def endpoint(args: argparse.Namespace) -> None:
           f"{windows / len(records):.1f}")
 
 
+# ---- ray ---------------------------------------------------------------------------------------
+def _ray_started(n_cpus: int):
+    """A private Ray instance with ``n_cpus`` CPUs (so ``n_cpus`` workers), auth disabled."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=n_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    return ray
+
+
+def _record_rows(args: argparse.Namespace, layer: int, units: list[int]) -> dict[str, float]:
+    """Tokens per second of one corpus pass: in this process, then sharded over 1 and 2 Ray workers."""
+    import time
+
+    from neurolabel.activations.models import load_target
+    from neurolabel.activations.record import record_activations
+    from neurolabel.pipeline.distributed import RecordingPool
+
+    kw = dict(layers=[layer], units=units, max_tokens=args.ray_tokens, top_k=20, n_random=40, window_tokens=64,
+              progress=False)
+    target = load_target("default")
+    record_activations(target, "default", **{**kw, "max_tokens": 64})  # warm-up (corpus, kernels)
+    t0 = time.perf_counter()
+    rec = record_activations(target, "default", **kw)
+    secs = time.perf_counter() - t0
+    rows = {"local": rec.n_tokens / secs}
+    print(f"record local (this process, {__import__('torch').get_num_threads()} torch threads): {rec.n_tokens} tokens "
+          f"in {secs:.1f} s = {rows['local']:.0f} tok/s")
+    del rec
+    for n in (1, 2):
+        ray = _ray_started(n)
+        try:
+            t0 = time.perf_counter()
+            with RecordingPool(ray, "default") as pool:
+                pool.record("default", **{**kw, "max_tokens": 64 * n})  # actors up, model loaded, corpus opened
+                t_up = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                rec = pool.record("default", **kw)
+                secs = time.perf_counter() - t0
+                cpu = pool.cpu_s
+        finally:
+            ray.shutdown()
+        rows[f"ray{n}"] = rec.n_tokens / secs
+        rows[f"cpu{n}"] = max(cpu)
+        print(f"record on Ray, {n} worker{'s' if n > 1 else ''} (1 thread each): {rec.n_tokens} tokens in {secs:.1f} s "
+              f"= {rows[f'ray{n}']:.0f} tok/s, merge included (actors up and model loaded before: {t_up:.1f} s); "
+              f"CPU s per shard {', '.join(f'{c:.1f}' for c in cpu)}; load average {os.getloadavg()[0]:.1f}")
+        del rec
+    return rows
+
+
+def _label_rows(args: argparse.Namespace, layer: int, tmp: Path) -> dict[str, float]:
+    """Neurons per minute of explain + score + store with the symbolic explainers: in this process,
+    then on 1 and 2 Ray workers (the records stored beforehand, so nothing is recorded)."""
+    import time
+
+    from neurolabel.activations.models import load_target
+    from neurolabel.activations.record import record_activations
+    from neurolabel.lm.embeddings import embed
+    from neurolabel.pipeline.run import build_plugins, run
+    from neurolabel.pipeline.spec import RunSpec
+    from neurolabel.storage.db import session_scope, upgrade
+    from neurolabel.storage.queries import save_neuron_records, upsert_model
+
+    units = list(range(args.ray_neurons))
+    target = load_target("default")
+    records = list(record_activations(target, "default", layers=[layer], units=units, max_tokens=8192, top_k=10,
+                                      n_random=20, window_tokens=64, progress=False).records())
+    spec = RunSpec.parse({"model": "default", "layers": [layer], "units": units,
+                          "explainers": ["concept_induction", "pmi"], "concurrency": 1})
+    t0 = time.perf_counter()
+    build_plugins(spec)
+    embed(["warm-up"])
+    print(f"## labelling {len(units)} neurons of layer {layer}, explainers concept_induction + pmi (symbolic "
+          f"simulators); one-time loads in this process {time.perf_counter() - t0:.1f} s (not timed below)")
+    rows = {}
+    for name, n in (("local", 0), ("ray1", 1), ("ray2", 2)):
+        url = f"sqlite:///{tmp}/label-{name}.db"
+        upgrade(url)
+        with session_scope(url) as session:
+            upsert_model(session=session, name=target.name, architecture=target.architecture, source=target.source,
+                         unit_map=target.unit_map, n_layers=target.n_layers, n_units=target.n_units)
+            save_neuron_records(session=session, records=records)
+        ray = _ray_started(n) if n else None
+        try:
+            s = run(spec.model_copy(update={"ray_address": "local" if n else None}), database_url=url, progress=False)
+        finally:
+            if ray is not None:
+                ray.shutdown()
+        rows[name] = s.processed / s.elapsed_s * 60
+        where = f"this process ({__import__('torch').get_num_threads()} torch threads)" if not n else f"Ray, {n} worker{'s' if n > 1 else ''} (plugins loaded in each, timed)"
+        print(f"label {where}: {s.processed} neurons, {s.explanations} explanations in {s.elapsed_s:.1f} s = "
+              f"{rows[name]:.1f} neurons/min" + (f"; {len(s.errors)} errors" if s.errors else ""))
+    return rows
+
+
+@section("ray")
+def ray_section(args: argparse.Namespace) -> None:
+    """Recording and labelling throughput in this process vs on 1 and 2 Ray workers (a private Ray
+    instance on this machine; the baseline is 1 worker)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("## ray: skipped, Ray is not installed (pip install -e '.[ray]')")
+        return
+    layer = 10
+    units = list(range(256))
+    print(f"## ray: recording layer {layer}, units 0-255 of the default model over {args.ray_tokens} corpus tokens; "
+          f"{os.cpu_count()} cores shared with other work")
+    rec = _record_rows(args, layer, units)
+    ratio = rec["ray2"] / rec["ray1"]
+    print(f"recording: Ray 2 workers / 1 worker {ratio:.2f}x (target >= 1.6x) {'MET' if ratio >= 1.6 else 'NOT MET'}; "
+          f"Ray 2 workers / this process {rec['ray2'] / rec['local']:.2f}x; CPU time of the longest shard, 1 worker / "
+          f"2 workers: {rec['cpu1'] / rec['cpu2']:.2f}x (the speed-up two free cores would give)")
+    with tempfile.TemporaryDirectory() as d:
+        lab = _label_rows(args, layer, Path(d))
+    print(f"labelling: Ray 2 workers / 1 worker {lab['ray2'] / lab['ray1']:.2f}x; Ray 2 workers / this process "
+          f"{lab['ray2'] / lab['local']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer neurons (a smoke run)")
@@ -117,7 +244,11 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.5,
                     help="endpoint section: seconds each answer of the test server takes (a served model writes a "
                          "32-token listing, ~150 tokens, in ~1-3 s)")
+    ap.add_argument("--ray-tokens", type=int, default=None, help="ray section: corpus tokens recorded (16384; quick 4096)")
+    ap.add_argument("--ray-neurons", type=int, default=None, help="ray section: neurons labelled (48; quick 8)")
     args = ap.parse_args()
+    args.ray_tokens = args.ray_tokens or (4096 if args.quick else 16384)
+    args.ray_neurons = args.ray_neurons or (8 if args.quick else 48)
     logging.basicConfig(level=logging.WARNING)
     print(f"# bench/scale.py {'--quick ' if args.quick else ''}(machine: {os.cpu_count()} cores, shared)")
     for name in args.section or list(SECTIONS):
