@@ -91,8 +91,9 @@ def endpoint(args: argparse.Namespace) -> None:
     from neurolabel.lm.testserver import KeywordBackend, serve_backend
 
     n_layers = 1 if args.quick else 2
+    # a little noise, seeded per layer: every neuron's label and prompts differ (no response-cache hits)
     records = [r for layer in range(n_layers) for r in planted_records(
-        DEFAULT_CLASSES, n_top=4, n_random=3, n_windows=600, window_tokens=32, layer=layer)]
+        DEFAULT_CLASSES, n_top=4, n_random=3, n_windows=600, window_tokens=32, layer=layer, noise=0.005, seed=layer)]
     windows = sum(len(r.windows("top", "score")) + len(r.windows("random", "score")) for r in records)
     tokens = sum(len(w.tokens) for r in records for w in r.windows("top", "score") + r.windows("random", "score"))
     embed(["warm-up"])  # the store stage's label embedder loads once, outside the timed runs
@@ -241,7 +242,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer neurons (a smoke run)")
     ap.add_argument("--section", action="append", choices=list(SECTIONS),
                     help="section(s) to run (repeatable; default: all)")
-    ap.add_argument("--latency", type=float, default=0.1, help="endpoint section: seconds per answer of the test server")
+    ap.add_argument("--latency", type=float, default=0.5,
+                    help="endpoint section: seconds each answer of the test server takes (a served model writes a "
+                         "32-token listing, ~150 tokens, in ~1-3 s)")
     ap.add_argument("--ray-tokens", type=int, default=None, help="ray section: corpus tokens recorded (16384; quick 4096)")
     ap.add_argument("--ray-neurons", type=int, default=None, help="ray section: neurons labelled (48; quick 8)")
     args = ap.parse_args()

@@ -408,8 +408,9 @@ class GradedConfig:
     prior_count: float = 1.0
     """Pseudo-count of a part's weight at the mean activation of all explain tokens (shrinks the
     weights of rarely seen parts towards the mean)."""
-    cv_min_gain: float = 0.01
-    """A further part must raise the mean held-fold correlation by at least this much."""
+    cv_min_gain: float = 0.003
+    """A further part must raise the mean held-fold correlation by at least this much (0.003 vs
+    0.01: +0.008 held-out on 50 real SmolLM2 neurons, with lowering parts)."""
     every_part_positive: bool = True
     """Every raising part must cover a positive example (else only the first one must)."""
     lowering: bool = True

@@ -83,3 +83,34 @@ def test_a_clinical_label_is_never_scored_against_wordnet(records, clinical):
     wordnet = build("simulator", "symbolic")  # over the default ontology
     with pytest.raises(ScoringError, match="refers to ontology 'clinical'.*not 'wordnet"):
         simulate_and_score(label, records[0], simulator=wordnet)
+
+
+@pytest.mark.slow
+def test_cli_registers_the_ontology_and_labels_with_it(sqlite_url, tmp_path, records):
+    from typer.testing import CliRunner
+
+    from neurolabel.service.cli import app
+    from neurolabel.storage.db import session_scope, upgrade
+    from neurolabel.storage.queries import get_neuron, save_neuron_records
+
+    upgrade(sqlite_url)
+    with session_scope(sqlite_url) as session:
+        save_neuron_records(session=session, records=records[:1])
+    bad = tmp_path / "bad.ttl"
+    bad.write_text("@prefix x: <http://x#> .\nx:a x:b x:c .\n")
+    refused = CliRunner().invoke(app, ["ontologies", "add", "bad", str(bad), "--db", sqlite_url])
+    assert refused.exit_code != 0 and "no classes found" in str(refused.exception or refused.output)
+    added = CliRunner().invoke(app, ["ontologies", "add", "clinical", str(CLINICAL_TTL), "--db", sqlite_url])
+    assert added.exit_code == 0, added.output
+    out = CliRunner().invoke(app, ["label", "--model", MODEL, "--layers", "0", "--units", "0", "--explainers",
+                                   "concept_induction", "--ontology", "clinical", "--set",
+                                   "concept_induction.fraction=0.25", "--db", sqlite_url, "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "1 explained" in out.output
+    with session_scope(sqlite_url) as session:
+        [best, *_] = get_neuron(session=session, model=MODEL, layer=0, index=0)["explanations"]
+    assert best["ontology"]["name"] == "clinical" and best["params"]["fraction"] == 0.25
+    assert IRI + PLANTED[0] in best["structured"]["iris"]
+    unknown = CliRunner().invoke(app, ["label", "--model", MODEL, "--layers", "0", "--units", "0", "--explainers",
+                                       "concept_induction", "--ontology", "nope", "--db", sqlite_url])
+    assert unknown.exit_code != 0 and "neither a registered ontology" in str(unknown.exception or unknown.output)
