@@ -139,7 +139,7 @@ class Recording:
     """Token strings of the windows still referenced."""
     prefix: tuple[str, ...] = ()
     """Tokens fed before every window (not recorded), e.g. ``("<|im_start|>",)``."""
-    token_stats_top: int = 64
+    token_stats_top: int = 128
     """Token types kept per unit in :class:`core.TokenStats` (0: none)."""
     decode: Any = field(repr=False, default=None)
     """Token id -> string (as the windows' tokens are decoded), for the token statistics."""
@@ -643,7 +643,7 @@ def record_activations(
     windows: Iterable[Window] | None = None,
     bookkeeping_threads: int | None = None,
     token_stats_mb: float = 256.0,
-    token_stats_top: int = 64,
+    token_stats_top: int = 128,
     shard: tuple[int, int] | None = None,
     on_batch: Any = None,
 ) -> Recording:

@@ -93,9 +93,18 @@ def _default_tokenizer():
 @lru_cache(maxsize=4)
 def _pool(n_windows: int, window_tokens: int, seed: int) -> _Pool:
     from neurolabel.ontology.annotate import Annotator
+    from neurolabel.ontology.build import default_ontology
 
     sentences = wordnet_sentences()
     random.Random(seed).shuffle(sentences)
+    # words read as nouns, as the module docstring says
+    return make_pool(sentences, Annotator(default_ontology(), parts_of_speech="n"), n_windows=n_windows,
+                     window_tokens=window_tokens)
+
+
+def make_pool(sentences: Sequence[str], annotator, *, n_windows: int, window_tokens: int) -> _Pool:
+    """Windows of up to ``window_tokens`` SmolLM2 tokens packed from ``sentences`` (in order), with
+    each token's classes (and their ancestors) as ``annotator`` reads them."""
     tok = _default_tokenizer()
     enc = tok.encode_batch([" " + s.rstrip(".") + "." for s in sentences[: n_windows * 6]],
                            add_special_tokens=False)
@@ -110,10 +119,7 @@ def _pool(n_windows: int, window_tokens: int, seed: int) -> _Pool:
         cur.extend(ids[:window_tokens])
     if cur and len(windows) < n_windows:
         windows.append(tuple(tok.decode([i]) for i in cur))
-    from neurolabel.ontology.build import default_ontology
-
-    ann = Annotator(default_ontology(), parts_of_speech="n")  # words read as nouns, as the docstring says
-    closures = tuple(tuple(ann.annotate(w)) for w in windows)
+    closures = tuple(tuple(annotator.annotate(w)) for w in windows)
     return _Pool(tokens=tuple(windows), closures=closures)
 
 
@@ -139,8 +145,13 @@ def planted_records(
     pool word falls under."""
     from neurolabel.ontology.build import default_ontology
 
-    onto = default_ontology()
-    pool = _pool(n_windows, window_tokens, 0)
+    return plant(_pool(n_windows, window_tokens, 0), default_ontology(), class_names, noise=noise, seed=seed,
+                 n_top=n_top, n_random=n_random, model=model, layer=layer)
+
+
+def plant(pool: _Pool, onto, class_names: Sequence[str | Sequence[str]], *, noise: float = 0.0, seed: int = 0,
+          n_top: int = 20, n_random: int = 20, model: str = PLANTED_MODEL, layer: int = 0) -> list[NeuronRecord]:
+    """:func:`planted_records` over a given pool of windows and the ontology its classes are in."""
     records = []
     for i, name in enumerate(class_names):
         names = (name,) if isinstance(name, str) else tuple(name)  # several names: fires on any of them

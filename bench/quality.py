@@ -50,12 +50,13 @@ LICENSES = Path("/usr/share/common-licenses")
 
 def _score(e: Explanation, record: NeuronRecord, sim_tag: str) -> Explanation | None:
     from neurolabel.scoring.validate import simulate_and_score
-    from neurolabel.service.pipeline import fallback_simulator, plugin, simulator_applies
+    from neurolabel.pipeline.plugins import build
+    from neurolabel.pipeline.simulators import applies, fallback
 
     e = replace(e, model=record.model, neuron=record.neuron, score=None)
-    sim = plugin("simulator", sim_tag)
-    if not simulator_applies(sim, e):
-        sim = fallback_simulator(e)[1]
+    sim = build("simulator", sim_tag)
+    if not applies(sim, e):
+        sim = fallback(e)[1]
     try:
         return simulate_and_score(e, record, simulator=sim)
     except ScoringError as exc:
@@ -76,10 +77,10 @@ def _best(scored: list[Explanation]) -> Explanation | None:
 
 
 def _explain(tag: str, record: NeuronRecord) -> list[Explanation]:
-    from neurolabel.service.pipeline import plugin
+    from neurolabel.pipeline.plugins import build
 
     try:
-        return plugin("explainer", tag).explain(record)
+        return build("explainer", tag).explain(record)
     except ExplanationError as exc:
         log.info("%s %s: %s", record.neuron, tag, exc)
         return []
@@ -141,7 +142,36 @@ def _license_corpus(tmp: Path) -> str | None:
 
 
 def _record(target, corpus: str, layers: list[int], units: list[int], max_tokens: int, window_tokens: int,
-            with_capture: bool):
+            with_capture: bool, cache: Path | None = None):
+    """``(records with held-out top windows, capture or None, corpus tokens)``; with ``cache``, a
+    recording of the same arguments saved there by an earlier run is loaded instead of re-recorded
+    (the key holds every argument, the recorder's defaults and the record's fields)."""
+    import hashlib
+    import inspect
+    import pickle
+
+    from neurolabel.activations.record import record_activations
+
+    # every argument, the recorder's defaults and the record's fields: a changed default re-records
+    key = hashlib.sha256(repr((corpus, layers, units, max_tokens, window_tokens, with_capture,
+                               str(inspect.signature(record_activations)),
+                               list(NeuronRecord.__dataclass_fields__))).encode()).hexdigest()[:16]
+    path = cache / f"quality-{key}.pkl" if cache is not None else None
+    if path is not None and path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    got = _record_now(target, corpus, layers, units, max_tokens, window_tokens, with_capture)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(got, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+    return got
+
+
+def _record_now(target, corpus: str, layers: list[int], units: list[int], max_tokens: int, window_tokens: int,
+                with_capture: bool):
     from bench.ceiling import capturing
     from neurolabel.activations.record import record_activations
 
@@ -155,13 +185,14 @@ def _record(target, corpus: str, layers: list[int], units: list[int], max_tokens
 
 
 def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: list[int], corpus: str,
-         max_tokens: int, window_tokens: int, llm_neurons: int, cross: str | None) -> None:
+         max_tokens: int, window_tokens: int, llm_neurons: int, cross: str | None,
+         cache: Path | None = None) -> None:
     from bench.ceiling import reference_scores
     from neurolabel.activations.models import load_target
 
     t0 = time.perf_counter()
     target = load_target("default")
-    records, cap, n_tokens = _record(target, corpus, layers, units, max_tokens, window_tokens, True)
+    records, cap, n_tokens = _record(target, corpus, layers, units, max_tokens, window_tokens, True, cache)
     n = len(records)
     print(f"\n## 2. real neurons: {n} SmolLM2-135M neurons (layers {layers}, units {units[0]}-{units[-1]}), "
           f"{n_tokens} tokens of corpus {corpus!r}, {window_tokens}-token windows, "
@@ -206,12 +237,13 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
           + (f", concept_induction {np.mean(ci):.3f} (>= 0.30: {'MET' if np.mean(ci) >= 0.30 else 'NOT MET'})"
              if ci else ""))
     if cross:
-        _cross(target, cross, layers, units, max_tokens, window_tokens, best, best_of, sims)
+        _cross(target, cross, layers, units, max_tokens, window_tokens, best, best_of, sims, cache)
 
 
-def _cross(target, cross: str, layers, units, max_tokens, window_tokens, best, best_of, sims) -> None:
+def _cross(target, cross: str, layers, units, max_tokens, window_tokens, best, best_of, sims,
+           cache: Path | None = None) -> None:
     t0 = time.perf_counter()
-    other, _, n_tokens = _record(target, cross, layers, units, max_tokens, window_tokens, False)
+    other, _, n_tokens = _record(target, cross, layers, units, max_tokens, window_tokens, False, cache)
     by_id = {r.neuron: r for r in other}
     print(f"\n## 3. cross-corpus: the labels above scored on {n_tokens} tokens of {cross!r} "
           f"(recorded in {time.perf_counter() - t0:.0f} s)")
@@ -258,14 +290,16 @@ def main() -> None:
     ap.add_argument("--corpus", default="default", help="corpus the labels are learnt on")
     ap.add_argument("--cross-corpus", default="licenses",
                     help="'licenses' (Debian's license texts), 'none', or any corpus spec")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="folder where recordings are saved and reused by later runs with the same arguments")
     ap.add_argument("--skip-planted", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from neurolabel.service.pipeline import resolve_simulators
+    from neurolabel.pipeline.simulators import resolve_simulators
 
     explainers = [t for t in args.explainers.split(",") if t] or [
-        t for t in ("tokens", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
+        t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
     sims = resolve_simulators(explainers)
     layers = [int(x) for x in args.layers.split(",")]
     units = list(range(args.units))
@@ -278,10 +312,12 @@ def main() -> None:
                 n_windows=400 if args.quick else 1500)
     if not args.skip_real:
         with tempfile.TemporaryDirectory() as tmp:
+            lic = Path(tmp) if args.cache is None else args.cache / "licenses"  # a stable path: a cache key
+            lic.mkdir(parents=True, exist_ok=True)
             cross = None if args.cross_corpus == "none" else (
-                _license_corpus(Path(tmp)) if args.cross_corpus == "licenses" else args.cross_corpus)
+                _license_corpus(lic) if args.cross_corpus == "licenses" else args.cross_corpus)
             real(explainers, sims, layers, units, args.corpus, args.max_tokens, args.window_tokens,
-                 args.llm_neurons, cross)
+                 args.llm_neurons, cross, args.cache)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

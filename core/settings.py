@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     """Ray cluster labelling runs use when their spec names none (``auto``, ``host:port``,
     ``ray://host:10001``, ``local``); unset = run in this process. Needs the ``ray`` extra."""
+    ray_addresses: str = ""
+    """Further Ray clusters a queued or nightly job may name, comma-separated (besides
+    :attr:`ray_address`); a job naming any other is refused: a driver unpickles what the cluster
+    sends back, so only clusters the operator trusts may be named."""
     callback_hosts: str = "127.0.0.1,localhost,::1"
     """Hosts a job's ``callback_url`` may name, comma-separated (default: loopback only); the
     service and the worker refuse any other, so a job cannot make the server reach anything the
@@ -53,6 +57,11 @@ class Settings(BaseSettings):
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""
+
+    def ray_address_list(self) -> tuple[str, ...]:
+        """The Ray clusters jobs may name: :attr:`ray_address` and :attr:`ray_addresses`."""
+        extra = [a.strip() for a in self.ray_addresses.split(",") if a.strip()]
+        return tuple(dict.fromkeys(([self.ray_address] if self.ray_address else []) + extra))
 
     def callback_host_list(self) -> tuple[str, ...]:
         """:attr:`callback_hosts` as a tuple of host names."""

@@ -235,3 +235,8 @@ class Explanation:
     """Rank among the candidates the explainer returned in one call (0 = its best)."""
     score: ScoreResult | None = None
     """Validation result, once scored."""
+    ontology: str | None = None
+    """Name of the ontology its class expressions refer to (``None``: it names no ontology classes)."""
+    ontology_hash: str | None = None
+    """SHA-256 of that ontology's content (:func:`ontology.identity.content_hash`): a label is only
+    scored or rendered against the ontology with this hash."""

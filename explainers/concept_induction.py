@@ -35,7 +35,8 @@ first). Each :class:`core.Explanation` carries ``structured =
 when several cover a token) and ``base`` the activation predicted elsewhere — the graded
 ``symbolic`` simulator reads them, ``symbolic_binary`` ignores them. The English text names the
 parts strongest first, e.g. ``"mentions of the token "with" (with), a preposition right after a
-noun or …"``.
+noun or …"``; parts that lower the neuron (weight below the base; see
+``GradedConfig.lowering``) follow after ``"; lower on …"``.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class ConceptInductionExplainer:
     """Explains a neuron by concept induction over an ontology."""
 
     kind = "concept_induction"
-    version = "2"
+    version = "3"
     default_simulator = "symbolic"
     extra_simulators = ("symbolic_binary",)
     """Simulators the pipeline also scores these explanations with (and stores)."""
@@ -284,11 +285,27 @@ class ConceptInductionExplainer:
             neuron=record.neuron,
             explainer=self.kind,
             explainer_version=self.version,
-            text=expr.english(onto, ex),
+            text=_english(expr, weights, base, onto, ex),
             structured=structured,
             params=self.params,
             rank=rank,
         )
+
+
+def _english(expr: ClassExpression, weights, base: float, onto, examples: dict[int, list[str]]) -> str:
+    """The expression in English; parts weighted below the base (tokens that lower the neuron)
+    are said apart: ``"mentions of X or Y; lower on Z"``."""
+    parts = expr.parts()
+    if len(parts) != len(weights):
+        return expr.english(onto, examples)
+    up = [p for p, w in zip(parts, weights) if w >= base]
+    down = [p for p, w in zip(parts, weights) if w < base]
+    if not down:
+        return expr.english(onto, examples)
+    said = [ClassExpression.join("or", tuple(ps)) if len(ps) > 1 else ps[0] for ps in (up, down) if ps]
+    if not up:
+        return "lower on " + said[0].english(onto, examples)
+    return f"{said[0].english(onto, examples)}; lower on {said[1].english(onto, examples)}"
 
 
 def _explain_windows(record: NeuronRecord) -> list[ActivationRecord]:

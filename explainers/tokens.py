@@ -28,6 +28,8 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from neurolabel.core.errors import ExplanationError
 from neurolabel.core.registry import EXPLAINERS
 from neurolabel.core.text import quote_token
@@ -67,6 +69,34 @@ def token_table(record: NeuronRecord) -> tuple[dict[str, tuple[int, float]], flo
     return {t: (counts[t], sums[t] / counts[t]) for t in counts}, sum(sums.values()) / total, "windows"
 
 
+def characteristic_tokens(record: NeuronRecord, max_tokens: int,
+                          min_count: int = 1) -> tuple[list[tuple[str, float, int]], float, str]:
+    """``(entries, baseline, source)``: the ``max_tokens`` token types with the largest
+    ``count × (mean − overall)²`` as ``(token, mean activation, count)``, most important first;
+    the mean activation of every other explain-split token; the evidence used (see
+    :func:`token_table`). Raises :class:`ExplanationError` when the neuron has no explain-split
+    token or never activates above its mean."""
+    table, overall, source = token_table(record)
+    if not table:
+        raise ExplanationError(f"neuron {record.neuron} of {record.model!r}: no explain-split tokens to list")
+    ranked = sorted(((c * (m - overall) ** 2, t) for t, (c, m) in table.items() if c >= min_count),
+                    reverse=True)[:max_tokens]
+    chosen = [t for imp, t in ranked if imp > 0]
+    if not chosen:  # a neuron whose characteristic tokens all lower it is listed too (SwiGLU units go negative)
+        raise ExplanationError(
+            f"neuron {record.neuron} of {record.model!r}: its activation is the same on every explain-split "
+            "token type; no token to list"
+        )
+    if source == "token_stats":
+        total_n = float(record.token_stats.count)  # type: ignore[union-attr]
+    else:
+        total_n = float(sum(c for c, _ in table.values()))
+    n_in = sum(table[t][0] for t in chosen)
+    s_in = sum(table[t][0] * table[t][1] for t in chosen)
+    baseline = (overall * total_n - s_in) / (total_n - n_in) if total_n > n_in else overall
+    return [(t, table[t][1], table[t][0]) for t in chosen], float(baseline), source
+
+
 @EXPLAINERS.register("tokens")
 class TokenExplainer:
     """Explains a neuron by a weighted list of its most characteristic tokens."""
@@ -94,33 +124,131 @@ class TokenExplainer:
     def select(self, record: NeuronRecord) -> tuple[list[tuple[str, float, int]], float, str]:
         """``(entries, baseline, source)``: the chosen ``(token, weight, count)`` entries, most
         important first, the prediction for every other token, and the evidence used."""
-        table, overall, source = token_table(record)
-        if not table:
-            raise ExplanationError(f"neuron {record.neuron} of {record.model!r}: no explain-split tokens to list")
-        if max(m for _, m in table.values()) <= max(overall, 0.0):
-            raise ExplanationError(
-                f"neuron {record.neuron} of {record.model!r}: no positive activation in its explain split"
-            )
-        ranked = sorted(((c * (m - overall) ** 2, t) for t, (c, m) in table.items() if c >= self.min_count),
-                        reverse=True)[: self.max_tokens]
-        chosen = [t for imp, t in ranked if imp > 0]
-        if source == "token_stats":
-            total_n = float(record.token_stats.count)  # type: ignore[union-attr]
-        else:
-            total_n = float(sum(c for c, _ in table.values()))
-        n_in = sum(table[t][0] for t in chosen)
-        s_in = sum(table[t][0] * table[t][1] for t in chosen)
-        baseline = (overall * total_n - s_in) / (total_n - n_in) if total_n > n_in else overall
-        return [(t, table[t][1], table[t][0]) for t in chosen], float(baseline), source
+        return characteristic_tokens(record, self.max_tokens, self.min_count)
 
     def explain(self, record: NeuronRecord) -> list[Explanation]:
         """One explanation: the selected tokens, highest weight first."""
         entries, baseline, source = self.select(record)
         entries = sorted(entries, key=lambda e: -e[1])
-        shown = ", ".join(f"{quote_token(t)} {w:.2g}" for t, w, _ in entries)
-        text = f"fires on {shown} (else {baseline:.2g})"
+        up = ", ".join(f"{quote_token(t)} {w:.2g}" for t, w, _ in entries if w >= baseline)
+        down = ", ".join(f"{quote_token(t)} {w:.2g}" for t, w, _ in entries if w < baseline)
+        said = "; ".join(x for x in (f"fires on {up}" if up else "", f"lower on {down}" if down else "") if x)
+        text = f"{said} (else {baseline:.2g})"
         structured = {
             "tokens": [[t, round(float(w), 6), int(c)] for t, w, c in entries],
+            "baseline": round(float(baseline), 6),
+            "source": source,
+        }
+        return [Explanation(model=record.model, neuron=record.neuron, explainer=self.kind,
+                            explainer_version=self.version, text=text, structured=structured,
+                            params=self.params, rank=0)]
+
+
+def weight_tiers(values: np.ndarray, counts: np.ndarray, max_tiers: int,
+                 tolerance: float = 1e-3) -> np.ndarray:
+    """Tier index (0 = lowest) of each value: the optimal weighted 1-D k-means partition into at
+    most ``max_tiers`` contiguous tiers (dynamic programming over the sorted values, exact and
+    deterministic), with as few tiers as leave the within-tier weighted squared error at most
+    ``tolerance`` × the total."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    order = np.argsort(values, kind="stable")
+    x, w = values[order].astype(np.float64), np.maximum(counts[order].astype(np.float64), 1e-12)
+    cw, cx, cxx = (np.concatenate([[0.0], np.cumsum(v)]) for v in (w, w * x, w * x * x))
+
+    def sse(i: int, j: int) -> float:  # tokens i..j-1 in one tier
+        sw, sx = cw[j] - cw[i], cx[j] - cx[i]
+        return max(0.0, (cxx[j] - cxx[i]) - sx * sx / sw)
+
+    total = sse(0, n)
+    k_max = min(max_tiers, n)
+    cost = np.full((k_max + 1, n + 1), np.inf)
+    cut = np.zeros((k_max + 1, n + 1), dtype=int)
+    cost[0, 0] = 0.0
+    k_used = k_max
+    for k in range(1, k_max + 1):
+        for j in range(k, n + 1):
+            best, arg = np.inf, k - 1
+            for i in range(k - 1, j):
+                c = cost[k - 1, i] + sse(i, j)
+                if c < best:
+                    best, arg = c, i
+            cost[k, j], cut[k, j] = best, arg
+        if cost[k, n] <= tolerance * total:
+            k_used = k
+            break
+    tiers = np.zeros(n, dtype=int)
+    j = n
+    for k in range(k_used, 0, -1):
+        i = cut[k, j]
+        tiers[order[i:j]] = k - 1
+        j = i
+    return tiers
+
+
+@EXPLAINERS.register("token_tiers")
+class TokenTierExplainer:
+    """Explains a neuron by its characteristic tokens in a few weight tiers.
+
+    The same evidence and choice of tokens as :class:`TokenExplainer`, but many more tokens
+    (``max_tokens``, 128 by default) shown in at most ``max_tiers`` tiers of one weight each —
+    ``3.1: “with” “having” “containing”; 1.2: “)” “]”; else 0.1`` — so a label stays a short
+    list of levels while covering the tokens a 20-entry list leaves out. Each tier's weight is
+    the mean activation over its tokens' explain-split occurrences; the tiers are the optimal
+    weighted 1-D k-means partition of the tokens' mean activations (:func:`weight_tiers`).
+    Scored by the graded token simulator, like ``tokens`` (``structured["tokens"]`` holds each
+    token with its tier's weight; ``structured["tiers"]`` the tiers for display).
+
+    Measured on ``bench/quality.py``'s 150 real SmolLM2 neurons (default corpus, 32k tokens;
+    held-out mean correlation of tables built from a capture of the whole explain split): 20 tokens
+    0.347; 64 tokens in 8 tiers 0.389; 100 in 12 tiers 0.409; 128 in 8 / 12 / 20 tiers 0.415 /
+    0.419 / 0.422; 128 tokens each with its own weight 0.424. The explainer itself (the records'
+    128 stored types, 12 tiers): 0.422, 28% of neurons >= 0.5, vs ``tokens`` 0.347 / 17%.
+    """
+
+    kind = "token_tiers"
+    version = "1"
+    default_simulator = "tokens"
+
+    def __init__(self, *, max_tokens: int = 128, max_tiers: int = 12, min_count: int = 1) -> None:
+        if max_tiers < 1 or max_tokens < 1:
+            raise ValueError(f"token_tiers: max_tokens ({max_tokens}) and max_tiers ({max_tiers}) must be >= 1")
+        self.max_tokens = max_tokens
+        """Most tokens listed (over all tiers)."""
+        self.max_tiers = max_tiers
+        """Most weight tiers."""
+        self.min_count = min_count
+        """Tokens seen fewer times than this in the explain split are never listed."""
+
+    @classmethod
+    def from_defaults(cls, **kwargs: Any) -> "TokenTierExplainer":
+        """With default settings (nothing to load)."""
+        return cls(**kwargs)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameters stored with each explanation."""
+        return {"max_tokens": self.max_tokens, "max_tiers": self.max_tiers, "min_count": self.min_count}
+
+    def explain(self, record: NeuronRecord) -> list[Explanation]:
+        """One explanation: the tiers, highest weight first, tokens within a tier by count."""
+        entries, baseline, source = characteristic_tokens(record, self.max_tokens, self.min_count)
+        means = np.array([m for _, m, _ in entries])
+        counts = np.array([c for _, _, c in entries], dtype=np.float64)
+        tier_of = weight_tiers(means, counts, self.max_tiers)
+        tiers = []
+        for k in sorted(set(tier_of.tolist()), reverse=True):
+            members = [entries[i] for i in np.flatnonzero(tier_of == k)]
+            weight = sum(m * c for _, m, c in members) / sum(c for _, _, c in members)
+            members.sort(key=lambda e: (-e[2], e[0]))
+            tiers.append((float(weight), members))
+        tiers.sort(key=lambda t: -t[0])
+        shown = "; ".join(f"{w:.2g}: " + " ".join(quote_token(t) for t, _, _ in members) for w, members in tiers)
+        text = f"fires by tier {shown}; else {baseline:.2g}"
+        structured = {
+            "tokens": [[t, round(w, 6), int(c)] for w, members in tiers for t, _, c in members],
+            "tiers": [{"weight": round(w, 6), "tokens": [t for t, _, _ in members]} for w, members in tiers],
             "baseline": round(float(baseline), 6),
             "source": source,
         }

@@ -13,7 +13,11 @@ makes the next ``k`` chat requests answer with that HTTP status.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import math
+import re
 import threading
 import time
 import uuid
@@ -23,7 +27,7 @@ from typing import Any, Iterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from neurolabel.lm.base import ChatBackend, ChatChoice
+from neurolabel.lm.base import ChatBackend, ChatChoice, TokenLogprob
 
 
 @dataclass
@@ -139,6 +143,58 @@ def _choice_json(index: int, c: ChatChoice, logprobs: bool) -> dict[str, Any]:
         "finish_reason": c.finish_reason,
         "logprobs": lp,
     }
+
+
+class KeywordBackend:
+    """A rule-based chat backend for the test server and benchmarks, speaking the LLM simulator's
+    formats: a neuron fires (value ``max_value``) on the tokens that are words of the explanation,
+    0 elsewhere. It answers the simulator's listing requests (``<start>``…``<end>`` block: one
+    ``token<TAB>value`` line per token, with per-token logprobs whose alternatives at each number
+    put 0.9 on the value), its JSON requests, and anything else with a short sentence.
+
+    ``latency_s``: seconds each answer takes, awaited, so concurrent requests overlap as on an
+    endpoint that serves many at once (a GPU server batching them); ``requests`` counts chats."""
+
+    name = "rule:keyword"
+
+    def __init__(self, *, latency_s: float = 0.0, max_value: int = 10) -> None:
+        self.latency_s = latency_s
+        self.max_value = max_value
+        self.requests = 0
+
+    def _value(self, token: str, words: set[str]) -> int:
+        return self.max_value if token.strip().lower() in words else 0
+
+    def _number(self, value: int, top: int) -> TokenLogprob:
+        other = 0 if value else self.max_value
+        alts = ((str(value), math.log(0.9)), (str(other), math.log(0.1)))[: max(1, top)]
+        return TokenLogprob(token=str(value), logprob=math.log(0.9), top_logprobs=alts)
+
+    async def chat(self, messages, *, n: int = 1, temperature: float = 0.0, max_tokens: int = 256,
+                   logprobs: bool = False, top_logprobs: int = 0) -> list[ChatChoice]:
+        self.requests += 1
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        user = messages[-1]["content"]
+        head = re.search(r"explanation(?: of the neuron)?: (.*)", user, flags=re.IGNORECASE)
+        words = set(re.findall(r"[a-z]+", head.group(1).lower())) if head else set()
+        block = re.search(r"<start>\n(.*?)\n?<end>", user, flags=re.DOTALL)
+        if block is not None:
+            toks = block.group(1).split("\n")
+            pieces: list[TokenLogprob] = []
+            for i, t in enumerate(toks):
+                pieces.append(TokenLogprob(token=t, logprob=-0.01))
+                pieces.append(TokenLogprob(token="\t", logprob=-0.01))
+                pieces.append(self._number(self._value(t, words), top_logprobs))
+                if i < len(toks) - 1:
+                    pieces.append(TokenLogprob(token="\n", logprob=-0.01))
+            text = "".join(p.token for p in pieces)
+            return [ChatChoice(text=text, tokens=tuple(pieces) if logprobs else ())] * n
+        if "JSON list" in user:
+            toks = [line.split("\t", 1)[1] for line in user.split("\n")
+                    if "\t" in line and line.split("\t")[0].isdigit()]
+            return [ChatChoice(text=json.dumps([self._value(t, words) for t in toks]))] * n
+        return [ChatChoice(text="A neuron that finds " + (" ".join(sorted(words)) or "words") + ".")] * n
 
 
 @contextlib.contextmanager

@@ -408,10 +408,16 @@ class GradedConfig:
     prior_count: float = 1.0
     """Pseudo-count of a part's weight at the mean activation of all explain tokens (shrinks the
     weights of rarely seen parts towards the mean)."""
-    cv_min_gain: float = 0.01
-    """A further part must raise the mean held-fold correlation by at least this much."""
+    cv_min_gain: float = 0.003
+    """A further part must raise the mean held-fold correlation by at least this much (0.003 vs
+    0.01: +0.008 held-out on 50 real SmolLM2 neurons, with lowering parts)."""
     every_part_positive: bool = True
-    """Every part must cover a positive example (else only the first one must)."""
+    """Every raising part must cover a positive example (else only the first one must)."""
+    lowering: bool = True
+    """Parts whose weight is below the mean of all tokens (tokens that *lower* the neuron, e.g.
+    ``determiners`` on a unit that goes negative on them) may be added too; they need cover no
+    positive. Under the graded prediction (the largest weight of the covering parts) such a
+    part sets the tokens only it covers below the base."""
     n_conjunctions: int = 30
     """``A and (follows some B)`` candidates are formed from the best this-many atoms and
     restrictions (by their weight)."""
@@ -547,8 +553,13 @@ def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: n
     X = cov.P
     exprs = list(cov.exprs)
     keep = (X.sum(0) >= cfg.min_support) & (X.sum(0) < n)
+    mean_all = float(a.mean())
     if cfg.every_part_positive:
-        keep &= X[pos].any(0)
+        covers_pos = X[pos].any(0)
+        if cfg.lowering:  # a part that lowers the neuron is described by the tokens it covers, no positive needed
+            w0 = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
+            covers_pos = covers_pos | (w0 < mean_all)
+        keep &= covers_pos
     win = None
     if groups is not None and cfg.min_windows > 1:
         _, win = np.unique(np.asarray(groups), return_inverse=True)
@@ -560,7 +571,6 @@ def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: n
     X, exprs = X[:, order], [exprs[j] for j in order]
     if not exprs:
         return X, exprs
-    mean_all = float(a.mean())
     w = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
     is_role = np.array([e.op == "some" for e in exprs])
@@ -593,11 +603,18 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
     Xf = X.astype(np.float64)
     chosen: list[int] = []
     p = np.full(n, mean_all)
+    covered = np.zeros(n, dtype=bool)
     current = 0.0
     sa, saa = a.sum(), (a * a).sum()
     var_a = saa / n - (sa / n) ** 2
     for _ in range(max_parts):
-        delta = Xf * np.maximum(w[None, :] - p[:, None], 0.0)  # (n, K): the raise each candidate brings
+        # (n, K): the change each candidate brings — the largest covering weight wins, so on a token a
+        # chosen part covers it can only raise; on any other token it replaces the base (lowering parts too)
+        gap = w[None, :] - p[:, None]
+        if cfg.lowering:
+            delta = Xf * np.where(covered[:, None], np.maximum(gap, 0.0), gap)
+        else:
+            delta = Xf * np.maximum(gap, 0.0)
         sp = p.sum() + delta.sum(0)
         spa = p @ a + a @ delta
         spp = (p * p).sum() + (2 * p) @ delta + (delta * delta).sum(0)
@@ -615,6 +632,7 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
         chosen.append(k)
         weights, base_v = part_weights(X[:, chosen], a, cfg.prior_count)
         p = predict_graded(X[:, chosen], weights, base_v)
+        covered = X[:, chosen].any(1)
         current = _corr(p, a)
     return chosen
 

@@ -8,8 +8,8 @@ The stages are the local run's (:mod:`pipeline.run`); only where they execute ch
   and the driver merges their recorder states exactly (:func:`activations.merge.merge_recordings`:
   top-k by (max, window id), hash-priority reservoirs, Chan-merged statistics, added token-type
   sums), so it stores the records a local run stores;
-- **explain and score**: neurons are sent in batches of ``spec.store_every`` to *labelling
-  actors* that build the spec's plugins once (ontology, models) and explain and score each
+- **explain and score**: neurons are sent in batches of ``spec.store_every`` (smaller when
+  that would leave actors idle) to *labelling actors* that build the spec's plugins once (ontology, models) and explain and score each
   batch (``spec.concurrency`` neurons at a time inside an actor: the LLM bound);
 - **store**: the driver writes each batch as it comes back; the writes are keyed by neuron and
   explainer (version), so a batch written twice (a retried actor call, a resumed run) leaves
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from neurolabel.core.errors import ConfigError
@@ -96,40 +98,69 @@ class _RecordShard:
             self.done += n
 
         self.done = 0
-        rec = record_activations(self.target, corpus, progress=False, shard=shard, on_batch=seen, **kwargs)
-        return portable(rec)
+        cpu, wall = time.process_time(), time.perf_counter()
+        rec = portable(record_activations(self.target, corpus, progress=False, shard=shard, on_batch=seen, **kwargs))
+        return rec, time.process_time() - cpu, time.perf_counter() - wall
 
     def progress(self) -> int:
         return self.done
 
 
-def record_on_ray(ray: Any, model: str, corpus: Any, *, layers: Sequence[int], units: Sequence[int] | None,
-                  progress: bool = True, workers: int | None = None, **kwargs: Any) -> Any:
-    """:func:`activations.record.record_activations` of the whole corpus, sharded across Ray
-    actors that each hold ``model``; returns the merged :class:`Recording`."""
-    from tqdm.auto import tqdm
+class RecordingPool:
+    """Recording actors, each holding the target model, reused for every corpus pass of a run
+    (one per layer group): :meth:`record` shards one pass across them and merges the shards."""
 
-    from neurolabel.activations.merge import merge_recordings
+    def __init__(self, ray: Any, model: str, *, workers: int | None = None) -> None:
+        n, resources = n_workers(ray)
+        self.ray, self.model, self.n = ray, model, workers or n
+        actor_cls = ray.remote(**resources, max_concurrency=2)(_RecordShard)  # a 2nd thread answers progress()
+        self.actors = [actor_cls.remote(model) for _ in range(self.n)]
+        self.cpu_s: list[float] = []
+        """CPU seconds each actor spent on its shard of the last pass."""
+        self.wall_s: list[float] = []
+        """Seconds each actor took for its shard of the last pass (inside the actor)."""
 
-    n, resources = n_workers(ray)
-    n = workers or n
-    actor_cls = ray.remote(**resources, max_concurrency=2)(_RecordShard)  # a second thread answers progress()
-    actors = [actor_cls.remote(model) for _ in range(n)]
-    try:
+    def record(self, corpus: Any, *, layers: Sequence[int], units: Sequence[int] | None, progress: bool = True,
+               **kwargs: Any) -> Any:
+        """:func:`activations.record.record_activations` of the whole corpus, sharded across the
+        actors; returns the merged :class:`Recording`."""
+        from tqdm.auto import tqdm
+
+        from neurolabel.activations.merge import merge_recordings
+
+        ray = self.ray
         args = dict(kwargs, layers=list(layers), units=list(units) if units is not None else None)
-        refs = [a.record.remote(corpus, args, (i, n)) for i, a in enumerate(actors)]
-        bar = tqdm(unit="win", desc=f"record {model} on {n} Ray workers", disable=not progress)
+        refs = [a.record.remote(corpus, args, (i, self.n)) for i, a in enumerate(self.actors)]
+        bar = tqdm(unit="win", desc=f"record {self.model} on {self.n} Ray workers", disable=not progress)
         pending = list(refs)
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
             if progress:
-                bar.n = sum(ray.get([a.progress.remote() for a in actors]))
+                bar.n = sum(ray.get([a.progress.remote() for a in self.actors]))
                 bar.refresh()
         bar.close()
-        return merge_recordings(ray.get(refs))
-    finally:
-        for a in actors:
-            ray.kill(a)
+        parts = ray.get(refs)
+        self.cpu_s = [cpu for _, cpu, _ in parts]
+        self.wall_s = [wall for _, _, wall in parts]
+        return merge_recordings([rec for rec, _, _ in parts])
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors = []
+
+    def __enter__(self) -> "RecordingPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def record_on_ray(ray: Any, model: str, corpus: Any, *, layers: Sequence[int], units: Sequence[int] | None,
+                  progress: bool = True, workers: int | None = None, **kwargs: Any) -> Any:
+    """One sharded corpus pass on a fresh :class:`RecordingPool`; returns the merged recording."""
+    with RecordingPool(ray, model, workers=workers) as pool:
+        return pool.record(corpus, layers=layers, units=units, progress=progress, **kwargs)
 
 
 class _Labeller:
@@ -185,4 +216,78 @@ def label_on_ray(ray: Any, spec: Any, batches: Iterator[list[tuple[Any, Sequence
     return not stopped
 
 
-__all__ = ["INSTALL_HINT", "connected", "label_on_ray", "n_workers", "record_on_ray", "require_ray"]
+def run_on_ray(spec: Any, *, database_url: str | None = None, progress: bool = True,
+               should_stop: Callable[[], bool] | None = None,
+               on_progress: Callable[[int, int, Mapping[str, Any]], None] | None = None) -> Any:
+    """Run ``spec`` on the Ray cluster at ``spec.ray_address`` (see the module docstring): the
+    same stages and the same stored result as :func:`pipeline.run.run` in this process."""
+    from tqdm.auto import tqdm
+
+    from neurolabel.pipeline import run as local
+
+    with connected(spec.ray_address) as ray:
+        prepared = local.prepare(spec, database_url=database_url, progress=progress,
+                                 recorder=lambda: RecordingPool(ray, spec.model))
+        summary, url = prepared.summary, prepared.database_url
+        bar = tqdm(total=len(prepared.wanted), unit="neuron", desc=f"label {summary.model} on Ray",
+                   disable=not progress)
+        done_count = 0
+        workers = n_workers(ray)[0]
+        # batches of store_every neurons, smaller when that would leave workers idle (>= 4 per worker)
+        per_batch = max(1, min(spec.store_every, math.ceil(len(prepared.wanted) / (4 * workers))))
+
+        def batches() -> Iterator[list[tuple[Any, list[str]]]]:
+            nonlocal done_count
+            batch: list[tuple[Any, list[str]]] = []
+            for neuron in prepared.wanted:
+                todo = prepared.todo(neuron)
+                if not todo:
+                    summary.skipped += 1
+                    done_count += 1
+                    bar.update(1)
+                    continue
+                t0 = time.perf_counter()
+                record = local.load(neuron, model=summary.model, database_url=url)
+                summary.times.load_s += time.perf_counter() - t0
+                if record is None:
+                    summary.errors.append(f"{neuron}: not recorded")
+                    done_count += 1
+                    bar.update(1)
+                    continue
+                batch.append((record, todo))
+                if len(batch) >= per_batch:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        def stored(batch: list[tuple[Any, list[str]]], results: list[Any]) -> None:
+            nonlocal done_count
+            explanations = [e for r in results for e in r.explanations]
+            failures = [f for r in results for f in r.failures]
+            t0 = time.perf_counter()
+            summary.accepted += local.store(explanations, failures, database_url=url, model=summary.model,
+                                            versions=prepared.versions, threshold=spec.threshold)
+            summary.times.store_s += time.perf_counter() - t0
+            summary.explanations += len(explanations)
+            for r in results:
+                summary.times.add(r.times)
+                summary.errors.extend(r.errors)
+            summary.processed += len(batch)
+            done_count += len(batch)
+            bar.update(len(batch))
+            if on_progress is not None:
+                on_progress(done_count, len(prepared.wanted), {"neuron": str(batch[-1][0].neuron),
+                                                               "explanations": summary.explanations,
+                                                               "errors": len(summary.errors)})
+
+        summary.stopped = not label_on_ray(ray, spec, batches(), on_result=stored, should_stop=should_stop,
+                                           workers=workers)
+        bar.close()
+    summary.elapsed_s = time.perf_counter() - prepared.t_start
+    log.info("labelled %s on Ray: %s", summary.model, summary.as_dict())
+    return summary
+
+
+__all__ = ["INSTALL_HINT", "RecordingPool", "connected", "label_on_ray", "n_workers", "record_on_ray", "require_ray",
+           "run_on_ray"]

@@ -4,7 +4,6 @@ label is never scored or rendered against another ontology than the one it was w
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ class RunOntology:
 
 _lock = threading.Lock()
 _loaded: dict[tuple[str, int, int], RunOntology] = {}
-_hashes: dict[int, tuple[Any, str]] = {}
 
 
 def load_run_ontology(spec: str | None) -> RunOntology:
@@ -57,31 +55,4 @@ def load_run_ontology(spec: str | None) -> RunOntology:
         return _loaded[key]
 
 
-def content_hash(ontology: Any) -> str:
-    """SHA-256 (hex) of an :class:`ontology.model.Ontology`'s content: class IRIs, labels and
-    superclass edges (so the same classes read from RDF/XML or Turtle hash alike). Cached per
-    ontology object."""
-    with _lock:
-        got = _hashes.get(id(ontology))
-        if got is not None and got[0] is ontology:
-            return got[1]
-    h = hashlib.sha256()
-    for i, iri in enumerate(ontology.iris):
-        h.update(iri.encode("utf-8"))
-        h.update(b"\x1f")
-        h.update("\x1e".join(ontology.labels[i]).encode("utf-8"))
-        h.update(b"\x1f")
-        h.update(ontology.parent_idx[ontology.parent_ptr[i]:ontology.parent_ptr[i + 1]].astype("<i8").tobytes())
-        h.update(b"\n")
-    digest = h.hexdigest()
-    with _lock:
-        _hashes[id(ontology)] = (ontology, digest)
-    return digest
-
-
-def identity(ontology: Any) -> tuple[str, str]:
-    """``(name, content hash)`` of an :class:`ontology.model.Ontology`."""
-    return str(ontology.name), content_hash(ontology)
-
-
-__all__ = ["RunOntology", "content_hash", "identity", "load_run_ontology"]
+__all__ = ["RunOntology", "load_run_ontology"]

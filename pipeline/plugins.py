@@ -149,4 +149,11 @@ def build(role: str, config: str | Mapping[str, Any] | PluginConfig, *, ontology
         return _built[key]
 
 
-__all__ = ["REGISTRIES", "RESOURCES", "allowed_params", "build", "check"]
+def clear() -> None:
+    """Forget the plugins built so far (e.g. after the settings that their factories read changed:
+    another LLM endpoint)."""
+    with _lock:
+        _built.clear()
+
+
+__all__ = ["REGISTRIES", "RESOURCES", "allowed_params", "build", "check", "clear"]

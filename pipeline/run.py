@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from neurolabel.core.errors import ConfigError, ExplanationError, ScoringError
 from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
+from neurolabel.ontology.identity import identity
 from neurolabel.pipeline.ontology import RunOntology, load_run_ontology
 from neurolabel.pipeline.plugins import build
 from neurolabel.pipeline.simulators import applies, fallback, resolve
@@ -126,6 +127,11 @@ class Plugins:
     """``(simulator tag, simulator)`` per explainer tag."""
     scorer: Any
     ontology: RunOntology
+    versions: Mapping[str, str]
+    """Version per explainer tag as stored: the explainer's own, with ``+<ontology>.<hash>`` added
+    for explainers that read a user ontology (their labels and WordNet ones are kept apart)."""
+    ontologies: Mapping[str, tuple[str, str]]
+    """``(name, content hash)`` of the ontology each explainer that reads one uses."""
 
     @property
     def simulator_tags(self) -> dict[str, str]:
@@ -177,8 +183,17 @@ def build_plugins(spec: RunSpec) -> Plugins:
     ontology = load_run_ontology(spec.ontology)
     explainers = {c.kind: build("explainer", c, ontology=ontology) for c in spec.explainers}
     simulators = {e: (c.kind, build("simulator", c, ontology=ontology)) for e, c in sims.items()}
+    ontologies = {tag: identity(ex.annotator.ontology) for tag, ex in explainers.items()
+                  if getattr(ex, "annotator", None) is not None}
+    versions = {}
+    for tag, ex in explainers.items():
+        version = str(getattr(ex, "version", ""))
+        if ontology.annotator is not None and tag in ontologies:
+            name, digest = ontologies[tag]
+            version = f"{version}+{name}.{digest[:12]}"
+        versions[tag] = version
     return Plugins(explainers=explainers, simulators=simulators, scorer=build("scorer", spec.scorer),
-                   ontology=ontology)
+                   ontology=ontology, versions=versions, ontologies=ontologies)
 
 
 def model_name(model_spec: str) -> str:
@@ -191,8 +206,12 @@ def model_name(model_spec: str) -> str:
 
 
 # ---- stage 1: record missing -------------------------------------------------------------------
-def record_missing(spec: RunSpec, *, database_url: str, progress: bool, summary: LabelSummary) -> list[NeuronId]:
-    """Record the spec's neurons the database lacks; returns every wanted neuron, sorted."""
+def record_missing(spec: RunSpec, *, database_url: str, progress: bool, summary: LabelSummary,
+                   recorder: Callable[[], Any] | None = None) -> list[NeuronId]:
+    """Record the spec's neurons the database lacks; returns every wanted neuron, sorted.
+    ``recorder()`` (optional) makes a context manager whose ``record(corpus, layers=, units=,
+    progress=, **options)`` records one corpus pass elsewhere (:class:`pipeline.distributed.RecordingPool`
+    on a Ray cluster); by default the target is recorded in this process."""
     from neurolabel.storage.db import session_scope
     from neurolabel.storage.queries import recorded_neurons, save_neuron_records, upsert_model
 
@@ -213,20 +232,37 @@ def record_missing(spec: RunSpec, *, database_url: str, progress: bool, summary:
         if n not in have:
             missing[n.layer].append(n.index)
     if missing:
-        from neurolabel.activations.record import record_activations
-
         with session_scope(database_url) as session:
             upsert_model(session=session, name=target.name, architecture=target.architecture, source=target.source,
                          unit_map=target.unit_map, n_layers=target.n_layers, n_units=target.n_units)
-        for layer, miss in sorted(missing.items()):  # one corpus pass per layer: bounded memory
-            t0 = time.perf_counter()
-            recording = record_activations(target, spec.corpus, layers=[layer], units=miss, progress=progress,
-                                           **spec.record.kwargs())
-            with session_scope(database_url) as session:
-                summary.recorded += save_neuron_records(session=session, records=recording.records([layer]))
-            summary.times.record_s += time.perf_counter() - t0
-            del recording
+        with (recorder() if recorder is not None else _LocalRecorder(target)) as rec:
+            for layer, miss in sorted(missing.items()):  # one corpus pass per layer: bounded memory
+                t0 = time.perf_counter()
+                recording = rec.record(spec.corpus, layers=[layer], units=miss, progress=progress,
+                                       **spec.record.kwargs())
+                with session_scope(database_url) as session:
+                    summary.recorded += save_neuron_records(session=session, records=recording.records([layer]))
+                summary.times.record_s += time.perf_counter() - t0
+                del recording
     return sorted(wanted)
+
+
+class _LocalRecorder:
+    """Records in this process (the default of :func:`record_missing`)."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def record(self, corpus: str, **kwargs: Any) -> Any:
+        from neurolabel.activations.record import record_activations
+
+        return record_activations(self.target, corpus, **kwargs)
+
+    def __enter__(self) -> "_LocalRecorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
 
 # ---- stage 2: load -----------------------------------------------------------------------------
@@ -242,14 +278,19 @@ def load(neuron: NeuronId, *, model: str, database_url: str) -> NeuronRecord | N
 # ---- stage 3: explain --------------------------------------------------------------------------
 def explain(record: NeuronRecord, explainers: Sequence[str], plugins: Plugins, times: StageTimes
             ) -> tuple[list[Explanation], list[tuple[NeuronId, str, str]]]:
-    """``(explanations, failures)``: every candidate of each explainer, and ``(neuron, explainer,
+    """``(explanations, failures)``: every candidate of each explainer, stamped with the version it
+    is stored under and the ontology (name, content hash) it refers to, and ``(neuron, explainer,
     error)`` for each explainer that could not explain the record (:class:`ExplanationError`)."""
     out: list[Explanation] = []
     failures: list[tuple[NeuronId, str, str]] = []
     for tag in explainers:
         t0 = time.perf_counter()
         try:
-            out.extend(plugins.explainers[tag].explain(record))
+            got = plugins.explainers[tag].explain(record)
+            onto = plugins.ontologies.get(tag)
+            out.extend(replace(e, explainer_version=plugins.versions[tag],
+                               ontology=onto[0] if onto else None, ontology_hash=onto[1] if onto else None)
+                       for e in got)
         except ExplanationError as exc:
             log.warning("%s %s: %s", record.neuron, tag, exc)
             failures.append((record.neuron, tag, str(exc)))
@@ -405,6 +446,58 @@ def explain_and_score(records: Iterable[NeuronRecord], spec: RunSpec) -> list[Ex
     return out
 
 
+@dataclass
+class Prepared:
+    """A run up to its labelling loop (:func:`prepare`): shared by the local and the Ray executor."""
+
+    plugins: Plugins
+    summary: LabelSummary
+    database_url: str
+    wanted: list[NeuronId]
+    """Every neuron of the spec, sorted (all recorded now)."""
+    versions: dict[str, str]
+    """Current version of each explainer."""
+    done: dict[str, set[NeuronId]]
+    failed: dict[str, set[NeuronId]]
+    t_start: float
+
+    def todo(self, neuron: NeuronId) -> list[str]:
+        """The explainers still to run on ``neuron`` (not done by their current version, not
+        failed before unless the spec retries failures)."""
+        return [tag for tag in self.versions if neuron not in self.done[tag] and neuron not in self.failed[tag]]
+
+
+def prepare(spec: RunSpec, *, database_url: str | None, progress: bool,
+            recorder: Callable[[], Any] | None = None) -> Prepared:
+    """Check the spec and build its plugins (unknown tags or parameters fail before recording),
+    migrate the database, record what is missing (``recorder``: see :func:`record_missing`) and
+    read what earlier runs did."""
+    from neurolabel.storage.db import normalize_url, session_scope, upgrade
+    from neurolabel.storage.queries import explained_neurons, failed_neurons
+
+    t_start = time.perf_counter()
+    if not spec.layers:
+        raise ConfigError("no layer chosen")
+    plugins = build_plugins(spec)
+    tags = spec.explainer_tags
+    url = normalize_url(database_url)
+    upgrade(url)
+    summary = LabelSummary(model=model_name(spec.model), simulators=plugins.simulator_tags, spec=spec.as_json())
+    wanted = record_missing(spec, database_url=url, progress=progress, summary=summary, recorder=recorder)
+    summary.neurons = len(wanted)
+    versions = dict(plugins.versions)
+    with session_scope(url) as session:
+        done = {tag: set(explained_neurons(session=session, model=summary.model, explainer=tag,
+                                           version=versions[tag])) for tag in tags}
+        failed = {tag: set() if spec.retry_failed else
+                  set(failed_neurons(session=session, model=summary.model, explainer=tag, version=versions[tag]))
+                  for tag in tags}
+    wanted_set = set(wanted)
+    summary.failed_before = sum(len((failed[tag] - done[tag]) & wanted_set) for tag in tags)
+    return Prepared(plugins=plugins, summary=summary, database_url=url, wanted=wanted, versions=versions,
+                    done=done, failed=failed, t_start=t_start)
+
+
 def run(
     spec: RunSpec,
     *,
@@ -418,33 +511,16 @@ def run(
     ``NEUROLABEL_NEURON_DELAY_S`` pauses after each explained neuron (throttling)."""
     from tqdm.auto import tqdm
 
-    from neurolabel.core.registry import EXPLAINERS
     from neurolabel.core.settings import get_settings
-    from neurolabel.storage.db import normalize_url, session_scope, upgrade
-    from neurolabel.storage.queries import explained_neurons, failed_neurons
 
-    t_start = time.perf_counter()
-    if not spec.layers:
-        raise ConfigError("no layer chosen")
     if spec.ray_address:
-        raise ConfigError(f"this run asks for the Ray cluster {spec.ray_address!r}, but it was started "
-                          "locally: run it through the Ray executor")
-    plugins = build_plugins(spec)  # unknown tags or parameters fail before recording
-    tags = spec.explainer_tags
-    url = normalize_url(database_url)
-    upgrade(url)
-    summary = LabelSummary(model=model_name(spec.model), simulators=plugins.simulator_tags, spec=spec.as_json())
-    wanted = record_missing(spec, database_url=url, progress=progress, summary=summary)
-    summary.neurons = len(wanted)
-    versions = {tag: str(getattr(EXPLAINERS[tag], "version", "")) for tag in tags}
-    with session_scope(url) as session:
-        done = {tag: explained_neurons(session=session, model=summary.model, explainer=tag, version=versions[tag])
-                for tag in tags}
-        failed = {tag: set() if spec.retry_failed else
-                  set(failed_neurons(session=session, model=summary.model, explainer=tag, version=versions[tag]))
-                  for tag in tags}
-    wanted_set = set(wanted)
-    summary.failed_before = sum(len((failed[tag] - done[tag]) & wanted_set) for tag in tags)
+        from neurolabel.pipeline.distributed import run_on_ray
+
+        return run_on_ray(spec, database_url=database_url, progress=progress, should_stop=should_stop,
+                          on_progress=on_progress)
+    prepared = prepare(spec, database_url=database_url, progress=progress)
+    plugins, summary, url, wanted = prepared.plugins, prepared.summary, prepared.database_url, prepared.wanted
+    versions, t_start = prepared.versions, prepared.t_start
     delay = get_settings().neuron_delay_s
     pending: list[Explanation] = []
     pending_failures: list[tuple[NeuronId, str, str]] = []
@@ -532,7 +608,7 @@ def run(
                 if should_stop is not None and should_stop():
                     summary.stopped = True
                     break
-                todo = [tag for tag in tags if neuron not in done[tag] and neuron not in failed[tag]]
+                todo = prepared.todo(neuron)
                 in_flight.append((neuron, pool.submit(work, neuron, todo) if todo else None))
             while in_flight:
                 finished += 1
@@ -553,5 +629,6 @@ def run(
 
 
 __all__ = ["DEMO_RECORD_OPTIONS", "LabelSummary", "NeuronResult", "Plugins", "StageTimes", "build_plugins",
-           "explain", "explain_and_score", "explain_and_score_one", "load", "model_name", "record_missing", "run",
+           "explain", "explain_and_score", "explain_and_score_one", "load", "model_name", "prepare", "Prepared",
+           "record_missing", "run",
            "score", "store"]

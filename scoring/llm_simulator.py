@@ -17,9 +17,16 @@ scale does not change them.
   distribution at all slots (the header — instructions, example, explanation — is run once
   per explanation and its key/value cache reused by every window) (:meth:`LLMSimulator.simulate_token_by_token` is the
   one-forward-pass-per-token reference; a test checks they agree).
-- ``logprobs`` (OpenAI-compatible endpoint): chat completions cannot score prompt tokens,
-  so each token is one request of ``max_tokens=1`` with ``top_logprobs=20``; the expected
-  value is taken over the digit alternatives (0 when no digit appears).
+- ``logprobs`` (OpenAI-compatible endpoint): **one request per window**. Chat completions
+  cannot score prompt tokens, so the model writes the listing itself: the answer copies the
+  window one token a line, in order, each token followed by a tab and its activation, as in
+  OpenAI's all-at-once format; each number is written right after its own token and the ones
+  before it, and the expected value at each number is read from the ``top_logprobs``
+  alternatives that are digits (0 when none is). The prompt asks for a causal reading (the
+  activation on a token depends only on it and the tokens before it); the window itself is in
+  the user message, since a chat answer cannot copy tokens it was never shown — exact causal
+  masking would need prompt logprobs, which chat endpoints do not return. An answer that is not
+  a listing of the window's tokens is asked again for JSON (one more request).
 - ``json`` (endpoint that returns no logprobs): one request per window asking for a JSON
   list of integers.
 """
@@ -213,17 +220,50 @@ class LLMSimulator:
                 f"explanation of what the neuron looks for. Activations go from 0 to {self._scale()}; "
                 f"most tokens are 0.")
 
-    async def _token_request(self, explanation: Explanation, tokens: Sequence[str], i: int) -> Any:
-        text = "".join(tokens)
-        user = (f"Explanation of the neuron: {explanation.text.strip()}\nText: {text!r}\n"
-                f"Token {i + 1} of {len(tokens)}: {tokens[i]!r}\n"
-                f"Answer with one integer from 0 to {self._scale()}: the neuron's activation on this token.")
-        self.forward_passes += 1
-        choices = await self.backend.chat(
-            [{"role": "system", "content": self._system()}, {"role": "user", "content": user}],
-            temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs,
-        )
-        return choices[0]
+    def _listing_request(self, explanation_text: str, tokens: Sequence[str]) -> str:
+        shown = "\n".join(_show(t) for t in tokens)
+        return (f"Neuron explanation: {explanation_text.strip()}\n"
+                f"Text, one token a line:\n<start>\n{shown}\n<end>\n"
+                f"Copy the {len(tokens)} tokens in order, one a line, each followed by a tab and the neuron's "
+                f"activation on it (an integer from 0 to {self._scale()}; it depends only on that token and the "
+                f"tokens before it).")
+
+    def _listing_messages(self, explanation: Explanation, tokens: Sequence[str]) -> list[dict[str, str]]:
+        """System prompt, one worked example as a previous turn, then the window to simulate."""
+        m = self._scale()
+        example = ("The", " big", " dog", " barked", " at", " the", " cat")
+        answer = "\n".join(f"{t}\t{v}" for t, v in zip(example, (0, 0, m, 0, 0, 0, round(0.9 * m))))
+        return [{"role": "system", "content": self._system()},
+                {"role": "user", "content": self._listing_request("animals", example)},
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": self._listing_request(explanation.text, tokens)}]
+
+    def _listing_rows(self, choice: Any, n: int) -> list[list[float]] | None:
+        """Digit log-probs of the numbers the answer writes after a token and a tab on its first
+        ``n`` such lines (a line's position, not its copied text, says which token it is);
+        ``None`` when there are fewer."""
+        text = "".join(t.token for t in choice.tokens)
+        starts, pos = [], 0
+        for t in choice.tokens:
+            starts.append(pos)
+            pos += len(t.token)
+        rows: list[list[float]] = []
+        line_start = 0
+        for line in text.split("\n"):
+            tab = line.rfind("\t")
+            if tab >= 0:
+                rest = line[tab + 1:]
+                digit = len(rest) - len(rest.lstrip(" "))
+                if rest[digit:digit + 1].isdigit():
+                    at = line_start + tab + 1 + digit
+                    k = max(i for i, s0 in enumerate(starts) if s0 <= at)
+                    tok = choice.tokens[k]
+                    alts = list(tok.top_logprobs) or [(tok.token, tok.logprob)]
+                    rows.append(self._digit_logprobs(alts))
+            line_start += len(line) + 1
+            if len(rows) == n:
+                return rows
+        return None
 
     def _digit_logprobs(self, alternatives: Sequence[tuple[str, float]]) -> list[float]:
         out = [-math.inf] * (self._scale() + 1)
@@ -233,16 +273,25 @@ class LLMSimulator:
                 out[int(s)] = max(out[int(s)], lp) if out[int(s)] > -math.inf else lp
         return out
 
-    async def _window_logprobs(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation | None:
+    async def _window_listing(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation | None:
+        """One request for the whole window: the answer copies the window one token a line, each
+        followed by its number, and the expected value at each number is read from the logprobs
+        of the digit alternatives there. ``None`` when the endpoint gives no logprobs; a JSON
+        answer (one more request) when the listing cannot be read."""
         if not tokens:
             return self._from_logprobs(tokens, np.zeros((0, self._scale() + 1)), "logprobs")
-        choices = await asyncio.gather(*(self._token_request(explanation, tokens, i) for i in range(len(tokens))))
-        if any(not c.tokens for c in choices):
+        self.forward_passes += 1
+        choice = (await self.backend.chat(
+            self._listing_messages(explanation, tokens),
+            temperature=0.0, max_tokens=16 + 8 * len(tokens), logprobs=True, top_logprobs=self.top_logprobs,
+        ))[0]
+        if not choice.tokens:
             return None  # the endpoint gives no logprobs
-        rows = []
-        for c in choices:
-            alts = list(c.tokens[0].top_logprobs) or [(c.tokens[0].token, c.tokens[0].logprob)]
-            rows.append(self._digit_logprobs(alts))
+        rows = self._listing_rows(choice, len(tokens))
+        if rows is None:
+            log.info("%s: the answer is not a listing of %d tokens; asking for a JSON answer",
+                     getattr(self.backend, "name", "endpoint"), len(tokens))
+            return await self._window_json(explanation, tokens)
         return self._from_logprobs(tokens, np.asarray(rows, dtype=np.float64), "logprobs")
 
     async def _window_json(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
@@ -272,7 +321,7 @@ class LLMSimulator:
     async def _simulate_chat(self, explanation: Explanation, windows: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
         out: list[SequenceSimulation] = []
         for w in windows:
-            sim = None if self._json_only else await self._window_logprobs(explanation, w)
+            sim = None if self._json_only else await self._window_listing(explanation, w)
             if sim is None:
                 if not self._json_only:
                     log.warning("%s returns no logprobs; simulating with JSON answers",

@@ -29,6 +29,7 @@ from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.types import Explanation, SequenceSimulation
 from neurolabel.ontology.annotate import Annotator
 from neurolabel.ontology.expression import ClassExpression, parse_manchester
+from neurolabel.ontology.identity import check_same, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,11 @@ class SymbolicSimulator:
         return cls(annotator or Annotator.from_defaults(), **kwargs)
 
     def applies(self, explanation: Explanation) -> bool:
-        """Whether the explanation carries a class expression this simulator can read."""
+        """Whether the explanation carries a class expression this simulator can read. A label
+        written over another ontology applies (and :meth:`expression` refuses it, naming both),
+        so that it is never scored by its words instead."""
+        if explanation.ontology_hash and explanation.ontology_hash != content_hash(self._annotator().ontology):
+            return True
         try:
             self.expression(explanation)
         except ScoringError:
@@ -69,6 +74,7 @@ class SymbolicSimulator:
 
     def expression(self, explanation: Explanation) -> ClassExpression:
         """The class expression an explanation carries (parsed once per explanation text)."""
+        check_same(explanation, self._annotator().ontology, what=f"{self.kind} simulator")
         st = explanation.structured or {}
         tree, manchester = st.get("expression"), st.get("manchester")
         key = (repr(tree), manchester, repr(st.get("iris")))

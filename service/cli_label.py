@@ -89,7 +89,8 @@ def parse_params(items: list[str] | None, tags: list[str]) -> dict[str, dict[str
 
 def build_spec(*, model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
                corpus: str, options: dict, params: list[str] | None = None, ontology: str = "default",
-               concurrency: int | None = None, retry_failed: bool = False, db: str | None = None) -> Any:
+               concurrency: int | None = None, retry_failed: bool = False, db: str | None = None,
+               ray_address: str | None = None) -> Any:
     """The run spec of ``neurolabel label``'s options (the CLI's one conversion into a run). The
     ontology may be ``default``, a name registered with ``neurolabel ontologies add`` or a file."""
     from neurolabel.pipeline.spec import RunSpec
@@ -102,7 +103,7 @@ def build_spec(*, model: str, layers: list[int], units: list[int] | None, explai
         sims[e] = {"kind": sim, **by_tag.get(sim, {})}
     spec = {"model": model, "layers": layers, "units": units, "corpus": corpus, "record": options,
             "explainers": [{"kind": e, **by_tag.get(e, {})} for e in explainers], "simulators": sims,
-            "ontology": _ontology_path(ontology, db), "retry_failed": retry_failed}
+            "ontology": _ontology_path(ontology, db), "retry_failed": retry_failed, "ray_address": ray_address}
     if concurrency is not None:
         spec["concurrency"] = concurrency
     return RunSpec.parse(spec, where="neurolabel label")
@@ -159,7 +160,7 @@ def label(
     model: str = typer.Option("default", "--model", help="'default' (SmolLM2-135M) or a local HF model folder."),
     layers: str = typer.Option(..., "--layers", help="Layers: 10 or 0,10,29 or 0-29."),
     units: str = typer.Option("all", "--units", help="Units of each layer: all, 0-49, 3,7…"),
-    explainers: str = typer.Option("tokens,concept_induction,pmi,llm_summary", "--explainers",
+    explainers: str = typer.Option("tokens,token_tiers,concept_induction,pmi,llm_summary", "--explainers",
                                    help="Explainer tags, comma separated."),
     simulators: str = typer.Option(None, "--simulators",
                                    help="One simulator tag for all, or explainer=simulator,… (default per explainer)."),
@@ -179,8 +180,12 @@ def label(
                                       "a registered name (neurolabel ontologies add) or an OWL/RDF/Turtle file."),
     concurrency: int = typer.Option(None, "--concurrency", min=1, max=256,
                                     help="Neurons explained and scored at once (LLM requests in flight; default 8)."),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                            help="Run on a Ray cluster: auto, HOST:PORT of its head, ray://HOST:10001, or local "
+                                 "(default: NEUROLABEL_RAY_ADDRESS; unset = this process). Needs the ray extra."),
 ) -> None:
     """Record (when missing), explain, score and store labels of the chosen neurons; resumable."""
+    from neurolabel.core.settings import get_settings
     from neurolabel.service.cli_record import parse_int_list
 
     layer_list = parse_int_list(layers, what="layers")
@@ -191,7 +196,12 @@ def label(
     spec = build_spec(model=model, layers=layer_list, units=parse_int_list(units, what="units"),
                       explainers=_tags(explainers), simulators=_parse_simulators(simulators), corpus=corpus,
                       options={"max_tokens": max_tokens, "top_k": top_k, "n_random": n_random}, params=params,
-                      ontology=ontology, concurrency=concurrency, retry_failed=retry_failed, db=db)
+                      ontology=ontology, concurrency=concurrency, retry_failed=retry_failed, db=db,
+                      ray_address=ray or get_settings().ray_address)
+    if spec.ray_address:
+        from neurolabel.pipeline.distributed import require_ray
+
+        require_ray()  # before any model loads: say how to install it
     _run(spec, db, progress, show)
 
 
@@ -205,8 +215,8 @@ def demo(
     from neurolabel.service.cli_record import parse_int_list
     from neurolabel.pipeline.run import DEMO_RECORD_OPTIONS
 
-    tags = _tags(explainers) if explainers else [t for t in ("tokens", "concept_induction", "pmi", "llm_summary")
-                                                    if t in EXPLAINERS]
+    tags = _tags(explainers) if explainers else [
+        t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
     typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {DEMO_UNITS}, explainers {', '.join(tags)}, "
                f"{DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")
     spec = build_spec(model="default", layers=[DEMO_LAYER], units=parse_int_list(DEMO_UNITS, what="units"),

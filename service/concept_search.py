@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import OntologyError
+from neurolabel.ontology.identity import content_hash
 
 
 def falls_under(iris: Iterable[str], target: int, ontology: Any, *, union: bool = False) -> bool:
@@ -66,6 +67,8 @@ def labels_under(
         q = q.where(Model.name == model)
     if min_score is not None:
         q = q.where(ExplanationRow.score >= min_score)
+    # only labels written over this ontology (or recording none): another ontology's IRIs mean other things
+    q = q.where(or_(ExplanationRow.ontology_hash.is_(None), ExplanationRow.ontology_hash == content_hash(ontology)))
     out: list[dict[str, Any]] = []
     skipped = 0
     for row in session.execute(q):

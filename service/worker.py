@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from neurolabel.core.errors import ConfigError
 from neurolabel.service import jobs
 
 if TYPE_CHECKING:
@@ -50,8 +51,8 @@ def run_spec(
     """Run one job spec: a labelling spec (the API's ``JobSpec`` as a dict) through the
     pipeline, or a spec of another ``kind`` through its :data:`JOB_RUNNERS` entry.
 
-    A labelling spec's model and corpus are checked again here, as the API checked them (a spec
-    may reach the queue another way): only built-in or registered names and paths under
+    A labelling spec's model and corpus (another kind's model) are checked again here, as the API
+    checked them (a spec may reach the queue another way): only built-in or registered names and paths under
     ``data_dirs`` (default: ``NEUROLABEL_DATA_DIRS``); a corpus sent as ``corpus_text`` is
     written to a private temporary file for the run."""
     from neurolabel.pipeline.run import run
@@ -63,6 +64,10 @@ def run_spec(
         if kind not in JOB_RUNNERS:
             raise ValueError(f"unknown job kind {kind!r}; known: label, {', '.join(sorted(JOB_RUNNERS))}")
         module, func = JOB_RUNNERS[kind].split(":")
+        if "model" in spec:  # checked like a label job's model, again at run time
+            model_spec, _, _ = resolve_job_sources({"model": spec["model"]}, database_url=database_url,
+                                                   data_dirs=data_dirs)
+            spec = {**spec, "model": model_spec}
         return getattr(importlib.import_module(module), func)(spec, database_url=database_url,
                                                               should_stop=should_stop, on_progress=on_progress)
 
@@ -77,16 +82,31 @@ def run_spec(
 def job_run_spec(spec: Mapping[str, Any], *, model: str, corpus: str, ontology: str) -> "RunSpec":
     """The run spec of a labelling job spec, its sources already resolved for the loaders (the one
     conversion of a job into a run); :class:`ConfigError` naming a bad field."""
+    from neurolabel.core.settings import get_settings
     from neurolabel.pipeline.spec import RunSpec
 
     fields = {"model": model, "layers": spec["layers"], "units": spec.get("units"), "corpus": corpus,
            "record": _record_options(spec), "explainers": spec["explainers"], "simulators": spec.get("simulators"),
            "ontology": ontology, "retry_failed": bool(spec.get("retry_failed", False)),
-           "ray_address": spec.get("ray_address")}
+           "ray_address": _ray_address(spec.get("ray_address"), default=get_settings().ray_address,
+                                       allowed=get_settings().ray_address_list())}
     for key in ("scorer", "threshold", "store_every", "concurrency"):
         if spec.get(key) is not None:
             fields[key] = spec[key]
     return RunSpec.parse(fields, where="job spec")
+
+
+def _ray_address(named: str | None, *, default: str | None, allowed: Sequence[str]) -> str | None:
+    """The Ray cluster a job runs on: the one it names, if the operator allows it (a driver
+    unpickles what the cluster sends), else the operator's default (``NEUROLABEL_RAY_ADDRESS``,
+    ``None``: in the worker process)."""
+    if named is None:
+        return default
+    if named not in allowed:
+        raise ConfigError(f"job spec: ray_address {named!r} is not a Ray cluster this server allows "
+                          f"(allowed: {', '.join(allowed) or 'none'}; the operator sets NEUROLABEL_RAY_ADDRESS "
+                          "or NEUROLABEL_RAY_ADDRESSES)")
+    return named
 
 
 def resolve_job_sources(spec: Mapping[str, Any], *, database_url: str,

@@ -7,6 +7,7 @@ The storage of the index itself (faiss graph, log, snapshots) is :mod:`storage.v
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -105,11 +106,17 @@ def build(session: Session, *, progress: bool = False) -> vi.LabelIndex:
 
     total = session.execute(
         select(func.count(ExplanationRow.id)).where(ExplanationRow.embedding.is_not(None))).scalar_one()
+    import faiss
+
     index = vi.LabelIndex()
-    with tqdm(total=total, unit="label", desc="label index", disable=not progress) as bar:
-        for part in stream_labels(session):
-            index.apply(part)
-            bar.update(len(part))
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        with tqdm(total=total, unit="label", desc="label index", disable=not progress) as bar:
+            for part in stream_labels(session):
+                index.apply(part)
+                bar.update(len(part))
+    finally:
+        faiss.omp_set_num_threads(1)
     return index
 
 

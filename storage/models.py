@@ -153,6 +153,10 @@ class ExplanationRow(Base):
     """Whether ``score`` reached the acceptance threshold when it was stored."""
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     """all-MiniLM-L6-v2 embedding of ``text``: 384 little-endian float32, normalised."""
+    ontology: Mapped[str | None] = mapped_column(String(200))
+    """Name of the ontology the explanation's class expressions refer to (``None``: none)."""
+    ontology_hash: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of that ontology's content (:func:`ontology.identity.content_hash`)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -120,6 +120,7 @@ def explanation_dict(row: ExplanationRow, scores: Sequence[Score] = ()) -> dict[
         "params": row.params or {},
         "score": row.score,
         "accepted": bool(row.accepted),
+        "ontology": {"name": row.ontology, "hash": row.ontology_hash} if row.ontology_hash else None,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "scores": [
@@ -151,6 +152,8 @@ _EXPLANATION_COLUMNS = (
     ExplanationRow.params,
     ExplanationRow.score,
     ExplanationRow.accepted,
+    ExplanationRow.ontology,
+    ExplanationRow.ontology_hash,
     ExplanationRow.created_at,
     ExplanationRow.updated_at,
 )

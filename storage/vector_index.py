@@ -227,6 +227,7 @@ class LabelIndex:
     def __init__(self) -> None:
         import faiss
 
+        faiss.omp_set_num_threads(1)  # one query per request thread; build() uses every core
         self._lock = threading.RLock()
         self._hnsw = faiss.IndexHNSWFlat(DIM, M, faiss.METRIC_INNER_PRODUCT)
         self._hnsw.hnsw.efConstruction = EF_CONSTRUCTION
@@ -373,10 +374,12 @@ class LabelIndex:
                 return []
             if exact or kept <= max(EXACT_ROWS, k):
                 rows = np.flatnonzero(mask)
+                # einsum, not BLAS: a multi-threaded BLAS matrix-vector product per request thread
+                # was 20x slower on a loaded 2-core machine (threads fighting over the cores)
                 if kept > n // 4:  # one pass over every vector beats copying most of them
-                    sims = (self._vectors() @ q[0])[rows]
+                    sims = np.einsum("ij,j->i", self._vectors(), q[0])[rows]
                 else:
-                    sims = self._vectors()[rows] @ q[0]
+                    sims = np.einsum("ij,j->i", self._vectors()[rows], q[0])
                 k = min(k, len(rows))
                 top = np.argpartition(-sims, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
                 top = top[np.argsort(-sims[top], kind="stable")]

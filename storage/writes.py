@@ -291,6 +291,10 @@ class ExplanationInput:
     """Score rows: scorer, simulator, split, score, parts, n_tokens, method."""
     embedding: bytes | None = None
     created_at: datetime | None = None
+    ontology: str | None = None
+    """Name of the ontology its class expressions refer to."""
+    ontology_hash: str | None = None
+    """Content hash of that ontology."""
 
 
 def _clean_json(value: Any, where: str) -> Any:
@@ -360,6 +364,8 @@ def explanation_input(explanation: Explanation, *, threshold: float) -> Explanat
         score=score,
         accepted=score is not None and score >= threshold,
         scores=scores,
+        ontology=explanation.ontology,
+        ontology_hash=explanation.ontology_hash,
     )
 
 
@@ -487,6 +493,8 @@ def write_explanation_rows(
             "score": r.score,
             "accepted": bool(r.accepted),
             "embedding": r.embedding if r.embedding is not None else vectors[r.text],
+            "ontology": r.ontology,
+            "ontology_hash": r.ontology_hash,
             "created_at": r.created_at or now,
             "updated_at": now,
         }
@@ -497,7 +505,8 @@ def write_explanation_rows(
         index_elements=["neuron_id", "explainer", "explainer_version", "rank"],
         set_={
             c: stmt.excluded[c]
-            for c in ("text", "structured", "params", "score", "accepted", "embedding", "updated_at")
+            for c in ("text", "structured", "params", "score", "accepted", "embedding", "ontology", "ontology_hash",
+                      "updated_at")
         },
     )
     for chunk in _batches(values, 1000):

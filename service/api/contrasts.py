@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, field_validator
 
+from neurolabel.core.errors import ConfigError
 from neurolabel.service import jobs as queue
-from neurolabel.service.deps import CallerDep, SessionDep
+from neurolabel.service.deps import CallerDep, LimitsDep, SessionDep
 from neurolabel.service.errors import responses
 from neurolabel.service.schemas import JobOut
 
@@ -33,7 +34,8 @@ class ContrastRequest(BaseModel):
 
     name: str = Field("contrast", min_length=1, max_length=200, pattern=NoNul, description="Name of the stored study.")
     model: str = Field("default", min_length=1, max_length=1000, pattern=NoNul,
-                       description="'default' or a model folder on the server.")
+                       description="'default', a registered model name, or a model folder under the "
+                                   "server's data directories (NEUROLABEL_DATA_DIRS).")
     a: list[Text] = Field(..., min_length=2, max_length=MAX_EXAMPLES, description="Set A, one example per text.")
     b: list[Text] = Field(..., min_length=2, max_length=MAX_EXAMPLES, description="Set B.")
     layers: list[Annotated[int, Field(ge=0, le=10_000)]] | None = Field(None, max_length=10_000,
@@ -117,20 +119,21 @@ class StudyOut(BaseModel):
     neurons: list[StudyNeuronOut] = []
 
 
-def _check_model(model: str) -> None:
-    if model in ("default", "smollm2-135m"):
-        return
+def _check_model(session, limits, model: str) -> None:
+    """The model must be one the server allows (built-in, registered, or under its data
+    directories), as for label jobs; 422 naming what is allowed otherwise."""
+    from neurolabel.service.sources import resolve_source
+
     try:
-        found = (Path(model).expanduser() / "config.json").is_file()
-    except (OSError, ValueError):
-        found = False
-    if not found:
-        raise HTTPException(422, detail=f"model {model!r} is neither 'default' nor a model folder on the server")
+        resolve_source(session=session, kind="model", name=model, data_dirs=limits.roots())
+    except ConfigError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
 
 
 @router.post("/contrasts", status_code=202, response_model=ContrastJobOut, summary="Queue a contrast study",
              responses=responses(401, 403, 413, 422, 429, 503))
-def create_contrast(body: ContrastRequest, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
+def create_contrast(body: ContrastRequest, session: SessionDep, caller: CallerDep,
+                    limits: LimitsDep) -> dict[str, Any]:
     """Queue a study of which neurons separate set ``a`` from set ``b``; a ``neurolabel worker``
     runs it and its job's result names the stored study; the job belongs to the caller's key.
     Needs an API key."""
@@ -139,7 +142,7 @@ def create_contrast(body: ContrastRequest, session: SessionDep, caller: CallerDe
 
     if body.causal and not body.label:
         raise HTTPException(422, detail="causal scores need labels: set label > 0")
-    _check_model(body.model)
+    _check_model(session, limits, body.model)
     resolve_simulators(body.explainers)  # ConfigError (422) names the known explainers
     spec = {"kind": "contrast", **body.model_dump()}
     spec_from_dict(spec)  # ConfigError (422) for settings the pipeline refuses

@@ -7,7 +7,7 @@ import pytest
 
 from neurolabel.core.errors import ExplanationError, ScoringError
 from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, TokenStat, TokenStats
-from neurolabel.explainers.tokens import TokenExplainer, token_table
+from neurolabel.explainers.tokens import TokenExplainer, TokenTierExplainer, token_table, weight_tiers
 from neurolabel.scoring.token_simulator import TokenSimulator
 from neurolabel.scoring.validate import simulate_and_score
 
@@ -75,6 +75,53 @@ def test_at_most_max_tokens_entries():
     assert len(e.structured["tokens"]) == 3
 
 
-def test_a_neuron_that_never_fires_is_an_error():
-    with pytest.raises(ExplanationError, match="no positive activation"):
+def test_a_neuron_that_never_changes_is_an_error():
+    with pytest.raises(ExplanationError, match="the same on every explain-split token type"):
         TokenExplainer().explain(_record({}))
+    with pytest.raises(ExplanationError, match="the same on every"):
+        TokenTierExplainer().explain(_record({}))
+
+
+def test_a_neuron_that_tokens_lower_is_listed_with_negative_weights():
+    # SwiGLU units go negative: a unit silenced below its mean by two tokens is described by them
+    lows = {" with": -3.0, ")": -2.0}
+    [e] = TokenExplainer().explain(_record(lows))
+    assert {t: w for t, w, _ in e.structured["tokens"] if t in lows} == pytest.approx(lows)
+    assert "lower on “)” -2, “with” -3 (else" in e.text  # said apart from the tokens it fires on
+    scored = simulate_and_score(e, _record(lows), simulator=TokenSimulator())
+    assert scored.score.score == pytest.approx(1.0)
+
+
+def test_weight_tiers_are_the_optimal_contiguous_partition():
+    values = np.array([0.0, 0.1, 3.0, 3.2, 1.0, 1.1, 0.05])
+    tiers = weight_tiers(values, np.ones(7), max_tiers=3)
+    assert len(set(tiers.tolist())) == 3
+    assert tiers[2] == tiers[3] and tiers[4] == tiers[5] and tiers[0] == tiers[1] == tiers[6]
+    assert tiers[2] > tiers[4] > tiers[0]  # tier 0 is the lowest
+    # as few tiers as describe the values: two distinct values need two, whatever the maximum
+    assert len(set(weight_tiers(np.array([1.0, 1.0, 5.0]), np.ones(3), max_tiers=12).tolist())) == 2
+    # counts weigh: a frequent token pulls its tier's centre
+    assert weight_tiers(np.array([0.0]), np.array([3.0]), max_tiers=4).tolist() == [0]
+
+
+def test_token_tiers_group_many_tokens_into_few_weights():
+    fires = {t: float(i) for i, t in enumerate(VOCAB)}  # eight distinct weights
+    [e] = TokenTierExplainer(max_tiers=3).explain(_record(fires))
+    tiers = e.structured["tiers"]
+    assert len(tiers) == 3 and [t["weight"] for t in tiers] == sorted((t["weight"] for t in tiers), reverse=True)
+    listed = {t for tier in tiers for t in tier["tokens"]}
+    assert listed == {t for t, _, _ in e.structured["tokens"]} and len(listed) >= 6
+    assert e.text.startswith("fires by tier ") and "else" in e.text
+    # each token carries its tier's weight: the count-weighted mean of its members' means
+    weight = {t: w for t, w, _ in e.structured["tokens"]}
+    for tier in tiers:
+        assert {weight[t] for t in tier["tokens"]} == {tier["weight"]}
+    scored = simulate_and_score(e, _record(fires), simulator=TokenSimulator())
+    assert scored.score.score > 0.9  # three levels still predict an eight-level neuron closely
+    [exact] = TokenTierExplainer(max_tiers=12).explain(_record(fires))
+    assert simulate_and_score(exact, _record(fires), simulator=TokenSimulator()).score.score == pytest.approx(1.0)
+
+
+def test_token_tiers_parameters_are_checked():
+    with pytest.raises(ValueError, match="max_tiers"):
+        TokenTierExplainer(max_tiers=0)

@@ -166,3 +166,22 @@ def test_graded_search_weights_two_concepts(onto):
     assert got.weights == (10.0, 4.0) and got.base == 0.0 and got.correlation == pytest.approx(1.0)
     none = graded_search(onto, examples, [None] * len(examples), acts, np.zeros(len(acts), bool))
     assert none is None
+
+
+def test_graded_search_learns_a_part_that_lowers_the_neuron(onto):
+    """Dogs fire at 10, plants silence the unit (-6), the rest sits at 1: the disjunction holds a
+    lowering part for plants, weighted below the base, though plants cover no positive; without
+    ``lowering`` the search cannot say it."""
+    from neurolabel.ontology.induction import GradedConfig, graded_search
+
+    d, c, p, b = ids(onto, "Dog"), ids(onto, "Car"), ids(onto, "Plant"), ids(onto, "Boat")
+    examples = [d, c, p, b] * 10
+    acts = [10.0, 1.0, -6.0, 1.0] * 10
+    pos = np.array(acts) > 3
+    got = graded_search(onto, examples, [None] * len(examples), acts, pos, GradedConfig(prior_count=0.0))
+    weights = dict(zip((onto.label(e.cls) for e in got.parts), got.weights))
+    assert weights == {"dog": 10.0, "plant": -6.0} and got.base == 1.0
+    assert got.correlation == pytest.approx(1.0)
+    old = graded_search(onto, examples, [None] * len(examples), acts, pos,
+                        GradedConfig(prior_count=0.0, lowering=False))
+    assert [onto.label(e.cls) for e in old.parts] == ["dog"] and old.correlation < 0.9

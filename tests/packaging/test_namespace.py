@@ -39,6 +39,7 @@ def test_wheel_holds_only_the_neurolabel_namespace(wheel):
     assert "neurolabel/storage/migrations/versions/0001_initial_schema.py" in names
     assert "neurolabel/explainers/prompts/llm_summary_user.txt" in names  # package data too
     assert "neurolabel/pipeline/examples/clinical/a.txt" in names and "neurolabel/pipeline/examples/prompts.txt" in names
+    assert "neurolabel/pipeline/examples/clinical.ttl" in names and "neurolabel/ontology/identity.py" in names
 
 
 def test_installs_beside_a_distribution_with_its_own_core_and_service(wheel, tmp_path):

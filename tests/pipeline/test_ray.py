@@ -67,3 +67,107 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
     with pytest.raises(ConfigError, match="Ray, which is not installed"):
         with connected("127.0.0.1:1"):
             pass
+
+
+def _stored(url: str, model: str, neurons) -> list[dict]:
+    """Everything stored of each neuron but row ids and timestamps."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import get_neuron
+
+    out = []
+    with session_scope(url) as session:
+        for n in neurons:
+            info = get_neuron(session=session, model=model, layer=n.layer, index=n.index)
+            assert info is not None, n
+            out.append({"stats": info["stats"], "examples": info["examples"],
+                        "explanations": [{k: v for k, v in e.items() if k not in ("id", "created_at", "updated_at")}
+                                         for e in info["explanations"]]})
+    return out
+
+
+def _differences(a, b, path="", *, rel=0.0):
+    """Paths where ``a`` and ``b`` differ: exactly, but for the float64 running statistics (a
+    Chan merge of shards rounds differently from a sequential one: ``rel`` 1e-12 there)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path}: keys {sorted(a)} vs {sorted(b)}"]
+        return [d for k in a for d in _differences(a[k], b[k], f"{path}.{k}", rel=1e-12 if k == "stats" else rel)]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{path}: length {len(a)} vs {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]", rel=rel)]
+    if isinstance(a, float) and isinstance(b, float) and rel:
+        return [] if abs(a - b) <= rel * max(abs(a), abs(b), 1e-30) else [f"{path}: {a!r} vs {b!r}"]
+    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
+
+
+@pytest.mark.slow
+def test_label_run_on_ray_stores_what_a_local_run_stores(cluster, gpt2_dir, tmp_path):
+    from neurolabel.core.types import NeuronId
+    from neurolabel.pipeline.run import run
+    from neurolabel.pipeline.spec import RunSpec
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(_texts(150, seed=3)) + "\n")
+    spec = RunSpec.parse({"model": str(gpt2_dir), "layers": [0, 2], "units": [1, 5, 9, 64], "corpus": str(corpus),
+                          "record": {"max_tokens": 4096, "top_k": 4, "n_random": 8, "window_tokens": 16},
+                          "explainers": ["tokens"], "store_every": 3})
+    local_url, ray_url = f"sqlite:///{tmp_path}/local.db", f"sqlite:///{tmp_path}/ray.db"
+    local = run(spec, database_url=local_url, progress=False)
+    on_ray = spec.model_copy(update={"ray_address": cluster.address})
+    remote = run(on_ray, database_url=ray_url, progress=False)
+    assert (remote.recorded, remote.processed, remote.explanations) == (local.recorded, local.processed,
+                                                                        local.explanations) == (8, 8, 8)
+    assert not remote.errors and remote.spec["ray_address"] == cluster.address
+    neurons = [NeuronId(l, u) for l in (0, 2) for u in (1, 5, 9, 64)]
+    assert _differences(_stored(ray_url, local.model, neurons), _stored(local_url, local.model, neurons)) == []
+    again = run(on_ray, database_url=ray_url, progress=False)  # resumed: nothing left, nothing written twice
+    assert (again.recorded, again.processed, again.skipped, again.explanations) == (0, 0, 8, 0)
+    assert _differences(_stored(ray_url, local.model, neurons), _stored(local_url, local.model, neurons)) == []
+
+
+def test_label_cli_without_ray_says_how_to_install_it(tmp_path):
+    """``neurolabel label --ray`` in a process where ``import ray`` fails: one line naming the extra."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shim = tmp_path / "shim"
+    (shim / "ray").mkdir(parents=True)
+    (shim / "ray" / "__init__.py").write_text("raise ImportError('ray is hidden by this test')\n")
+    res = subprocess.run([sys.executable, "-m", "neurolabel.service.cli", "label", "--layers", "0", "--units", "0",
+                          "--explainers", "tokens", "--ray", "auto", "--db", f"sqlite:///{tmp_path}/x.db"],
+                         cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": f"{shim}{os.pathsep}{root}"})
+    assert res.returncode != 0
+    assert "pip install 'neurolabel[ray]'" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_jobs_and_nightly_configs_may_name_only_an_allowed_ray_cluster(monkeypatch, tmp_path):
+    from neurolabel.core.settings import get_settings
+    from neurolabel.service.worker import job_run_spec
+
+    job = {"layers": [0], "explainers": ["tokens"]}
+    kw = dict(model="default", corpus="default", ontology="default")
+    monkeypatch.delenv("NEUROLABEL_RAY_ADDRESS", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert job_run_spec(job, **kw).ray_address is None
+        with pytest.raises(ConfigError, match="'evil:6379' is not a Ray cluster this server allows"):
+            job_run_spec({**job, "ray_address": "evil:6379"}, **kw)
+        monkeypatch.setenv("NEUROLABEL_RAY_ADDRESS", "head:6379")
+        monkeypatch.setenv("NEUROLABEL_RAY_ADDRESSES", "gpu-head:6379")
+        get_settings.cache_clear()
+        assert job_run_spec(job, **kw).ray_address == "head:6379"  # the operator's default
+        assert job_run_spec({**job, "ray_address": "gpu-head:6379"}, **kw).ray_address == "gpu-head:6379"
+        with pytest.raises(ConfigError, match="allowed: head:6379, gpu-head:6379"):
+            job_run_spec({**job, "ray_address": "evil:6379"}, **kw)
+        # the nightly config names it in a [[models]] table, converted like a queued job
+        from neurolabel.service.nightly import load_config
+
+        cfg = tmp_path / "nightly.toml"
+        cfg.write_text('[[models]]\nlayers = [0]\nexplainers = ["tokens"]\nray_address = "gpu-head:6379"\n')
+        (model_spec,) = load_config(cfg).models
+        assert job_run_spec(model_spec, **kw).ray_address == "gpu-head:6379"
+    finally:
+        get_settings.cache_clear()

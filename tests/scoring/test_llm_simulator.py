@@ -112,7 +112,7 @@ def test_endpoint_logprobs_over_http():
     with serve_local_backend(local_backend()) as url:
         sim = LLMSimulator(OpenAIBackend(base_url=url, model="smollm2-135m"))
         out = sim.simulate(_expl(), (" dog", " ate"))
-    assert out.method == "logprobs" and sim.max_value == 10 and sim.forward_passes == 2
+    assert out.method == "logprobs" and sim.max_value == 10 and sim.forward_passes == 1  # one request a window
     assert len(out.expected_activations) == 2 and all(0 <= v <= 10 for v in out.expected_activations)
     # SmolLM2 answers digits here, so the expectation has mass
     assert any(sum(p) > 0.99 for p in out.distribution_probabilities)
@@ -147,8 +147,8 @@ def test_endpoint_without_logprobs_falls_back_to_json():
         out = simulate_and_score(_expl("dog"), rec, simulator=sim)
     assert out.score.method == "json" and out.score.simulator == "llm"
     assert out.score.score == pytest.approx(np.corrcoef([0, 10, 0, 0, 0], [0, 3, 0, 0, 0.1])[0, 1])
-    # 3 single-token requests of the first window found no logprobs, then 2 JSON requests
-    assert server.faults.chat_requests == 5
+    # the first window's listing request found no logprobs, then one JSON request per window
+    assert server.faults.chat_requests == 3
 
 
 def test_unparseable_json_is_a_scoring_error():
@@ -163,3 +163,42 @@ def test_unparseable_json_is_a_scoring_error():
         sim = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m", max_retries=0))
         with pytest.raises(ScoringError, match="JSON list of 2 numbers"):
             sim.simulate(_expl("dog"), ("a", " dog"))
+
+
+def _window(tokens, acts, wid, kind="top"):
+    return ActivationRecord(tokens=tokens, activations=acts, window_id=wid, split="score", kind=kind)
+
+
+def test_endpoint_one_request_per_window_with_logprobs():
+    """Against the project's test server: one chat request per scored window, the expected value
+    read from the logprobs of the numbers the answer writes, in the window's token order."""
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import KeywordBackend, serve_backend
+
+    rec = NeuronRecord(model="m", neuron=NeuronId(0, 0), top=(
+        _window(("a", " dog", " ran", "\n"), (0, 3, 0, 0), 1), _window((" cats", " and", " dog"), (0, 0, 2), 3)),
+        random=(_window(("the", "\t", " car"), (0, 0, 0.1), 2, "random"),))
+    with serve_backend(KeywordBackend()) as server:
+        sim = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"))
+        out = simulate_and_score(_expl("dog"), rec, simulator=sim)
+    assert server.faults.chat_requests == 3 == sim.forward_passes  # three scored windows, three requests
+    assert out.score.method == "logprobs"
+    # at each number the alternatives put 0.9 on the keyword's value (10 or 0) and 0.1 on the other
+    pred = [1, 9, 1, 1, 1, 1, 9, 1, 1, 1]
+    true = [0, 3, 0, 0, 0, 0, 2, 0, 0, 0.1]
+    assert out.score.score == pytest.approx(np.corrcoef(pred, true)[0, 1])
+
+
+def test_listing_lines_are_read_by_position_and_short_answers_fall_back():
+    from neurolabel.lm.base import TokenLogprob
+
+    sim = LLMSimulator(backend=object(), max_value=10)
+
+    def choice(text_pieces):
+        return ChatChoice(text="".join(text_pieces), tokens=tuple(
+            TokenLogprob(token=p, logprob=0.0, top_logprobs=((p.strip(), -0.1),) if p.strip().isdigit() else ())
+            for p in text_pieces))
+
+    got = sim._listing_rows(choice(["Here:\n", "cat", "\t", "7", "\n", "xx", "\t", " 2", "\n", "z", "\t", "5"]), 2)
+    assert [int(np.argmax(r)) for r in got] == [7, 2]  # the third line is ignored
+    assert sim._listing_rows(choice(["cat", "\t", "7"]), 2) is None

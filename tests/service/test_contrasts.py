@@ -32,9 +32,12 @@ def _jobs(c) -> list:
     return c.get("/v1/jobs").json()
 
 
-def test_contrast_job_over_http(db_url, planted_dir):
+def test_contrast_job_over_http(db_url, planted_dir, monkeypatch):
     from neurolabel.service.worker import Worker
     from neurolabel.storage.db import dispose_engines, upgrade
+
+    # the server (and its worker) allow models under the planted model's folder only
+    monkeypatch.setenv("NEUROLABEL_DATA_DIRS", str(Path(planted_dir).parent))
 
     upgrade(db_url)
     key = make_key(db_url)
@@ -45,7 +48,8 @@ def test_contrast_job_over_http(db_url, planted_dir):
             body = {"name": "api", "model": planted_dir, "a": a, "b": b, "label": 1, "causal": True}
             assert anon.post("/v1/contrasts", json=body).status_code == 401
             bad = [({**body, "a": a[:1]}, "a"), ({**body, "explainers": ["nope"]}, "unknown explainer 'nope'"),
-                   ({**body, "model": "/no/such/model"}, "neither 'default' nor a model folder"),
+                   ({**body, "model": "/no/such/model"}, "model '/no/such/model' is not allowed"),
+                   ({**body, "model": "/usr/share"}, "is not allowed"),  # a folder outside the data roots
                    ({**body, "label": 0}, "causal scores need labels"), ({**body, "b": ["x", "  "]}, "text 1 is blank"),
                    ({**body, "alpha": 0}, "alpha")]
             for wrong, says in bad:
@@ -119,3 +123,18 @@ def test_cli_errors_are_one_clear_line(tmp_path, planted_dir):
     empty.write_text("\n")
     r = run("contrast", "--model", planted_dir, "--a", str(empty), "--b", str(empty), "--db", f"sqlite:///{tmp_path}/e.db")
     assert r.returncode == 2 and "empty" in r.stderr
+
+
+def test_worker_checks_a_contrast_jobs_model_again(db_url, planted_dir):
+    """A contrast spec that reached the queue without the API's check is refused at run time,
+    like a label job naming a model outside the server's data directories."""
+    from neurolabel.core.errors import ConfigError
+    from neurolabel.service.worker import run_spec
+    from neurolabel.storage.db import upgrade
+
+    upgrade(db_url)
+    a, b = make_sets(4)
+    spec = {"kind": "contrast", "name": "sneaky", "model": planted_dir, "a": a, "b": b}
+    with pytest.raises(ConfigError, match="is not allowed"):
+        run_spec(spec, database_url=db_url, should_stop=lambda: False, on_progress=lambda *a, **k: None,
+                 data_dirs=())

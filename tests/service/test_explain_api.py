@@ -153,3 +153,12 @@ def test_partial_results_per_record_and_explainer(served):
     spec = served.get("/openapi.json").json()
     assert "207" in spec["paths"]["/v1/explain"]["post"]["responses"]
     assert "ItemError" in spec["components"]["schemas"]
+
+
+def test_explain_refuses_an_ontology_the_server_does_not_allow(served, planted):
+    r = served.post("/v1/explain", json={"records": [planted], "explainers": ["concept_induction"],
+                                         "ontology": "/etc/passwd"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "ontology"] and "not allowed" in r.text
+    r = served.post("/v1/explain", json={"records": [planted], "explainers": [{"kind": "pmi", "lamda": 1}]})
+    assert r.status_code == 422 and "allowed: alpha, lam" in r.text

@@ -60,3 +60,26 @@ def test_second_concurrent_run_is_refused(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ConfigError, match="another nightly run"):
             run_nightly(c)
+
+
+def test_tagged_explainers_and_ontology_reach_the_run_spec(tmp_path):
+    """The nightly config's job spec converts into the run spec once (service.worker.job_run_spec);
+    an ontology the server does not allow is refused before anything runs."""
+    from neurolabel.service.nightly import check_sources
+    from neurolabel.service.worker import job_run_spec
+    from neurolabel.storage.db import upgrade
+
+    cfg = tmp_path / "nightly.toml"
+    cfg.write_text(
+        '[[models]]\nlayers = [1]\nunits = "0-1"\nexplainers = ["tokens", { kind = "pmi", lam = 0.5 }]\n'
+        'simulators = { pmi = { kind = "lexical", max_words = 2 } }\nontology = "clinical"\nconcurrency = 3\n'
+    )
+    (job,) = load_config(cfg).models
+    spec = job_run_spec(job, model="default", corpus="default", ontology="/data/clinical.ttl")
+    assert [c.as_json() for c in spec.explainers] == [{"kind": "tokens"}, {"kind": "pmi", "lam": 0.5}]
+    assert spec.simulators["pmi"].as_json() == {"kind": "lexical", "max_words": 2}
+    assert (spec.ontology, spec.concurrency, spec.units) == ("/data/clinical.ttl", 3, (0, 1))
+    url = f"sqlite:///{tmp_path}/n.db"
+    upgrade(url)
+    with pytest.raises(ConfigError, match="models\\[0\\]: ontology 'clinical' is not allowed: name one of default"):
+        check_sources(load_config(cfg), database_url=url, data_dirs=())

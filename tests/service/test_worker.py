@@ -141,6 +141,15 @@ def test_sigkilled_worker_job_is_resumed_without_duplicates_or_loss(pg_url, asse
     assert counts["neurons"] == len(UNITS) * len(LAYERS) == counts_before["neurons"]
     explained = {(k[0], k[1]) for k in after}
     assert len(explained) + summary["n_errors"] >= len(UNITS) * len(LAYERS) - 1
+    # the job's result keeps the run spec it ran: running it again is the same run, with nothing left to do
+    from neurolabel.pipeline.run import run
+    from neurolabel.pipeline.spec import RunSpec
+
+    spec = RunSpec.parse(summary["spec"])
+    assert list(spec.layers) == LAYERS and list(spec.units) == UNITS and spec.explainer_tags == _spec(assets)["explainers"]
+    again = run(spec, database_url=db_url, progress=False)
+    assert again.spec == summary["spec"] and again.explanations == 0 and again.processed == 0
+    assert _rows(factory)[0] == after
     engine.dispose()
 
 
