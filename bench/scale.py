@@ -155,14 +155,15 @@ def _record_rows(args: argparse.Namespace, layer: int, units: list[int]) -> dict
                 t0 = time.perf_counter()
                 rec = pool.record("default", **kw)
                 secs = time.perf_counter() - t0
-                cpu = pool.cpu_s
+                cpu, wall = pool.cpu_s, pool.wall_s
         finally:
             ray.shutdown()
         rows[f"ray{n}"] = rec.n_tokens / secs
         rows[f"cpu{n}"] = max(cpu)
         print(f"record on Ray, {n} worker{'s' if n > 1 else ''} (1 thread each): {rec.n_tokens} tokens in {secs:.1f} s "
               f"= {rows[f'ray{n}']:.0f} tok/s, merge included (actors up and model loaded before: {t_up:.1f} s); "
-              f"CPU s per shard {', '.join(f'{c:.1f}' for c in cpu)}; load average {os.getloadavg()[0]:.1f}")
+              f"per shard CPU s {', '.join(f'{c:.1f}' for c in cpu)} in {', '.join(f'{w:.1f}' for w in wall)} s; "
+              f"load average {os.getloadavg()[0]:.1f}")
         del rec
     return rows
 

@@ -153,6 +153,9 @@ def seed_labels(url: str, n: int, *, model: str = "bulk", per_layer: int = 1536,
                 s.commit()
             bar.update(len(ids))
         bar.close()
+        with engine.connect() as conn:  # statistics for the planner, as after any bulk load
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
     finally:
         engine.dispose()
 

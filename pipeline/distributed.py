@@ -98,9 +98,9 @@ class _RecordShard:
             self.done += n
 
         self.done = 0
-        cpu = time.process_time()
-        rec = record_activations(self.target, corpus, progress=False, shard=shard, on_batch=seen, **kwargs)
-        return portable(rec), time.process_time() - cpu
+        cpu, wall = time.process_time(), time.perf_counter()
+        rec = portable(record_activations(self.target, corpus, progress=False, shard=shard, on_batch=seen, **kwargs))
+        return rec, time.process_time() - cpu, time.perf_counter() - wall
 
     def progress(self) -> int:
         return self.done
@@ -117,6 +117,8 @@ class RecordingPool:
         self.actors = [actor_cls.remote(model) for _ in range(self.n)]
         self.cpu_s: list[float] = []
         """CPU seconds each actor spent on its shard of the last pass."""
+        self.wall_s: list[float] = []
+        """Seconds each actor took for its shard of the last pass (inside the actor)."""
 
     def record(self, corpus: Any, *, layers: Sequence[int], units: Sequence[int] | None, progress: bool = True,
                **kwargs: Any) -> Any:
@@ -138,8 +140,9 @@ class RecordingPool:
                 bar.refresh()
         bar.close()
         parts = ray.get(refs)
-        self.cpu_s = [cpu for _, cpu in parts]
-        return merge_recordings([rec for rec, _ in parts])
+        self.cpu_s = [cpu for _, cpu, _ in parts]
+        self.wall_s = [wall for _, _, wall in parts]
+        return merge_recordings([rec for rec, _, _ in parts])
 
     def close(self) -> None:
         for a in self.actors:

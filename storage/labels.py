@@ -9,10 +9,11 @@ accepted explanation (as :func:`storage.reads.best_label`), among one explainer'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from neurolabel.storage.models import ExplanationRow, Model, Neuron, Score
@@ -35,10 +36,19 @@ def parse_cursor(cursor: str) -> tuple[int, int]:
     return int(layer), int(index)
 
 
-def _utc(dt: datetime, dialect: str) -> datetime:
-    """``dt`` in UTC as the database compares it (SQLite stores naive UTC times)."""
-    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-    return dt.replace(tzinfo=None) if dialect == "sqlite" else dt
+def _aware(dt: datetime) -> datetime:
+    """``dt`` as an aware UTC time (SQLite returns naive UTC times)."""
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class LabelPage:
+    """One keyset page of best labels."""
+
+    rows: list[dict[str, Any]]
+    """The labels of the page's neurons that pass the filters, in (layer, index) order."""
+    after: tuple[int, int] | None
+    """The last neuron the page looked at (resume after it), ``None`` when no neuron is left."""
 
 
 def best_labels_page(
@@ -51,65 +61,63 @@ def best_labels_page(
     updated_since: datetime | None = None,
     after: tuple[int, int] | None = None,
     limit: int = 1000,
-) -> list[dict[str, Any]] | None:
-    """The best labels of up to ``limit`` neurons of ``model`` after neuron ``after`` (ordered by
-    layer, index); ``None`` for an unknown model. Filters: one ``layer``, one ``explainer``, a
-    best score of at least ``min_score``, and neurons any of whose explanations was written at or
-    after ``updated_since`` (what changed since a reader's last sync). Three indexed queries."""
+) -> LabelPage | None:
+    """The best labels among the next ``limit`` neurons of ``model`` after neuron ``after``
+    (ordered by layer, index); ``None`` for an unknown model. Filters: one ``layer``, one
+    ``explainer``, a best score of at least ``min_score``, and neurons any of whose explanations
+    was written at or after ``updated_since`` (what changed since a reader's last sync). Two
+    indexed queries whatever the database's statistics: a range of the (model, layer, index)
+    index, then the explanations of those neurons by neuron id; a page may hold fewer rows than
+    neurons (those without a label, or filtered out) — go on while ``after`` is not ``None``."""
     model_id = session.scalar(select(Model.id).where(Model.name == model))
     if model_id is None:
         return None
-    cond = [ExplanationRow.neuron_id == Neuron.id, ExplanationRow.accepted]
-    if explainer is not None:
-        cond.append(ExplanationRow.explainer == explainer)
     q = select(Neuron.id, Neuron.layer, Neuron.index).where(Neuron.model_id == model_id)
     if layer is not None:
         q = q.where(Neuron.layer == layer)
     if after is not None:
-        q = q.where(or_(Neuron.layer > after[0], and_(Neuron.layer == after[0], Neuron.index > after[1])))
-    have = exists().where(*cond) if min_score is None else exists().where(*cond, ExplanationRow.score >= min_score)
-    q = q.where(have)
-    if updated_since is not None:
-        since = _utc(updated_since, session.get_bind().dialect.name)
-        q = q.where(exists().where(ExplanationRow.neuron_id == Neuron.id, ExplanationRow.updated_at >= since))
+        q = q.where(tuple_(Neuron.layer, Neuron.index) > tuple_(literal(after[0]), literal(after[1])))
     neurons = session.execute(q.order_by(Neuron.layer, Neuron.index).limit(limit)).all()
     if not neurons:
-        return []
-    where = {n.id: (n.layer, n.index) for n in neurons}
-    e_cond = [ExplanationRow.neuron_id.in_(list(where)), ExplanationRow.accepted]
-    if explainer is not None:
-        e_cond.append(ExplanationRow.explainer == explainer)
+        return LabelPage([], None)
+    since = None if updated_since is None else _aware(updated_since)
     best: dict[int, Any] = {}
+    changed: set[int] = set()
     for e in session.execute(
         select(ExplanationRow.id, ExplanationRow.neuron_id, ExplanationRow.explainer,
                ExplanationRow.explainer_version, ExplanationRow.text, ExplanationRow.score,
-               ExplanationRow.updated_at)
-        .where(*e_cond)
+               ExplanationRow.accepted, ExplanationRow.updated_at)
+        .where(ExplanationRow.neuron_id.in_([n.id for n in neurons]))
         .order_by(ExplanationRow.neuron_id, ExplanationRow.score.desc().nulls_last(), ExplanationRow.id)
     ).all():
-        best.setdefault(e.neuron_id, e)
+        if since is not None and e.updated_at is not None and _aware(e.updated_at) >= since:
+            changed.add(e.neuron_id)
+        if e.accepted and (explainer is None or e.explainer == explainer):
+            best.setdefault(e.neuron_id, e)
+    keep = [n for n in neurons if n.id in best and (min_score is None or (
+        best[n.id].score is not None and best[n.id].score >= min_score)) and (since is None or n.id in changed)]
     scores: dict[int, Any] = {}
-    for s in session.execute(
-        select(Score.explanation_id, Score.scorer, Score.simulator, Score.n_tokens)
-        .where(Score.explanation_id.in_([e.id for e in best.values()]))
-        .order_by(Score.explanation_id, Score.id)
-    ).all():
-        scores.setdefault(s.explanation_id, s)
-    out = []
-    for n in neurons:
-        e = best.get(n.id)
-        if e is None:  # its label was removed between the two queries
-            continue
+    if keep:
+        for s in session.execute(
+            select(Score.explanation_id, Score.scorer, Score.simulator, Score.n_tokens)
+            .where(Score.explanation_id.in_([best[n.id].id for n in keep]))
+            .order_by(Score.explanation_id, Score.id)
+        ).all():
+            scores.setdefault(s.explanation_id, s)
+    rows = []
+    for n in keep:
+        e = best[n.id]
         s = scores.get(e.id)
-        updated = e.updated_at.replace(tzinfo=timezone.utc) if e.updated_at.tzinfo is None else e.updated_at
-        out.append({
+        updated = _aware(e.updated_at)
+        rows.append({
             "model": model, "layer": n.layer, "index": n.index, "explainer": e.explainer,
             "explainer_version": e.explainer_version, "text": e.text, "score": e.score,
             "scorer": s.scorer if s else None, "simulator": s.simulator if s else None,
             "n_tokens": s.n_tokens if s else None, "updated_at": updated.isoformat(),
             "cursor": cursor_of(n.layer, n.index),
         })
-    return out
+    last = neurons[-1]
+    return LabelPage(rows, (last.layer, last.index) if len(neurons) == limit else None)
 
 
 def labels_version(*, session: Session, model: str) -> tuple[int, int, str] | None:

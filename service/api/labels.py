@@ -54,15 +54,18 @@ def _pages(factory: Callable[[], Any], query: dict[str, Any], after: tuple[int, 
     left = limit
     while left is None or left > 0:
         with factory() as session:
-            page = best_labels_page(session=session, after=after, limit=PAGE if left is None else min(PAGE, left),
-                                    **query) or []
+            page = best_labels_page(session=session, after=after, limit=PAGE, **query)
             session.rollback()
-        if not page:
+        if page is None:
             return
-        yield page
-        after = (page[-1]["layer"], page[-1]["index"])
+        rows = page.rows if left is None else page.rows[:left]
+        if rows:
+            yield rows
         if left is not None:
-            left -= len(page)
+            left -= len(rows)
+        if page.after is None:
+            return
+        after = page.after
 
 
 def _render(pages: Iterator[list[dict[str, Any]]], fmt: str) -> Iterator[str]:

@@ -100,7 +100,7 @@ def test_jobs_submit_wait_with_progress_and_cancel(server, assets):
         assert seen[-1].status == "done" and all(0.0 <= s.progress <= 1.0 for s in seen)
         other = nl.submit(spec)
         assert nl.cancel(other.id).status == "cancelled"
-        assert nl.wait(other.id, timeout_s=10).status == "cancelled"
+        assert nl.wait(other.id, timeout_s=10, progress=True).status == "cancelled"  # with a tqdm bar
         with pytest.raises(ConfigError) as err:
             nl.submit({**spec, "callback_url": "http://10.1.2.3/x"})
         assert err.value.status == 422 and "not allowed" in str(err.value)
