@@ -52,11 +52,11 @@ DIM = 384
 M = 32
 """HNSW graph degree."""
 EF_CONSTRUCTION = 64
-EF_SEARCH = 512
-"""Candidates kept while searching without a filter. Measured on MiniLM-like labels on the
-loaded 2-core machine: at 10⁶ labels ef 128 gave recall@10 0.884 (``bench/storage.py``); at
-2·10⁵, ef 128 / 256 / 512 / 1024 gave 0.895 / 0.944 / 0.972 / 0.987 at a median of 0.8 / 1.4 /
-3.9 / 12.5 ms."""
+EF_SEARCH = 1024
+"""Candidates kept while searching without a filter. Measured on MiniLM-like labels
+(``bench/storage.py``, 10⁶ labels, PostgreSQL, this 2-core machine): ef 128 gave recall@10 0.884,
+ef 512 0.938 at a 2.6 ms median / 3.4 ms p99 ranking; at 2·10⁵, ef 128 / 256 / 512 / 1024 gave
+0.895 / 0.944 / 0.972 / 0.987."""
 EF_MAX = 4096
 EXACT_ROWS = 50_000
 """A search whose filters keep at most this many labels is answered exactly (a dot product over
