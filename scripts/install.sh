@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=".venv/bin/pip"
+# pip through the venv's python, not .venv/bin/pip: a copied venv's pip script installs into the original
+PIP=".venv/bin/python -m pip"
 # torch first, exactly 2.13.0: the CPU wheel on this machine (a loose pin pulls GBs of CUDA).
 $PIP install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 # dev: the test tools; ray: the optional scale-out extra, installed so that CI runs the Ray cluster test (~40 s, ~285 MB).

@@ -40,7 +40,8 @@ def check_sources(*, session: Session, spec: JobSpec, data_dirs: tuple[str, ...]
 def admit_job(*, session: Session, spec: JobSpec, caller: Caller, limits: ServiceLimits,
               callback_hosts: tuple[str, ...] = ()) -> dict[str, Any]:
     """The spec to queue for ``caller``, after every check: plugin tags, model and corpus,
-    corpus text size, a callback URL on a host in ``callback_hosts`` (422), neurons per job and
+    corpus text size, a callback URL on a host in ``callback_hosts``, a Ray cluster the operator
+    does not allow (422), neurons per job and
     jobs queued (429 with ``Retry-After``)."""
     from neurolabel.service.callbacks import check_callback_url
     from neurolabel.service.jobs import count_active
@@ -52,6 +53,14 @@ def admit_job(*, session: Session, spec: JobSpec, caller: Caller, limits: Servic
             check_callback_url(spec.callback_url, callback_hosts)
         except ConfigError as exc:
             raise invalid(["body", "callback_url"], str(exc), "not_allowed") from None
+    if getattr(spec, "ray_address", None) is not None:  # the worker checks it again when it runs the job
+        from neurolabel.core.settings import get_settings
+        from neurolabel.service.worker import ray_address_allowed
+
+        try:
+            ray_address_allowed(spec.ray_address, default=None, allowed=get_settings().ray_address_list())
+        except ConfigError as exc:
+            raise invalid(["body", "ray_address"], str(exc), "not_allowed") from None
 
     for field, what in (("explainers", lambda: [check("explainer", e) for e in spec.explainers]),
                         ("simulators", lambda: resolve(spec.explainers, spec.simulators)),

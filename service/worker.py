@@ -88,7 +88,7 @@ def job_run_spec(spec: Mapping[str, Any], *, model: str, corpus: str, ontology: 
     fields = {"model": model, "layers": spec["layers"], "units": spec.get("units"), "corpus": corpus,
            "record": _record_options(spec), "explainers": spec["explainers"], "simulators": spec.get("simulators"),
            "ontology": ontology, "retry_failed": bool(spec.get("retry_failed", False)),
-           "ray_address": _ray_address(spec.get("ray_address"), default=get_settings().ray_address,
+           "ray_address": ray_address_allowed(spec.get("ray_address"), default=get_settings().ray_address,
                                        allowed=get_settings().ray_address_list())}
     for key in ("scorer", "threshold", "store_every", "concurrency"):
         if spec.get(key) is not None:
@@ -96,7 +96,7 @@ def job_run_spec(spec: Mapping[str, Any], *, model: str, corpus: str, ontology: 
     return RunSpec.parse(fields, where="job spec")
 
 
-def _ray_address(named: str | None, *, default: str | None, allowed: Sequence[str]) -> str | None:
+def ray_address_allowed(named: str | None, *, default: str | None, allowed: Sequence[str]) -> str | None:
     """The Ray cluster a job runs on: the one it names, if the operator allows it (a driver
     unpickles what the cluster sends), else the operator's default (``NEUROLABEL_RAY_ADDRESS``,
     ``None``: in the worker process)."""

@@ -166,3 +166,17 @@ def test_signature_is_bounded_in_time():
     assert verify_signature("nl_key", body, ts, sig)
     assert not verify_signature("nl_key", body, ts, sig, now=time.time() + 3600)  # a replay an hour later
     assert verify_signature("nl_key", body, ts, sig, max_age_s=None, now=time.time() + 3600)
+
+
+def test_a_ray_cluster_the_operator_does_not_allow_is_refused_at_submit(setup, assets, monkeypatch):
+    """A job naming a Ray cluster is refused by the API (422 on ray_address), not only later by
+    the worker: a Ray driver unpickles what the cluster sends back."""
+    c, url, key, roots = setup
+    monkeypatch.delenv("NEUROLABEL_RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("NEUROLABEL_RAY_ADDRESSES", raising=False)
+    spec = {k: v for k, v in _spec(assets, "http://127.0.0.1:9/x").items() if k != "callback_url"}
+    r = c.post("/v1/jobs", json={**spec, "ray_address": "10.0.0.7:6379"})
+    assert r.status_code == 422, r.text
+    (item,) = r.json()["detail"]
+    assert item["loc"] == ["body", "ray_address"] and "is not a Ray cluster this server allows" in item["msg"]
+    assert c.get("/v1/jobs").json() == []  # nothing queued
