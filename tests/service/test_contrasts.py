@@ -32,17 +32,18 @@ def _jobs(c) -> list:
     return c.get("/v1/jobs").json()
 
 
-def test_contrast_job_over_http(db_url, planted_dir, monkeypatch):
-    from neurolabel.service.worker import Worker
+def test_contrast_job_over_http(db_url, planted_dir):
+    from neurolabel.service.limits import ServiceLimits
+    from neurolabel.service.worker import Worker, run_spec
     from neurolabel.storage.db import dispose_engines, upgrade
 
-    # the server (and its worker) allow models under the planted model's folder only
-    monkeypatch.setenv("NEUROLABEL_DATA_DIRS", str(Path(planted_dir).parent))
+    # the server and its worker allow models under the planted model's folder only
+    roots = str(Path(planted_dir).parent)
 
     upgrade(db_url)
     key = make_key(db_url)
     a, b = make_sets(20)
-    app = create_app(db_url)
+    app = create_app(db_url, limits=ServiceLimits(data_dirs=roots))
     try:
         with live_server(app) as base, client(base, key) as c, client(base) as anon:
             body = {"name": "api", "model": planted_dir, "a": a, "b": b, "label": 1, "causal": True}
@@ -60,7 +61,8 @@ def test_contrast_job_over_http(db_url, planted_dir, monkeypatch):
             assert r.status_code == 202, r.text
             job_id = r.json()["job_id"]
             assert r.json()["job"]["status"] == "queued"
-            done = Worker(database_url=db_url, heartbeat_s=0.5).run_one(job_id=job_id)
+            done = Worker(database_url=db_url, heartbeat_s=0.5,
+                          runner=lambda spec, **kw: run_spec(spec, data_dirs=(roots,), **kw)).run_one(job_id=job_id)
             assert done["status"] == "done", done["error"]
             job = c.get(f"/v1/jobs/{job_id}").json()
             sid = job["result"]["study_id"]
