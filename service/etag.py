@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 
 CACHE_CONTROL = "no-cache"
 """Clients may keep answers but must revalidate them (with ``If-None-Match``) before use."""
@@ -23,10 +22,19 @@ NOT_MODIFIED = {304: {"description": "Not Modified: the `If-None-Match` tag stil
 """OpenAPI: the 304 answer of a read with ``ETag``."""
 
 
+def _canonical(encoded: Any) -> bytes:
+    """The canonical JSON bytes of an already JSON-able value (sorted keys, no spaces)."""
+    return json.dumps(encoded, sort_keys=True, separators=(",", ":"), default=str,
+                      ensure_ascii=False).encode("utf-8")
+
+
+def _tag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
 def etag_of(value: Any) -> str:
     """A strong ETag for a JSON-able value (its canonical JSON, hashed)."""
-    body = json.dumps(jsonable_encoder(value), sort_keys=True, separators=(",", ":"), default=str)
-    return '"' + hashlib.sha256(body.encode("utf-8")).hexdigest()[:32] + '"'
+    return _tag(_canonical(jsonable_encoder(value)))
 
 
 def matches(request: Request, etag: str) -> bool:
@@ -46,8 +54,8 @@ def not_modified(etag: str) -> Response:
 
 def json_with_etag(request: Request, content: Any) -> Response:
     """``content`` as JSON with its ETag, or a 304 when the request already has that version."""
-    encoded = jsonable_encoder(content)
-    etag = etag_of(encoded)
+    body = _canonical(jsonable_encoder(content))  # encoded and serialised once: the tag and the body
+    etag = _tag(body)
     if matches(request, etag):
         return not_modified(etag)
-    return JSONResponse(encoded, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+    return Response(body, media_type="application/json", headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
