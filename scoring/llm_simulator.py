@@ -408,9 +408,11 @@ class LLMSimulator:
             if k is None:
                 k = starts.get(at - 1)  # "\tunknown" as one token: read the one starting at the tab
                 if k is None:
-                    log.warning("%s: no prompt token starts at the slot of window token %d (%r) or its tab; "
-                             "this window falls back to the chat listing (not causal)",
-                             self._backend_name, i, tokens[i])
+                    reason = (f"{self._backend_name}: no prompt token starts at the slot of window token {i} "
+                              f"({tokens[i]!r}) or at its tab")
+                    if self.endpoint_method == "prompt-logprobs":
+                        raise ScoringError(f"llm simulator (endpoint_method='prompt-logprobs'): {reason}")
+                    log.warning("%s; this window falls back to the chat listing (not causal)", reason)
                     return None
             rows.append(self._digit_logprobs(scored[k].top_logprobs))
         return self._from_logprobs(tokens, np.asarray(rows, dtype=np.float64), "prompt-logprobs")

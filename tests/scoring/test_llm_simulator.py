@@ -291,6 +291,11 @@ def test_unreadable_slots_send_that_window_to_the_chat_listing(caplog):
     assert out.score.method == "logprobs"
     assert out.score.score == pytest.approx(np.corrcoef(KEYWORD_PRED, KEYWORD_TRUE)[0, 1])
     assert "no prompt token starts at the slot" in caplog.text
+    with serve_backend(_MergingKeywordBackend("token")) as server:
+        alone = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"),
+                             endpoint_method="prompt-logprobs")
+        with pytest.raises(ScoringError, match="no prompt token starts at the slot of window token 0"):
+            alone.simulate(_expl("dog"), ("a", " dog"))
 
 
 def test_listing_lines_are_read_by_position_and_short_answers_fall_back():

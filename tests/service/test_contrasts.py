@@ -99,7 +99,14 @@ def test_cli_contrast_and_intervene(tmp_path, planted_dir):
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.output.splitlines() if line.strip().startswith("0 ")]
     assert rows and rows[0][1] == f"0:{PLANTED}" and rows[0][2] == "1.000"
+    assert rows[0][8] == "[pmi"  # the label cell names its explainer and score
     assert "stored as study 1" in r.output
+    from neurolabel.service.cli_contrast import _label_cell
+
+    long = {"text": "word " * 60, "explainer": "token_tiers", "score": 0.512}
+    assert _label_cell(long, width=20) == "[token_tiers 0.51] word word word word…"
+    assert _label_cell({**long, "score": None}, width=0).startswith("[token_tiers –] word word")
+    assert _label_cell(None, width=20) == ""
     r = runner.invoke(cli_app, ["intervene", "--model", planted_dir, "--neuron", f"1:{PUSH}", "--clamp", "20",
                                 "--tokens", "3", "--json", "--score-labels", "--db", url])
     assert r.exit_code == 0, r.output
