@@ -177,6 +177,17 @@ class _Closures:
                 memo = self._memos[onto] = {}
         self.memo: dict[tuple[int, ...], np.ndarray] = memo
 
+    def many(self, ds: Sequence[Sequence[int] | None]) -> list[np.ndarray]:
+        """:meth:`__call__` of each of ``ds`` (``None``: no classes, an empty array)."""
+        get = self.memo.get
+        out = [get(d) if d.__class__ is tuple else None for d in ds]
+        for i, got in enumerate(out):
+            if got is None:
+                out[i] = self(ds[i]) if ds[i] is not None else self._EMPTY
+        return out
+
+    _EMPTY = np.zeros(0, dtype=np.int32)
+
     def __call__(self, d: Sequence[int]) -> np.ndarray:
         key = tuple(d)
         got = self.memo.get(key)
@@ -218,23 +229,22 @@ def coverage_matrices(
     ``positives``/``negatives`` hold each example token's direct classes. The column of
     ``follows some C`` for a token is C's column for the token before it — one more scatter."""
     closure = _Closures(onto)
-    pos_cl = [closure(d) for d in positives]
+    pos_cl = closure.many(positives)
     relevant = np.unique(np.concatenate(pos_cl)) if pos_cl else np.zeros(0, dtype=np.int32)
     col_of = np.full(onto.n_classes, -1, dtype=np.int64)
     col_of[relevant] = np.arange(len(relevant))
     K1 = len(relevant)
-    neg_cl = [closure(d) for d in negatives]
+    neg_cl = closure.many(negatives)
     P = _scatter(pos_cl, col_of, K1)
     N = _scatter(neg_cl, col_of, K1)
     exprs = [ClassExpression.atom(int(c)) for c in relevant]
     classes = relevant
     if positives_prev is not None:
-        ppos = [closure(d) if d is not None else np.zeros(0, dtype=np.int32) for d in positives_prev]
+        ppos = closure.many(positives_prev)
         rel2 = np.unique(np.concatenate(ppos)) if ppos else np.zeros(0, dtype=np.int32)
         col2 = np.full(onto.n_classes, -1, dtype=np.int64)
         col2[rel2] = np.arange(len(rel2))
-        pneg = [closure(d) if d is not None else np.zeros(0, dtype=np.int32)
-                for d in (negatives_prev if negatives_prev is not None else [None] * len(negatives))]
+        pneg = closure.many(negatives_prev if negatives_prev is not None else [None] * len(negatives))
         P = np.concatenate([P, _scatter(ppos, col2, len(rel2))], axis=1)
         N = np.concatenate([N, _scatter(pneg, col2, len(rel2))], axis=1)
         exprs += [ClassExpression.some(ClassExpression.atom(int(c))) for c in rel2]
@@ -386,12 +396,11 @@ def coverage_vectors(
     col_of = np.full(onto.n_classes, -1, dtype=np.int64)
     col_of[needed] = np.arange(len(needed))
     closure = _Closures(onto)
-    M = _scatter([closure(d) for d in examples], col_of, len(needed))
+    M = _scatter(closure.many(examples), col_of, len(needed))
     if previous is None:
         Mp = None
     else:
-        empty = np.zeros(0, dtype=np.int32)
-        Mp = _scatter([closure(d) if d is not None else empty for d in previous], col_of, len(needed))
+        Mp = _scatter(closure.many(previous), col_of, len(needed))
 
     def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
         if e.op == "class":
@@ -576,9 +585,7 @@ def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: n
     of several thousand)."""
     n = len(a)
     closure = _Closures(onto)
-    empty = np.zeros(0, dtype=np.int32)
-    row, col, classes, n_atoms = _pairs([closure(d) for d in examples],
-                                        [closure(d) if d is not None else empty for d in previous])
+    row, col, classes, n_atoms = _pairs(closure.many(examples), closure.many(previous))
     K = len(classes)
     cnt = np.bincount(col, minlength=K)
     keep = (cnt >= cfg.min_support) & (cnt < n)
@@ -645,7 +652,7 @@ def _pairs(closed: list[np.ndarray], closed_prev: list[np.ndarray]) -> tuple[np.
 def _n_windows(X: np.ndarray, win: np.ndarray) -> np.ndarray:
     """Per column of ``X`` (tokens × candidates), the number of distinct windows ``win`` (each
     token's window, 0 … W-1) among the tokens it covers."""
-    col, row = np.nonzero(X.T)
+    row, col = np.nonzero(X)
     seen = np.zeros((X.shape[1], int(win.max()) + 1 if len(win) else 0), dtype=bool)
     seen[col, win[row]] = True
     return seen.sum(1)
@@ -670,7 +677,7 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
     mean_all = float(a.mean())
     w = (a @ X + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
     usable = cnt >= 1
-    col, row = np.nonzero(X.T)  # the covered tokens of each candidate, candidate by candidate
+    row, col = np.nonzero(X)  # the covered tokens (each candidate's in token order, as the sums need)
     a_row = a[row]
     chosen: list[int] = []
     p = np.full(n, mean_all)
