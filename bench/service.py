@@ -9,7 +9,9 @@ the ratios show what HTTP + JSON cost and how the heavier routes compare.
     .venv/bin/python bench/service.py --bulk [--bulk-labels 1000000] [--bulk-db postgresql|sqlite]
 
 The last scenario, ``mixed reads``, interleaves every read route (lookup, best label, list, text
-and semantic search); the issue-15 target is its p99 <= 150 ms with ``--clients 16``.
+and semantic search); the issue-15 target is its p99 <= 150 ms with ``--clients 16``. Each
+scenario also reports the server process's CPU time per request: on a machine shared with other
+work latencies follow the machine's load, this figure much less.
 
 ``--bulk`` (issue 16): labels/s and the server's peak memory streaming 10^6 labels from
 ``GET /v1/models/{m}/labels`` (JSON Lines and Neuronpedia format) against ``neurolabel export -f
@@ -220,6 +222,12 @@ def _load(base: str, paths, *, clients: int, seconds: float, max_requests: int) 
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
     return {"n": len(lat), "rps": len(lat) / wall, "p50": q[49] * 1000, "p99": q[98] * 1000,
             "errors": errors[0]}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _direct(url: str, n_layers: int, per_layer: int, n: int) -> float:
@@ -537,15 +545,17 @@ def main() -> None:
               f"{max_requests} requests per scenario")
         print(f"baseline in-process get_neuron (1 thread, no HTTP): {direct:8.1f} calls/s")
         print(f"{'scenario':32s} {'requests':>8s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
-              f"{'5xx':>6s} {'vs trivial':>10s} {'vs direct':>9s}")
+              f"{'5xx':>6s} {'vs trivial':>10s} {'vs direct':>9s} {'server CPU ms/req':>17s}")
         trivial = None
         if args.hostile_only:
             scenarios = {k: v for k, v in scenarios.items() if k.startswith("trivial")}
         for label, paths in scenarios.items():
+            cpu0 = _cpu_s(proc.pid)
             r = _load(base, paths, clients=clients, seconds=seconds, max_requests=max_requests)
+            cpu = (_cpu_s(proc.pid) - cpu0) / max(1, r["n"]) * 1000
             trivial = trivial or r["rps"]
             print(f"{label:32s} {r['n']:8d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p99']:8.1f} "
-                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x", flush=True)
+                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x {cpu:17.2f}", flush=True)
             if label == "mixed reads":
                 print(f"target mixed reads p99 <= 150 ms at 16 clients ({clients} here): {r['p99']:.1f} ms "
                       f"{'MET' if r['p99'] <= 150 and clients >= 16 else 'NOT MET'}", flush=True)

@@ -22,9 +22,19 @@ NOT_MODIFIED = {304: {"description": "Not Modified: the `If-None-Match` tag stil
 """OpenAPI: the 304 answer of a read with ``ETag``."""
 
 
-def _canonical(encoded: Any) -> bytes:
-    """The canonical JSON bytes of an already JSON-able value (sorted keys, no spaces)."""
-    return json.dumps(encoded, sort_keys=True, separators=(",", ":"), default=str,
+def _encode_other(value: Any) -> Any:
+    """What FastAPI's encoder makes of a value ``json`` cannot write (datetimes, models, …)."""
+    encoded = jsonable_encoder(value)
+    return str(encoded) if type(encoded) is type(value) else encoded
+
+
+def _canonical(value: Any) -> bytes:
+    """The canonical JSON bytes of a value (sorted keys, no spaces).
+
+    Plain JSON types are written directly (a neuron with its 30 windows: ~2 ms, where
+    ``jsonable_encoder`` first copied it for ~7 ms); anything else (datetimes, pydantic models)
+    is written as ``jsonable_encoder`` writes it."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_encode_other,
                       ensure_ascii=False).encode("utf-8")
 
 
@@ -34,7 +44,7 @@ def _tag(body: bytes) -> str:
 
 def etag_of(value: Any) -> str:
     """A strong ETag for a JSON-able value (its canonical JSON, hashed)."""
-    return _tag(_canonical(jsonable_encoder(value)))
+    return _tag(_canonical(value))
 
 
 def matches(request: Request, etag: str) -> bool:
@@ -54,7 +64,7 @@ def not_modified(etag: str) -> Response:
 
 def json_with_etag(request: Request, content: Any) -> Response:
     """``content`` as JSON with its ETag, or a 304 when the request already has that version."""
-    body = _canonical(jsonable_encoder(content))  # encoded and serialised once: the tag and the body
+    body = _canonical(content)  # serialised once: the tag and the body
     etag = _tag(body)
     if matches(request, etag):
         return not_modified(etag)
