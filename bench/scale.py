@@ -10,9 +10,12 @@ Sections (each a function registered with :func:`section`; ``--section`` picks s
   rule-based backend whose every answer takes ``--latency`` seconds (awaited, so concurrent requests
   overlap as on a GPU server that batches them; this 2-core machine cannot serve a real model to 8
   clients at once). Planted-concept neurons are labelled by the ``tokens`` explainer and scored by
-  the ``llm`` simulator at run concurrency 1 and 8 (baseline: 1). Requests per neuron are counted
-  at the server; "before" is what the per-token simulator this replaced sent (one request per
-  scored token). Targets: concurrency 8 ≥ 4× concurrency 1; requests per scored window = 1.
+  the ``llm`` simulator at run concurrency 1 and 8 (baseline: 1), with its causal ``prompt-logprobs``
+  method (one ``/v1/completions`` request with ``echo`` + ``logprobs`` per scored window). Requests
+  per neuron are counted at the server (completions and chat apart); "before" is what the per-token
+  simulator this replaced sent (one request per scored token); the chat listing (the fallback when a
+  server serves chat only, not causal) is measured at concurrency 8 for comparison. Targets:
+  concurrency 8 ≥ 4× concurrency 1; requests per scored window = 1.
 
 - ``ray``: recording throughput (tokens/s; layer 10, units 0-255 of the default model) in this
   process and sharded over 1 and 2 Ray workers (a private Ray instance on this machine, one CPU per
@@ -65,6 +68,7 @@ def _endpoint_run(records, *, base_url: str, model_name: str, concurrency: int, 
 
     os.environ.update(OPENAI_BASE_URL=base_url, OPENAI_API_KEY="sk-bench", NEUROLABEL_OPENAI_MODEL=model_name,
                       NEUROLABEL_LLM_CONCURRENCY=str(concurrency))
+    tmp.mkdir(parents=True, exist_ok=True)
     cache = tmp / f"responses-{concurrency}.sqlite"
     ResponseCache.default = classmethod(lambda cls: cls(cache))  # type: ignore[method-assign]
     get_settings.cache_clear()
@@ -100,20 +104,30 @@ def endpoint(args: argparse.Namespace) -> None:
     print(f"## endpoint: {len(records)} planted neurons, {windows} scored windows ({tokens} tokens), explainer "
           f"tokens, simulator llm via the test server (rule backend, {args.latency:.2f} s per answer)")
     rows, sent = {}, {}
-    with serve_backend(KeywordBackend(latency_s=args.latency)) as server, tempfile.TemporaryDirectory() as d:
-        for c in (1, 8):
-            before = server.faults.chat_requests
-            secs, done = _endpoint_run(records, base_url=server.base_url, model_name=server.model_name,
-                                       concurrency=c, tmp=Path(d))
-            requests = server.faults.chat_requests - before
-            rows[c], sent[c] = done / secs * 60, requests / max(1, done)
-            print(f"concurrency {c}: {done} neurons in {secs:.2f} s = {rows[c]:.1f} neurons/min; {requests} requests "
-                  f"= {requests / max(1, done):.2f} per neuron, {requests / windows:.2f} per scored window")
-    ratio = rows[8] / rows[1]
-    print(f"concurrency 8 / concurrency 1: {ratio:.2f}x (target >= 4x) {'MET' if ratio >= 4 else 'NOT MET'}")
+    with tempfile.TemporaryDirectory() as d:
+        for label, chat_only, levels in (("prompt-logprobs", False, (1, 8)), ("chat listing", True, (8,))):
+            with serve_backend(KeywordBackend(latency_s=args.latency), chat_only=chat_only) as server:
+                for c in levels:
+                    f = server.faults
+                    before = (f.completion_requests, f.chat_requests)
+                    secs, done = _endpoint_run(records, base_url=server.base_url, model_name=server.model_name,
+                                               concurrency=c, tmp=Path(d) / f"{label.replace(' ', '-')}-{c}")
+                    completions, chats = f.completion_requests - before[0], f.chat_requests - before[1]
+                    requests = completions + chats
+                    rows[label, c], sent[label, c] = done / secs * 60, requests / max(1, done)
+                    print(f"{label}, concurrency {c}: {done} neurons in {secs:.2f} s = {rows[label, c]:.1f} "
+                          f"neurons/min; {requests} requests ({completions} completions, {chats} chat) "
+                          f"= {requests / max(1, done):.2f} per neuron, {requests / windows:.2f} per scored window")
+    ratio = rows["prompt-logprobs", 8] / rows["prompt-logprobs", 1]
+    per_window = sent["prompt-logprobs", 1] * len(records) / windows
+    print(f"prompt-logprobs: concurrency 8 / concurrency 1: {ratio:.2f}x (target >= 4x) "
+          f"{'MET' if ratio >= 4 else 'NOT MET'}; requests per scored window {per_window:.2f} (target = 1) "
+          f"{'MET' if abs(per_window - 1) < 1e-9 else 'NOT MET'}")
     print(f"requests per neuron: before (per-token simulator: one per scored token) {tokens / len(records):.1f}, "
-          f"after (all at once, counted at the server) {sent[1]:.1f}; scored windows per neuron "
-          f"{windows / len(records):.1f}")
+          f"after (all at once, counted at the server) {sent['prompt-logprobs', 1]:.1f} causal "
+          f"(chat listing {sent['chat listing', 8]:.1f}, with the refused completions requests sent before the "
+          f"first refusal came back); "
+          f"scored windows per neuron {windows / len(records):.1f}")
 
 
 # ---- ray ---------------------------------------------------------------------------------------

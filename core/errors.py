@@ -25,6 +25,11 @@ class LMError(NeurolabelError):
     """A language-model backend failed (dead endpoint, bad answer, misconfiguration)."""
 
 
+class LMCapabilityError(LMError):
+    """A backend or endpoint does not offer what was asked (e.g. prompt logprobs through
+    ``echo`` + ``logprobs`` on ``/completions``); callers fall back to another method."""
+
+
 class ExplanationError(NeurolabelError):
     """An explainer could not produce an explanation (e.g. unparseable LLM answer)."""
 

@@ -185,7 +185,7 @@ class SequenceSimulation:
     expected_activations: tuple[float, ...]
     """Predicted activation per token (same scale as the simulator's outputs, e.g. 0–10)."""
     method: str = ""
-    """How the predictions were obtained (e.g. ``"logits"``, ``"logprobs"``, ``"json"``)."""
+    """How the predictions were obtained (e.g. ``"logits"``, ``"prompt-logprobs"``, ``"logprobs"``, ``"json"``)."""
     distribution_values: tuple[float, ...] = ()
     """The discrete values the distributions range over (e.g. 0..10), if any."""
     distribution_probabilities: tuple[tuple[float, ...], ...] = ()

@@ -3,6 +3,12 @@
 A backend answers one conversation with ``n`` sampled choices; each choice carries its text
 and, when asked, the log-probability of every generated token and the most likely
 alternatives (as in OpenAI's Chat Completions ``logprobs``/``top_logprobs``).
+
+Two capabilities are declared, never probed: ``supports_logits`` (a local model whose
+``model``, ``tokenizer`` and ``next_token_logprobs`` the caller may use) and
+``supports_prompt_logprobs`` (:class:`PromptLogprobsBackend`: the log-probabilities of a
+given text's own tokens, as the legacy Completions API returns them with ``echo`` and
+``logprobs``).
 """
 
 from __future__ import annotations
@@ -69,12 +75,34 @@ class ChatChoice:
         )
 
 
+@dataclass(frozen=True)
+class PromptToken:
+    """One token of a scored prompt (the Completions API's ``echo`` + ``logprobs``)."""
+
+    token: str
+    """The token as text."""
+    offset: int
+    """Character offset in the prompt text where the token starts (``text_offset``)."""
+    logprob: float | None
+    """Log-probability of this token given the tokens before it (``None`` for the first)."""
+    top_logprobs: tuple[tuple[str, float], ...] = ()
+    """The most likely tokens at this position given the tokens before it, best first
+    (empty for the first token)."""
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """Anything that answers chat conversations."""
 
     name: str
     """Identity of the backend and model (part of cache keys), e.g. ``local:smollm2-135m``."""
+    supports_logits: bool
+    """True for a local model whose forward pass the caller may run directly (``model``,
+    ``tokenizer``, ``next_token_logprobs``: :class:`lm.local.LocalBackend`)."""
+    supports_prompt_logprobs: bool
+    """True when the backend is a :class:`PromptLogprobsBackend`. For an endpoint this says it
+    may be asked; the endpoint can still turn out not to serve it
+    (:class:`core.errors.LMCapabilityError`)."""
 
     async def chat(
         self,
@@ -87,6 +115,18 @@ class ChatBackend(Protocol):
         top_logprobs: int = 0,
     ) -> list[ChatChoice]:
         """``n`` answers to ``messages``. Raises :class:`core.errors.LMError` on failure."""
+        ...
+
+
+@runtime_checkable
+class PromptLogprobsBackend(ChatBackend, Protocol):
+    """A chat backend that also scores a text's own tokens (one forward pass, no generation)."""
+
+    async def prompt_logprobs(self, text: str, *, top_logprobs: int = 5) -> list[PromptToken]:
+        """Every token of ``text``: its offset, its log-probability given the tokens before it and
+        the ``top_logprobs`` most likely tokens at its position. Raises
+        :class:`core.errors.LMCapabilityError` when the endpoint does not serve prompt logprobs,
+        :class:`core.errors.LMError` on other failures."""
         ...
 
 

@@ -2,7 +2,8 @@
 
 Answers are stored in one SQLite file (default ``<cache_dir>/lm_responses.sqlite``) under the
 SHA-256 of the canonical JSON of ``(backend name, messages, n, temperature, max_tokens,
-logprobs, top_logprobs)``. :class:`CachedBackend` wraps any :class:`lm.base.ChatBackend`.
+logprobs, top_logprobs)``; scored prompts (prompt logprobs) under that of
+``(backend name, prompt, top_logprobs)``. :class:`CachedBackend` wraps any :class:`lm.base.ChatBackend`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from neurolabel.core.errors import LMError
-from neurolabel.lm.base import ChatBackend, ChatChoice, Message, normalise_messages
+from neurolabel.lm.base import ChatBackend, ChatChoice, Message, PromptToken, normalise_messages
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ class ResponseCache:
 
     def get(self, key: str) -> list[ChatChoice] | None:
         """The cached choices for ``key``, or ``None``."""
+        hit = self.get_json(key)
+        return None if hit is None else [ChatChoice.from_json(d) for d in hit]
+
+    def get_json(self, key: str) -> Any:
+        """The cached JSON answer for ``key``, or ``None``."""
         conn = self._connect()
         try:
             row = conn.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
@@ -75,10 +81,14 @@ class ResponseCache:
             self.misses += 1
             return None
         self.hits += 1
-        return [ChatChoice.from_json(d) for d in json.loads(row[0])]
+        return json.loads(row[0])
 
     def put(self, key: str, *, backend: str, request: Mapping[str, Any], choices: Sequence[ChatChoice]) -> None:
         """Store ``choices`` under ``key`` (replacing an older answer)."""
+        self.put_json(key, backend=backend, request=request, answer=[c.to_json() for c in choices])
+
+    def put_json(self, key: str, *, backend: str, request: Mapping[str, Any], answer: Any) -> None:
+        """Store a JSON-able ``answer`` under ``key`` (replacing an older one)."""
         conn = self._connect()
         try:
             with conn:
@@ -88,7 +98,7 @@ class ResponseCache:
                         key,
                         backend,
                         json.dumps(request, sort_keys=True, ensure_ascii=False),
-                        json.dumps([c.to_json() for c in choices], ensure_ascii=False),
+                        json.dumps(answer, ensure_ascii=False),
                     ),
                 )
         finally:
@@ -129,6 +139,16 @@ class CachedBackend:
         """The wrapped backend's name."""
         return self.backend.name
 
+    @property
+    def supports_logits(self) -> bool:
+        """The wrapped backend's."""
+        return self.backend.supports_logits
+
+    @property
+    def supports_prompt_logprobs(self) -> bool:
+        """The wrapped backend's."""
+        return self.backend.supports_prompt_logprobs
+
     def __getattr__(self, item: str) -> Any:
         if item in ("backend", "cache"):
             raise AttributeError(item)
@@ -167,3 +187,18 @@ class CachedBackend:
         )
         self.cache.put(key, backend=self.backend.name, request=request, choices=choices)
         return choices
+
+    async def prompt_logprobs(self, text: str, *, top_logprobs: int = 5) -> list[PromptToken]:
+        """Answer from the cache, or score ``text`` with the wrapped backend and store the answer
+        (a refusal, :class:`core.errors.LMCapabilityError`, is not stored)."""
+        request = {"prompt": text, "top_logprobs": top_logprobs}
+        key = request_key(self.backend.name + ":prompt_logprobs", request)
+        hit = self.cache.get_json(key)
+        if hit is not None:
+            return [PromptToken(token=t["token"], offset=int(t["offset"]), logprob=t["logprob"],
+                                top_logprobs=tuple((str(a), float(b)) for a, b in t["top"])) for t in hit]
+        tokens = await self.backend.prompt_logprobs(text, top_logprobs=top_logprobs)  # type: ignore[attr-defined]
+        self.cache.put_json(key, backend=self.backend.name, request=request, answer=[
+            {"token": t.token, "offset": t.offset, "logprob": t.logprob, "top": [list(p) for p in t.top_logprobs]}
+            for t in tokens])
+        return tokens

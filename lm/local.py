@@ -3,7 +3,10 @@
 Generation is batched (left padding; ``n`` samples are rows of one batch) and runs in a
 worker thread under a lock, so the async interface never blocks the event loop and the
 model is never used by two threads at once. :meth:`LocalBackend.next_token_logprobs` gives
-the validator direct access to next-token log-probabilities of one forward pass.
+the validator direct access to next-token log-probabilities of one forward pass;
+:meth:`LocalBackend.prompt_logprobs` scores a text's own tokens (offsets, log-probabilities and
+top alternatives at every position, one forward pass), as an endpoint's Completions API does
+with ``echo`` and ``logprobs``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurolabel.core.errors import LMError, ModelError
-from neurolabel.lm.base import ChatChoice, Message, TokenLogprob, normalise_messages
+from neurolabel.lm.base import ChatChoice, Message, PromptToken, TokenLogprob, normalise_messages
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,11 @@ def _model_lock(model: Any) -> threading.Lock:
 
 class LocalBackend:
     """Chat backend over a Hugging Face causal LM and its tokenizer (with a chat template)."""
+
+    supports_logits = True
+    """Its ``model``, ``tokenizer`` and :meth:`next_token_logprobs` may be used directly."""
+    supports_prompt_logprobs = True
+    """:meth:`prompt_logprobs` is served."""
 
     def __init__(
         self, model: Any, tokenizer: Any, *, device: str = "cpu", name: str = "local", seed: int | None = 0
@@ -273,6 +281,51 @@ class LocalBackend:
         return res[0]
 
     # ------------------------------------------------------------------ scoring access
+    def _ids_and_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        """Token ids of ``text`` (no special tokens added) and each token's start offset in it."""
+        tok = self.tokenizer
+        if getattr(tok, "is_fast", False):
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            return list(enc["input_ids"]), [int(a) for a, _ in enc["offset_mapping"]]
+        ids = list(tok(text, add_special_tokens=False)["input_ids"])  # slow tokenizer: offsets by decoding
+        return ids, [len(tok.decode(ids[:i], clean_up_tokenization_spaces=False)) for i in range(len(ids))]
+
+    def score_text(self, text: str, *, top_logprobs: int = 5) -> list[PromptToken]:
+        """Blocking :meth:`prompt_logprobs`: one forward pass over ``text``."""
+        import torch
+
+        vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        if not text:
+            raise LMError(f"{self.name}: empty prompt")
+        if not 0 <= top_logprobs <= vocab:
+            raise LMError(f"{self.name}: top_logprobs must be 0..{vocab}, got {top_logprobs}")
+        ids, offsets = self._ids_and_offsets(text)
+        if not ids:
+            raise LMError(f"{self.name}: the prompt has no tokens")
+        with self._lock, torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0]
+            lp = torch.log_softmax(logits[:-1].float(), dim=-1)  # row r: the distribution of token r + 1
+            chosen = lp.gather(1, torch.tensor(ids[1:], device=lp.device).unsqueeze(1)).squeeze(1).cpu().tolist()
+            top_v, top_i = (lp.topk(top_logprobs, dim=-1) if top_logprobs else (lp[:, :0], lp[:, :0].long()))
+            top_v, top_i = top_v.cpu().tolist(), top_i.cpu().tolist()
+        texts: dict[int, str] = {}
+
+        def _text(i: int) -> str:
+            if i not in texts:
+                texts[i] = self.token_text(i)
+            return texts[i]
+
+        out = [PromptToken(token=_text(ids[0]), offset=offsets[0], logprob=None)]
+        for k in range(1, len(ids)):
+            out.append(PromptToken(token=_text(ids[k]), offset=offsets[k], logprob=float(chosen[k - 1]),
+                                   top_logprobs=tuple((_text(i), float(v)) for i, v in zip(top_i[k - 1], top_v[k - 1]))))
+        return out
+
+    async def prompt_logprobs(self, text: str, *, top_logprobs: int = 5) -> list[PromptToken]:
+        """Every token of ``text`` with its offset, log-probability and the ``top_logprobs`` most
+        likely tokens at its position (one forward pass, in a worker thread)."""
+        return await asyncio.to_thread(self.score_text, text, top_logprobs=top_logprobs)
+
     def next_token_logprobs(
         self,
         sequences: Sequence[Sequence[int]],

@@ -1,6 +1,12 @@
 """Any OpenAI-compatible Chat Completions endpoint (OpenAI, vLLM, llama.cpp server, Ollama …)
 through the ``openai`` package's ``AsyncOpenAI`` client.
 
+Chat answers through ``/chat/completions``; prompt logprobs (the log-probabilities of a given
+text's own tokens, :meth:`OpenAIBackend.prompt_logprobs`) through the legacy ``/completions``
+with ``echo`` and ``logprobs``, which vLLM and other OpenAI-compatible servers serve. An endpoint
+that refuses that (HTTP 400/404/405/422/501) or answers without logprobs raises
+:class:`core.errors.LMCapabilityError`, and later calls raise it at once without a request.
+
 - timeouts, retries with exponential backoff on 429 / 5xx / connection errors (our own loop,
   the client's built-in retries are off so the policy lives in one place);
 - one concurrency limit (an ``asyncio.Semaphore`` per event loop, held here and nowhere else);
@@ -19,14 +25,23 @@ import time
 import weakref
 from typing import Any, Sequence
 
-from neurolabel.core.errors import LMError
-from neurolabel.lm.base import ChatChoice, Message, TokenLogprob, normalise_messages
+from neurolabel.core.errors import LMCapabilityError, LMError
+from neurolabel.lm.base import ChatChoice, Message, PromptToken, TokenLogprob, normalise_messages
 
 log = logging.getLogger(__name__)
 
 
+_NOT_SERVED = frozenset({400, 404, 405, 422, 501})
+"""Statuses with which an endpoint says it does not serve a request of this kind."""
+
+
 class OpenAIBackend:
     """Chat backend over an OpenAI-compatible HTTP endpoint."""
+
+    supports_logits = False
+    """An endpoint's forward pass is not ours to run."""
+    supports_prompt_logprobs = True
+    """:meth:`prompt_logprobs` may be asked (the endpoint may still refuse it)."""
 
     def __init__(
         self,
@@ -65,6 +80,7 @@ class OpenAIBackend:
         self._dead: tuple[float, LMError] | None = None
         self.requests_sent = 0
         """HTTP attempts made (all loops), for tests and benchmarks."""
+        self._no_prompt_logprobs: LMCapabilityError | None = None
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> "OpenAIBackend":
@@ -113,8 +129,9 @@ class OpenAIBackend:
                 raise err
             self._dead = None
 
-    async def _call(self, what: str, fn) -> Any:
-        """Run ``fn(client)`` under the concurrency limit with the retry policy."""
+    async def _call(self, what: str, fn, *, not_served: frozenset[int] = frozenset()) -> Any:
+        """Run ``fn(client)`` under the concurrency limit with the retry policy; an HTTP status in
+        ``not_served`` raises :class:`LMCapabilityError` at once."""
         import openai
 
         self._check_dead()
@@ -126,6 +143,10 @@ class OpenAIBackend:
                     self.requests_sent += 1
                     return await fn(client)
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+                if getattr(exc, "status_code", None) in not_served:
+                    raise LMCapabilityError(
+                        f"{self.base_url}: {what} is not served (HTTP {exc.status_code}): {_short(exc)}"
+                    ) from exc
                 last = exc
                 if attempt == self.max_retries:
                     break
@@ -137,6 +158,11 @@ class OpenAIBackend:
                 )
                 await asyncio.sleep(wait)
             except openai.APIStatusError as exc:  # 4xx other than 429: misconfiguration, not transient
+                if exc.status_code in not_served:
+                    raise LMCapabilityError(
+                        f"{self.base_url}: {what} is not served (HTTP {exc.status_code}, model {self.model!r}): "
+                        f"{_short(exc)}"
+                    ) from exc
                 raise LMError(
                     f"{self.base_url}: {what} failed with HTTP {exc.status_code} (model {self.model!r}): "
                     f"{_short(exc)}"
@@ -198,6 +224,65 @@ class OpenAIBackend:
                 raise LMError(f"{self.base_url}: chat completion with no choices (model {self.model!r})")
             choices.extend(got[:want])
         return choices
+
+    async def prompt_logprobs(self, text: str, *, top_logprobs: int = 5) -> list[PromptToken]:
+        """Every token of ``text`` with its offset, log-probability and ``top_logprobs`` alternatives:
+        ``POST /completions`` with ``echo=True``, ``logprobs=top_logprobs`` and ``max_tokens=1``
+        (the one generated token is dropped; some servers refuse ``max_tokens=0``).
+
+        Raises :class:`LMCapabilityError` when the endpoint does not serve this (an HTTP status
+        saying so, or an answer without prompt logprobs); after that, at once, without a request."""
+        if self._no_prompt_logprobs is not None:
+            raise self._no_prompt_logprobs
+        if not text:
+            raise LMError(f"{self.base_url}: empty prompt")
+
+        async def fn(client):
+            return await client.completions.create(model=self.model, prompt=text, max_tokens=1, temperature=0.0,
+                                                   echo=True, logprobs=top_logprobs)
+
+        try:
+            resp = await self._call("POST /completions (echo, logprobs)", fn, not_served=_NOT_SERVED)
+            tokens = _prompt_tokens(resp, text, want_alternatives=top_logprobs > 0)
+        except LMCapabilityError as exc:
+            self._refused(exc)
+            raise
+        if tokens is None:
+            exc = LMCapabilityError(
+                f"{self.base_url}: POST /completions with echo=True returned no prompt logprobs (model {self.model!r})"
+            )
+            self._refused(exc)
+            raise exc
+        return tokens
+
+    def _refused(self, exc: LMCapabilityError) -> None:
+        if self._no_prompt_logprobs is None:  # requests in flight together may all be refused: log once
+            log.warning("%s", exc)
+        self._no_prompt_logprobs = exc
+
+
+def _prompt_tokens(resp: Any, text: str, *, want_alternatives: bool) -> list[PromptToken] | None:
+    """The prompt's tokens from an echoed completion (tokens starting past the prompt are the
+    generated ones, dropped); ``None`` when the answer carries no usable prompt logprobs."""
+    choice = (resp.choices or [None])[0]
+    lp = getattr(choice, "logprobs", None)
+    if lp is None or not lp.tokens or not lp.text_offset or len(lp.text_offset) != len(lp.tokens):
+        return None
+    token_lp = list(lp.token_logprobs or [None] * len(lp.tokens))
+    top = list(lp.top_logprobs or [None] * len(lp.tokens))
+    out = []
+    for k, (tok, off) in enumerate(zip(lp.tokens, lp.text_offset)):
+        if off >= len(text):
+            break
+        alts = top[k] if k < len(top) else None
+        value = token_lp[k] if k < len(token_lp) else None
+        out.append(PromptToken(
+            token=tok, offset=int(off), logprob=None if value is None else float(value),
+            top_logprobs=tuple(sorted(((str(a), float(b)) for a, b in (alts or {}).items()), key=lambda p: -p[1])),
+        ))
+    if want_alternatives and len(out) > 1 and not any(t.top_logprobs for t in out[1:]):
+        return None  # echoed tokens, but no alternatives at any position
+    return out
 
 
 def _choice(c: Any, logprobs: bool) -> ChatChoice:

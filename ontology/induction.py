@@ -45,6 +45,8 @@ cross-validation over windows (see its docstring).
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -159,11 +161,21 @@ class _Coverage:
 
 
 class _Closures:
-    """Each example's direct classes → the sorted ids of them and all their superclasses (memoised)."""
+    """Each example's direct classes → the sorted ids of them and all their superclasses, memoised
+    per ontology for the life of the process (a run's neurons share most of their tokens; at most
+    ``MAX_ITEMS`` sets are kept, then the memo starts afresh)."""
+
+    MAX_ITEMS = 200_000
+    _memos: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
 
     def __init__(self, onto: Ontology) -> None:
         self.onto = onto
-        self.memo: dict[tuple[int, ...], np.ndarray] = {}
+        with self._lock:
+            memo = self._memos.get(onto)
+            if memo is None:
+                memo = self._memos[onto] = {}
+        self.memo: dict[tuple[int, ...], np.ndarray] = memo
 
     def __call__(self, d: Sequence[int]) -> np.ndarray:
         key = tuple(d)
@@ -175,6 +187,8 @@ class _Closures:
                 got = self.onto.ancestors(key[0], include_self=True)
             else:
                 got = np.unique(np.concatenate([self.onto.ancestors(c, include_self=True) for c in key]))
+            if len(self.memo) >= self.MAX_ITEMS:
+                self.memo.clear()
             self.memo[key] = got
         return got
 
@@ -364,27 +378,32 @@ def coverage_vectors(
     examples: Sequence[Sequence[int]],
     previous: Sequence[Sequence[int] | None] | None = None,
 ) -> np.ndarray:
-    """:func:`coverage_vector` of several expressions at once (examples × expressions), from one
-    pair of instance matrices."""
+    """:func:`coverage_vector` of several expressions at once (examples × expressions): one
+    column per class the expressions name, for the examples and for their previous tokens, then
+    the expressions' ``and``/``or``/``some`` over those columns."""
+    n = len(examples)
+    needed = sorted({c for e in exprs for c in e.classes()})
+    col_of = np.full(onto.n_classes, -1, dtype=np.int64)
+    col_of[needed] = np.arange(len(needed))
+    closure = _Closures(onto)
+    M = _scatter([closure(d) for d in examples], col_of, len(needed))
     if previous is None:
-        previous = [None] * len(examples)
-    cov = coverage_matrices(onto, examples, [], previous, [])
-    col = {_canon(e): i for i, e in enumerate(cov.exprs)}
-    has_prev = np.array([p is not None for p in previous], dtype=bool)
+        Mp = None
+    else:
+        empty = np.zeros(0, dtype=np.int32)
+        Mp = _scatter([closure(d) if d is not None else empty for d in previous], col_of, len(needed))
 
-    def ev(e: ClassExpression) -> np.ndarray:
-        if e.op == "class" or (e.op == "some" and e.args[0].op == "class"):
-            j = col.get(_canon(e))
-            return cov.P[:, j] if j is not None else np.zeros(len(examples), dtype=bool)
-        if e.op == "some":  # a compound filler: evaluate it on the previous tokens
-            prev = [p if p is not None else () for p in previous]
-            return coverage_vector(onto, e.args[0], prev) & has_prev
-        parts = [ev(a) for a in e.args]
+    def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
+        if e.op == "class":
+            return M[:, col_of[e.cls]]
+        if e.op == "some":  # the filler holds of the previous token (none: no previous token known)
+            return ev(e.args[0], Mp, None) if Mp is not None else np.zeros(n, dtype=bool)
+        parts = [ev(a, M, Mp) for a in e.args]
         return np.logical_and.reduce(parts) if e.op == "and" else np.logical_or.reduce(parts)
 
-    out = np.zeros((len(examples), len(exprs)), dtype=bool)
+    out = np.zeros((n, len(exprs)), dtype=bool)
     for k, e in enumerate(exprs):
-        out[:, k] = ev(e)
+        out[:, k] = ev(e, M, Mp)
     return out
 
 
@@ -520,11 +539,13 @@ def graded_search(
             curves = []
             for test in (fold, ~fold):
                 train = ~test
-                seq = _greedy(X[train], a[train], cfg, cfg.max_parts, X[train & pos].any(0))
+                X_train, a_train = X[train], a[train]
+                seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0))
+                S_train, S_test, a_test = X_train[:, seq], X[test][:, seq], a[test]
                 curve = []
                 for k in range(1, len(seq) + 1):
-                    w, b = part_weights(X[train][:, seq[:k]], a[train], cfg.prior_count)
-                    curve.append(_corr(predict_graded(X[test][:, seq[:k]], w, b), a[test]))
+                    w, b = part_weights(S_train[:, :k], a_train, cfg.prior_count)
+                    curve.append(_corr(predict_graded(S_test[:, :k], w, b), a_test))
                 curves.append(curve + [curve[-1] if curve else 0.0] * (cfg.max_parts - len(curve)))
             mean = np.mean(np.array(curves), axis=0)
             best, k_best = -np.inf, 1
@@ -547,28 +568,42 @@ def graded_search(
 
 def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np.ndarray,
                        cfg: GradedConfig, groups=None) -> tuple[np.ndarray, list[ClassExpression]]:
-    """Coverage (tokens × candidates) and the candidate expressions of :func:`graded_search`."""
+    """Coverage (tokens × candidates) and the candidate expressions of :func:`graded_search`.
+
+    The columns are those of :func:`coverage_matrices` over all tokens (each class of a token,
+    then ``follows some C`` for each class of a previous token); they are filtered from the
+    (token, column) pairs alone, and the matrix is built for the kept ones only (a few hundred
+    of several thousand)."""
     n = len(a)
-    cov = coverage_matrices(onto, examples, [], previous, [])
-    X = cov.P
-    exprs = list(cov.exprs)
-    keep = (X.sum(0) >= cfg.min_support) & (X.sum(0) < n)
+    closure = _Closures(onto)
+    empty = np.zeros(0, dtype=np.int32)
+    row, col, classes, n_atoms = _pairs([closure(d) for d in examples],
+                                        [closure(d) if d is not None else empty for d in previous])
+    K = len(classes)
+    cnt = np.bincount(col, minlength=K)
+    keep = (cnt >= cfg.min_support) & (cnt < n)
     mean_all = float(a.mean())
     if cfg.every_part_positive:
-        covers_pos = X[pos].any(0)
+        covers_pos = np.bincount(col[pos[row]], minlength=K) > 0
         if cfg.lowering:  # a part that lowers the neuron is described by the tokens it covers, no positive needed
-            w0 = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
+            w0 = (np.bincount(col, weights=a[row], minlength=K) + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
             covers_pos = covers_pos | (w0 < mean_all)
         keep &= covers_pos
     win = None
     if groups is not None and cfg.min_windows > 1:
         _, win = np.unique(np.asarray(groups), return_inverse=True)
-        onehot = np.zeros((n, int(win.max()) + 1), dtype=np.float32)
-        onehot[np.arange(n), win] = 1.0
-        keep &= ((onehot.T @ X.astype(np.float32)) > 0).sum(0) >= cfg.min_windows
+        seen = np.zeros((K, int(win.max()) + 1), dtype=bool)
+        seen[col, win[row]] = True
+        keep &= seen.sum(1) >= cfg.min_windows
     # deepest classes first, so that of candidates covering the same tokens the least general wins
-    order = [j for j in np.argsort(-onto.depth[cov.classes], kind="stable") if keep[j]]
-    X, exprs = X[:, order], [exprs[j] for j in order]
+    order = np.array([j for j in np.argsort(-onto.depth[classes], kind="stable") if keep[j]], dtype=np.int64)
+    new_col = np.full(K, -1, dtype=np.int64)
+    new_col[order] = np.arange(len(order))
+    X = np.zeros((n, len(order)), dtype=bool)
+    m = new_col[col] >= 0
+    X[row[m], new_col[col[m]]] = True
+    exprs = [ClassExpression.atom(int(classes[j])) if j < n_atoms
+             else ClassExpression.some(ClassExpression.atom(int(classes[j]))) for j in order]
     if not exprs:
         return X, exprs
     w = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
@@ -580,7 +615,7 @@ def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: n
         C = (X[:, atoms][:, :, None] & X[:, roles][:, None, :]).reshape(n, -1)
         ok = (C.sum(0) >= cfg.min_support) & (C[pos].any(0) if cfg.every_part_positive else True)
         if win is not None:
-            ok &= ((onehot.T @ C.astype(np.float32)) > 0).sum(0) >= cfg.min_windows
+            ok &= _n_windows(C, win) >= cfg.min_windows
         pairs = [(i, j) for i in atoms for j in roles]
         new = [ClassExpression.join("and", (exprs[i], exprs[j])) for (i, j), k in zip(pairs, ok) if k]
         if new:
@@ -589,35 +624,78 @@ def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: n
     return X, exprs
 
 
+def _pairs(closed: list[np.ndarray], closed_prev: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(row, col, classes, n_atoms)``: the (token, column) pairs of the coverage matrix whose
+    columns are each class of a token (sorted; the first ``n_atoms``) then each class of a
+    previous token (``follows some C``; sorted), as :func:`coverage_matrices` numbers them."""
+    out_rows, out_cols, out_classes = [], [], []
+    offset = 0
+    for cl in (closed, closed_prev):
+        lens = np.array([len(c) for c in cl], dtype=np.int64)
+        flat = np.concatenate(cl) if cl else np.zeros(0, dtype=np.int32)
+        rel, inv = np.unique(flat, return_inverse=True)
+        out_rows.append(np.repeat(np.arange(len(cl)), lens))
+        out_cols.append(inv.reshape(-1) + offset)
+        out_classes.append(rel)
+        offset += len(rel)
+    return (np.concatenate(out_rows), np.concatenate(out_cols), np.concatenate(out_classes),
+            len(out_classes[0]))
+
+
+def _n_windows(X: np.ndarray, win: np.ndarray) -> np.ndarray:
+    """Per column of ``X`` (tokens × candidates), the number of distinct windows ``win`` (each
+    token's window, 0 … W-1) among the tokens it covers."""
+    col, row = np.nonzero(X.T)
+    seen = np.zeros((X.shape[1], int(win.max()) + 1 if len(win) else 0), dtype=bool)
+    seen[col, win[row]] = True
+    return seen.sum(1)
+
+
 def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
             first_ok: np.ndarray | None = None) -> list[int]:
     """Columns of ``X`` chosen one by one, each the one that most raises the correlation of the
-    graded prediction with ``a`` (by at least ``cfg.min_gain``); the first among ``first_ok``."""
+    graded prediction with ``a`` (by at least ``cfg.min_gain``); the first among ``first_ok``.
+
+    The change a candidate brings to the prediction depends on a token only through the token's
+    current prediction (``base``, or the weight of the chosen part that sets it) and whether a
+    chosen part covers it: tokens fall in at most ``len(chosen) + 1`` such states. So the sums the
+    correlation needs are, per candidate, sums over states of (tokens the candidate covers in the
+    state) and (their activations) — one pass over the candidates' covered tokens (the nonzeros
+    of ``X``, ~3% of it), not over the whole tokens × candidates matrix."""
     n = len(a)
     if n < 2 or a.std() == 0:
         return []
+    K = X.shape[1]
     cnt = X.sum(0).astype(np.float64)
     mean_all = float(a.mean())
     w = (a @ X + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
     usable = cnt >= 1
-    Xf = X.astype(np.float64)
+    col, row = np.nonzero(X.T)  # the covered tokens of each candidate, candidate by candidate
+    a_row = a[row]
     chosen: list[int] = []
     p = np.full(n, mean_all)
-    covered = np.zeros(n, dtype=bool)
+    state = np.zeros(n, dtype=np.int64)  # 0: no chosen part covers the token; 1 + j: chosen part j sets it
+    values = np.array([mean_all])  # the prediction of each state
+    is_covered = np.array([False])
     current = 0.0
     sa, saa = a.sum(), (a * a).sum()
     var_a = saa / n - (sa / n) ** 2
     for _ in range(max_parts):
-        # (n, K): the change each candidate brings — the largest covering weight wins, so on a token a
-        # chosen part covers it can only raise; on any other token it replaces the base (lowering parts too)
-        gap = w[None, :] - p[:, None]
+        S = len(values)
+        key = col * S + state[row]
+        c = np.bincount(key, minlength=K * S).reshape(K, S).astype(np.float64)
+        A = np.bincount(key, weights=a_row, minlength=K * S).reshape(K, S)
+        # the change a candidate brings on a token of each state — the largest covering weight wins, so on
+        # a token a chosen part covers it can only raise; on any other token it replaces the base
+        gap = w[:, None] - values[None, :]
         if cfg.lowering:
-            delta = Xf * np.where(covered[:, None], np.maximum(gap, 0.0), gap)
+            g = np.where(is_covered[None, :], np.maximum(gap, 0.0), gap)
         else:
-            delta = Xf * np.maximum(gap, 0.0)
-        sp = p.sum() + delta.sum(0)
-        spa = p @ a + a @ delta
-        spp = (p * p).sum() + (2 * p) @ delta + (delta * delta).sum(0)
+            g = np.maximum(gap, 0.0)
+        cg = c * g
+        sp = p.sum() + cg.sum(1)
+        spa = p @ a + (A * g).sum(1)
+        spp = (p * p).sum() + (cg * (2 * values[None, :] + g)).sum(1)
         cov_pa = spa / n - (sp / n) * (sa / n)
         var_p = spp / n - (sp / n) ** 2
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -630,9 +708,13 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
         if r[k] - current < cfg.min_gain:
             break
         chosen.append(k)
-        weights, base_v = part_weights(X[:, chosen], a, cfg.prior_count)
-        p = predict_graded(X[:, chosen], weights, base_v)
-        covered = X[:, chosen].any(1)
+        cover = X[:, chosen]
+        weights, base_v = part_weights(cover, a, cfg.prior_count)
+        p = predict_graded(cover, weights, base_v)
+        covered = cover.any(1)
+        state = np.where(covered, 1 + np.argmax(np.where(cover, weights[None, :], -np.inf), axis=1), 0)
+        values = np.concatenate([[base_v], weights])
+        is_covered = np.concatenate([[False], np.ones(len(weights), dtype=bool)])
         current = _corr(p, a)
     return chosen
 

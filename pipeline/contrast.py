@@ -273,10 +273,10 @@ def _stats(a: _Side, b: _Side, spec: ContrastSpec) -> dict[str, np.ndarray]:
     auc, p = np.empty(LU), np.empty(LU)
     for s in range(0, LU, _ROW_CHUNK):
         xa, xb = ra[s:s + _ROW_CHUNK].astype(np.float64), rb[s:s + _ROW_CHUNK].astype(np.float64)
-        auc[s:s + _ROW_CHUNK] = cs.auroc(xa, xb)
         if spec.test == "mannwhitney":
-            p[s:s + _ROW_CHUNK] = cs.mann_whitney_p(xa, xb)
+            auc[s:s + _ROW_CHUNK], p[s:s + _ROW_CHUNK] = cs.mann_whitney(xa, xb)
         else:
+            auc[s:s + _ROW_CHUNK] = cs.auroc(xa, xb)
             p[s:s + _ROW_CHUNK] = cs.permutation_p(xa, xb, n_permutations=spec.n_permutations, seed=spec.seed)
     sa, sb = a.sums.cpu().numpy(), b.sums.cpu().numpy()
     row = _SCORES.index(spec.score) * 2

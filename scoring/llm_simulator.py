@@ -3,32 +3,53 @@
 One prompt holds the explanation and the window's tokens, each followed by a tab and an
 ``unknown`` activation slot. The predicted activation at a slot is the expected value over
 the next-token probabilities of the digit tokens ``"0"``…``"max"``, renormalised over those
-digits.
+digits. A causal language model sees, at each slot, only the prompt before it: the tokens of
+the window up to and including the slot's own token, never the ones after it.
 
 **Scale.** OpenAI's prompts use 0–10. SmolLM2's tokenizer splits ``"10"`` into ``"1"`` ``"0"``,
 so a slot could not hold 10 in one token; the scale is therefore 0–9 whenever ``"10"`` is not a
-single token of the model's tokenizer (0–10 otherwise). Scores are correlations, so the
+single token of the model's tokenizer (0–10 otherwise). An endpoint's tokenizer is not known in
+advance: its scale is 0–10 unless ``max_value`` says otherwise (the ``prompt-logprobs`` method
+logs a warning when the endpoint splits the example's ``10``). Scores are correlations, so the
 scale does not change them.
 
-**Methods** (recorded in ``SequenceSimulation.method`` and the ``ScoreResult``):
+**Methods** (recorded in ``SequenceSimulation.method``, and from there in the ``ScoreResult`` and
+the stored score's ``method``; a score over windows simulated by several methods lists them
+joined by ``+``):
 
-- ``logits`` (local transformers backend): the prompt's token ids are assembled piece by
-  piece, so every slot's position is known; one forward pass per window reads the
-  distribution at all slots (the header — instructions, example, explanation — is run once
-  per explanation and its key/value cache reused by every window) (:meth:`LLMSimulator.simulate_token_by_token` is the
-  one-forward-pass-per-token reference; a test checks they agree).
-- ``logprobs`` (OpenAI-compatible endpoint): **one request per window**. Chat completions
-  cannot score prompt tokens, so the model writes the listing itself: the answer copies the
-  window one token a line, in order, each token followed by a tab and its activation, as in
-  OpenAI's all-at-once format; each number is written right after its own token and the ones
-  before it, and the expected value at each number is read from the ``top_logprobs``
-  alternatives that are digits (0 when none is). The prompt asks for a causal reading (the
-  activation on a token depends only on it and the tokens before it); the window itself is in
-  the user message, since a chat answer cannot copy tokens it was never shown — exact causal
-  masking would need prompt logprobs, which chat endpoints do not return. An answer that is not
-  a listing of the window's tokens is asked again for JSON (one more request).
-- ``json`` (endpoint that returns no logprobs): one request per window asking for a JSON
+- ``logits`` (a backend with ``supports_logits``: the local transformers model): the prompt's
+  token ids are assembled piece by piece, so every slot's position is known; one forward pass
+  per window reads the distribution at all slots (the header — instructions, example,
+  explanation — is run once per explanation and its key/value cache reused by every window)
+  (:meth:`LLMSimulator.simulate_token_by_token` is the one-forward-pass-per-token reference; a
+  test checks they agree). Causal.
+- ``prompt-logprobs`` (an OpenAI-compatible endpoint, first choice): **one request per window**
+  with the same prompt text as ``logits`` (:meth:`LLMSimulator.prompt_text`), sent to the
+  legacy Completions API with ``echo`` and ``logprobs`` (:meth:`lm.openai_backend.OpenAIBackend.prompt_logprobs`),
+  which returns every prompt token with its ``text_offset`` and ``top_logprobs``. Each slot is
+  found by its character offset, and the digits among its top alternatives give its distribution
+  (digits outside the top ``top_logprobs`` count as 0). Causal, as ``logits``: on the same model
+  and tokenization the numbers agree. When the endpoint's tokenizer merges a slot with the tab
+  before it, the token starting at the tab is read (its alternatives such as ``"\t7"`` count as
+  digits); when no token starts at the slot or its tab, that window falls back to the chat listing
+  (logged). An endpoint that does not serve prompt logprobs (HTTP 400/404/405/422/501, or no
+  logprobs in the answer) switches the simulator to the chat listing for good (logged once).
+- ``logprobs`` (chat listing; endpoints without prompt logprobs): one chat request per window.
+  The model writes the listing itself: the answer copies the window one token a line, in order,
+  each token followed by a tab and its activation, as in OpenAI's all-at-once format; the
+  expected value at each number is read from the ``top_logprobs`` alternatives that are digits
+  (0 when none is). **Not causal**: the whole window is in the user message (a chat answer cannot
+  copy tokens it was never shown), so the number written for a token was conditioned on the
+  tokens after it; the prompt only asks the model to judge each token from the ones before it.
+  An answer that is not a listing of the window's tokens is asked again for JSON (one more request).
+- ``json`` (endpoint that returns no logprobs at all): one request per window asking for a JSON
   list of integers.
+
+``endpoint_method`` chooses: ``auto`` (``prompt-logprobs`` → ``logprobs`` → ``json``, each step
+taken when the one before is not served), or one of them alone (``prompt-logprobs`` then raises
+:class:`core.errors.ScoringError` where ``auto`` would fall back; ``logprobs`` still falls back to
+``json``). Servers whose echoed prompt logprobs are wrong (llama.cpp's server, see NOTES) want
+``endpoint_method="logprobs"``.
 """
 
 from __future__ import annotations
@@ -42,7 +63,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from neurolabel.core.errors import ScoringError
+from neurolabel.core.errors import ConfigError, LMCapabilityError, ScoringError
 from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.text import show_token as _show
 from neurolabel.core.types import Explanation, SequenceSimulation
@@ -65,7 +86,10 @@ _HEADER = (
     "Neuron 2\n"
     "Explanation of neuron 2 behavior: the main thing this neuron does is find"
 )
-
+_SLOT = "unknown"
+"""What stands in a slot; the activation is the model's distribution over what comes there."""
+_END = "<end>\n"
+_ENDPOINT_METHODS = ("auto", "prompt-logprobs", "logprobs", "json")
 
 
 def _expected(values: Sequence[int], logprobs: Sequence[float]) -> tuple[float, tuple[float, ...]]:
@@ -86,14 +110,21 @@ class LLMSimulator:
     kind = "llm"
 
     def __init__(self, backend: Any, *, max_value: int | None = None, batch_size: int = 4,
-                 top_logprobs: int = 20) -> None:
+                 top_logprobs: int = 20, endpoint_method: str = "auto") -> None:
+        if endpoint_method not in _ENDPOINT_METHODS:
+            raise ConfigError(f"llm simulator: endpoint_method must be one of {', '.join(_ENDPOINT_METHODS)}, "
+                              f"got {endpoint_method!r}")
         self.backend = backend
         self.max_value = max_value
         self.batch_size = batch_size
         self.top_logprobs = top_logprobs
+        self.endpoint_method = endpoint_method
+        """``auto`` or the one endpoint method to use (see the module docstring)."""
         self.forward_passes = 0
         """Forward passes (local) or requests (endpoint) made so far, for benchmarks."""
-        self._json_only = False
+        self._mode = "prompt-logprobs" if endpoint_method == "auto" else endpoint_method
+        """The endpoint method in use now (``auto`` steps down when one is not served)."""
+        self._scale_checked = False
 
     @classmethod
     def from_defaults(cls, **kwargs: Any) -> "LLMSimulator":
@@ -105,7 +136,7 @@ class LLMSimulator:
     # ------------------------------------------------------------------ shared
     @property
     def _local(self) -> bool:
-        return hasattr(self.backend, "next_token_logprobs") and hasattr(self.backend, "tokenizer")
+        return bool(self.backend.supports_logits)
 
     def _scale(self) -> int:
         if self.max_value is not None:
@@ -121,17 +152,31 @@ class LLMSimulator:
         m = self._scale()
         return _HEADER.format(max=m, high=round(0.7 * m)) + " " + explanation.text.strip() + "\nActivations:\n<start>\n"
 
+    def prompt_text(self, explanation: Explanation, tokens: Sequence[str]) -> tuple[str, list[int]]:
+        """The all-at-once prompt as text and, per window token, the character offset of its
+        ``unknown`` slot. :meth:`build_prompt` encodes the same text piece by piece."""
+        parts = [self._header(explanation)]
+        at, slots = len(parts[0]), []
+        for t in tokens:
+            line = _show(t) + "\t"
+            slots.append(at + len(line))
+            parts.append(line + _SLOT + "\n")
+            at += len(parts[-1])
+        parts.append(_END)
+        return "".join(parts), slots
+
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
         """Predicted activation of every token of one window."""
         return self.simulate_many(explanation, [tokens])[0]
 
     def simulate_many(self, explanation: Explanation, windows: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
-        """Simulations of several windows: one forward pass per window (local) or requests to the endpoint."""
+        """Simulations of several windows: one forward pass per window (local) or one request per
+        window to the endpoint (a second one only where a chat listing falls back to JSON)."""
         if self._local:
             return self._simulate_logits(explanation, windows)
         from neurolabel.lm.base import run_sync
 
-        return run_sync(self._simulate_chat(explanation, windows))
+        return run_sync(self._simulate_endpoint(explanation, windows))
 
     # ------------------------------------------------------------------ local: logits
     def _digit_ids(self) -> list[int]:
@@ -149,14 +194,14 @@ class LLMSimulator:
 
     def _window_ids(self, tokens: Sequence[str], offset: int) -> tuple[list[int], list[int]]:
         """Ids of the window part of the prompt and its slot positions (counted from ``offset``)."""
-        tab, unknown, nl = self._enc("\t"), self._enc("unknown"), self._enc("\n")
+        tab, unknown, nl = self._enc("\t"), self._enc(_SLOT), self._enc("\n")
         ids: list[int] = []
         slots = []
         for t in tokens:
             ids += self._enc(_show(t)) + tab
             slots.append(offset + len(ids) - 1)
             ids += unknown + nl
-        ids += self._enc("<end>\n")
+        ids += self._enc(_END)
         return ids, slots
 
     def build_prompt(self, explanation: Explanation, tokens: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -318,15 +363,78 @@ class LLMSimulator:
         vals = tuple(float(min(max(v, 0), self._scale())) for v in values)
         return SequenceSimulation(tokens=tuple(tokens), expected_activations=vals, method="json")
 
-    async def _simulate_chat(self, explanation: Explanation, windows: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
+    async def _simulate_endpoint(self, explanation: Explanation,
+                                 windows: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
         out: list[SequenceSimulation] = []
         for w in windows:
-            sim = None if self._json_only else await self._window_listing(explanation, w)
+            sim = None
+            if self._mode == "prompt-logprobs":
+                sim = await self._window_prompt_logprobs(explanation, w)
+            if sim is None and self._mode in ("prompt-logprobs", "logprobs"):
+                sim = await self._window_listing(explanation, w)
+                if sim is None:
+                    log.warning("%s returns no logprobs; simulating with JSON answers", self._backend_name)
+                    self._mode = "json"
             if sim is None:
-                if not self._json_only:
-                    log.warning("%s returns no logprobs; simulating with JSON answers",
-                                getattr(self.backend, "name", "endpoint"))
-                self._json_only = True
                 sim = await self._window_json(explanation, w)
             out.append(sim)
         return out
+
+    @property
+    def _backend_name(self) -> str:
+        return str(getattr(self.backend, "name", "endpoint"))
+
+    # ------------------------------------------------------------------ endpoint: prompt logprobs
+    async def _window_prompt_logprobs(self, explanation: Explanation,
+                                      tokens: Sequence[str]) -> SequenceSimulation | None:
+        """One Completions request scoring the all-at-once prompt (causal). ``None`` when this
+        window's slots cannot be read (it goes to the chat listing); when the endpoint does not
+        serve prompt logprobs, the simulator steps down to the chat listing for good (``auto``)."""
+        if not tokens:
+            return self._from_logprobs(tokens, np.zeros((0, self._scale() + 1)), "prompt-logprobs")
+        text, slots = self.prompt_text(explanation, tokens)
+        if not self.backend.supports_prompt_logprobs:
+            return self._not_served(f"{self._backend_name} does not score prompts")
+        self.forward_passes += 1
+        try:
+            scored = await self.backend.prompt_logprobs(text, top_logprobs=self.top_logprobs)
+        except LMCapabilityError as exc:
+            return self._not_served(str(exc))
+        starts = {t.offset: k for k, t in enumerate(scored)}
+        self._check_scale(text, scored, starts)
+        rows: list[list[float]] = []
+        for i, at in enumerate(slots):
+            k = starts.get(at)
+            if k is None:
+                k = starts.get(at - 1)  # "\tunknown" as one token: read the one starting at the tab
+                if k is None:
+                    reason = (f"{self._backend_name}: no prompt token starts at the slot of window token {i} "
+                              f"({tokens[i]!r}) or at its tab")
+                    if self.endpoint_method == "prompt-logprobs":
+                        raise ScoringError(f"llm simulator (endpoint_method='prompt-logprobs'): {reason}")
+                    log.warning("%s; this window falls back to the chat listing (not causal)", reason)
+                    return None
+            rows.append(self._digit_logprobs(scored[k].top_logprobs))
+        return self._from_logprobs(tokens, np.asarray(rows, dtype=np.float64), "prompt-logprobs")
+
+    def _not_served(self, reason: str) -> None:
+        if self.endpoint_method == "prompt-logprobs":
+            raise ScoringError(f"llm simulator (endpoint_method='prompt-logprobs'): {reason}")
+        if self._mode == "prompt-logprobs":  # windows in flight together may all be refused: log once
+            log.warning("%s; the llm simulator falls back to the chat listing, which is not causal "
+                        "(the window is in the user message)", reason)
+        self._mode = "logprobs"
+        return None
+
+    def _check_scale(self, text: str, scored: Sequence[Any], starts: dict[int, int]) -> None:
+        """Warn once when the endpoint's tokenizer does not keep the example's top value (e.g.
+        ``10``) as one token: a slot then cannot hold it (set ``max_value=9``)."""
+        if self._scale_checked:
+            return
+        self._scale_checked = True
+        m = str(self._scale())
+        at = text.index(f" dog\t{m}\n") + len(" dog\t")
+        k = starts.get(at)
+        if k is None or scored[k].token.strip() != m:
+            log.warning("%s: %r is not one token for this endpoint's tokenizer, so a slot cannot hold it; "
+                        "set the llm simulator's max_value=9", self._backend_name, m)

@@ -24,12 +24,15 @@ import logging
 import math
 from typing import Any, Sequence
 
+import numpy as np
+
 from neurolabel.core.errors import OntologyError, ScoringError
 from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.types import Explanation, SequenceSimulation
 from neurolabel.ontology.annotate import Annotator
 from neurolabel.ontology.expression import ClassExpression, parse_manchester
 from neurolabel.ontology.identity import check_same, content_hash
+from neurolabel.ontology.induction import coverage_vectors, predict_graded
 
 log = logging.getLogger(__name__)
 
@@ -124,24 +127,36 @@ class SymbolicSimulator:
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
         """Per token: the largest weight of the disjuncts it satisfies, else the base (graded);
         ``on_value`` / 0 without weights or in the binary simulator."""
-        expr = self.expression(explanation)
-        closures = self._annotator().annotate(tokens)
-        prevs = [None] + closures[:-1]
-        wb = self.weights(explanation, expr)
-        if wb is None:
-            values = tuple(self.on_value if expr.satisfied_by(c, p) else 0.0 for c, p in zip(closures, prevs))
-        else:
-            weights, base = wb
-            parts = expr.parts()
-            values = tuple(
-                max((w for part, w in zip(parts, weights) if part.satisfied_by(c, p)), default=base)
-                for c, p in zip(closures, prevs)
-            )
-        return SequenceSimulation(tokens=tuple(tokens), expected_activations=values, method="symbolic")
+        return self.simulate_many(explanation, [tokens])[0]
 
     def simulate_many(self, explanation: Explanation, token_lists: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
-        """:meth:`simulate` for several windows."""
-        return [self.simulate(explanation, toks) for toks in token_lists]
+        """:meth:`simulate` for several windows, evaluated over all their tokens at once: the
+        expression's classes are looked up in each token's classes (with superclasses) and, for
+        ``follows some C``, in the previous token's of the same window (none for a window's first
+        token), by :func:`ontology.induction.coverage_vectors` — the same evaluation the
+        concept-induction explainer fits its weights with."""
+        expr = self.expression(explanation)
+        wb = self.weights(explanation, expr)
+        ann = self._annotator()
+        examples: list[tuple[int, ...]] = []
+        previous: list[tuple[int, ...] | None] = []
+        for toks in token_lists:
+            direct = ann.direct_classes(toks)
+            examples.extend(direct)
+            previous.extend([None, *direct[:-1]] if direct else [])
+        parts = expr.parts() if wb is not None else (expr,)
+        cover = coverage_vectors(ann.ontology, parts, examples, previous)
+        if wb is None:
+            values = np.where(cover[:, 0], self.on_value, 0.0)
+        else:
+            values = predict_graded(cover, wb[0], wb[1])
+        out, start = [], 0
+        for toks in token_lists:
+            stop = start + len(toks)
+            out.append(SequenceSimulation(tokens=tuple(toks), expected_activations=tuple(values[start:stop].tolist()),
+                                          method="symbolic"))
+            start = stop
+        return out
 
 
 @SIMULATORS.register("symbolic_binary")

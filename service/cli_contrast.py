@@ -39,15 +39,28 @@ def _fmt(x: float | None, spec: str = "+.2f") -> str:
     return "–" if x is None else format(x, spec)
 
 
-def print_study(study: dict[str, Any], *, top: int) -> None:
-    """The ranked table of a stored study (``storage.studies.get_study``)."""
+def _label_cell(label: dict[str, Any] | None, *, width: int) -> str:
+    """A neuron's best label as a table cell: its explainer and held-out score, then its text
+    cut to ``width`` characters (``…`` marks the cut; the API and the study page have it whole)."""
+    if not label:
+        return ""
+    score = "–" if label.get("score") is None else f"{label['score']:.2f}"
+    text = " ".join(label["text"].split())
+    if width > 0 and len(text) > width:
+        text = text[: max(width - 1, 1)].rstrip() + "…"
+    return f"[{label['explainer']} {score}] {text}"
+
+
+def print_study(study: dict[str, Any], *, top: int, label_width: int = 100) -> None:
+    """The ranked table of a stored study (``storage.studies.get_study``); labels are cut to
+    ``label_width`` characters (0 = whole)."""
     a, b = study["set_a"], study["set_b"]
     typer.echo(f"study {study['id']} {study['name']!r} on {study['model']}: A = {a['name']} ({a['n_examples']} examples), "
                f"B = {b['name']} ({b['n_examples']} examples); {study['n_tested']} neurons tested, "
                f"{study['n_kept']} kept (score {study['score']}, {study['test']}, BH-corrected)")
     typer.echo(f"{'rank':>4} {'neuron':>9} {'AUROC':>6} {'d':>6} {'q':>9} {'mean A':>8} {'mean B':>8} {'causal':>7}  label")
     for n in study["neurons"][:top]:
-        label = n["label"]["text"] if n["label"] else ""
+        label = _label_cell(n["label"], width=label_width)
         typer.echo(f"{n['rank']:>4} {str(n['layer']) + ':' + str(n['index']):>9} {n['auroc']:>6.3f} {_fmt(n['smd']):>6} "
                    f"{n['q_value']:>9.2e} {n['mean_a']:>8.3f} {n['mean_b']:>8.3f} {_fmt(n['causal_score'], '+.3f'):>7}  "
                    f"{label}")
@@ -74,6 +87,7 @@ def contrast(
     causal: bool = typer.Option(False, "--causal", help="Also score the new labels by intervention (needs --label)."),
     order: str = typer.Option("rank", "--order", help="Table order: rank, auroc, smd, q or causal."),
     top: int = typer.Option(20, "--top", help="Rows printed."),
+    label_width: int = typer.Option(100, "--label-width", help="Characters of each label printed (0 = whole)."),
     db: str = typer.Option(None, "--db", help="Database URL (default: NEUROLABEL_DATABASE_URL)."),
 ) -> None:
     """Find the neurons whose activations separate set A from set B; store the study and print the ranking."""
@@ -102,7 +116,7 @@ def contrast(
     run = run_contrast_study(spec, set_a, set_b, database_url=url, names=(set_a.name, set_b.name), causal=causal)
     with session_scope(url) as session:
         study = get_study(session=session, study_id=run.study_id, order=order, limit=top)  # type: ignore[arg-type]
-    print_study(study, top=top)
+    print_study(study, top=top, label_width=label_width)
     typer.echo(f"stored as study {run.study_id} in {url}; "
                + ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items()))
 

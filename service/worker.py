@@ -180,6 +180,10 @@ def _progress_of(args: tuple, kwargs: dict) -> tuple[float | None, dict[str, Any
     return (float(frac) if isinstance(frac, (int, float)) else None), detail
 
 
+_STOPPED = object()
+"""What a runner that raised ``InterruptedError`` on request returned, in effect."""
+
+
 class Worker:
     """Runs queued jobs. Constructor only stores its arguments; engines are made in ``run*``."""
 
@@ -323,14 +327,15 @@ class Worker:
             result = self.runner(job["spec"], database_url=self.database_url,
                                  should_stop=lambda: stop.is_set() or self.shutdown.is_set(),
                                  on_progress=on_progress)
+        except InterruptedError as exc:
+            # a runner that stops by raising (a contrast does) after ``should_stop`` said so is
+            # stopped, not failed: cancelled, taken away, or back in the queue on shutdown
+            if not (lost.is_set() or self.shutdown.is_set()):
+                self._failed(job_id, exc, stop, thread)
+                return
+            result = _STOPPED
         except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on
-            stop.set()
-            thread.join()
-            log.exception("job %s failed", job_id)
-            with self._session() as s:
-                jobs.finish(session=s, job_id=job_id, worker=self.name, status="failed",
-                            error=f"{type(exc).__name__}: {exc}")
-            self._notify(job_id)
+            self._failed(job_id, exc, stop, thread)
             return
         stop.set()
         thread.join()
@@ -348,6 +353,16 @@ class Worker:
             jobs.finish(session=s, job_id=job_id, worker=self.name, status="done",
                         result=summary if isinstance(summary, dict) else {"summary": summary})
         log.info("job %s done", job_id)
+        self._notify(job_id)
+
+    def _failed(self, job_id: int, exc: BaseException, stop: threading.Event, thread: threading.Thread) -> None:
+        """Record a job's failure (the worker lives on)."""
+        stop.set()
+        thread.join()
+        log.error("job %s failed", job_id, exc_info=exc)
+        with self._session() as s:
+            jobs.finish(session=s, job_id=job_id, worker=self.name, status="failed",
+                        error=f"{type(exc).__name__}: {exc}")
         self._notify(job_id)
 
 

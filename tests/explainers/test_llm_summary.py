@@ -102,6 +102,8 @@ class FixedBackend:
     """A backend that answers fixed texts (to test ranking and the all-bad case)."""
 
     name = "fixed"
+    supports_logits = False
+    supports_prompt_logprobs = False
 
     def __init__(self, answers):
         self.answers = answers

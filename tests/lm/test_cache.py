@@ -14,6 +14,8 @@ class CountingBackend:
     """A deterministic backend that counts calls (a real, if trivial, backend)."""
 
     name = "counting"
+    supports_logits = False
+    supports_prompt_logprobs = False
 
     def __init__(self) -> None:
         self.calls = 0

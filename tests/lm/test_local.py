@@ -22,7 +22,10 @@ def backend():
 
 
 def test_load_exposes_model_and_tokenizer(backend):
-    assert isinstance(backend, ChatBackend)
+    assert isinstance(backend, ChatBackend) and backend.supports_logits and backend.supports_prompt_logprobs
+    from neurolabel.lm.base import PromptLogprobsBackend
+
+    assert isinstance(backend, PromptLogprobsBackend)
     assert backend.name == "local:smollm2-135m"
     assert backend.device in ("cpu", "cuda") or backend.device.startswith("cuda")
     assert backend.model.config.num_hidden_layers == 30

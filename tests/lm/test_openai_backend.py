@@ -181,3 +181,57 @@ def test_backend_from_settings_picks_openai(server, tmp_path, monkeypatch):
         assert "Paris" in run_sync(b.chat(Q, max_tokens=10))[0].text
     finally:
         get_settings.cache_clear()
+
+
+# ---- prompt logprobs (legacy Completions with echo + logprobs) ----------------------------------
+TEXT = "The capital of France is Paris.\tunknown\n"
+
+
+def test_prompt_logprobs_over_http_match_local(server, local):
+    b = _client(server)
+    before = server.faults.completion_requests
+    remote = run_sync(b.prompt_logprobs(TEXT, top_logprobs=5))
+    direct = local.score_text(TEXT, top_logprobs=5)
+    assert server.faults.completion_requests - before == 1
+    assert [(t.token, t.offset) for t in remote] == [(t.token, t.offset) for t in direct]
+    assert "".join(t.token for t in remote) == TEXT and remote[0].logprob is None and not remote[0].top_logprobs
+    for r, d in zip(remote[1:], direct[1:]):
+        assert r.logprob == pytest.approx(d.logprob, abs=1e-5)
+        assert [a for a, _ in r.top_logprobs] == [a for a, _ in d.top_logprobs] and len(r.top_logprobs) == 5
+    # the offsets locate a piece of text: the token after the tab starts where "unknown" does
+    [slot] = [t for t in remote if t.offset == TEXT.index("unknown")]
+    assert slot.token.startswith("unknown")
+
+
+def test_prompt_logprobs_tokens_are_causal(local):
+    # the log-probabilities at a token do not depend on the text after it
+    a = local.score_text("A dog chased the cat.", top_logprobs=3)
+    b = local.score_text("A dog chased the ball and", top_logprobs=3)
+    n = 4  # "A", " dog", " chased", " the"
+    assert [t.token for t in a[:n]] == [t.token for t in b[:n]] == ["A", " dog", " chased", " the"]
+    for x, y in zip(a[1:n], b[1:n]):
+        assert x.logprob == pytest.approx(y.logprob, abs=1e-4)
+
+
+def test_chat_only_endpoint_is_a_capability_error_asked_once(local):
+    from neurolabel.core.errors import LMCapabilityError
+
+    with serve_backend(local, chat_only=True) as srv:
+        b = OpenAIBackend(base_url=srv.base_url, model=srv.model_name, backoff_s=0.01)
+        with pytest.raises(LMCapabilityError, match="not served.*404"):
+            run_sync(b.prompt_logprobs(TEXT))
+        with pytest.raises(LMCapabilityError):
+            run_sync(b.prompt_logprobs(TEXT))  # known now: no second request
+        assert srv.faults.completion_requests == 1 and b.requests_sent == 1
+        assert run_sync(b.chat(Q, max_tokens=4))[0].text  # chat is still served
+
+
+def test_prompt_logprobs_retry_on_500_and_cache(server, tmp_path):
+    b = _client(server, max_retries=2)
+    server.faults.fail_next(1, status=500)
+    before = server.faults.completion_requests
+    cached = CachedBackend(b, ResponseCache(tmp_path / "c.sqlite"))
+    first = run_sync(cached.prompt_logprobs(TEXT, top_logprobs=2))
+    again = run_sync(cached.prompt_logprobs(TEXT, top_logprobs=2))
+    assert server.faults.completion_requests - before == 2  # one failed attempt, one answer, then the cache
+    assert again == first and cached.supports_prompt_logprobs and not cached.supports_logits

@@ -1,5 +1,6 @@
 """A labelling run whose simulator is an OpenAI-compatible endpoint (the project's test server over
-real HTTP): one request per scored window, however many neurons run at once."""
+real HTTP): one request per scored window (the causal prompt-scoring one), however many neurons
+run at once."""
 
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ def test_requests_per_neuron_equal_scored_windows(sqlite_url, endpoint, concurre
         save_neuron_records(session=session, records=records)
     spec = RunSpec.parse({"model": "planted", "layers": [0], "units": [0, 1, 2], "explainers": ["tokens"],
                           "simulators": "llm", "concurrency": concurrency})
-    before = endpoint.faults.chat_requests
+    before = endpoint.faults.requests
     summary = run(spec, database_url=sqlite_url, progress=False)
-    requests = endpoint.faults.chat_requests - before
+    requests = endpoint.faults.requests - before
     windows = [len(r.windows("top", "score")) + len(r.windows("random", "score")) for r in records]
     assert summary.processed == 3 and summary.explanations == 3 and not summary.errors, summary.errors
     assert requests == sum(windows)  # one request per scored window: 7 per neuron, not one per token
@@ -59,4 +60,4 @@ def test_requests_per_neuron_equal_scored_windows(sqlite_url, endpoint, concurre
     with session_scope(sqlite_url) as session:
         for i in range(3):
             [score] = get_neuron(session=session, model="planted", layer=0, index=i)["explanations"][0]["scores"]
-            assert score["simulator"] == "llm" and score["method"] == "logprobs" and score["score"] is not None
+            assert score["simulator"] == "llm" and score["method"] == "prompt-logprobs" and score["score"] is not None

@@ -10,6 +10,7 @@ from neurolabel.scoring.contrast_stats import (
     auroc,
     average_ranks,
     benjamini_hochberg,
+    mann_whitney,
     mann_whitney_p,
     permutation_p,
     standardised_mean_difference,
@@ -37,6 +38,8 @@ def test_against_scipy_on_random_rows(seed):
     a = rng.normal(0.5, 1.0, size=(4, n_a)).round(1)  # rounding makes ties
     b = rng.normal(0.0, 1.0, size=(4, n_b)).round(1)
     got_auc, got_p = auroc(a, b), mann_whitney_p(a, b)
+    both = mann_whitney(a, b)  # one ranking for both
+    assert np.array_equal(both[0], got_auc) and np.array_equal(both[1], got_p)
     for r in range(4):
         res = stats.mannwhitneyu(a[r], b[r], alternative="two-sided", method="asymptotic")
         assert got_p[r] == pytest.approx(res.pvalue, rel=1e-9, abs=1e-12)

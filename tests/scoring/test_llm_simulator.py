@@ -1,5 +1,7 @@
 """LLM simulator: all-at-once expected values equal a one-token-at-a-time loop of the same
-model; digit scale; the endpoint paths (logprobs over real HTTP, JSON fallback)."""
+model; digit scale; the endpoint paths over real HTTP to the project's test server (causal
+prompt logprobs: one request per window, causal, equal to the local ``logits`` method; the chat
+listing when the server serves chat only; JSON when it gives no logprobs)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from neurolabel.core.errors import ScoringError
+from neurolabel.core.errors import ConfigError, ScoringError
 from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord
 from neurolabel.lm.base import ChatChoice
@@ -110,7 +112,7 @@ def test_endpoint_logprobs_over_http():
     from neurolabel.lm.testserver import serve_local_backend
 
     with serve_local_backend(local_backend()) as url:
-        sim = LLMSimulator(OpenAIBackend(base_url=url, model="smollm2-135m"))
+        sim = LLMSimulator(OpenAIBackend(base_url=url, model="smollm2-135m"), endpoint_method="logprobs")
         out = sim.simulate(_expl(), (" dog", " ate"))
     assert out.method == "logprobs" and sim.max_value == 10 and sim.forward_passes == 1  # one request a window
     assert len(out.expected_activations) == 2 and all(0 <= v <= 10 for v in out.expected_activations)
@@ -123,6 +125,8 @@ class KeywordJSONBackend:
     that appear in the explanation (served over HTTP by lm.testserver)."""
 
     name = "rule:keyword-json"
+    supports_logits = False
+    supports_prompt_logprobs = False
 
     async def chat(self, messages, *, n=1, temperature=0.0, max_tokens=256, logprobs=False, top_logprobs=0):
         user = messages[-1]["content"]
@@ -147,8 +151,9 @@ def test_endpoint_without_logprobs_falls_back_to_json():
         out = simulate_and_score(_expl("dog"), rec, simulator=sim)
     assert out.score.method == "json" and out.score.simulator == "llm"
     assert out.score.score == pytest.approx(np.corrcoef([0, 10, 0, 0, 0], [0, 3, 0, 0, 0.1])[0, 1])
-    # the first window's listing request found no logprobs, then one JSON request per window
-    assert server.faults.chat_requests == 3
+    # prompt scoring refused once (404), the first window's listing request found no logprobs,
+    # then one JSON request per window
+    assert server.faults.completion_requests == 1 and server.faults.chat_requests == 3
 
 
 def test_unparseable_json_is_a_scoring_error():
@@ -169,24 +174,128 @@ def _window(tokens, acts, wid, kind="top"):
     return ActivationRecord(tokens=tokens, activations=acts, window_id=wid, split="score", kind=kind)
 
 
-def test_endpoint_one_request_per_window_with_logprobs():
-    """Against the project's test server: one chat request per scored window, the expected value
-    read from the logprobs of the numbers the answer writes, in the window's token order."""
+def _keyword_record():
+    return NeuronRecord(model="m", neuron=NeuronId(0, 0), top=(
+        _window(("a", " dog", " ran", "\n"), (0, 3, 0, 0), 1), _window((" cats", " and", " dog"), (0, 0, 2), 3)),
+        random=(_window(("the", "\t", " car"), (0, 0, 0.1), 2, "random"),))
+
+
+# at each slot the alternatives put 0.9 on the keyword's value (10 or 0) and 0.1 on the other
+KEYWORD_PRED = [1, 9, 1, 1, 1, 1, 9, 1, 1, 1]
+KEYWORD_TRUE = [0, 3, 0, 0, 0, 0, 2, 0, 0, 0.1]
+
+
+def test_endpoint_one_completion_request_per_window():
+    """Against the project's test server: one prompt-scoring request per scored window, the
+    expected value read at each ``unknown`` slot of the all-at-once prompt, found by its offset."""
     from neurolabel.lm.openai_backend import OpenAIBackend
     from neurolabel.lm.testserver import KeywordBackend, serve_backend
 
-    rec = NeuronRecord(model="m", neuron=NeuronId(0, 0), top=(
-        _window(("a", " dog", " ran", "\n"), (0, 3, 0, 0), 1), _window((" cats", " and", " dog"), (0, 0, 2), 3)),
-        random=(_window(("the", "\t", " car"), (0, 0, 0.1), 2, "random"),))
     with serve_backend(KeywordBackend()) as server:
         sim = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"))
-        out = simulate_and_score(_expl("dog"), rec, simulator=sim)
-    assert server.faults.chat_requests == 3 == sim.forward_passes  # three scored windows, three requests
+        out = simulate_and_score(_expl("dog"), _keyword_record(), simulator=sim)
+    assert server.faults.completion_requests == 3 == sim.forward_passes  # three scored windows, three requests
+    assert server.faults.chat_requests == 0
+    assert out.score.method == "prompt-logprobs"
+    assert out.score.score == pytest.approx(np.corrcoef(KEYWORD_PRED, KEYWORD_TRUE)[0, 1])
+
+
+def test_chat_only_endpoint_falls_back_to_the_chat_listing(caplog):
+    """A server without prompt scoring (404 on /v1/completions) is asked once; every window then
+    goes to the chat listing, one chat request each, and the fallback is logged."""
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import KeywordBackend, serve_backend
+
+    with serve_backend(KeywordBackend(), chat_only=True) as server:
+        sim = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"))
+        out = simulate_and_score(_expl("dog"), _keyword_record(), simulator=sim)
+    assert server.faults.completion_requests == 1 and server.faults.chat_requests == 3
     assert out.score.method == "logprobs"
-    # at each number the alternatives put 0.9 on the keyword's value (10 or 0) and 0.1 on the other
-    pred = [1, 9, 1, 1, 1, 1, 9, 1, 1, 1]
-    true = [0, 3, 0, 0, 0, 0, 2, 0, 0, 0.1]
-    assert out.score.score == pytest.approx(np.corrcoef(pred, true)[0, 1])
+    assert out.score.score == pytest.approx(np.corrcoef(KEYWORD_PRED, KEYWORD_TRUE)[0, 1])
+    assert "not causal" in caplog.text
+
+
+def test_endpoint_method_prompt_logprobs_alone_does_not_fall_back():
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import KeywordBackend, serve_backend
+
+    with serve_backend(KeywordBackend(), chat_only=True) as server:
+        sim = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"),
+                           endpoint_method="prompt-logprobs")
+        with pytest.raises(ScoringError, match="prompt-logprobs.*404"):
+            sim.simulate(_expl("dog"), ("a", " dog"))
+    assert server.faults.chat_requests == 0
+    with pytest.raises(ConfigError, match="endpoint_method must be one of"):
+        LLMSimulator(object(), endpoint_method="causal")
+
+
+class _MergingKeywordBackend:
+    """The keyword backend scored through a tokenizer that merges text around a slot: ``merge``
+    ``"tab"`` makes ``"\tunknown"`` one token (alternatives ``"\t<digit>"``), ``"token"`` makes
+    the window token, tab and slot one token (no token starts at the slot or its tab)."""
+
+    name = "rule:keyword-merging"
+    supports_logits = False
+    supports_prompt_logprobs = True
+
+    def __init__(self, merge):
+        from neurolabel.lm.testserver import KeywordBackend
+
+        self.inner, self.merge = KeywordBackend(), merge
+
+    async def chat(self, messages, **kw):
+        return await self.inner.chat(messages, **kw)
+
+    async def prompt_logprobs(self, text, *, top_logprobs=5):
+        from neurolabel.lm.base import PromptToken
+
+        toks = await self.inner.prompt_logprobs(text, top_logprobs=top_logprobs)
+        out, k = [], 0
+        while k < len(toks):
+            t = toks[k]
+            if k + 2 < len(toks) and toks[k + 2].token == "unknown" and toks[k + 1].token == "\t":
+                tab, slot = toks[k + 1], toks[k + 2]
+                if self.merge == "tab":
+                    out += [t, PromptToken(token="\tunknown", offset=tab.offset, logprob=-0.1,
+                                           top_logprobs=tuple(("\t" + a, b) for a, b in slot.top_logprobs))]
+                else:
+                    out.append(PromptToken(token=t.token + "\tunknown", offset=t.offset, logprob=-0.1,
+                                           top_logprobs=t.top_logprobs))
+                k += 3
+                continue
+            out.append(t)
+            k += 1
+        return out
+
+
+def test_slot_merged_with_its_tab_is_read_at_the_tab():
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import serve_backend
+
+    with serve_backend(_MergingKeywordBackend("tab")) as server:
+        sim = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"))
+        out = simulate_and_score(_expl("dog"), _keyword_record(), simulator=sim)
+    assert out.score.method == "prompt-logprobs" and server.faults.completion_requests == 3
+    assert out.score.score == pytest.approx(np.corrcoef(KEYWORD_PRED, KEYWORD_TRUE)[0, 1])
+
+
+def test_unreadable_slots_send_that_window_to_the_chat_listing(caplog):
+    from neurolabel.lm.openai_backend import OpenAIBackend
+    from neurolabel.lm.testserver import serve_backend
+
+    with serve_backend(_MergingKeywordBackend("token")) as server:
+        sim = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"))
+        out = simulate_and_score(_expl("dog"), _keyword_record(), simulator=sim)
+    # each window: a prompt-scoring request whose slots cannot be found, then a chat listing
+    assert server.faults.completion_requests == 3 and server.faults.chat_requests == 3
+    assert out.score.method == "logprobs"
+    assert out.score.score == pytest.approx(np.corrcoef(KEYWORD_PRED, KEYWORD_TRUE)[0, 1])
+    assert "no prompt token starts at the slot" in caplog.text
+    with serve_backend(_MergingKeywordBackend("token")) as server:
+        alone = LLMSimulator(OpenAIBackend(base_url=server.base_url, model="smollm2-135m"),
+                             endpoint_method="prompt-logprobs")
+        with pytest.raises(ScoringError, match="no prompt token starts at the slot of window token 0"):
+            alone.simulate(_expl("dog"), ("a", " dog"))
 
 
 def test_listing_lines_are_read_by_position_and_short_answers_fall_back():
@@ -202,3 +311,62 @@ def test_listing_lines_are_read_by_position_and_short_answers_fall_back():
     got = sim._listing_rows(choice(["Here:\n", "cat", "\t", "7", "\n", "xx", "\t", " 2", "\n", "z", "\t", "5"]), 2)
     assert [int(np.argmax(r)) for r in got] == [7, 2]  # the third line is ignored
     assert sim._listing_rows(choice(["cat", "\t", "7"]), 2) is None
+
+
+# ---- causal prompt logprobs on the real model, over HTTP ----------------------------------------
+@pytest.fixture(scope="module")
+def smollm2_server():
+    from neurolabel.lm.factory import local_backend
+    from neurolabel.lm.testserver import serve_backend
+
+    local = local_backend()
+    with serve_backend(local) as server:
+        yield local, server
+
+
+def _endpoint_sim(server, **kw):
+    from neurolabel.lm.openai_backend import OpenAIBackend
+
+    kw.setdefault("max_value", 9)  # SmolLM2 splits "10", as the local method knows from its tokenizer
+    return LLMSimulator(OpenAIBackend(base_url=server.base_url, model=server.model_name, timeout_s=600), **kw)
+
+
+@pytest.mark.slow
+def test_prompt_logprobs_is_causal_smollm2(smollm2_server):
+    """The proof: the value at slot i is unchanged when the tokens after i change, and changes
+    when a token before it does — over HTTP, one completion request per window."""
+    _, server = smollm2_server
+    base = ("The", " big", " dog", " ate", " the", " apples")
+    after = ("The", " big", " dog", " chased", " a", " cat")  # same first three tokens
+    before = ("A", " small", " dog", " ate", " the", " apples")  # same last four, different first two
+    sim = _endpoint_sim(server)
+    start = server.faults.completion_requests
+    a, b, c = sim.simulate_many(_expl(), [base, after, before])
+    assert server.faults.completion_requests - start == 3 and {a.method, b.method, c.method} == {"prompt-logprobs"}
+    np.testing.assert_allclose(a.expected_activations[:3], b.expected_activations[:3], atol=1e-4)
+    np.testing.assert_allclose(a.distribution_probabilities[:3], b.distribution_probabilities[:3], atol=1e-5)
+    assert not np.allclose(a.expected_activations[3:], b.expected_activations[3:], atol=1e-3)
+    # a change before a slot reaches it: " dog" (slot 2) and the identical tail differ
+    assert np.abs(np.subtract(a.expected_activations[2:], c.expected_activations[2:])).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_prompt_logprobs_agree_with_local_logits_smollm2(smollm2_server):
+    """Same model, same prompt text: the endpoint's numbers are the local ``logits`` method's,
+    within float tolerance, where the endpoint's tokenization of the whole text equals the piece
+    by piece one and every digit is among the top alternatives returned. Digits outside the top
+    ``top_logprobs`` count as 0 at the endpoint (the local method sees all): after the ``\\n``
+    token of the first window, SmolLM2 ranks digits 6–9 at 106–441, so the test asks for the top
+    500 (with the top 100 that slot read 1.45 instead of 1.66; the other slots agreed)."""
+    local, server = smollm2_server
+    windows = [WINDOWS[0], WINDOWS[1], (" cat", " and", " dog")]
+    sim = _endpoint_sim(server, top_logprobs=500)
+    remote = sim.simulate_many(_expl(), windows)
+    here = LLMSimulator(local).simulate_many(_expl(), windows)
+    for w, r, h in zip(windows, remote, here):
+        ids, _ = LLMSimulator(local).build_prompt(_expl(), w)
+        text, _ = sim.prompt_text(_expl(), w)
+        assert local.tokenizer.encode(text, add_special_tokens=False) == ids  # same tokens, so same numbers
+        assert r.method == "prompt-logprobs" and h.method == "logits"
+        np.testing.assert_allclose(r.expected_activations, h.expected_activations, atol=2e-3)
+        np.testing.assert_allclose(r.distribution_probabilities, h.distribution_probabilities, atol=1e-3)

@@ -49,6 +49,26 @@ def test_role_restriction_uses_the_previous_token(sim):
     assert sim.simulate(e, toks).expected_activations == (0, 0, 0, 1, 0, 1, 0)
 
 
+def test_windows_at_once_agree_with_the_expression_token_by_token(sim):
+    """simulate_many evaluates every window's tokens in one pass; each value is what the
+    expression's own ``satisfied_by`` says of the token (and its previous token in the same window)."""
+    m = (f"(<{LEXICAL_BASE}Preposition> and (<{FOLLOWS_IRI}> some (<{LEXICAL_BASE}Noun> or <{WORDNET_BASE}animal.n.01>)))"
+         f" or <{WORDNET_BASE}vehicle.n.01> or (<{FOLLOWS_IRI}> some <{LEXICAL_BASE}Preposition>)")
+    e = _exp(manchester=m, weights=[3.0, 5.0, 7.0], base=-1.0)
+    windows = [[" with", " a", " dog", " with", " bones", " of", " with"], [" car", " with"], [], [" of"]]
+    expr = sim.expression(e)
+    binary = BinarySymbolicSimulator(sim.annotator)
+    got, got_binary = sim.simulate_many(e, windows), binary.simulate_many(e, windows)
+    for toks, g, b in zip(windows, got, got_binary):
+        closures = sim.annotator.annotate(toks)
+        prevs = [None] + closures[:-1]
+        want = tuple(max((w for part, w in zip(expr.parts(), [3.0, 5.0, 7.0]) if part.satisfied_by(c, p)), default=-1.0)
+                     for c, p in zip(closures, prevs))
+        assert g.tokens == tuple(toks) and g.expected_activations == want
+        assert b.expected_activations == tuple(1.0 if expr.satisfied_by(c, p) else 0.0 for c, p in zip(closures, prevs))
+    assert got[0].expected_activations[3] == 3.0 and got[1].expected_activations[0] == 5.0
+
+
 def test_bad_weights_are_refused(sim):
     m = f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01>"
     with pytest.raises(ScoringError, match="2 disjuncts"):

@@ -99,7 +99,14 @@ def test_cli_contrast_and_intervene(tmp_path, planted_dir):
     assert r.exit_code == 0, r.output
     rows = [line.split() for line in r.output.splitlines() if line.strip().startswith("0 ")]
     assert rows and rows[0][1] == f"0:{PLANTED}" and rows[0][2] == "1.000"
+    assert rows[0][8] == "[pmi"  # the label cell names its explainer and score
     assert "stored as study 1" in r.output
+    from neurolabel.service.cli_contrast import _label_cell
+
+    long = {"text": "word " * 60, "explainer": "token_tiers", "score": 0.512}
+    assert _label_cell(long, width=20) == "[token_tiers 0.51] word word word word…"
+    assert _label_cell({**long, "score": None}, width=0).startswith("[token_tiers –] word word")
+    assert _label_cell(None, width=20) == ""
     r = runner.invoke(cli_app, ["intervene", "--model", planted_dir, "--neuron", f"1:{PUSH}", "--clamp", "20",
                                 "--tokens", "3", "--json", "--score-labels", "--db", url])
     assert r.exit_code == 0, r.output
@@ -140,3 +147,55 @@ def test_worker_checks_a_contrast_jobs_model_again(db_url, planted_dir):
     with pytest.raises(ConfigError, match="is not allowed"):
         run_spec(spec, database_url=db_url, should_stop=lambda: False, on_progress=lambda *a, **k: None,
                  data_dirs=())
+
+
+def test_stopped_contrast_job_goes_back_to_the_queue_and_a_cancelled_one_stays_cancelled(db_url, planted_dir):
+    """A worker shutting down mid-contrast puts the job back in the queue (another run completes
+    it); a job cancelled mid-contrast ends cancelled, not failed. Both are triggered from the
+    job's own progress callback, so the stop lands mid-stream without any timing guess."""
+    from neurolabel.service import jobs
+    from neurolabel.service.worker import Worker, run_spec
+    from neurolabel.storage.db import dispose_engines, session_scope, upgrade
+
+    upgrade(db_url)
+    roots = str(Path(planted_dir).parent)
+    a, b = make_sets(40)
+    spec = {"kind": "contrast", "name": "stop-me", "model": planted_dir, "a": a, "b": b, "batch_size": 4}
+
+    def worker(on_first_progress):
+        w = Worker(database_url=db_url, heartbeat_s=0.2)
+        seen = []
+
+        def runner(spec, *, on_progress, **kw):
+            def progress(*args, **kwargs):
+                on_progress(*args, **kwargs)
+                if not seen:
+                    seen.append(args)
+                    on_first_progress(w)
+            return run_spec(spec, data_dirs=(roots,), on_progress=progress, **kw)
+
+        w.runner = runner
+        return w, seen
+
+    try:
+        with session_scope(db_url) as s:
+            job_id = jobs.enqueue(session=s, spec=spec)
+        w, seen = worker(lambda w: w.shutdown.set())
+        state = w.run_one(job_id=job_id)
+        assert seen and state["status"] == "queued" and state["worker"] is None, state
+        state = Worker(database_url=db_url, runner=lambda spec, **kw: run_spec(spec, data_dirs=(roots,), **kw)
+                       ).run_one(job_id=job_id)
+        assert state["status"] == "done" and state["attempts"] == 2, state
+
+        with session_scope(db_url) as s:
+            job_id = jobs.enqueue(session=s, spec={**spec, "name": "cancel-me"})
+
+        def cancel(w):
+            with session_scope(db_url) as s:
+                jobs.cancel(session=s, job_id=job_id)
+
+        w, seen = worker(cancel)
+        state = w.run_one(job_id=job_id)
+        assert seen and state["status"] == "cancelled" and not state["error"], state
+    finally:
+        dispose_engines()
