@@ -16,7 +16,8 @@ token-table ceiling measured in the same run, and how labels hold on other text.
    share of tokens, and of strongly active ones, that the ontology gives a class.
 3. Cross-corpus: the same neurons recorded on other text (Debian's license texts by default,
    ``/usr/share/common-licenses``: modern legal English, in no built-in corpus); every neuron's
-   best label, learnt on the main corpus, is scored on the held-out windows of that recording.
+   best label, learnt on the main corpus, is scored on the held-out windows of that recording;
+   beside it, the token table of the whole main-corpus explain split (no label) scored there.
 
     .venv/bin/python bench/quality.py                      # the issue's 150 neurons, 32k tokens
     .venv/bin/python bench/quality.py --quick              # 12 neurons, small corpus
@@ -237,11 +238,31 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
           + (f", concept_induction {np.mean(ci):.3f} (>= 0.30: {'MET' if np.mean(ci) >= 0.30 else 'NOT MET'})"
              if ci else ""))
     if cross:
-        _cross(target, cross, layers, units, max_tokens, window_tokens, best, best_of, sims, cache)
+        _cross(target, cross, layers, units, max_tokens, window_tokens, best, best_of, sims, cache, cap, records)
+
+
+def _transfer_table(target, cap, record: NeuronRecord, other: NeuronRecord) -> float | None:
+    """Held-out correlation on ``other`` (the same neuron recorded on other text) of the token table
+    of the whole main-corpus explain split (every type's mean, no label): how far token identity
+    learnt on one corpus holds on another."""
+    from neurolabel.core.types import split_of_window
+    from neurolabel.scoring.metrics import correlation
+    from neurolabel.scoring.validate import scored_windows
+
+    a = cap.acts[(record.neuron.layer, record.neuron.index)]
+    explain = np.asarray([split_of_window(i) == "explain" for i in range(cap.ids.shape[0])])
+    ids, y = cap.ids[explain].ravel(), a[explain].ravel()
+    uniq, inv = np.unique(ids, return_inverse=True)
+    means = np.bincount(inv, weights=y) / np.bincount(inv)
+    tok = target.tokenizer
+    table = {tok.convert_tokens_to_string([tok.convert_ids_to_tokens(int(i))]): m for i, m in zip(uniq, means)}
+    held = scored_windows(other)
+    mean = float(y.mean())
+    return correlation([table.get(t, mean) for w in held for t in w.tokens], [v for w in held for v in w.activations])
 
 
 def _cross(target, cross: str, layers, units, max_tokens, window_tokens, best, best_of, sims,
-           cache: Path | None = None) -> None:
+           cache: Path | None = None, cap=None, records=()) -> None:
     t0 = time.perf_counter()
     other, _, n_tokens = _record(target, cross, layers, units, max_tokens, window_tokens, False, cache)
     by_id = {r.neuron: r for r in other}
@@ -259,6 +280,9 @@ def _cross(target, cross: str, layers, units, max_tokens, window_tokens, best, b
         if name == "best label":
             m = float(np.mean([v or 0.0 for v in vals]))
             print(f"target: cross-corpus mean of the best labels {m:.3f} (>= 0.25: {'MET' if m >= 0.25 else 'NOT MET'})")
+    if cap is not None:  # the reference: every token type's mean over the main corpus's explain split
+        refs = [_transfer_table(target, cap, r, by_id[r.neuron]) if r.neuron in by_id else None for r in records]
+        print(_row("token table (split)", "-", refs) + "   (reference: no label, every type of the main corpus)")
 
 
 def _coverage(records: list[NeuronRecord]) -> None:

@@ -9,7 +9,9 @@ the ratios show what HTTP + JSON cost and how the heavier routes compare.
     .venv/bin/python bench/service.py --bulk [--bulk-labels 1000000] [--bulk-db postgresql|sqlite]
 
 The last scenario, ``mixed reads``, interleaves every read route (lookup, best label, list, text
-and semantic search); the issue-15 target is its p99 <= 150 ms with ``--clients 16``.
+and semantic search); the issue-15 target is its p99 <= 150 ms with ``--clients 16``. Each
+scenario also reports the server process's CPU time per request: on a machine shared with other
+work latencies follow the machine's load, this figure much less.
 
 ``--bulk`` (issue 16): labels/s and the server's peak memory streaming 10^6 labels from
 ``GET /v1/models/{m}/labels`` (JSON Lines and Neuronpedia format) against ``neurolabel export -f
@@ -169,9 +171,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(url: str, port: int, env: dict | None = None) -> subprocess.Popen:
+def _start_server(url: str, port: int, env: dict | None = None, workers: int = 1) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "neurolabel.service.cli", "serve", "--db", url, "--port", str(port),
-                             "--no-migrate"], cwd=ROOT, env={**os.environ, **(env or {})},
+                             "--no-migrate", "--workers", str(workers)], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -220,6 +222,18 @@ def _load(base: str, paths, *, clients: int, seconds: float, max_requests: int) 
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
     return {"n": len(lat), "rps": len(lat) / wall, "p50": q[49] * 1000, "p99": q[98] * 1000,
             "errors": errors[0]}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds so far of a live process and its live child processes (the
+    workers of ``serve --workers N``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_s(int(c)) for c in children)
 
 
 def _direct(url: str, n_layers: int, per_layer: int, n: int) -> float:
@@ -481,6 +495,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small database, short runs")
     ap.add_argument("--clients", type=int, default=None, help="concurrent client threads")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per scenario")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (serve --workers)")
     ap.add_argument("--hostile-only", action="store_true", help="only the trivial baseline and the hostile mix")
     ap.add_argument("--no-hostile", action="store_true", help="skip the hostile mix")
     ap.add_argument("--hostile-clients", type=int, default=32, help="clients of the hostile mix")
@@ -511,7 +526,7 @@ def main() -> None:
               f"into PostgreSQL in {time.perf_counter() - t0:.1f} s")
         direct = _direct(url, n_layers, per_layer, 200 if args.quick else 1000)
         port = free_port()
-        proc = _start_server(url, port)
+        proc = _start_server(url, port, workers=args.workers)
         base = f"http://127.0.0.1:{port}"
         rng = random.Random(3)
         neurons = [(rng.randrange(n_layers), rng.randrange(per_layer)) for _ in range(500)]
@@ -529,23 +544,33 @@ def main() -> None:
                                     scenarios["list neurons (50)"] * 2, scenarios["text search"] * 5,
                                     scenarios["semantic search"] * 5) for p in group]
         scenarios["mixed reads"] = mixed
-        # warm up (semantic search loads the embedding model on first use)
-        with httpx.Client(base_url=base, timeout=120) as c:
-            for paths in scenarios.values():
-                c.get(paths[0])
+        # warm up (semantic search loads the embedding model on first use), every worker process:
+        # requests on parallel connections, which the workers accept in turn
+        def warm() -> None:
+            with httpx.Client(base_url=base, timeout=120) as c:
+                for paths in scenarios.values():
+                    c.get(paths[0])
+
+        warmers = [threading.Thread(target=warm) for _ in range(1 if args.workers == 1 else 4 * args.workers)]
+        for t in warmers:
+            t.start()
+        for t in warmers:
+            t.join()
         print(f"\nPostgreSQL, loopback, {clients} concurrent clients, up to {seconds:.0f} s / "
-              f"{max_requests} requests per scenario")
+              f"{max_requests} requests per scenario, {args.workers} server process(es)")
         print(f"baseline in-process get_neuron (1 thread, no HTTP): {direct:8.1f} calls/s")
         print(f"{'scenario':32s} {'requests':>8s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
-              f"{'5xx':>6s} {'vs trivial':>10s} {'vs direct':>9s}")
+              f"{'5xx':>6s} {'vs trivial':>10s} {'vs direct':>9s} {'server CPU ms/req':>17s}")
         trivial = None
         if args.hostile_only:
             scenarios = {k: v for k, v in scenarios.items() if k.startswith("trivial")}
         for label, paths in scenarios.items():
+            cpu0 = _cpu_s(proc.pid)
             r = _load(base, paths, clients=clients, seconds=seconds, max_requests=max_requests)
+            cpu = (_cpu_s(proc.pid) - cpu0) / max(1, r["n"]) * 1000
             trivial = trivial or r["rps"]
             print(f"{label:32s} {r['n']:8d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p99']:8.1f} "
-                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x", flush=True)
+                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x {cpu:17.2f}", flush=True)
             if label == "mixed reads":
                 print(f"target mixed reads p99 <= 150 ms at 16 clients ({clients} here): {r['p99']:.1f} ms "
                       f"{'MET' if r['p99'] <= 150 and clients >= 16 else 'NOT MET'}", flush=True)

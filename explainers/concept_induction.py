@@ -68,6 +68,13 @@ from neurolabel.ontology.induction import (
 
 log = logging.getLogger(__name__)
 
+GRADED = GradedConfig(max_parts=30, cv_min_gain=0.0, every_part_positive=False)
+"""The explainer's graded-search settings: as many parts as the two-fold cross-validated
+correlation supports (up to 30), and only the first part need cover a positive example. On 30 of
+``bench/quality.py``'s real SmolLM2 neurons (every fifth) the best candidate's held-out mean rose
+from 0.288 (``GradedConfig()``'s 20 parts, ``cv_min_gain`` 0.003, every raising part covering a
+positive) to 0.296, the first candidate's from 0.274 to 0.293."""
+
 
 @dataclass(frozen=True)
 class ExplainTokens:
@@ -94,7 +101,7 @@ class ConceptInductionExplainer:
     """Explains a neuron by concept induction over an ontology."""
 
     kind = "concept_induction"
-    version = "3"
+    version = "4"
     default_simulator = "symbolic"
     extra_simulators = ("symbolic_binary",)
     """Simulators the pipeline also scores these explanations with (and stores)."""
@@ -106,7 +113,7 @@ class ConceptInductionExplainer:
         fraction: float = 0.3,
         negative_fraction: float = 0.2,
         config: InductionConfig = InductionConfig(),
-        graded: GradedConfig | None = GradedConfig(),
+        graded: GradedConfig | None = GRADED,
     ) -> None:
         self.annotator = annotator
         """Token → class annotator (its ontology is searched); ``None`` = the default WordNet one,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -70,15 +71,20 @@ def token_table(record: NeuronRecord) -> tuple[dict[str, tuple[int, float]], flo
 
 
 def characteristic_tokens(record: NeuronRecord, max_tokens: int,
-                          min_count: int = 1) -> tuple[list[tuple[str, float, int]], float, str]:
+                          min_count: int = 1, shrink: float = 0.0) -> tuple[list[tuple[str, float, int]], float, str]:
     """``(entries, baseline, source)``: the ``max_tokens`` token types with the largest
     ``count × (mean − overall)²`` as ``(token, mean activation, count)``, most important first;
     the mean activation of every other explain-split token; the evidence used (see
-    :func:`token_table`). Raises :class:`ExplanationError` when the neuron has no explain-split
+    :func:`token_table`). With ``shrink`` > 0 each type's mean is first shrunk towards the overall
+    mean by that many pseudo-occurrences (``(count × mean + shrink × overall) / (count + shrink)``),
+    so a type seen once neither ranks high nor keeps its one activation as its weight. Raises :class:`ExplanationError` when the neuron has no explain-split
     token or never activates above its mean."""
     table, overall, source = token_table(record)
     if not table:
         raise ExplanationError(f"neuron {record.neuron} of {record.model!r}: no explain-split tokens to list")
+    raw = table
+    if shrink > 0:
+        table = {t: (c, (c * m + shrink * overall) / (c + shrink)) for t, (c, m) in table.items()}
     ranked = sorted(((c * (m - overall) ** 2, t) for t, (c, m) in table.items() if c >= min_count),
                     reverse=True)[:max_tokens]
     chosen = [t for imp, t in ranked if imp > 0]
@@ -92,24 +98,123 @@ def characteristic_tokens(record: NeuronRecord, max_tokens: int,
     else:
         total_n = float(sum(c for c, _ in table.values()))
     n_in = sum(table[t][0] for t in chosen)
-    s_in = sum(table[t][0] * table[t][1] for t in chosen)
+    s_in = sum(raw[t][0] * raw[t][1] for t in chosen)
     baseline = (overall * total_n - s_in) / (total_n - n_in) if total_n > n_in else overall
     return [(t, table[t][1], table[t][0]) for t in chosen], float(baseline), source
 
 
+def form_weights(entries: list[tuple[str, float, int]], table: dict[str, tuple[int, float]], *,
+                 min_variants: int = 2, tolerance: float = 0.25) -> list[list[Any]]:
+    """``[[form, weight], …]``: the forms (:func:`ontology.lexical.token_form`) of the listed
+    ``(token, weight, count)`` entries that the neuron treats alike whatever their case and
+    leading space — at least ``min_variants`` variants of the form in the explain-split ``table``
+    (token → (count, mean)) and their means within ``tolerance`` × the label's weight range of
+    each other — each with the count-weighted mean of its variants: what the token simulator
+    predicts for a variant the label does not list (``"The"`` when ``" the"`` and ``"the"`` are
+    listed alike)."""
+    from neurolabel.ontology.lexical import token_form
+
+    listed = {token_form(t) for t, _, _ in entries} - {""}
+    ws = [w for _, w, _ in entries]
+    scale = (max(ws) - min(ws)) if ws else 0.0
+    variants: dict[str, list[tuple[int, float]]] = {}
+    for t, (c, m) in table.items():
+        f = token_form(t)
+        if f in listed:
+            variants.setdefault(f, []).append((c, m))
+    out = []
+    for f, vs in variants.items():
+        means = [m for _, m in vs]
+        if len(vs) < min_variants or max(means) - min(means) > tolerance * scale:
+            continue
+        n = sum(max(c, 1) for c, _ in vs)
+        out.append([f, round(sum(max(c, 1) * m for c, m in vs) / n, 6)])
+    return out
+
+
+def kind_deltas(record: NeuronRecord, entries: list[tuple[str, float, int]], baseline: float, *,
+                forms: bool, max_kinds: int, ridge: float) -> tuple[list[list[Any]], float]:
+    """``([[kind, delta], …], offset)``: how much each lexical kind (:func:`ontology.lexical.backoff_kinds`)
+    moves the activation of the tokens a label does not list, as the token simulator adds them
+    to the baseline. Fitted on the record's explain-split **random** windows (an unbiased sample
+    of the split's tokens; top windows would overstate every kind) by ridge regression of the
+    unlisted tokens' activations on their kinds (penalty ``ridge`` × the number of tokens), keeping
+    the ``max_kinds`` kinds with the largest ``count × delta²``; ``offset`` is the mean of the
+    kept deltas' sums over those tokens (subtract it from the baseline, so the unlisted tokens'
+    mean prediction stays the baseline). ``([], 0.0)`` without random windows."""
+    from neurolabel.ontology.lexical import backoff_kinds, token_form
+
+    listed = {t for t, _, _ in entries}
+    listed_forms = {token_form(t) for t in listed} if forms else set()
+    rows: list[tuple[str, ...]] = []
+    ys: list[float] = []
+    for w in record.windows("random", "explain"):
+        for t, a, ks in zip(w.tokens, w.activations, backoff_kinds(w.tokens)):
+            if t in listed or (forms and token_form(t) in listed_forms):
+                continue
+            rows.append(ks)
+            ys.append(float(a))
+    names = sorted({k for ks in rows for k in ks})
+    if len(ys) < 10 or not names:
+        return [], 0.0
+    col = {k: j for j, k in enumerate(names)}
+    X = np.zeros((len(ys), len(names)))
+    for i, ks in enumerate(rows):
+        X[i, [col[k] for k in ks]] = 1.0
+    y = np.asarray(ys) - float(np.mean(ys))
+    Xc = X - X.mean(0)
+    beta = np.linalg.solve(Xc.T @ Xc + ridge * len(ys) * np.eye(len(names)), Xc.T @ y)
+    importance = X.sum(0) * beta ** 2
+    keep = [j for j in np.argsort(-importance)[:max_kinds] if importance[j] > 0]
+    offset = float((X[:, keep] @ beta[keep]).mean()) if keep else 0.0
+    return [[names[j], round(float(beta[j]), 6)] for j in sorted(keep, key=lambda j: -abs(beta[j]))], offset
+
+
+def with_backoff(record: NeuronRecord, entries: list[tuple[str, float, int]], baseline: float,
+                 structured: dict[str, Any], text: str) -> tuple[dict[str, Any], str]:
+    """A token-list label's ``structured`` and ``text`` with its back-off for tokens it does not
+    list (read by :mod:`scoring.token_simulator`): ``forms`` (:func:`form_weights`: variants of a
+    listed token that differ in case or leading space, where the explain split shows the neuron
+    treats them alike) and ``kinds`` (:func:`kind_deltas`: lexical kinds such as word pieces or
+    prepositions, fitted on the explain-split random windows), the baseline moved so the unlisted
+    tokens' mean prediction stays the same. The text gains ``"other tokens: word-continuation piece
+    +0.3, …"`` (the four largest deltas)."""
+    forms = form_weights(entries, token_table(record)[0])
+    kinds, offset = kind_deltas(record, entries, baseline, forms=bool(forms), max_kinds=12, ridge=0.01)
+    st = {**structured, "forms": forms, "kinds": kinds, "baseline": round(float(baseline - offset), 6)}
+    if kinds:
+        from neurolabel.ontology.lexical import kind_label
+
+        text += "; other tokens: " + ", ".join(f"{kind_label(k)} {d:+.2g}" for k, d in kinds[:4])
+    if forms:
+        text += "; case and leading space ignored for " + " ".join(f"“{f}”" for f, _ in forms[:6])
+    return st, text
+
+
 @EXPLAINERS.register("tokens")
 class TokenExplainer:
-    """Explains a neuron by a weighted list of its most characteristic tokens."""
+    """Explains a neuron by a weighted list of its most characteristic tokens, with a back-off for
+    the tokens it does not list (:func:`with_backoff`).
+
+    Measured on ``bench/quality.py``'s 150 real SmolLM2 neurons (32k tokens of the default corpus;
+    cross-corpus: the labels scored on Debian's license texts): without back-off or shrinkage
+    0.341 held-out (15% >= 0.5), 0.154 cross-corpus; with the back-off 0.360 / 0.176; with the
+    back-off and ``shrink`` 2 0.359 / 0.183."""
 
     kind = "tokens"
-    version = "1"
+    version = "2"
     default_simulator = "tokens"
 
-    def __init__(self, *, max_tokens: int = 20, min_count: int = 1) -> None:
+    def __init__(self, *, max_tokens: int = 20, min_count: int = 1, shrink: float = 2.0,
+                 backoff: bool = True) -> None:
         self.max_tokens = max_tokens
         """Most entries in a label (readable: 20 at most by default)."""
         self.min_count = min_count
         """Tokens seen fewer times than this in the explain split are never listed."""
+        self.shrink = shrink
+        """Pseudo-occurrences at the overall mean added to each token's mean (see :func:`characteristic_tokens`)."""
+        self.backoff = backoff
+        """Whether the label carries a back-off for unlisted tokens (:func:`with_backoff`)."""
 
     @classmethod
     def from_defaults(cls, **kwargs: Any) -> "TokenExplainer":
@@ -119,12 +224,13 @@ class TokenExplainer:
     @property
     def params(self) -> dict[str, Any]:
         """Parameters stored with each explanation."""
-        return {"max_tokens": self.max_tokens, "min_count": self.min_count}
+        return {"max_tokens": self.max_tokens, "min_count": self.min_count, "shrink": self.shrink,
+                "backoff": self.backoff}
 
     def select(self, record: NeuronRecord) -> tuple[list[tuple[str, float, int]], float, str]:
         """``(entries, baseline, source)``: the chosen ``(token, weight, count)`` entries, most
         important first, the prediction for every other token, and the evidence used."""
-        return characteristic_tokens(record, self.max_tokens, self.min_count)
+        return characteristic_tokens(record, self.max_tokens, self.min_count, shrink=self.shrink)
 
     def explain(self, record: NeuronRecord) -> list[Explanation]:
         """One explanation: the selected tokens, highest weight first."""
@@ -139,6 +245,8 @@ class TokenExplainer:
             "baseline": round(float(baseline), 6),
             "source": source,
         }
+        if self.backoff:
+            structured, text = with_backoff(record, entries, baseline, structured, text)
         return [Explanation(model=record.model, neuron=record.neuron, explainer=self.kind,
                             explainer_version=self.version, text=text, structured=structured,
                             params=self.params, rank=0)]
@@ -205,13 +313,21 @@ class TokenTierExplainer:
     0.347; 64 tokens in 8 tiers 0.389; 100 in 12 tiers 0.409; 128 in 8 / 12 / 20 tiers 0.415 /
     0.419 / 0.422; 128 tokens each with its own weight 0.424. The explainer itself (the records'
     128 stored types, 12 tiers): 0.422, 28% of neurons >= 0.5, vs ``tokens`` 0.347 / 17%.
+
+    With ``backoff`` a second candidate adds :func:`with_backoff` (the pipeline keeps the better
+    of the two on held-out windows). Measured on the same neurons: the back-off candidate alone
+    0.417 held-out (25% >= 0.5) vs 0.415 (27%) without, and 0.203 vs 0.193 when the labels are
+    scored on Debian's license texts — where even every token type's mean over the whole default
+    explain split (no label) reaches only 0.221 (0.241 matching case- and space-insensitively):
+    token identity learnt on one corpus holds only so far on another.
     """
 
     kind = "token_tiers"
-    version = "1"
+    version = "2"
     default_simulator = "tokens"
 
-    def __init__(self, *, max_tokens: int = 128, max_tiers: int = 12, min_count: int = 1) -> None:
+    def __init__(self, *, max_tokens: int = 128, max_tiers: int = 12, min_count: int = 1,
+                 backoff: bool = True) -> None:
         if max_tiers < 1 or max_tokens < 1:
             raise ValueError(f"token_tiers: max_tokens ({max_tokens}) and max_tiers ({max_tiers}) must be >= 1")
         self.max_tokens = max_tokens
@@ -220,6 +336,9 @@ class TokenTierExplainer:
         """Most weight tiers."""
         self.min_count = min_count
         """Tokens seen fewer times than this in the explain split are never listed."""
+        self.backoff = backoff
+        """Whether a second candidate, the same tiers with a back-off for unlisted tokens
+        (:func:`with_backoff`), is offered."""
 
     @classmethod
     def from_defaults(cls, **kwargs: Any) -> "TokenTierExplainer":
@@ -229,10 +348,12 @@ class TokenTierExplainer:
     @property
     def params(self) -> dict[str, Any]:
         """Parameters stored with each explanation."""
-        return {"max_tokens": self.max_tokens, "max_tiers": self.max_tiers, "min_count": self.min_count}
+        return {"max_tokens": self.max_tokens, "max_tiers": self.max_tiers, "min_count": self.min_count,
+                "backoff": self.backoff}
 
     def explain(self, record: NeuronRecord) -> list[Explanation]:
-        """One explanation: the tiers, highest weight first, tokens within a tier by count."""
+        """The tiers, highest weight first, tokens within a tier by count; with ``backoff``, a
+        second candidate that adds the back-off for unlisted tokens."""
         entries, baseline, source = characteristic_tokens(record, self.max_tokens, self.min_count)
         means = np.array([m for _, m, _ in entries])
         counts = np.array([c for _, _, c in entries], dtype=np.float64)
@@ -252,6 +373,11 @@ class TokenTierExplainer:
             "baseline": round(float(baseline), 6),
             "source": source,
         }
-        return [Explanation(model=record.model, neuron=record.neuron, explainer=self.kind,
-                            explainer_version=self.version, text=text, structured=structured,
-                            params=self.params, rank=0)]
+        out = [Explanation(model=record.model, neuron=record.neuron, explainer=self.kind,
+                           explainer_version=self.version, text=text, structured=structured,
+                           params=self.params, rank=0)]
+        if self.backoff:
+            tier_entries = [(t, w, c) for w, members in tiers for t, _, c in members]
+            st, said = with_backoff(record, tier_entries, baseline, structured, text)
+            out.append(replace(out[0], structured=st, text=said, rank=1))
+        return out

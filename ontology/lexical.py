@@ -371,3 +371,38 @@ def describe_layers(onto: Any) -> list[str]:
         f"{len(layer.suffixes)} suffix and {len(layer.prefixes)} prefix pieces",
         f"roles         follows ({FOLLOWS_IRI}: a token -> the token before it)",
     ]
+
+
+_FUNCTION_WORDS: dict[str, tuple[str, ...]] | None = None
+
+
+def backoff_kinds(tokens: Sequence[str]) -> list[tuple[str, ...]]:
+    """Per token of a window: the names of the lexical classes it falls under that need no
+    ontology to compute — its orthographic kinds (:func:`token_kinds`) and, for a whole word,
+    its function-word classes (``"Preposition"``, …). What a token-list label backs off to for
+    tokens it does not list (:mod:`scoring.token_simulator`)."""
+    global _FUNCTION_WORDS
+    if _FUNCTION_WORDS is None:
+        _FUNCTION_WORDS = function_words()
+    out = []
+    for names, _form, word in token_kinds(tokens):
+        got = list(names)
+        if word is not None and "WholeWord" in names:
+            got.extend(_FUNCTION_WORDS.get(word, ()))
+        out.append(tuple(got))
+    return out
+
+
+def kind_label(name: str) -> str:
+    """The readable label of a fixed lexical class (``"ClosingBracket"`` → ``"closing bracket"``)."""
+    got = _TOP.get(name) or _ORTHO.get(name)
+    if got is not None:
+        return got[0]
+    fc = FUNCTION_CLASSES.get(name)
+    return fc[0] if fc is not None else name
+
+
+def token_form(token: str) -> str:
+    """A token's form: its text lower-cased, without surrounding white space (``" With"`` and
+    ``"with"`` are the form ``with``); white space and special tokens have the empty form."""
+    return _text(token).strip().lower()

@@ -156,6 +156,11 @@ def create_app(
     engine = make_engine(database_url, pool_size=10, max_overflow=30)
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
+    # reads (GET, HEAD) on PostgreSQL run each statement on its own (autocommit): no BEGIN and
+    # ROLLBACK round trips per request; under READ COMMITTED each statement of a transaction
+    # took a snapshot of its own anyway
+    reads = engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
+    app.state.read_session_factory = session_factory(reads)
     app.state.ontology = ontology or _lazy_default_ontology()
     app.state.limits = limits or get_limits()
     app.state.rate_limiter = RateLimiter(app.state.limits.writes_per_minute)
@@ -177,4 +182,16 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(TextGuard)
     app.add_middleware(SecurityHeaders)
+    return app
+
+
+def serving_app(database_url: str | None = None) -> FastAPI:
+    """The app of a server process (``neurolabel serve``, each of its workers): :func:`create_app`
+    with the server's garbage-collector policy (:mod:`service.heap`) installed and its start-up
+    heap frozen."""
+    from neurolabel.service import heap
+
+    heap.freeze_after_slow_collections()
+    app = create_app(database_url)
+    heap.settle()
     return app

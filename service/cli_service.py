@@ -23,7 +23,7 @@ def serve(
     """Serve the REST API (under /v1, docs at /docs) and the web neuron browser."""
     import uvicorn
 
-    from neurolabel.service.app import create_app
+    from neurolabel.service.app import serving_app
     from neurolabel.storage.db import normalize_url, upgrade
 
     url = normalize_url(db)
@@ -33,9 +33,9 @@ def serve(
         import os
 
         os.environ["NEUROLABEL_DATABASE_URL"] = url
-        uvicorn.run("neurolabel.service.app:create_app", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run("neurolabel.service.app:serving_app", factory=True, host=host, port=port, workers=workers)
     else:
-        uvicorn.run(create_app(url), host=host, port=port)
+        uvicorn.run(serving_app(url), host=host, port=port)
 
 
 def worker(

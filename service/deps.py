@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 def get_session(request: Request) -> Iterator[Session]:
     """A session from the app's session factory, closed after the request.
 
-    Read handlers never commit; write handlers commit explicitly. A connection that died
+    Read handlers (GET, HEAD) never commit: theirs is a read session (on PostgreSQL, autocommit:
+    no transaction round trips); write handlers commit explicitly. A connection that died
     meanwhile (database gone) is dropped quietly here: the request's own error already tells
     the client (503), and the pool opens fresh connections when the database is back."""
-    session = request.app.state.session_factory()
+    state = request.app.state
+    session = (state.read_session_factory if request.method in ("GET", "HEAD") else state.session_factory)()
     try:
         yield session
     except Exception:

@@ -50,10 +50,17 @@ def _to_records(rows) -> np.ndarray:
 
 
 def stream_labels(session: Session, *, batch: int = 20_000) -> Iterator[np.ndarray]:
-    """Every label of the database as record arrays of up to ``batch`` rows."""
-    result = session.execute(label_query().order_by(ExplanationRow.id).execution_options(yield_per=batch))
-    for part in result.partitions(batch):
-        yield _to_records(part)
+    """Every label of the database as record arrays of up to ``batch`` rows, in id order: pages
+    of an id range each (memory stays flat; no server-side cursor, so a read session of the
+    service, in autocommit, can build the index too)."""
+    after = 0
+    while True:
+        rows = session.execute(
+            label_query().where(ExplanationRow.id > after).order_by(ExplanationRow.id).limit(batch)).all()
+        if not rows:
+            return
+        yield _to_records(rows)
+        after = rows[-1][0]
 
 
 def fetch_labels(session: Session, ids: list[int]) -> np.ndarray:

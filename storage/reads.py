@@ -4,10 +4,11 @@ filtered neuron lists, model overviews. Results are plain dicts (JSON-able excep
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, and_, cast, exists, func, select
+from sqlalchemy import Integer, Text, and_, cast, exists, func, select
 from sqlalchemy.orm import Session
 
 from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, NeuronStats, token_stats_from_json
@@ -169,10 +170,20 @@ _SCORE_COLUMNS = (
 )
 
 
-def get_neuron(*, session: Session, model: str, layer: int, index: int) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class RawJSON:
+    """A value that is already JSON text, as the database stores it (written into an answer
+    as it is, not parsed and written again)."""
+
+    text: str
+
+
+def get_neuron(*, session: Session, model: str, layer: int, index: int,
+               raw_examples: bool = False) -> dict[str, Any] | None:
     """A neuron with its statistics, examples, explanations (best first, with their scores),
     best accepted label and failed explanation attempts; ``None`` when the neuron is unknown.
-    Four indexed queries."""
+    Four indexed queries. ``raw_examples``: each example's ``tokens`` and ``activations`` are
+    :class:`RawJSON` (the stored JSON text; a server writes it into its answer unparsed)."""
     row = session.execute(
         select(Neuron.id, Neuron.layer, Neuron.index, Neuron.stats, Neuron.recorded_at)
         .join(Model, Model.id == Neuron.model_id)
@@ -195,9 +206,12 @@ def get_neuron(*, session: Session, model: str, layer: int, index: int) -> dict[
                 {"scorer": r.scorer, "simulator": r.simulator, "split": r.split, "score": r.s_score,
                  "parts": r.parts or {}, "n_tokens": r.n_tokens, "method": r.method}
             )
+    tokens, activations = (
+        (cast(Example.tokens, Text), cast(Example.activations, Text)) if raw_examples
+        else (Example.tokens, Example.activations))
     examples = session.execute(
         select(Example.kind, Example.position, Example.split, Example.window_id, Example.quantile,
-               Example.tokens, Example.activations, Example.max_activation)
+               tokens.label("tokens"), activations.label("activations"), Example.max_activation)
         .where(Example.neuron_id == row.id)
         .order_by(Example.kind, Example.position)
     ).all()
@@ -221,8 +235,8 @@ def get_neuron(*, session: Session, model: str, layer: int, index: int) -> dict[
                 "split": ex.split,
                 "window_id": ex.window_id,
                 "quantile": ex.quantile,
-                "tokens": list(ex.tokens),
-                "activations": list(ex.activations),
+                "tokens": RawJSON(ex.tokens) if raw_examples else list(ex.tokens),
+                "activations": RawJSON(ex.activations) if raw_examples else list(ex.activations),
                 "max_activation": ex.max_activation,
             }
             for ex in examples

@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 from neurolabel.core.errors import StorageError
 from neurolabel.storage import label_index
 from neurolabel.storage import vector_index as vi
+from neurolabel.storage.query_embedder import QueryEmbedder
 from neurolabel.storage.models import Model
 from neurolabel.storage.vector_index import LabelIndex
 
@@ -130,23 +130,36 @@ class SemanticIndex:
     The first refresh loads the persisted index (:func:`storage.vector_index.index_location`)
     and compares every label's ``updated_at`` with the database (reading only what differs), or
     builds the index from the database when none was persisted (and persists it when it holds
-    at least :attr:`PERSIST_MIN` labels). Later refreshes read ``(id, updated_at)`` of the rows
-    stamped since shortly before the previous one (wall clock minus
-    :data:`storage.vector_index.OVERLAP`), and fetch embeddings only for new or changed rows;
-    every :attr:`RECONCILE_S` seconds the whole list is compared, which also drops deleted
-    labels. Checks run at most every :attr:`MIN_INTERVAL_S` seconds (default: on every search)."""
+    at least :attr:`PERSIST_MIN` labels).
+
+    Afterwards, with a persisted index, every refresh reads the records that writers appended to
+    the index log since the last one (one ``stat`` call when there are none), and at most every
+    :attr:`RECHECK_S` seconds one request also checks the database: the ``(id, updated_at)`` of
+    the rows stamped since shortly before the previous check (wall clock minus
+    :data:`storage.vector_index.OVERLAP`), fetching embeddings only for new or changed rows. That
+    check finds what the log lacks (a writer killed between its commit and its log append, a
+    writer that keeps its index elsewhere) within :attr:`RECHECK_S` seconds; meanwhile other
+    requests search the index as it is instead of waiting for it. Without a persisted index (an
+    in-memory database) the database is checked on every refresh (at most every
+    :attr:`MIN_INTERVAL_S` seconds), and waited for. Every :attr:`RECONCILE_S` seconds the whole
+    list is compared, which also drops deleted labels."""
 
     MIN_INTERVAL_S = 0.0
+    RECHECK_S = 5.0
     RECONCILE_S = 600.0
     PERSIST_MIN = 10_000
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
         self._lock = threading.Lock()
+        """Held while loading and while checking the database."""
+        self._log_lock = threading.Lock()
+        """Held while reading the log's new records."""
         self.index: LabelIndex | None = None
         self._since: float | None = None
         self._checked = 0.0
         self._reconciled = 0.0
+        self._log_at: vi.LogPosition | None = None
 
     def __len__(self) -> int:
         return 0 if self.index is None else len(self.index)
@@ -158,23 +171,46 @@ class SemanticIndex:
             log.error("%s", exc)
             snap = None
         if snap is not None and snap.watermark is not None:
-            self.index = snap.index
+            self.index, self._log_at = snap.index, snap.log_position
             read, gone = label_index.sync(self.index, session, since=None)
             if read or gone:
                 log.warning("label index %s: %d label(s) missing or stale, %d deleted in the database: "
                             "read from the database (`neurolabel db reindex` writes them back)",
                             self.folder, read, gone)
             return
+        if self.folder is not None:  # the log's end before the database is read: later records are new
+            self._log_at = vi.log_end(self.folder)
         watermark = datetime.now(timezone.utc).timestamp()
-        self.index = label_index.build(session)
-        if self.folder is not None and len(self.index) >= self.PERSIST_MIN:
-            vi.save(self.folder, self.index, watermark=watermark)
+        index = label_index.build(session)
+        if self.folder is not None and len(index) >= self.PERSIST_MIN:
+            vi.save(self.folder, index, watermark=watermark)
+        self.index = index
 
     def refresh(self, session: Session, *, force: bool = False) -> int:
-        """Bring the index up to date; returns how many labels were (re)read."""
-        with self._lock:
+        """Bring the index up to date (see the class docstring); returns how many labels were
+        (re)read. ``force``: check the database now, waiting for a check under way."""
+        if self.index is None or self.folder is None or force:
+            return self._check(session, wait=True, force=force)
+        read = self._read_log()
+        if time.monotonic() - self._checked >= self.RECHECK_S:
+            read += self._check(session, wait=False, force=False)
+        return read
+
+    def _read_log(self) -> int:
+        """Apply the records appended to the persisted log since the last read."""
+        with self._log_lock:
+            records, self._log_at = vi.read_log_since(self.folder, self._log_at)
+            return self.index.apply(records) if len(records) else 0
+
+    def _check(self, session: Session, *, wait: bool, force: bool) -> int:
+        """Load the index, or compare it with the database (``wait=False``: not when another
+        request is doing so)."""
+        if not self._lock.acquire(blocking=wait):
+            return 0
+        try:
             now = time.monotonic()
-            if not force and self.index is not None and now - self._checked < self.MIN_INTERVAL_S:
+            interval = self.MIN_INTERVAL_S if self.folder is None else self.RECHECK_S
+            if not force and self.index is not None and now - self._checked < interval:
                 return 0
             started = datetime.now(timezone.utc).timestamp()
             read = 0
@@ -183,8 +219,10 @@ class SemanticIndex:
                 self._reconciled = now
                 read = len(self.index)
             else:
+                if self.folder is not None:
+                    read += self._read_log()
                 full = now - self._reconciled >= self.RECONCILE_S
-                read, _ = label_index.sync(self.index, session, since=None if full else self._since)
+                read += label_index.sync(self.index, session, since=None if full else self._since)[0]
                 if full:
                     self._reconciled = now
             self._since = started
@@ -192,6 +230,8 @@ class SemanticIndex:
             if read:
                 log.debug("semantic index: %d label(s) read, %d in total", read, len(self.index))
             return read
+        finally:
+            self._lock.release()
 
     def top(
         self, query_vec: np.ndarray, k: int, *, model_id: int | None = None, layer: int | None = None,
@@ -219,14 +259,19 @@ def semantic_index(session: Session) -> SemanticIndex:
     return index
 
 
-@lru_cache(maxsize=2048)
-def _query_vector(query: str) -> np.ndarray:
-    """MiniLM embedding of a search query (cached: paging through results re-uses it)."""
+def _embed(texts: list[str]) -> np.ndarray:
     from neurolabel.lm.embeddings import embed
 
-    vec = embed([query])[0]
-    vec.setflags(write=False)
-    return vec
+    return embed(texts)
+
+
+_query_embedder = QueryEmbedder(_embed)
+
+
+def _query_vector(query: str) -> np.ndarray:
+    """MiniLM embedding of a search query: cached (paging through results re-uses it), computed
+    once however many requests ask for it at once, batched across concurrent requests."""
+    return _query_embedder(query)
 
 
 def _release(session: Session) -> None:

@@ -12,9 +12,12 @@ On disk (see :func:`index_location`) a folder holds
 
 The database stays the truth. Readers load base + log, then fetch from the database every label
 whose ``updated_at`` is at or after the watermark (minus :data:`OVERLAP`) and whose stamp the
-index does not have: a writer killed between its commit and its log append (a crash) therefore
-leaves labels that every reader still finds, that :func:`check_index` reports and that
-``neurolabel db reindex`` (:func:`reindex`) writes back. Filters (model, layer, explainer,
+index does not have; afterwards they read the log's new records before each search
+(:func:`read_log_since`: one ``stat`` when there are none) and check the database every few
+seconds (:class:`storage.search.SemanticIndex`). A writer killed between its commit and its log
+append (a crash) therefore leaves labels that every reader still finds (a running one within a
+few seconds), that :func:`check_index` reports and that ``neurolabel db reindex``
+(:func:`reindex`) writes back. Filters (model, layer, explainer,
 minimum score) are a bitmap that faiss applies while it walks the graph; a filter that keeps
 few labels (:data:`EXACT_ROWS`) is answered exactly over the kept vectors.
 
@@ -136,20 +139,66 @@ def append_records(folder: Path, records: np.ndarray) -> None:
         before_log_append()
     with _Locked(folder):
         with open(folder / "log.bin", "ab") as f:
+            torn = os.fstat(f.fileno()).st_size % RECORD.itemsize
+            if torn:  # a writer killed mid-append: cut its partial record, or every later one is misread
+                log.warning("label index %s: dropping a torn record at the end of the log", folder)
+                f.truncate(os.fstat(f.fileno()).st_size - torn)
             f.write(np.ascontiguousarray(records, dtype=RECORD).tobytes())
             f.flush()
 
 
 def read_log(folder: Path) -> np.ndarray:
     """The log's records (a torn record at the end, from a writer killed mid-append, is dropped)."""
+    records, _ = read_log_since(folder, None)
+    return records
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """How far a reader has read the log: the file (device, inode) and the bytes consumed."""
+
+    dev: int
+    ino: int
+    offset: int
+    """Bytes of whole records read (a partial record at the end, still being appended or torn,
+    is read again next time)."""
+
+
+def read_log_since(folder: Path, position: LogPosition | None) -> tuple[np.ndarray, LogPosition | None]:
+    """The log records appended after ``position`` (all of them when ``None`` or when the log was
+    replaced since: ``reindex`` writes a new file), and the position after them (``None``: no log).
+    When nothing was appended this is one ``stat`` call: readers call it before every search."""
     path = folder / "log.bin"
-    if not path.exists():
-        return np.zeros(0, dtype=RECORD)
-    data = path.read_bytes()
+    empty = np.zeros(0, dtype=RECORD)
+
+    def resume(st: os.stat_result) -> int:
+        same = position is not None and (position.dev, position.ino) == (st.st_dev, st.st_ino)
+        return position.offset if same and position.offset <= st.st_size else 0
+
+    try:
+        st = os.stat(path)
+        if st.st_size - resume(st) < RECORD.itemsize:  # nothing new: the common case, one stat call
+            return empty, LogPosition(st.st_dev, st.st_ino, resume(st))
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())  # the file opened (a rename since the stat gives another one)
+            start = resume(st)
+            f.seek(start)
+            data = f.read(st.st_size - start)
+    except FileNotFoundError:
+        return empty, None
     whole = len(data) - len(data) % RECORD.itemsize
-    if whole != len(data):
-        log.warning("label index %s: ignoring a torn record at the end of the log", folder)
-    return np.frombuffer(data[:whole], dtype=RECORD)
+    if whole != len(data) and position is None:
+        log.warning("label index %s: ignoring a partial record at the end of the log", folder)
+    return np.frombuffer(data[:whole], dtype=RECORD), LogPosition(st.st_dev, st.st_ino, start + whole)
+
+
+def log_end(folder: Path) -> LogPosition | None:
+    """The position after the last whole record of the log (``None``: no log yet)."""
+    try:
+        st = os.stat(folder / "log.bin")
+    except FileNotFoundError:
+        return None
+    return LogPosition(st.st_dev, st.st_ino, st.st_size - st.st_size % RECORD.itemsize)
 
 
 @dataclass(frozen=True)
@@ -160,6 +209,8 @@ class Snapshot:
     watermark: float | None
     """UTC timestamp before which the base snapshot had read every label (``None``: no base)."""
     generation: str | None
+    log_position: LogPosition | None = None
+    """Where the log was read to (``with_log``): :func:`read_log_since` goes on from there."""
 
 
 def load(folder: Path, *, with_log: bool = True) -> Snapshot:
@@ -183,9 +234,11 @@ def load(folder: Path, *, with_log: bool = True) -> Snapshot:
                                "run `neurolabel db reindex --full`")
         index._adopt(hnsw, records)
         watermark = float(meta["watermark"])
+    position = None
     if with_log:
-        index.apply(read_log(folder))
-    return Snapshot(index=index, watermark=watermark, generation=generation)
+        records, position = read_log_since(folder, None)
+        index.apply(records)
+    return Snapshot(index=index, watermark=watermark, generation=generation, log_position=position)
 
 
 def save(folder: Path, index: LabelIndex, *, watermark: float) -> str:

@@ -44,7 +44,7 @@ def get_neuron(model: ModelPath, layer: Layer, index: Index, session: SessionDep
     ``ETag``; with ``If-None-Match`` naming it, 304 while nothing changed."""
     from neurolabel.storage.queries import get_neuron as q
 
-    out = q(session=session, model=model, layer=layer, index=index)
+    out = q(session=session, model=model, layer=layer, index=index, raw_examples=True)  # windows as stored
     if out is None:
         raise HTTPException(404, detail=f"neuron {model} {layer}:{index} not found")
     return json_with_etag(request, out)

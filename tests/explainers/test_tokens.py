@@ -7,7 +7,15 @@ import pytest
 
 from neurolabel.core.errors import ExplanationError, ScoringError
 from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, TokenStat, TokenStats
-from neurolabel.explainers.tokens import TokenExplainer, TokenTierExplainer, token_table, weight_tiers
+from neurolabel.explainers.tokens import (
+    TokenExplainer,
+    TokenTierExplainer,
+    characteristic_tokens,
+    form_weights,
+    kind_deltas,
+    token_table,
+    weight_tiers,
+)
 from neurolabel.scoring.token_simulator import TokenSimulator
 from neurolabel.scoring.validate import simulate_and_score
 
@@ -29,7 +37,7 @@ def _record(fires=FIRES, **kw) -> NeuronRecord:
 
 
 def test_lists_the_tokens_the_neuron_fires_on_with_their_weights():
-    [e] = TokenExplainer().explain(_record())
+    [e] = TokenExplainer(shrink=0).explain(_record())
     tokens = {t: w for t, w, _ in e.structured["tokens"]}
     assert [t for t, _, _ in e.structured["tokens"][:2]] == [" with", ")"]  # the most important first
     assert {t: tokens[t] for t in FIRES} == pytest.approx(FIRES)
@@ -60,7 +68,7 @@ def test_token_statistics_of_the_whole_split_win_over_the_kept_windows():
     rec = _record(token_stats=stats)
     table, overall, source = token_table(rec)
     assert source == "token_stats" and overall == 0.05 and table[" dog"] == (80, 1.5)
-    [e] = TokenExplainer().explain(rec)
+    [e] = TokenExplainer(shrink=0, backoff=False).explain(rec)
     tokens = {t: w for t, w, _ in e.structured["tokens"]}
     assert tokens[" with"] == 3.0 and tokens[")"] == 2.0
     # baseline: the mean of every other explain-split token of the corpus
@@ -85,7 +93,7 @@ def test_a_neuron_that_never_changes_is_an_error():
 def test_a_neuron_that_tokens_lower_is_listed_with_negative_weights():
     # SwiGLU units go negative: a unit silenced below its mean by two tokens is described by them
     lows = {" with": -3.0, ")": -2.0}
-    [e] = TokenExplainer().explain(_record(lows))
+    [e] = TokenExplainer(shrink=0).explain(_record(lows))
     assert {t: w for t, w, _ in e.structured["tokens"] if t in lows} == pytest.approx(lows)
     assert "lower on “)” -2, “with” -3 (else" in e.text  # said apart from the tokens it fires on
     scored = simulate_and_score(e, _record(lows), simulator=TokenSimulator())
@@ -106,7 +114,8 @@ def test_weight_tiers_are_the_optimal_contiguous_partition():
 
 def test_token_tiers_group_many_tokens_into_few_weights():
     fires = {t: float(i) for i, t in enumerate(VOCAB)}  # eight distinct weights
-    [e] = TokenTierExplainer(max_tiers=3).explain(_record(fires))
+    e, backed = TokenTierExplainer(max_tiers=3).explain(_record(fires))
+    assert backed.rank == 1 and backed.structured["tokens"] == e.structured["tokens"]  # the same tiers, backed off
     tiers = e.structured["tiers"]
     assert len(tiers) == 3 and [t["weight"] for t in tiers] == sorted((t["weight"] for t in tiers), reverse=True)
     listed = {t for tier in tiers for t in tier["tokens"]}
@@ -118,10 +127,62 @@ def test_token_tiers_group_many_tokens_into_few_weights():
         assert {weight[t] for t in tier["tokens"]} == {tier["weight"]}
     scored = simulate_and_score(e, _record(fires), simulator=TokenSimulator())
     assert scored.score.score > 0.9  # three levels still predict an eight-level neuron closely
-    [exact] = TokenTierExplainer(max_tiers=12).explain(_record(fires))
+    [exact] = TokenTierExplainer(max_tiers=12, backoff=False).explain(_record(fires))
     assert simulate_and_score(exact, _record(fires), simulator=TokenSimulator()).score.score == pytest.approx(1.0)
 
 
 def test_token_tiers_parameters_are_checked():
     with pytest.raises(ValueError, match="max_tiers"):
         TokenTierExplainer(max_tiers=0)
+
+
+def test_shrinkage_pulls_rarely_seen_tokens_towards_the_mean():
+    stats = TokenStats(count=1000, mean=0.0, tokens=(TokenStat(" with", 100, 2.0), TokenStat("ained", 1, 3.0)))
+    rec = _record(token_stats=stats)
+    raw, _, _ = characteristic_tokens(rec, 20)
+    shrunk, _, _ = characteristic_tokens(rec, 20, shrink=2.0)
+    assert [t for t, _, _ in raw] == ["ained", " with"] or raw[0][0] == " with"
+    got = {t: w for t, w, _ in shrunk}
+    assert got["ained"] == pytest.approx(1.0)  # (1 x 3.0 + 2 x 0.0) / 3: one occurrence says little
+    assert got[" with"] == pytest.approx(200 / 102)
+    assert [t for t, _, _ in shrunk][0] == " with"  # and it ranks below the frequent token
+
+
+def test_simulator_backs_off_to_forms_then_kinds():
+    sim = TokenSimulator()
+    e = Explanation(model="toy", neuron=NeuronId(2, 5), explainer="tokens", explainer_version="2", text="x",
+                    structured={"tokens": [[" with", 3.0, 5]], "baseline": 0.25, "forms": [["with", 2.5]],
+                                "kinds": [["WordContinuationPiece", 1.0], ["Preposition", -0.5]]})
+    got = sim.simulate(e, (" with", " With", "WITH", " eleph", "ants", " of", " cat"))
+    # listed exactly; a variant by its form; a piece and a preposition by their kinds; else the baseline
+    assert got.expected_activations == pytest.approx((3.0, 2.5, 2.5, 0.25, 1.25, -0.25, 0.25))
+    with pytest.raises(ScoringError, match="malformed"):
+        sim.simulate(Explanation(model="toy", neuron=NeuronId(2, 5), explainer="tokens", explainer_version="2",
+                                 text="x", structured={"tokens": [[" with", 3.0, 5]], "kinds": [["x"]]}), ("a",))
+
+
+def test_forms_only_where_the_neuron_treats_variants_alike():
+    entries = [(" with", 3.0, 50), (" the", 1.0, 80), ("ained", 2.0, 3)]
+    table = {" with": (50, 3.0), "With": (10, 2.9), " the": (80, 1.0), " The": (20, -1.0), "ained": (3, 2.0)}
+    got = dict((f, w) for f, w in form_weights(entries, table))
+    assert set(got) == {"with"}  # " the" and " The" differ; "ained" has one variant only: unknown
+    assert got["with"] == pytest.approx((3.0 * 50 + 2.9 * 10) / 60)
+
+
+def test_kind_deltas_learn_what_unlisted_word_pieces_do():
+    # the neuron fires on every word-continuation piece; the label lists none of them
+    vocab = [" the", " eleph", "ants", " cat", " gir", "affe", ",", " with"]
+    rng = np.random.default_rng(1)
+    wins = []
+    for i in range(40):
+        toks = tuple(str(t) for t in rng.choice(vocab, size=16))
+        acts = tuple(2.0 if k == "WordContinuationPiece" else 0.0 for k in
+                     [("WordContinuationPiece" if t in ("ants", "affe") and j > 0 and toks[j - 1].strip().isalpha()
+                       else "") for j, t in enumerate(toks)])
+        wins.append(ActivationRecord(tokens=toks, activations=acts, window_id=i, split="explain" if i % 2 else "score",
+                                     kind="random"))
+    rec = NeuronRecord(model="toy", neuron=NeuronId(2, 5), top=(), random=tuple(wins))
+    kinds, offset = kind_deltas(rec, [(" the", 0.0, 10)], 0.0, forms=False, max_kinds=4, ridge=0.001)
+    deltas = dict((k, d) for k, d in kinds)
+    assert max(deltas, key=deltas.get) == "WordContinuationPiece" and deltas["WordContinuationPiece"] > 1.0
+    assert deltas.get("WholeWord", 0.0) < deltas["WordContinuationPiece"] - 1.0 and np.isfinite(offset)

@@ -38,8 +38,13 @@ def test_models_and_overview(http):
     assert http.get("/v1/models/nope").status_code == 404
 
 
-def test_neuron_with_stats_examples_explanations_scores(http):
+def test_neuron_with_stats_examples_explanations_scores(api, http):
+    from neurolabel.storage import db
+    from neurolabel.storage.queries import get_neuron
+
     n = http.get("/v1/models/tiny/neurons/0/1").json()
+    with db.session_scope(api[2]) as s:  # the windows, written into the answer as stored, are the same
+        assert n["examples"] == get_neuron(session=s, model="tiny", layer=0, index=1)["examples"]
     assert n["stats"]["max"] == 4.0
     assert {e["kind"] for e in n["examples"]} == {"top", "random"} and len(n["examples"]) == 8
     assert [e["text"] for e in n["explanations"]] == ["dogs and puppies", "the word dog"]

@@ -240,3 +240,73 @@ def test_index_location_of_a_server_database(tmp_path: Path) -> None:
     assert a.parent == tmp_path and "secret" not in str(a)
     assert a != vi.index_location("postgresql://me@db.local:5432/other", root=tmp_path)
     assert vi.index_location("sqlite://") is None and vi.index_location("sqlite:///:memory:") is None
+
+
+def _record(label_id: int, stamp: float) -> np.ndarray:
+    rec = np.zeros(1, dtype=vi.RECORD)
+    rec[0] = (label_id, stamp, 1, 0, 0, 0.5, 0, hash_embedder([f"label {label_id}"])[0])
+    return rec
+
+
+def test_append_cuts_a_torn_record_of_a_killed_writer(tmp_path: Path) -> None:
+    folder = tmp_path / "ix"
+    vi.append_records(folder, np.concatenate([_record(1, 1.0), _record(2, 1.0)]))
+    with open(folder / "log.bin", "ab") as f:  # a writer killed mid-append
+        f.write(_record(3, 1.0).tobytes()[:100])
+    assert [int(i) for i in vi.read_log(folder)["id"]] == [1, 2]
+    vi.append_records(folder, _record(4, 1.0))
+    assert [int(i) for i in vi.read_log(folder)["id"]] == [1, 2, 4]  # not misaligned by the torn bytes
+    records, at = vi.read_log_since(folder, None)
+    assert len(records) == 3 and at.offset == 3 * vi.RECORD.itemsize
+    assert len(vi.read_log_since(folder, at)[0]) == 0
+    vi.append_records(folder, _record(5, 1.0))
+    more, at2 = vi.read_log_since(folder, at)
+    assert [int(i) for i in more["id"]] == [5] and at2.offset == 4 * vi.RECORD.itemsize
+
+
+def test_running_reader_reads_the_log_and_rechecks_the_database(sqlite_migrated: str, monkeypatch) -> None:
+    """A reader that is up applies what writers append to the log without a query; a label the
+    log lacks (its append failed) is found at the next database check; a log rewritten by
+    ``reindex`` is read from its start."""
+    from sqlalchemy import event
+
+    from neurolabel.storage.search import SemanticIndex
+
+    url = sqlite_migrated
+    folder = vi.index_location(url)
+    _write(url, [(i, f"label {i}") for i in range(3)])
+    reader = SemanticIndex(folder)
+    reader.RECHECK_S = 3600.0
+    statements: list[str] = []
+    event.listen(db.get_engine(url), "before_cursor_execute",
+                 lambda conn, cursor, sql, *a: statements.append(sql))
+    with db.session_scope(url) as s:
+        assert reader.refresh(s) == 3
+    _write(url, [(7, "written later")])
+    statements.clear()
+    with db.session_scope(url) as s:
+        assert reader.refresh(s) == 1
+    assert statements == []  # from the log alone
+    assert reader.top(hash_embedder(["written later"])[0], 1)[0][1] == pytest.approx(1.0, abs=1e-5)
+
+    def disk_full() -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(vi, "before_log_append", disk_full)
+    _write(url, [(8, "not in the log")])
+    monkeypatch.setattr(vi, "before_log_append", None)
+    lost = hash_embedder(["not in the log"])[0]
+    with db.session_scope(url) as s:
+        assert reader.refresh(s) == 0  # the database check is not due yet
+        assert reader.top(lost, 1)[0][1] < 0.5
+        reader.RECHECK_S = 0.0
+        assert reader.refresh(s) == 1  # the check finds it
+    assert reader.top(lost, 1)[0][1] == pytest.approx(1.0, abs=1e-5)
+    reader.RECHECK_S = 3600.0
+    with db.session_scope(url) as s:
+        label_index.reindex(session=s, folder=folder, full=True)  # a new base and a new log
+    _write(url, [(9, "after the rebuild")])
+    with db.session_scope(url) as s:
+        assert reader.refresh(s) == 1
+    assert reader.top(hash_embedder(["after the rebuild"])[0], 1)[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert len(reader) == 6
