@@ -293,6 +293,10 @@ def induce(
     cand = order[: cfg.n_candidates]
     Pc = cov.P[:, cand]
     Nc = cov.N[:, cand]
+    # |E and C| for every candidate C is one product of E's coverage with the candidates' (exact:
+    # counts below 2^24 in float32), and |E or C| = |E| + |C| - |E and C|
+    Pf, Nf = Pc.astype(np.float32), Nc.astype(np.float32)
+    col_t, col_f = Pc.sum(0), Nc.sum(0)
     beam = [
         (cov.exprs[k], cov.P[:, k].copy(), cov.N[:, k].copy(), {int(k)})
         for k in order[: cfg.beam_width]
@@ -302,17 +306,16 @@ def induce(
         length += 2
         level: list[tuple[float, float, ClassExpression, np.ndarray, np.ndarray, set[int], int, int]] = []
         for expr, cp, cn, used in beam:
+            both_t = (cp.astype(np.float32) @ Pf).astype(np.int64)
+            both_f = (cn.astype(np.float32) @ Nf).astype(np.int64)
+            base_t, base_f = int(cp.sum()), int(cn.sum())
             for op in ("or", "and"):
                 if op == "or":
-                    np_ = cp[:, None] | Pc
-                    nn_ = cn[:, None] | Nc
+                    t = base_t + col_t - both_t
+                    f = base_f + col_f - both_f
                 else:
-                    np_ = cp[:, None] & Pc
-                    nn_ = cn[:, None] & Nc
-                t = np_.sum(0)
-                f = nn_.sum(0)
+                    t, f = both_t, both_f
                 qq = _quality(t, f, cov.n_pos, cov.n_neg, length, cfg)
-                base_t, base_f = int(cp.sum()), int(cn.sum())
                 # a refinement must cover differently from both of its operands
                 changed = ((t != base_t) | (f != base_f)) & ((t != tp[cand]) | (f != fp[cand]))
                 for j in np.argsort(-qq)[: cfg.beam_width * 2]:
@@ -321,7 +324,11 @@ def induce(
                         continue
                     new = ClassExpression.join(op, (expr, cov.exprs[k]))
                     pr = t[j] / max(t[j] + f[j], 1)
-                    level.append((float(qq[j]), pr, new, np_[:, j], nn_[:, j], used | {k}, int(t[j]), int(f[j])))
+                    if op == "or":
+                        np_j, nn_j = cp | Pc[:, j], cn | Nc[:, j]
+                    else:
+                        np_j, nn_j = cp & Pc[:, j], cn & Nc[:, j]
+                    level.append((float(qq[j]), pr, new, np_j, nn_j, used | {k}, int(t[j]), int(f[j])))
         level.sort(key=lambda x: (x[0], x[1]), reverse=True)
         beam = []
         seen = set()
