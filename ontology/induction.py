@@ -504,9 +504,11 @@ def predict_graded(cover: np.ndarray, weights: Sequence[float], base: float) -> 
 
 
 def _corr(p: np.ndarray, a: np.ndarray) -> float:
+    """Pearson correlation (0 when either is constant)."""
     if p.std() == 0 or a.std() == 0:
         return 0.0
-    return float(np.corrcoef(p, a)[0, 1])
+    pc, ac = p - p.mean(), a - a.mean()
+    return float(np.clip((pc @ ac) / np.sqrt((pc @ pc) * (ac @ ac)), -1.0, 1.0))
 
 
 def graded_search(
@@ -671,45 +673,55 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
     graded prediction with ``a`` (by at least ``cfg.min_gain``); the first among ``first_ok``.
 
     The change a candidate brings to the prediction depends on a token only through the token's
-    current prediction (``base``, or the weight of the chosen part that sets it) and whether a
-    chosen part covers it: tokens fall in at most ``len(chosen) + 1`` such states. So the sums the
-    correlation needs are, per candidate, sums over states of (tokens the candidate covers in the
-    state) and (their activations) — one pass over the candidates' covered tokens (the nonzeros
-    of ``X``, ~3% of it), not over the whole tokens × candidates matrix."""
+    current prediction (``base``, or the weight of the chosen part that sets it: the first of the
+    largest) and whether a chosen part covers it: tokens fall in at most ``len(chosen) + 1`` such
+    states. So the sums the correlation needs are, per candidate, sums over states of the tokens it
+    covers in each state (``c``) and of their activations (``A``). A part's weight is the mean of
+    the tokens it covers (:func:`part_weights`), whatever else is chosen, so adding a part moves
+    only tokens it covers to its state (and the base changes): ``c`` and ``A`` are updated from
+    the covered candidates of the moved tokens alone."""
     n = len(a)
     if n < 2 or a.std() == 0:
         return []
     K = X.shape[1]
-    cnt = X.sum(0).astype(np.float64)
+    row, col = np.nonzero(X)  # row-major: each token's candidates, tokens in order
+    row_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
+    a_row = a[row]
+    cnt = np.bincount(col, minlength=K).astype(np.float64)
     mean_all = float(a.mean())
     w = (a @ X + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
     usable = cnt >= 1
-    row, col = np.nonzero(X)  # the covered tokens (each candidate's in token order, as the sums need)
-    a_row = a[row]
+    W = max_parts + 1  # state 0: covered by no chosen part; 1 + j: set by chosen part j
+    c = np.zeros((K, W))
+    A = np.zeros((K, W))
+    c[:, 0] = cnt
+    A[:, 0] = np.bincount(col, weights=a_row, minlength=K)
+    values = np.zeros(W)
+    values[0] = mean_all
+    is_covered = np.ones(W, dtype=bool)
+    is_covered[0] = False
+    state = np.zeros(n, dtype=np.int64)
+    covered = np.zeros(n, dtype=bool)
     chosen: list[int] = []
     p = np.full(n, mean_all)
-    state = np.zeros(n, dtype=np.int64)  # 0: no chosen part covers the token; 1 + j: chosen part j sets it
-    values = np.array([mean_all])  # the prediction of each state
-    is_covered = np.array([False])
     current = 0.0
     sa, saa = a.sum(), (a * a).sum()
     var_a = saa / n - (sa / n) ** 2
-    for _ in range(max_parts):
-        S = len(values)
-        key = col * S + state[row]
-        c = np.bincount(key, minlength=K * S).reshape(K, S).astype(np.float64)
-        A = np.bincount(key, weights=a_row, minlength=K * S).reshape(K, S)
+    for step in range(max_parts):
+        S = step + 1
+        cs, As, vs = c[:, :S], A[:, :S], values[:S]
         # the change a candidate brings on a token of each state — the largest covering weight wins, so on
         # a token a chosen part covers it can only raise; on any other token it replaces the base
-        gap = w[:, None] - values[None, :]
+        gap = w[:, None] - vs[None, :]
         if cfg.lowering:
-            g = np.where(is_covered[None, :], np.maximum(gap, 0.0), gap)
+            g = np.where(is_covered[None, :S], np.maximum(gap, 0.0), gap)
         else:
             g = np.maximum(gap, 0.0)
-        cg = c * g
+        cg = cs * g
         sp = p.sum() + cg.sum(1)
-        spa = p @ a + (A * g).sum(1)
-        spp = (p * p).sum() + (cg * (2 * values[None, :] + g)).sum(1)
+        spa = p @ a + (As * g).sum(1)
+        spp = (p * p).sum() + (cg * (2 * vs[None, :] + g)).sum(1)
         cov_pa = spa / n - (sp / n) * (sa / n)
         var_p = spp / n - (sp / n) ** 2
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -722,13 +734,24 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
         if r[k] - current < cfg.min_gain:
             break
         chosen.append(k)
-        cover = X[:, chosen]
-        weights, base_v = part_weights(cover, a, cfg.prior_count)
-        p = predict_graded(cover, weights, base_v)
-        covered = cover.any(1)
-        state = np.where(covered, 1 + np.argmax(np.where(cover, weights[None, :], -np.inf), axis=1), 0)
-        values = np.concatenate([[base_v], weights])
-        is_covered = np.concatenate([[False], np.ones(len(weights), dtype=bool)])
+        # the new part's weight as part_weights gives it, and the tokens it now sets
+        cover_k = X[:, k]
+        w_k, _ = part_weights(cover_k[:, None], a, cfg.prior_count)
+        values[S] = w_k[0]
+        moved = np.flatnonzero(cover_k & (~covered | (values[S] > values[state])))
+        covered |= cover_k
+        values[0] = float(a[~covered].mean()) if not covered.all() else mean_all
+        if len(moved):
+            lens = row_ptr[moved + 1] - row_ptr[moved]
+            idx = np.repeat(row_ptr[moved] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+            key_old = col[idx] * W + np.repeat(state[moved], lens)
+            key_new = col[idx] * W + S
+            c -= np.bincount(key_old, minlength=K * W).reshape(K, W)
+            c += np.bincount(key_new, minlength=K * W).reshape(K, W)
+            A -= np.bincount(key_old, weights=a_row[idx], minlength=K * W).reshape(K, W)
+            A += np.bincount(key_new, weights=a_row[idx], minlength=K * W).reshape(K, W)
+            state[moved] = S
+        p = values[state]
         current = _corr(p, a)
     return chosen
 
