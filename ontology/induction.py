@@ -549,16 +549,20 @@ def graded_search(
     if not exprs:
         return None
     max_parts = cfg.max_parts
+    nonzero = np.nonzero(X)
     if groups is not None:
         g = np.asarray(groups)
         uniq = np.unique(g)
         if len(uniq) >= 4:
             fold = np.isin(g, uniq[1::2])
             curves = []
+            row, col = nonzero
             for test in (fold, ~fold):
                 train = ~test
                 X_train, a_train = X[train], a[train]
-                seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0))
+                keep = train[row]
+                seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0),
+                              ((np.cumsum(train) - 1)[row[keep]], col[keep]))
                 S_train, S_test, a_test = X_train[:, seq], X[test][:, seq], a[test]
                 curve = []
                 for k in range(1, len(seq) + 1):
@@ -574,7 +578,7 @@ def graded_search(
     first_ok = X[pos].any(0)
     if not first_ok.any():
         return None
-    chosen = _greedy(X, a, cfg, max_parts, first_ok)
+    chosen = _greedy(X, a, cfg, max_parts, first_ok, nonzero)
     if not chosen:
         # nothing raises the correlation: the candidate covering a positive with the highest weight
         w_all = (a @ X + cfg.prior_count * a.mean()) / (X.sum(0) + cfg.prior_count)
@@ -668,7 +672,7 @@ def _n_windows(X: np.ndarray, win: np.ndarray) -> np.ndarray:
 
 
 def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
-            first_ok: np.ndarray | None = None) -> list[int]:
+            first_ok: np.ndarray | None = None, nonzero: tuple[np.ndarray, np.ndarray] | None = None) -> list[int]:
     """Columns of ``X`` chosen one by one, each the one that most raises the correlation of the
     graded prediction with ``a`` (by at least ``cfg.min_gain``); the first among ``first_ok``.
 
@@ -679,24 +683,25 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
     covers in each state (``c``) and of their activations (``A``). A part's weight is the mean of
     the tokens it covers (:func:`part_weights`), whatever else is chosen, so adding a part moves
     only tokens it covers to its state (and the base changes): ``c`` and ``A`` are updated from
-    the covered candidates of the moved tokens alone."""
+    the covered candidates of the moved tokens alone. ``nonzero``: ``np.nonzero(X)``, when the
+    caller has it."""
     n = len(a)
     if n < 2 or a.std() == 0:
         return []
     K = X.shape[1]
-    row, col = np.nonzero(X)  # row-major: each token's candidates, tokens in order
+    row, col = np.nonzero(X) if nonzero is None else nonzero  # row-major: each token's candidates
     row_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
     a_row = a[row]
     cnt = np.bincount(col, minlength=K).astype(np.float64)
     mean_all = float(a.mean())
-    w = (a @ X + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
-    usable = cnt >= 1
     W = max_parts + 1  # state 0: covered by no chosen part; 1 + j: set by chosen part j
     c = np.zeros((K, W))
     A = np.zeros((K, W))
     c[:, 0] = cnt
     A[:, 0] = np.bincount(col, weights=a_row, minlength=K)
+    w = (A[:, 0] + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
+    usable = cnt >= 1
     values = np.zeros(W)
     values[0] = mean_all
     is_covered = np.ones(W, dtype=bool)
