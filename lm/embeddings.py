@@ -76,7 +76,8 @@ def _length_batches(model, texts: list[str], max_tokens: int, max_texts: int) ->
     """Indices of ``texts`` in batches of similar token length (shortest first), each at most
     ``max_tokens`` padded tokens (a longer text alone) and ``max_texts`` texts."""
     limit = int(model.max_seq_length or 512)
-    lens = np.array([min(len(ids), limit) for ids in model.tokenizer(texts, add_special_tokens=True)["input_ids"]])
+    ids = model.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+    lens = np.array([len(x) for x in ids])
     order = np.argsort(lens, kind="stable")
     batches, start = [], 0
     for end in range(1, len(order) + 1):
