@@ -90,6 +90,7 @@ class Annotator:
         """WordNet parts of speech a word may be read as (``"n"``: nouns only, as the noun-only
         ontology read words; planted units use that)."""
         self._cache: dict[tuple[str, ...], tuple[tuple[int, ...], ...]] = {}
+        self._mention_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._word_memo: dict[str, tuple[int, ...]] = {}
         self._phrase_starts: frozenset[str] | None = None
 
@@ -246,10 +247,18 @@ class Annotator:
 
     def mentions(self, tokens: Sequence[str]) -> list[str]:
         """For each token, the word or phrase (as written) through which it names a class, or
-        ``""`` (e.g. ``"New York"`` for both tokens of it)."""
-        texts = [""] * len(tokens)
-        self._annotate(tuple(tokens), texts)
-        return texts
+        ``""`` (e.g. ``"New York"`` for both tokens of it); cached per window, as the classes are."""
+        key = tuple(tokens)
+        got = self._mention_cache.get(key)
+        if got is None:
+            texts = [""] * len(tokens)
+            direct = self._annotate(key, texts)
+            got = tuple(texts)
+            for cache, value in ((self._mention_cache, got), (self._cache, direct)):
+                if key not in cache and len(cache) >= self.cache_size_limit:
+                    cache.pop(next(iter(cache)), None)
+                cache[key] = value
+        return list(got)
 
     def _annotate(self, tokens: tuple[str, ...], texts: list[str] | None = None) -> tuple[tuple[int, ...], ...]:
         words = self.words(tokens)

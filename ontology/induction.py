@@ -177,6 +177,17 @@ class _Closures:
                 memo = self._memos[onto] = {}
         self.memo: dict[tuple[int, ...], np.ndarray] = memo
 
+    def many(self, ds: Sequence[Sequence[int] | None]) -> list[np.ndarray]:
+        """:meth:`__call__` of each of ``ds`` (``None``: no classes, an empty array)."""
+        get = self.memo.get
+        out = [get(d) if d.__class__ is tuple else None for d in ds]
+        for i, got in enumerate(out):
+            if got is None:
+                out[i] = self(ds[i]) if ds[i] is not None else self._EMPTY
+        return out
+
+    _EMPTY = np.zeros(0, dtype=np.int32)
+
     def __call__(self, d: Sequence[int]) -> np.ndarray:
         key = tuple(d)
         got = self.memo.get(key)
@@ -218,23 +229,22 @@ def coverage_matrices(
     ``positives``/``negatives`` hold each example token's direct classes. The column of
     ``follows some C`` for a token is C's column for the token before it — one more scatter."""
     closure = _Closures(onto)
-    pos_cl = [closure(d) for d in positives]
+    pos_cl = closure.many(positives)
     relevant = np.unique(np.concatenate(pos_cl)) if pos_cl else np.zeros(0, dtype=np.int32)
     col_of = np.full(onto.n_classes, -1, dtype=np.int64)
     col_of[relevant] = np.arange(len(relevant))
     K1 = len(relevant)
-    neg_cl = [closure(d) for d in negatives]
+    neg_cl = closure.many(negatives)
     P = _scatter(pos_cl, col_of, K1)
     N = _scatter(neg_cl, col_of, K1)
     exprs = [ClassExpression.atom(int(c)) for c in relevant]
     classes = relevant
     if positives_prev is not None:
-        ppos = [closure(d) if d is not None else np.zeros(0, dtype=np.int32) for d in positives_prev]
+        ppos = closure.many(positives_prev)
         rel2 = np.unique(np.concatenate(ppos)) if ppos else np.zeros(0, dtype=np.int32)
         col2 = np.full(onto.n_classes, -1, dtype=np.int64)
         col2[rel2] = np.arange(len(rel2))
-        pneg = [closure(d) if d is not None else np.zeros(0, dtype=np.int32)
-                for d in (negatives_prev if negatives_prev is not None else [None] * len(negatives))]
+        pneg = closure.many(negatives_prev if negatives_prev is not None else [None] * len(negatives))
         P = np.concatenate([P, _scatter(ppos, col2, len(rel2))], axis=1)
         N = np.concatenate([N, _scatter(pneg, col2, len(rel2))], axis=1)
         exprs += [ClassExpression.some(ClassExpression.atom(int(c))) for c in rel2]
@@ -283,6 +293,10 @@ def induce(
     cand = order[: cfg.n_candidates]
     Pc = cov.P[:, cand]
     Nc = cov.N[:, cand]
+    # |E and C| for every candidate C is one product of E's coverage with the candidates' (exact:
+    # counts below 2^24 in float32), and |E or C| = |E| + |C| - |E and C|
+    Pf, Nf = Pc.astype(np.float32), Nc.astype(np.float32)
+    col_t, col_f = Pc.sum(0), Nc.sum(0)
     beam = [
         (cov.exprs[k], cov.P[:, k].copy(), cov.N[:, k].copy(), {int(k)})
         for k in order[: cfg.beam_width]
@@ -292,17 +306,16 @@ def induce(
         length += 2
         level: list[tuple[float, float, ClassExpression, np.ndarray, np.ndarray, set[int], int, int]] = []
         for expr, cp, cn, used in beam:
+            both_t = (cp.astype(np.float32) @ Pf).astype(np.int64)
+            both_f = (cn.astype(np.float32) @ Nf).astype(np.int64)
+            base_t, base_f = int(cp.sum()), int(cn.sum())
             for op in ("or", "and"):
                 if op == "or":
-                    np_ = cp[:, None] | Pc
-                    nn_ = cn[:, None] | Nc
+                    t = base_t + col_t - both_t
+                    f = base_f + col_f - both_f
                 else:
-                    np_ = cp[:, None] & Pc
-                    nn_ = cn[:, None] & Nc
-                t = np_.sum(0)
-                f = nn_.sum(0)
+                    t, f = both_t, both_f
                 qq = _quality(t, f, cov.n_pos, cov.n_neg, length, cfg)
-                base_t, base_f = int(cp.sum()), int(cn.sum())
                 # a refinement must cover differently from both of its operands
                 changed = ((t != base_t) | (f != base_f)) & ((t != tp[cand]) | (f != fp[cand]))
                 for j in np.argsort(-qq)[: cfg.beam_width * 2]:
@@ -311,7 +324,11 @@ def induce(
                         continue
                     new = ClassExpression.join(op, (expr, cov.exprs[k]))
                     pr = t[j] / max(t[j] + f[j], 1)
-                    level.append((float(qq[j]), pr, new, np_[:, j], nn_[:, j], used | {k}, int(t[j]), int(f[j])))
+                    if op == "or":
+                        np_j, nn_j = cp | Pc[:, j], cn | Nc[:, j]
+                    else:
+                        np_j, nn_j = cp & Pc[:, j], cn & Nc[:, j]
+                    level.append((float(qq[j]), pr, new, np_j, nn_j, used | {k}, int(t[j]), int(f[j])))
         level.sort(key=lambda x: (x[0], x[1]), reverse=True)
         beam = []
         seen = set()
@@ -386,12 +403,11 @@ def coverage_vectors(
     col_of = np.full(onto.n_classes, -1, dtype=np.int64)
     col_of[needed] = np.arange(len(needed))
     closure = _Closures(onto)
-    M = _scatter([closure(d) for d in examples], col_of, len(needed))
+    M = _scatter(closure.many(examples), col_of, len(needed))
     if previous is None:
         Mp = None
     else:
-        empty = np.zeros(0, dtype=np.int32)
-        Mp = _scatter([closure(d) if d is not None else empty for d in previous], col_of, len(needed))
+        Mp = _scatter(closure.many(previous), col_of, len(needed))
 
     def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
         if e.op == "class":
@@ -488,6 +504,7 @@ def predict_graded(cover: np.ndarray, weights: Sequence[float], base: float) -> 
 
 
 def _corr(p: np.ndarray, a: np.ndarray) -> float:
+    """Pearson correlation (0 when either is constant)."""
     if p.std() == 0 or a.std() == 0:
         return 0.0
     return float(np.corrcoef(p, a)[0, 1])
@@ -531,16 +548,20 @@ def graded_search(
     if not exprs:
         return None
     max_parts = cfg.max_parts
+    nonzero = np.nonzero(X)
     if groups is not None:
         g = np.asarray(groups)
         uniq = np.unique(g)
         if len(uniq) >= 4:
             fold = np.isin(g, uniq[1::2])
             curves = []
+            row, col = nonzero
             for test in (fold, ~fold):
                 train = ~test
                 X_train, a_train = X[train], a[train]
-                seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0))
+                keep = train[row]
+                seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0),
+                              ((np.cumsum(train) - 1)[row[keep]], col[keep]))
                 S_train, S_test, a_test = X_train[:, seq], X[test][:, seq], a[test]
                 curve = []
                 for k in range(1, len(seq) + 1):
@@ -556,7 +577,7 @@ def graded_search(
     first_ok = X[pos].any(0)
     if not first_ok.any():
         return None
-    chosen = _greedy(X, a, cfg, max_parts, first_ok)
+    chosen = _greedy(X, a, cfg, max_parts, first_ok, nonzero)
     if not chosen:
         # nothing raises the correlation: the candidate covering a positive with the highest weight
         w_all = (a @ X + cfg.prior_count * a.mean()) / (X.sum(0) + cfg.prior_count)
@@ -576,9 +597,7 @@ def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: n
     of several thousand)."""
     n = len(a)
     closure = _Closures(onto)
-    empty = np.zeros(0, dtype=np.int32)
-    row, col, classes, n_atoms = _pairs([closure(d) for d in examples],
-                                        [closure(d) if d is not None else empty for d in previous])
+    row, col, classes, n_atoms = _pairs(closure.many(examples), closure.many(previous))
     K = len(classes)
     cnt = np.bincount(col, minlength=K)
     keep = (cnt >= cfg.min_support) & (cnt < n)
@@ -645,57 +664,68 @@ def _pairs(closed: list[np.ndarray], closed_prev: list[np.ndarray]) -> tuple[np.
 def _n_windows(X: np.ndarray, win: np.ndarray) -> np.ndarray:
     """Per column of ``X`` (tokens × candidates), the number of distinct windows ``win`` (each
     token's window, 0 … W-1) among the tokens it covers."""
-    col, row = np.nonzero(X.T)
+    row, col = np.nonzero(X)
     seen = np.zeros((X.shape[1], int(win.max()) + 1 if len(win) else 0), dtype=bool)
     seen[col, win[row]] = True
     return seen.sum(1)
 
 
 def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
-            first_ok: np.ndarray | None = None) -> list[int]:
+            first_ok: np.ndarray | None = None, nonzero: tuple[np.ndarray, np.ndarray] | None = None) -> list[int]:
     """Columns of ``X`` chosen one by one, each the one that most raises the correlation of the
     graded prediction with ``a`` (by at least ``cfg.min_gain``); the first among ``first_ok``.
 
     The change a candidate brings to the prediction depends on a token only through the token's
-    current prediction (``base``, or the weight of the chosen part that sets it) and whether a
-    chosen part covers it: tokens fall in at most ``len(chosen) + 1`` such states. So the sums the
-    correlation needs are, per candidate, sums over states of (tokens the candidate covers in the
-    state) and (their activations) — one pass over the candidates' covered tokens (the nonzeros
-    of ``X``, ~3% of it), not over the whole tokens × candidates matrix."""
+    current prediction (``base``, or the weight of the chosen part that sets it: the first of the
+    largest) and whether a chosen part covers it: tokens fall in at most ``len(chosen) + 1`` such
+    states. So the sums the correlation needs are, per candidate, sums over states of the tokens it
+    covers in each state (``c``) and of their activations (``A``). A part's weight is the mean of
+    the tokens it covers (:func:`part_weights`), whatever else is chosen, so adding a part moves
+    only tokens it covers to its state (and the base changes): ``c`` and ``A`` are updated from
+    the covered candidates of the moved tokens alone. ``nonzero``: ``np.nonzero(X)``, when the
+    caller has it."""
     n = len(a)
     if n < 2 or a.std() == 0:
         return []
     K = X.shape[1]
-    cnt = X.sum(0).astype(np.float64)
-    mean_all = float(a.mean())
-    w = (a @ X + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
-    usable = cnt >= 1
-    col, row = np.nonzero(X.T)  # the covered tokens of each candidate, candidate by candidate
+    row, col = np.nonzero(X) if nonzero is None else nonzero  # row-major: each token's candidates
+    row_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
     a_row = a[row]
+    cnt = np.bincount(col, minlength=K).astype(np.float64)
+    mean_all = float(a.mean())
+    W = max_parts + 1  # state 0: covered by no chosen part; 1 + j: set by chosen part j
+    c = np.zeros((K, W))
+    A = np.zeros((K, W))
+    c[:, 0] = cnt
+    A[:, 0] = np.bincount(col, weights=a_row, minlength=K)
+    w = (A[:, 0] + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
+    usable = cnt >= 1
+    values = np.zeros(W)
+    values[0] = mean_all
+    is_covered = np.ones(W, dtype=bool)
+    is_covered[0] = False
+    state = np.zeros(n, dtype=np.int64)
+    covered = np.zeros(n, dtype=bool)
     chosen: list[int] = []
     p = np.full(n, mean_all)
-    state = np.zeros(n, dtype=np.int64)  # 0: no chosen part covers the token; 1 + j: chosen part j sets it
-    values = np.array([mean_all])  # the prediction of each state
-    is_covered = np.array([False])
     current = 0.0
     sa, saa = a.sum(), (a * a).sum()
     var_a = saa / n - (sa / n) ** 2
-    for _ in range(max_parts):
-        S = len(values)
-        key = col * S + state[row]
-        c = np.bincount(key, minlength=K * S).reshape(K, S).astype(np.float64)
-        A = np.bincount(key, weights=a_row, minlength=K * S).reshape(K, S)
+    for step in range(max_parts):
+        S = step + 1
+        cs, As, vs = c[:, :S], A[:, :S], values[:S]
         # the change a candidate brings on a token of each state — the largest covering weight wins, so on
         # a token a chosen part covers it can only raise; on any other token it replaces the base
-        gap = w[:, None] - values[None, :]
+        gap = w[:, None] - vs[None, :]
         if cfg.lowering:
-            g = np.where(is_covered[None, :], np.maximum(gap, 0.0), gap)
+            g = np.where(is_covered[None, :S], np.maximum(gap, 0.0), gap)
         else:
             g = np.maximum(gap, 0.0)
-        cg = c * g
+        cg = cs * g
         sp = p.sum() + cg.sum(1)
-        spa = p @ a + (A * g).sum(1)
-        spp = (p * p).sum() + (cg * (2 * values[None, :] + g)).sum(1)
+        spa = p @ a + (As * g).sum(1)
+        spp = (p * p).sum() + (cg * (2 * vs[None, :] + g)).sum(1)
         cov_pa = spa / n - (sp / n) * (sa / n)
         var_p = spp / n - (sp / n) ** 2
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -708,13 +738,24 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
         if r[k] - current < cfg.min_gain:
             break
         chosen.append(k)
-        cover = X[:, chosen]
-        weights, base_v = part_weights(cover, a, cfg.prior_count)
-        p = predict_graded(cover, weights, base_v)
-        covered = cover.any(1)
-        state = np.where(covered, 1 + np.argmax(np.where(cover, weights[None, :], -np.inf), axis=1), 0)
-        values = np.concatenate([[base_v], weights])
-        is_covered = np.concatenate([[False], np.ones(len(weights), dtype=bool)])
+        # the new part's weight as part_weights gives it, and the tokens it now sets
+        cover_k = X[:, k]
+        w_k, _ = part_weights(cover_k[:, None], a, cfg.prior_count)
+        values[S] = w_k[0]
+        moved = np.flatnonzero(cover_k & (~covered | (values[S] > values[state])))
+        covered |= cover_k
+        values[0] = float(a[~covered].mean()) if not covered.all() else mean_all
+        if len(moved):
+            lens = row_ptr[moved + 1] - row_ptr[moved]
+            idx = np.repeat(row_ptr[moved] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+            key_old = col[idx] * W + np.repeat(state[moved], lens)
+            key_new = col[idx] * W + S
+            c -= np.bincount(key_old, minlength=K * W).reshape(K, W)
+            c += np.bincount(key_new, minlength=K * W).reshape(K, W)
+            A -= np.bincount(key_old, weights=a_row[idx], minlength=K * W).reshape(K, W)
+            A += np.bincount(key_new, weights=a_row[idx], minlength=K * W).reshape(K, W)
+            state[moved] = S
+        p = values[state]
         current = _corr(p, a)
     return chosen
 

@@ -46,3 +46,25 @@ def test_concurrent_first_use_loads_one_model():
                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                               "HOME": str(Path.home()), "TOKENIZERS_PARALLELISM": "false"})
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
+
+
+def test_length_batches_give_the_same_vectors_in_order_and_restore_threads():
+    """Texts batched by token length (a long one alone), on one thread: the same vectors, in the
+    caller's order, as one plain batch; torch's thread setting is what it was before."""
+    import numpy as np
+    import torch
+
+    from neurolabel.lm import embeddings
+
+    texts = ["dog", "mentions of " + ", ".join(f"word{i}" for i in range(150)), "a token right after a noun",
+             "cat", "", "punctuation marks (full stop, comma)"] * 3
+    before = torch.get_num_threads()
+    plain = embeddings.embed(texts, batch_size=64)
+    model = embeddings.load_embedder()
+    batches = embeddings._length_batches(model, texts, 64, 4)
+    assert sorted(int(i) for b in batches for i in b) == list(range(len(texts)))
+    assert max(len(b) for b in batches) <= 4
+    assert all(len(b) == 1 for b in batches if {1, 7, 13} & set(b.tolist()))  # a long text is batched alone
+    got = embeddings.embed(texts, batch_size=4, threads=1, max_batch_tokens=64)
+    assert got.shape == (len(texts), 384) and np.abs(got - plain).max() < 1e-5
+    assert torch.get_num_threads() == before
