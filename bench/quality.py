@@ -187,7 +187,7 @@ def _record_now(target, corpus: str, layers: list[int], units: list[int], max_to
 
 def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: list[int], corpus: str,
          max_tokens: int, window_tokens: int, llm_neurons: int, cross: str | None,
-         cache: Path | None = None) -> None:
+         cache: Path | None = None, facets: bool = True) -> None:
     from bench.ceiling import reference_scores
     from neurolabel.activations.models import load_target
 
@@ -227,7 +227,8 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
     for key, label in names.items():
         print(_row(label, "-", [x[key] for x in refs]))
     _coverage(records)
-    _facets(records, best)
+    if facets:
+        _facets(records, best)
     best_mean = float(np.mean([_value(b) or 0.0 for b in best]))
     ci = [_value(b) or 0.0 for b in best_of.get("concept_induction", [])]
     undefined = sum(_value(b) is None for b in best)
@@ -318,6 +319,8 @@ def main() -> None:
                     help="folder where recordings are saved and reused by later runs with the same arguments")
     ap.add_argument("--skip-planted", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--skip-facets", action="store_true",
+                    help="leave out the facets-vs-best-label line (it re-explains every neuron's facets: slow on CPU)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from neurolabel.pipeline.simulators import resolve_simulators
@@ -341,7 +344,7 @@ def main() -> None:
             cross = None if args.cross_corpus == "none" else (
                 _license_corpus(lic) if args.cross_corpus == "licenses" else args.cross_corpus)
             real(explainers, sims, layers, units, args.corpus, args.max_tokens, args.window_tokens,
-                 args.llm_neurons, cross, args.cache)
+                 args.llm_neurons, cross, args.cache, facets=not args.skip_facets)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
