@@ -31,7 +31,7 @@ def average_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank, and ``sum(t**3 - t)`` over the row's groups of ``t`` tied values."""
     x = _rows(x)
     m, n = x.shape
-    order = np.argsort(x, axis=1, kind="stable")
+    order = np.argsort(x, axis=1)  # any order within a group of ties: each gets the average rank
     xs = np.take_along_axis(x, order, axis=1)
     idx = np.broadcast_to(np.arange(n), (m, n))
     new = np.ones((m, n), dtype=bool)
