@@ -374,7 +374,15 @@ def _canon(expr: ClassExpression) -> object:
 
 
 def _canon_str(expr: ClassExpression) -> str:
-    return repr(_canon(expr))
+    """A canonical text of ``expr`` (an ``and``/``or``'s parts sorted): the last tie-break of the
+    ranking. Not ``repr(_canon(expr))``: a frozenset's order follows its members' hashes, which
+    for tuples holding strings change with Python's hash seed, so equally good hypotheses came
+    out in another order from one process to the next."""
+    if expr.op == "class":
+        return str(expr.cls)
+    if expr.op == "some":
+        return f"some {expr.role} ({_canon_str(expr.args[0])})"
+    return f"{expr.op}(" + ", ".join(sorted(_canon_str(a) for a in expr.args)) + ")"
 
 
 def coverage_vector(

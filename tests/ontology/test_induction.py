@@ -185,3 +185,23 @@ def test_graded_search_learns_a_part_that_lowers_the_neuron(onto):
     old = graded_search(onto, examples, [None] * len(examples), acts, pos,
                         GradedConfig(prior_count=0.0, lowering=False))
     assert [onto.label(e.cls) for e in old.parts] == ["dog"] and old.correlation < 0.9
+
+
+def test_ranking_tie_break_does_not_depend_on_the_hash_seed():
+    """The last tie-break between equally good hypotheses is a canonical text with sorted parts,
+    the same in every process (``repr`` of a frozenset of tuples holding strings was not)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from neurolabel.ontology.expression import ClassExpression as E\n"
+        "from neurolabel.ontology.induction import _canon_str\n"
+        "e = E.join('or', [E.atom(3), E.some(E.atom(5)), E.join('and', [E.atom(9), E.some(E.atom(2))]), E.atom(11)])\n"
+        "print(_canon_str(e))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+            for seed in range(8)}
+    assert len(outs) == 1, outs
