@@ -308,7 +308,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small run (few classes, 12 neurons, small corpus)")
     ap.add_argument("--explainers", default="", help="comma-separated tags (default: every installed one)")
     ap.add_argument("--layers", default="2,6,12,18,24,29", help="real neurons' layers")
-    ap.add_argument("--units", type=int, default=25, help="units 0..N-1 of each layer")
+    ap.add_argument("--units", type=int, default=25, help="units 0..N-1 of each layer (from --unit-offset)")
+    ap.add_argument("--unit-offset", type=int, default=0,
+                    help="first unit of each layer: e.g. 25 for units 25-49, to choose settings on other neurons "
+                         "than the issue's 0-24 they are reported on")
     ap.add_argument("--llm-neurons", type=int, default=6, help="real neurons explained by llm_summary (slow on CPU)")
     ap.add_argument("--max-tokens", type=int, default=32_768, help="corpus tokens recorded")
     ap.add_argument("--window-tokens", type=int, default=64, help="tokens per window")
@@ -329,7 +332,7 @@ def main() -> None:
         t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
     sims = resolve_simulators(explainers)
     layers = [int(x) for x in args.layers.split(",")]
-    units = list(range(args.units))
+    units = list(range(args.unit_offset, args.unit_offset + args.units))
     if args.quick:
         layers, units, args.llm_neurons, args.max_tokens = [6, 18], list(range(6)), 2, 8192
     print(f"# bench/quality.py {'--quick ' if args.quick else ''}explainers={explainers} simulators={sims}")

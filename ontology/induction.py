@@ -52,6 +52,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from neurolabel.ontology import graded_kernels as _kernels
 from neurolabel.ontology.expression import ClassExpression
 from neurolabel.ontology.model import Ontology
 
@@ -570,16 +571,14 @@ def graded_search(
                 keep = train[row]
                 seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0),
                               ((np.cumsum(train) - 1)[row[keep]], col[keep]))
-                S_train, S_test, a_test = X_train[:, seq], X[test][:, seq], a[test]
-                curve = []
-                for k in range(1, len(seq) + 1):
-                    w, b = part_weights(S_train[:, :k], a_train, cfg.prior_count)
-                    curve.append(_corr(predict_graded(S_test[:, :k], w, b), a_test))
+                curve = list(_kernels.prefix_curve(np.ascontiguousarray(X_train[:, seq]), a_train,
+                                                   np.ascontiguousarray(X[test][:, seq]), a[test],
+                                                   float(cfg.prior_count)))
                 curves.append(curve + [curve[-1] if curve else 0.0] * (cfg.max_parts - len(curve)))
             mean = np.mean(np.array(curves), axis=0)
             best, k_best = -np.inf, 1
             for k, v in enumerate(mean, start=1):
-                if v > best + (cfg.cv_min_gain if k > 1 else 0.0):
+                if v > best + (max(cfg.cv_min_gain, _kernels.TIE) if k > 1 else 0.0):
                     best, k_best = v, k
             max_parts = k_best
     first_ok = X[pos].any(0)
@@ -687,85 +686,23 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
     current prediction (``base``, or the weight of the chosen part that sets it: the first of the
     largest) and whether a chosen part covers it: tokens fall in at most ``len(chosen) + 1`` such
     states. So the sums the correlation needs are, per candidate, sums over states of the tokens it
-    covers in each state (``c``) and of their activations (``A``). A part's weight is the mean of
-    the tokens it covers (:func:`part_weights`), whatever else is chosen, so adding a part moves
-    only tokens it covers to its state (and the base changes): ``c`` and ``A`` are updated from
-    the covered candidates of the moved tokens alone. ``nonzero``: ``np.nonzero(X)``, when the
-    caller has it."""
+    covers in each state and of their activations. A part's weight is the mean of the tokens it
+    covers (:func:`part_weights`), whatever else is chosen, so adding a part moves only tokens it
+    covers to its state (and the base changes): the sums are updated from the covered candidates
+    of the moved tokens alone. The loop is compiled (:func:`ontology.graded_kernels.greedy`).
+    ``nonzero``: ``np.nonzero(X)`` (row-major), when the caller has it."""
     n = len(a)
-    if n < 2 or a.std() == 0:
-        return []
     K = X.shape[1]
+    if n < 2 or K == 0 or a.std() == 0:
+        return []
     row, col = np.nonzero(X) if nonzero is None else nonzero  # row-major: each token's candidates
     row_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
-    a_row = a[row]
-    cnt = np.bincount(col, minlength=K).astype(np.float64)
-    mean_all = float(a.mean())
-    W = max_parts + 1  # state 0: covered by no chosen part; 1 + j: set by chosen part j
-    c = np.zeros((K, W))
-    A = np.zeros((K, W))
-    c[:, 0] = cnt
-    A[:, 0] = np.bincount(col, weights=a_row, minlength=K)
-    w = (A[:, 0] + cfg.prior_count * mean_all) / (cnt + cfg.prior_count)
-    usable = cnt >= 1
-    values = np.zeros(W)
-    values[0] = mean_all
-    is_covered = np.ones(W, dtype=bool)
-    is_covered[0] = False
-    state = np.zeros(n, dtype=np.int64)
-    covered = np.zeros(n, dtype=bool)
-    chosen: list[int] = []
-    p = np.full(n, mean_all)
-    current = 0.0
-    sa, saa = a.sum(), (a * a).sum()
-    var_a = saa / n - (sa / n) ** 2
-    for step in range(max_parts):
-        S = step + 1
-        cs, As, vs = c[:, :S], A[:, :S], values[:S]
-        # the change a candidate brings on a token of each state — the largest covering weight wins, so on
-        # a token a chosen part covers it can only raise; on any other token it replaces the base
-        gap = w[:, None] - vs[None, :]
-        if cfg.lowering:
-            g = np.where(is_covered[None, :S], np.maximum(gap, 0.0), gap)
-        else:
-            g = np.maximum(gap, 0.0)
-        cg = cs * g
-        sp = p.sum() + cg.sum(1)
-        spa = p @ a + (As * g).sum(1)
-        spp = (p * p).sum() + (cg * (2 * vs[None, :] + g)).sum(1)
-        cov_pa = spa / n - (sp / n) * (sa / n)
-        var_p = spp / n - (sp / n) ** 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where((var_p > 1e-15) & usable, cov_pa / np.sqrt(np.maximum(var_p, 1e-30) * max(var_a, 1e-30)), -1.0)
-        if chosen:
-            r[chosen] = -1.0
-        elif first_ok is not None:
-            r = np.where(first_ok, r, -1.0)
-        k = int(np.argmax(r))
-        if r[k] - current < cfg.min_gain:
-            break
-        chosen.append(k)
-        # the new part's weight as part_weights gives it, and the tokens it now sets
-        cover_k = X[:, k]
-        w_k, _ = part_weights(cover_k[:, None], a, cfg.prior_count)
-        values[S] = w_k[0]
-        moved = np.flatnonzero(cover_k & (~covered | (values[S] > values[state])))
-        covered |= cover_k
-        values[0] = float(a[~covered].mean()) if not covered.all() else mean_all
-        if len(moved):
-            lens = row_ptr[moved + 1] - row_ptr[moved]
-            idx = np.repeat(row_ptr[moved] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
-            key_old = col[idx] * W + np.repeat(state[moved], lens)
-            key_new = col[idx] * W + S
-            c -= np.bincount(key_old, minlength=K * W).reshape(K, W)
-            c += np.bincount(key_new, minlength=K * W).reshape(K, W)
-            A -= np.bincount(key_old, weights=a_row[idx], minlength=K * W).reshape(K, W)
-            A += np.bincount(key_new, weights=a_row[idx], minlength=K * W).reshape(K, W)
-            state[moved] = S
-        p = values[state]
-        current = _corr(p, a)
-    return chosen
+    ok = np.ones(K, dtype=bool) if first_ok is None else np.asarray(first_ok, dtype=bool)
+    got = _kernels.greedy(row_ptr, np.asarray(col, dtype=np.int64), np.asarray(a, dtype=np.float64), K,
+                          int(max_parts), float(cfg.prior_count), float(cfg.min_gain), bool(cfg.lowering), ok,
+                          first_ok is not None)
+    return [int(k) for k in got]
 
 
 def cross_validated_correlation(cover: np.ndarray, acts: Sequence[float], groups: Sequence[int],

@@ -1,0 +1,228 @@
+"""Compiled inner loops of the graded search (:func:`ontology.induction.graded_search`).
+
+The greedy forward selection scores every candidate part at every step (~70 steps per neuron,
+each a handful of (candidates × token states) sums): written as NumPy calls it cost ~1 ms a step,
+nearly all of it call overhead. Here the whole selection, and the held-fold curve that chooses
+the number of parts, run as one compiled loop each (numba, ``cache=True``: compiled once per
+machine, then loaded from ``__pycache__``; ``nogil``: the pipeline's explainer threads run them
+side by side).
+
+They compute what the NumPy formulas of :mod:`ontology.induction` compute, in another order of
+floating-point additions; every comparison that chooses something (a part raises the correlation
+by ``min_gain``, a prefix raises the held-fold mean) allows for rounding (:data:`TIE`), so the
+choices do not depend on that order.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+TIE = 1e-9
+"""Correlations closer than this are equal: a further part must raise the held-fold mean by more
+than this (correlations that agree in exact arithmetic — a prediction with the same two values
+and a shifted base — differ by ~1e-16 in floating point, which must not add a part)."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _pearson(p: np.ndarray, a: np.ndarray) -> float:
+    """Pearson correlation (0 when either is constant)."""
+    n = len(p)
+    if n == 0:
+        return 0.0
+    mp = 0.0
+    ma = 0.0
+    for i in range(n):
+        mp += p[i]
+        ma += a[i]
+    mp /= n
+    ma /= n
+    spa = 0.0
+    spp = 0.0
+    saa = 0.0
+    for i in range(n):
+        dp = p[i] - mp
+        da = a[i] - ma
+        spa += dp * da
+        spp += dp * dp
+        saa += da * da
+    if spp <= 0.0 or saa <= 0.0:
+        return 0.0
+    # a constant vector whose mean rounds away from its value leaves ~1e-30 of "variance"
+    if spp <= 1e-24 * n * max(mp * mp, 1.0) or saa <= 1e-24 * n * max(ma * ma, 1.0):
+        return 0.0
+    r = spa / np.sqrt(spp * saa)
+    return min(1.0, max(-1.0, r))
+
+
+@numba.njit(cache=True, nogil=True)
+def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, max_parts: int,
+           prior: float, min_gain: float, lowering: bool, first_ok: np.ndarray, use_first_ok: bool) -> np.ndarray:
+    """:func:`ontology.induction._greedy` on the coverage given row-major (``cols[row_ptr[i]:row_ptr[i + 1]]``:
+    the candidates covering token *i*): the chosen candidates in order."""
+    n = len(a)
+    W = max_parts + 1
+    # column-major copy: the tokens each candidate covers
+    cnt_i = np.zeros(n_cand, dtype=np.int64)
+    for idx in range(len(cols)):
+        cnt_i[cols[idx]] += 1
+    col_ptr = np.zeros(n_cand + 1, dtype=np.int64)
+    for j in range(n_cand):
+        col_ptr[j + 1] = col_ptr[j] + cnt_i[j]
+    fill = col_ptr[:-1].copy()
+    col_rows = np.empty(len(cols), dtype=np.int64)
+    for i in range(n):
+        for idx in range(row_ptr[i], row_ptr[i + 1]):
+            j = cols[idx]
+            col_rows[fill[j]] = i
+            fill[j] += 1
+
+    sa = 0.0
+    saa = 0.0
+    for i in range(n):
+        sa += a[i]
+        saa += a[i] * a[i]
+    mean_all = sa / n
+    var_a = saa / n - (sa / n) ** 2
+    c = np.zeros((n_cand, W))
+    A = np.zeros((n_cand, W))
+    for i in range(n):
+        for idx in range(row_ptr[i], row_ptr[i + 1]):
+            c[cols[idx], 0] += 1.0
+            A[cols[idx], 0] += a[i]
+    w = np.empty(n_cand)
+    for j in range(n_cand):
+        w[j] = (A[j, 0] + prior * mean_all) / (c[j, 0] + prior)
+    values = np.zeros(W)
+    values[0] = mean_all
+    state = np.zeros(n, dtype=np.int64)
+    covered = np.zeros(n, dtype=np.bool_)
+    is_chosen = np.zeros(n_cand, dtype=np.bool_)
+    chosen = np.empty(max_parts, dtype=np.int64)
+    n_chosen = 0
+    p = np.full(n, mean_all)
+    current = 0.0
+    r = np.empty(n_cand)
+    var_floor = max(var_a, 1e-30)
+    for step in range(max_parts):
+        S = step + 1
+        psum = 0.0
+        pa = 0.0
+        pp = 0.0
+        for i in range(n):
+            psum += p[i]
+            pa += p[i] * a[i]
+            pp += p[i] * p[i]
+        for j in range(n_cand):
+            if cnt_i[j] < 1 or is_chosen[j] or (step == 0 and use_first_ok and not first_ok[j]):
+                r[j] = -1.0
+                continue
+            sp = psum
+            spa = pa
+            spp = pp
+            for s in range(S):
+                cjs = c[j, s]
+                if cjs == 0.0:
+                    continue
+                g = w[j] - values[s]
+                # the largest covering weight wins: on a token a chosen part covers, a part can only raise
+                if g < 0.0 and (s > 0 or not lowering):
+                    g = 0.0
+                cg = cjs * g
+                sp += cg
+                spa += A[j, s] * g
+                spp += cg * (2.0 * values[s] + g)
+            cov_pa = spa / n - (sp / n) * (sa / n)
+            var_p = spp / n - (sp / n) ** 2
+            if var_p > 1e-15:
+                r[j] = cov_pa / np.sqrt(max(var_p, 1e-30) * var_floor)
+            else:
+                r[j] = -1.0
+        k = 0
+        for j in range(1, n_cand):
+            if r[j] > r[k]:
+                k = j
+        if r[k] - current < min_gain:
+            break
+        chosen[n_chosen] = k
+        n_chosen += 1
+        is_chosen[k] = True
+        # the new part's weight (its covered tokens' shrunk mean) and the tokens it now sets
+        s_k = 0.0
+        for idx in range(col_ptr[k], col_ptr[k + 1]):
+            s_k += a[col_rows[idx]]
+        values[S] = (s_k + prior * mean_all) / max(cnt_i[k] + prior, 1e-12)
+        for idx in range(col_ptr[k], col_ptr[k + 1]):
+            i = col_rows[idx]
+            old = state[i]
+            if not covered[i] or values[S] > values[old]:
+                for jdx in range(row_ptr[i], row_ptr[i + 1]):
+                    j = cols[jdx]
+                    c[j, old] -= 1.0
+                    c[j, S] += 1.0
+                    A[j, old] -= a[i]
+                    A[j, S] += a[i]
+                state[i] = S
+            covered[i] = True
+        rest = 0.0
+        n_rest = 0
+        for i in range(n):
+            if not covered[i]:
+                rest += a[i]
+                n_rest += 1
+        values[0] = rest / n_rest if n_rest else mean_all
+        for i in range(n):
+            p[i] = values[state[i]]
+        current = _pearson(p, a)
+    return chosen[:n_chosen]
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_curve(train_cover: np.ndarray, a_train: np.ndarray, test_cover: np.ndarray, a_test: np.ndarray,
+                 prior: float) -> np.ndarray:
+    """Held-fold correlation of every prefix of the parts (columns): weights
+    (:func:`ontology.induction.part_weights`) fitted on the training tokens, the graded prediction
+    (:func:`ontology.induction.predict_graded`) correlated with the held tokens' activations."""
+    n_tr, P = train_cover.shape
+    n_te = test_cover.shape[0]
+    out = np.zeros(P)
+    if n_tr == 0 or n_te == 0:
+        return out
+    total = 0.0
+    for i in range(n_tr):
+        total += a_train[i]
+    mean_all = total / n_tr
+    w = np.empty(P)
+    for j in range(P):
+        s = 0.0
+        m = 0
+        for i in range(n_tr):
+            if train_cover[i, j]:
+                s += a_train[i]
+                m += 1
+        w[j] = (s + prior * mean_all) / max(m + prior, 1e-12)
+    covered = np.zeros(n_tr, dtype=np.bool_)
+    rest = total
+    n_rest = n_tr
+    best = np.full(n_te, -np.inf)  # the largest weight of the parts so far covering each held token
+    pred = np.empty(n_te)
+    for k in range(P):
+        for i in range(n_tr):
+            if train_cover[i, k] and not covered[i]:
+                covered[i] = True
+                rest -= a_train[i]
+                n_rest -= 1
+        if n_rest > 0:
+            base = 0.0
+            for i in range(n_tr):  # summed afresh, not by subtraction: no drift over 30 parts
+                if not covered[i]:
+                    base += a_train[i]
+            base /= n_rest
+        else:
+            base = mean_all
+        for i in range(n_te):
+            if test_cover[i, k] and w[k] > best[i]:
+                best[i] = w[k]
+            pred[i] = best[i] if best[i] > -np.inf else base
+        out[k] = _pearson(pred, a_test)
+    return out
