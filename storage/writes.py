@@ -395,6 +395,13 @@ class LabelEmbedder:
         self._vectors: dict[bytes, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def clear(self) -> None:
+        """Forget every vector and reset the counts (benchmarks that compare runs start cold)."""
+        with self._lock:
+            self._vectors.clear()
+            self.computed = self.reused = 0
+            self.seconds = 0.0
+
     @staticmethod
     def _key(text: str) -> bytes:
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
