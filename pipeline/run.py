@@ -6,7 +6,8 @@
 every neuron still to do is **loaded** from the database, **explained** by each chosen explainer
 and each explanation **scored** by its simulator, up to ``spec.concurrency`` neurons at a time
 (one thread pool: the one bound on LLM work of the run, so an endpoint sees many requests in
-flight); results come back in neuron order and are **stored** every ``spec.store_every`` neurons
+flight; or ``spec.processes`` worker processes forked from this one, for CPU-bound explainers
+whose Python holds the GIL); results come back in neuron order and are **stored** every ``spec.store_every`` neurons
 (in a background thread, one write at a time, while the next neurons are explained; label
 embeddings are computed once per distinct text), at a stop and at the end, so an interrupted
 run loses at most twice that many neurons' work (the batch being written and the one being
@@ -427,6 +428,87 @@ def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId
 
 
 # ---- the run -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Work:
+    """Stages 2–4 on one neuron: load its record, explain it with the explainers still to do,
+    score the explanations (``None`` when the neuron was never recorded). Runs in a thread of
+    this process or in a forked worker process (:func:`_worker_pool`)."""
+
+    plugins: Plugins
+    model: str
+    database_url: str
+    delay: float = 0.0
+
+    def __call__(self, neuron: NeuronId, todo: list[str]) -> NeuronResult | None:
+        times = StageTimes()
+        t0 = time.perf_counter()
+        record = load(neuron, model=self.model, database_url=self.database_url)
+        times.load_s += time.perf_counter() - t0
+        if record is None:
+            return None
+        result = explain_and_score_one(record, todo, self.plugins)
+        result.times.add(times)
+        if self.delay:
+            time.sleep(self.delay)
+        return result
+
+
+_process_work: list[_Work] = []
+"""The run's :class:`_Work` in a forked worker process (inherited from the parent at the fork)."""
+
+
+def _in_process(neuron: NeuronId, todo: list[str]) -> NeuronResult | None:
+    return _process_work[0](neuron, todo)
+
+
+def _ignore_interrupts() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run and shuts the pool down
+
+
+class _ProcessPool:
+    """``spec.processes`` worker processes forked from this one (all at once, when it is made:
+    before the run's store thread starts), each running :class:`_Work` with the plugins built
+    here; ``submit(work, neuron, todo)`` as a thread pool takes it."""
+
+    def __init__(self, processes: int, work: _Work) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # every explainer's extra simulators are built before the fork, shared like the rest
+        for tag in work.plugins.explainers:
+            for extra in getattr(work.plugins.explainers[tag], "extra_simulators", ()):
+                from neurolabel.core.registry import SIMULATORS
+
+                if extra in SIMULATORS:
+                    build("simulator", extra, ontology=work.plugins.ontology)
+        _process_work[:] = [work]
+        self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"),
+                                         initializer=_ignore_interrupts)
+        # with "fork", the executor starts every worker at the first submit: do it now
+        self._pool.submit(int).result()
+
+    def submit(self, work: _Work, neuron: NeuronId, todo: list[str]) -> Future:
+        return self._pool.submit(_in_process, neuron, todo)
+
+    def __enter__(self) -> "_ProcessPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        _process_work.clear()
+
+
+def _worker_pool(spec: RunSpec, work: _Work) -> Any:
+    """Where the run's neurons are loaded, explained and scored: ``spec.concurrency`` threads of
+    this process, or ``spec.processes`` forked worker processes (at most ``spec.concurrency``
+    neurons in flight either way)."""
+    if spec.processes > 1:
+        return _ProcessPool(spec.processes, work)
+    return ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="label")
+
+
 def explain_and_score(records: Iterable[NeuronRecord], spec: RunSpec) -> list[Explanation]:
     """Explain every record with the spec's explainers and score each explanation (no storage),
     ``spec.concurrency`` records at a time.
@@ -557,18 +639,8 @@ def run(
         pending_failures.clear()
         n_pending = 0
 
-    def work(neuron: NeuronId, todo: list[str]) -> NeuronResult | None:
-        times = StageTimes()
-        t0 = time.perf_counter()
-        record = load(neuron, model=summary.model, database_url=url)
-        times.load_s += time.perf_counter() - t0
-        if record is None:
-            return None
-        result = explain_and_score_one(record, todo, plugins)
-        result.times.add(times)
-        if delay:
-            time.sleep(delay)
-        return result
+    work = _Work(plugins=plugins, model=summary.model, database_url=url, delay=delay)
+    pool = _worker_pool(spec, work)  # worker processes fork here, before the store thread and the bar start
 
     bar = tqdm(total=len(wanted), unit="neuron", desc=f"label {summary.model}", disable=not progress)
     in_flight: list[tuple[NeuronId, Future | None]] = []
@@ -597,7 +669,7 @@ def run(
                                                   "errors": len(summary.errors)})
 
     finished = 0
-    with ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="label") as pool:
+    with pool:
         try:
             for neuron in wanted:
                 # results are taken in neuron order; at most `concurrency` neurons are in flight

@@ -125,6 +125,12 @@ class RunSpec(BaseModel):
     ontology file (OWL/RDF/Turtle), resolved by the edge (registered name or allowed path)."""
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=256)
     """Neurons explained and scored at once (one bound for all LLM work of the run)."""
+    processes: int = Field(default=1, ge=1, le=64)
+    """Processes the load, explain and score stages run in: 1 = threads of this process; more =
+    that many worker processes forked from this one once its plugins are built (the ontology is
+    loaded once and shared), for CPU-bound explainers such as the symbolic ones, whose Python
+    holds the GIL (1, 2 or 8 threads ran at the same speed). Storing stays in this process.
+    Results are the same as with one process."""
     ray_address: str | None = None
     """Ray cluster to run on (``auto`` or ``host:port``); ``None`` = this process."""
 

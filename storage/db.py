@@ -12,6 +12,7 @@ short (one :func:`session_scope` per unit of work).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,6 +114,19 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def _forget_engines_in_child() -> None:
+    """In a forked child: drop the parent's engines without closing their connections (they
+    belong to the parent; SQLAlchemy's ``dispose(close=False)``), so the child opens its own."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines_in_child)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -260,9 +260,10 @@ def semantic_index(session: Session) -> SemanticIndex:
 
 
 def _embed(texts: list[str]) -> np.ndarray:
-    from neurolabel.lm.embeddings import embed
+    """Queries are embedded as labels are (same precision and batching)."""
+    from neurolabel.lm.embeddings import embed_labels
 
-    return embed(texts)
+    return embed_labels(texts, threads=None)
 
 
 _query_embedder = QueryEmbedder(_embed)

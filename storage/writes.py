@@ -370,14 +370,14 @@ def explanation_input(explanation: Explanation, *, threshold: float) -> Explanat
 
 
 def _minilm(texts: Sequence[str]) -> np.ndarray:
-    """MiniLM vectors of label texts, batched by length (at most 512 padded tokens a batch) on
-    one torch thread: labels are embedded beside the run's explaining. On 280 labels of a run
-    (5–220 tokens) on a busy 2-core machine this spent 2.5 s of CPU where batches of 128 on two
-    threads spent 13.2 s (padding to the longest of 128 texts, and two threads contending with the
-    explainers); the vectors differ by < 1e-6."""
-    from neurolabel.lm.embeddings import embed
+    """MiniLM vectors of label texts (:func:`lm.embeddings.embed_labels`: bfloat16 where the CPU
+    has it natively, batched by length, on one torch thread, beside the run's explaining). On 280
+    labels of a run on a busy 2-core machine, batches by length on one thread spent 2.5 s of CPU
+    where batches of 128 on two threads spent 13.2 s; bfloat16 in batches of 2,048 padded tokens
+    then spent 2.5x less than float32 (see :mod:`lm.embeddings` for how close the vectors are)."""
+    from neurolabel.lm.embeddings import embed_labels
 
-    return embed(texts, batch_size=128, threads=1, max_batch_tokens=512)
+    return embed_labels(texts)
 
 
 class LabelEmbedder:
@@ -394,6 +394,13 @@ class LabelEmbedder:
         self.seconds = 0.0
         self._vectors: dict[bytes, np.ndarray] = {}
         self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget every vector and reset the counts (benchmarks that compare runs start cold)."""
+        with self._lock:
+            self._vectors.clear()
+            self.computed = self.reused = 0
+            self.seconds = 0.0
 
     @staticmethod
     def _key(text: str) -> bytes:

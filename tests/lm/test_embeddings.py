@@ -68,3 +68,46 @@ def test_length_batches_give_the_same_vectors_in_order_and_restore_threads():
     got = embeddings.embed(texts, batch_size=4, threads=1, max_batch_tokens=64)
     assert got.shape == (len(texts), 384) and np.abs(got - plain).max() < 1e-5
     assert torch.get_num_threads() == before
+
+
+def _label_texts() -> list[str]:
+    """Label-like texts (the shapes concept induction, PMI and token lists write), 5–60 tokens."""
+    words = ["dog", "cat", "with", "having", "king", "queen", "sword", "battle", "river", "mercy", "counsel",
+             "great", "good", "minor", "holland", "germans", "bone", "title", "edward", "my", "no", "so"]
+    kinds = ["animal", "person", "weapon", "body of water", "feeling", "preposition", "noun", "possessive",
+             "abstraction", "European", "connective tissue", "writing", "ruler"]
+    out = []
+    for i, w in enumerate(words):
+        k, k2, w2 = kinds[i % len(kinds)], kinds[(3 * i + 1) % len(kinds)], words[(5 * i + 2) % len(words)]
+        out += [w, f'"{w}"', f"mentions of a kind of {k} ({w}, {w2})",
+                f'mentions of the token "{w}", a kind of {k2} or a token right after the token "{w2}"',
+                f"mentions of a token right after {w}; lower on mentions of a kind of {k} ({w2}), a kind of {k2}",
+                f"fires by tier 3.1: “{w}” “{w2}”; 1.2: “)” “]”; else 0.1"]
+    return out
+
+
+def test_bfloat16_label_vectors_stay_near_float32():
+    """Label embeddings at bfloat16 (what labels and queries use where the CPU has it) keep the
+    float32 vectors' neighbours: cosine to float32 >= 0.9995 and recall@10 of float32 exact
+    label-to-label neighbours >= 0.95; ``embed_labels`` is ``embed`` at ``label_precision()``."""
+    import numpy as np
+
+    from neurolabel.lm import embeddings
+
+    texts = _label_texts()
+    f32 = embeddings.embed(texts, max_batch_tokens=2048, batch_size=256)
+    bf16 = embeddings.embed(texts, max_batch_tokens=2048, batch_size=256, precision="bfloat16")
+    assert bf16.dtype == np.float32 and np.allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
+    cos = (f32 * bf16).sum(1)
+    assert cos.min() >= 0.9995, cos.min()
+    k = 10
+    want = np.argsort(-(f32 @ f32.T), axis=1)[:, :k]
+    got = np.argsort(-(bf16 @ bf16.T), axis=1)[:, :k]
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(want, got)])
+    assert recall >= 0.95, recall
+    print(f"bfloat16 vs float32 on {len(texts)} label texts: cosine min {cos.min():.5f}, recall@10 {recall:.3f}")
+    same = embeddings.embed(texts, max_batch_tokens=2048, batch_size=256, threads=1,
+                            precision=embeddings.label_precision())
+    assert np.array_equal(embeddings.embed_labels(texts), same)
+    with pytest.raises(ValueError, match="precision"):
+        embeddings.embed(texts, precision="int8")

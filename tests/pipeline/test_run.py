@@ -249,3 +249,47 @@ def test_tokens_labels_are_stored_and_extra_simulators_scored(sqlite_url, plante
         stored = info["explanations"][0]
         assert stored["structured"]["tokens"] and "score_by_embedding" in stored["scores"][0]["parts"]
         assert best_label(session=session, model="planted", layer=0, index=0)["explainer"] == "tokens"
+
+
+def _stored(url, model, n_units):
+    """Everything stored of each neuron's explanations but row ids and timestamps."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.queries import get_neuron
+
+    with session_scope(url) as session:
+        return [[{k: v for k, v in e.items() if k not in ("id", "created_at", "updated_at")}
+                 for e in get_neuron(session=session, model=model, layer=0, index=i)["explanations"]]
+                for i in range(n_units)]
+
+
+@pytest.mark.slow
+def test_worker_processes_store_what_one_process_stores(tmp_path, planted_records):
+    """``processes=2``: the neurons are explained and scored in two forked worker processes
+    (alive while the run reports progress), stopped after the first neuron and resumed, and the
+    database then holds exactly what a run in threads of one process stores."""
+    import multiprocessing
+
+    from neurolabel.storage.db import dispose_engines
+
+    serial_url, procs_url = f"sqlite:///{tmp_path}/serial.db", f"sqlite:///{tmp_path}/procs.db"
+    fields = dict(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction", "pmi", "tokens"],
+                  progress=False, store_every=1)
+    _store(serial_url, planted_records)
+    _store(procs_url, planted_records)
+    serial = label_neurons(database_url=serial_url, **fields)
+    children, calls = [], []
+
+    def seen(done, total, detail):
+        calls.append(done)
+        children.append(len(multiprocessing.active_children()))
+
+    first = label_neurons(database_url=procs_url, processes=2, concurrency=1, should_stop=lambda: len(calls) >= 1,
+                          on_progress=seen, **fields)
+    assert first.stopped and first.processed == 1 and children and min(children) >= 2, children
+    rest = label_neurons(database_url=procs_url, processes=2, on_progress=seen, **fields)
+    assert rest.processed == 2 and rest.skipped == 1 and not rest.errors
+    assert first.explanations + rest.explanations == serial.explanations > 0
+    assert first.accepted + rest.accepted == serial.accepted
+    assert _stored(procs_url, "planted", 3) == _stored(serial_url, "planted", 3)
+    assert not multiprocessing.active_children()  # the pool is shut down with the run
+    dispose_engines()
