@@ -576,12 +576,13 @@ def graded_search(
             row, col = nonzero
             for test in (fold, ~fold):
                 train = ~test
-                X_train, a_train = X[train], a[train]
+                a_train = a[train]
                 keep = train[row]
-                seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0),
-                              ((np.cumsum(train) - 1)[row[keep]], col[keep]))
-                curve = list(_kernels.prefix_curve(np.ascontiguousarray(X_train[:, seq]), a_train,
-                                                   np.ascontiguousarray(X[test][:, seq]), a[test],
+                seq = _greedy_pairs(int(train.sum()), X.shape[1], a_train, cfg, cfg.max_parts,
+                                    X[train & pos].any(0), ((np.cumsum(train) - 1)[row[keep]], col[keep]))
+                S = X[:, seq]
+                curve = list(_kernels.prefix_curve(np.ascontiguousarray(S[train]), a_train,
+                                                   np.ascontiguousarray(S[test]), a[test],
                                                    float(cfg.prior_count)))
                 curves.append(curve + [curve[-1] if curve else 0.0] * (cfg.max_parts - len(curve)))
             mean = np.mean(np.array(curves), axis=0)
@@ -656,14 +657,18 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     atoms = [j for j in np.argsort(-w) if not is_role[j]][: cfg.n_conjunctions]
     roles = [j for j in np.argsort(-w) if is_role[j]][: cfg.n_conjunctions]
     if atoms and roles:
-        C = (X[:, atoms][:, :, None] & X[:, roles][:, None, :]).reshape(n, -1)
-        ok = (C.sum(0) >= cfg.min_support) & (C[pos].any(0) if cfg.every_part_positive else True)
+        # each conjunction's support, positives and windows counted without forming its column
+        ai, ri = np.array(atoms, dtype=np.int64), np.array(roles, dtype=np.int64)
+        cnt_c, pos_c, win_c = _kernels.conjunction_counts(
+            X, ai, ri, pos, win if win is not None else np.zeros(n, dtype=np.int64),
+            int(win.max()) + 1 if win is not None and n else 0)
+        ok = (cnt_c >= cfg.min_support) & (pos_c if cfg.every_part_positive else True)
         if win is not None:
-            ok &= _n_windows(C, win) >= cfg.min_windows
-        pairs = [(i, j) for i in atoms for j in roles]
-        new = [ClassExpression.join("and", (exprs[i], exprs[j])) for (i, j), k in zip(pairs, ok) if k]
+            ok &= win_c >= cfg.min_windows
+        ok_i, ok_j = np.divmod(np.flatnonzero(ok), len(roles))
+        new = [ClassExpression.join("and", (exprs[atoms[i]], exprs[roles[j]])) for i, j in zip(ok_i, ok_j)]
         if new:
-            X = np.concatenate([X, C[:, ok]], axis=1)
+            X = np.concatenate([X, X[:, ai[ok_i]] & X[:, ri[ok_j]]], axis=1)
             exprs += new
     return X, exprs
 
@@ -716,11 +721,16 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
     covers to its state (and the base changes): the sums are updated from the covered candidates
     of the moved tokens alone. The loop is compiled (:func:`ontology.graded_kernels.greedy`).
     ``nonzero``: ``np.nonzero(X)`` (row-major), when the caller has it."""
-    n = len(a)
-    K = X.shape[1]
+    return _greedy_pairs(len(a), X.shape[1], a, cfg, max_parts, first_ok,
+                         np.nonzero(X) if nonzero is None else nonzero)
+
+
+def _greedy_pairs(n: int, K: int, a: np.ndarray, cfg: GradedConfig, max_parts: int, first_ok: np.ndarray | None,
+                  nonzero: tuple[np.ndarray, np.ndarray]) -> list[int]:
+    """:func:`_greedy` of the ``n`` × ``K`` coverage given by its row-major nonzero ``(row, col)``."""
     if n < 2 or K == 0 or a.std() == 0:
         return []
-    row, col = np.nonzero(X) if nonzero is None else nonzero  # row-major: each token's candidates
+    row, col = nonzero
     row_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
     ok = np.ones(K, dtype=bool) if first_ok is None else np.asarray(first_ok, dtype=bool)
