@@ -48,7 +48,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -534,7 +534,7 @@ def graded_search(
     config: GradedConfig = GradedConfig(),
     *,
     groups: Sequence[int] | None = None,
-    candidates: tuple[np.ndarray, list[ClassExpression]] | None = None,
+    candidates: GradedCandidates | None = None,
 ) -> WeightedExpression | None:
     """Greedy forward selection of a weighted disjunction over the explain tokens.
 
@@ -561,12 +561,11 @@ def graded_search(
     n = len(a)
     if n == 0 or not pos.any():
         return None
-    X, exprs = candidates if candidates is not None else graded_candidates(onto, examples, previous, a, pos, cfg,
-                                                                           groups=groups)
+    X, exprs, nonzero = candidates if candidates is not None else graded_candidates(
+        onto, examples, previous, a, pos, cfg, groups=groups)
     if not exprs:
         return None
     max_parts = cfg.max_parts
-    nonzero = np.nonzero(X)
     if groups is not None and cfg.cross_validate:
         g = np.asarray(groups)
         uniq = np.unique(g)
@@ -609,8 +608,31 @@ CANDIDATE_SETTINGS = ("min_support", "min_windows", "prior_count", "every_part_p
 """The :class:`GradedConfig` fields :func:`graded_candidates` reads (searches equal in these share candidates)."""
 
 
+class GradedCandidates(NamedTuple):
+    """The candidate parts of :func:`graded_search`."""
+
+    X: np.ndarray
+    """Coverage, tokens × candidates (bool)."""
+    exprs: list[ClassExpression]
+    """The expression of each column."""
+    nonzero: tuple[np.ndarray, np.ndarray]
+    """``np.nonzero(X)``: (token, column) pairs, row-major."""
+
+    def without_roles(self) -> "GradedCandidates":
+        """The candidates that name the token's own classes only: what :func:`graded_candidates`
+        gives with ``roles=False`` and the same other settings (the same columns in the same
+        order: the role filter removes restrictions and conjunctions and changes no other
+        column)."""
+        atoms = np.array([e.op == "class" for e in self.exprs], dtype=bool)
+        new_col = np.cumsum(atoms) - 1
+        row, col = self.nonzero
+        keep = atoms[col]
+        return GradedCandidates(self.X[:, atoms], [e for e, k in zip(self.exprs, atoms) if k],
+                                (row[keep], new_col[col[keep]]))
+
+
 def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np.ndarray,
-                      cfg: GradedConfig, *, groups=None, pairs=None) -> tuple[np.ndarray, list[ClassExpression]]:
+                      cfg: GradedConfig, *, groups=None, pairs=None) -> GradedCandidates:
     """Coverage (tokens × candidates) and the candidate expressions of :func:`graded_search`.
 
     The columns are those of :func:`coverage_matrices` over all tokens (each class of a token,
@@ -647,10 +669,9 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     X = np.zeros((n, len(order)), dtype=bool)
     m = new_col[col] >= 0
     X[row[m], new_col[col[m]]] = True
-    exprs = [ClassExpression.atom(int(classes[j])) if j < n_atoms
-             else ClassExpression.some(ClassExpression.atom(int(classes[j]))) for j in order]
+    exprs = [_atom_expr(onto, int(classes[j])) if j < n_atoms else _some_expr(onto, int(classes[j])) for j in order]
     if not exprs:
-        return X, exprs
+        return GradedCandidates(X, exprs, np.nonzero(X))
     w = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
     is_role = np.array([e.op == "some" for e in exprs])
@@ -670,7 +691,36 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
         if new:
             X = np.concatenate([X, X[:, ai[ok_i]] & X[:, ri[ok_j]]], axis=1)
             exprs += new
-    return X, exprs
+    return GradedCandidates(X, exprs, np.nonzero(X))
+
+
+_EXPRS: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
+
+
+def _memo_expr(onto: Ontology) -> dict:
+    memo = _EXPRS.get(onto)
+    if memo is None:
+        with _Closures._lock:
+            memo = _EXPRS.setdefault(onto, {})
+    return memo
+
+
+def _atom_expr(onto: Ontology, c: int) -> ClassExpression:
+    """``ClassExpression.atom(c)``, one shared (frozen) instance per class."""
+    memo = _memo_expr(onto)
+    got = memo.get(c)
+    if got is None:
+        got = memo[c] = ClassExpression.atom(c)
+    return got
+
+
+def _some_expr(onto: Ontology, c: int) -> ClassExpression:
+    """``ClassExpression.some(ClassExpression.atom(c))``, one shared instance per class."""
+    memo = _memo_expr(onto)
+    got = memo.get(~c)
+    if got is None:
+        got = memo[~c] = ClassExpression.some(_atom_expr(onto, c))
+    return got
 
 
 def class_pairs(onto: Ontology, examples, previous) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
