@@ -513,6 +513,12 @@ class GradedConfig:
     n_conjunctions: int = 30
     """``A and (follows some B)`` candidates are formed from the best this-many atoms and
     restrictions (by their weight)."""
+    roles: bool = True
+    """Parts may name the previous token (``follows some C`` and the conjunctions above); else
+    classes of the token itself only."""
+    cross_validate: bool = True
+    """Choose the number of parts by two-fold cross-validation over windows (else parts are added
+    while they raise the explain-split correlation by ``min_gain``, up to ``max_parts``)."""
 
 
 @dataclass(frozen=True)
@@ -576,6 +582,7 @@ def graded_search(
     config: GradedConfig = GradedConfig(),
     *,
     groups: Sequence[int] | None = None,
+    candidates: tuple[np.ndarray, list[ClassExpression]] | None = None,
 ) -> WeightedExpression | None:
     """Greedy forward selection of a weighted disjunction over the explain tokens.
 
@@ -594,19 +601,21 @@ def graded_search(
     one. The number of parts is the one with the best mean held-fold correlation (the fewest
     that raises it by at least ``cv_min_gain`` per part, at least 1); the final search on all tokens
     stops there. ``None`` when no
-    candidate covers a positive."""
+    candidate covers a positive. ``candidates``: :func:`graded_candidates` of the same arguments,
+    when the caller has it (searches whose settings differ only in how parts are chosen share it)."""
     cfg = config
     a = np.asarray(acts, dtype=np.float64)
     pos = np.asarray(positive, dtype=bool)
     n = len(a)
     if n == 0 or not pos.any():
         return None
-    X, exprs = _graded_candidates(onto, examples, previous, a, pos, cfg, groups)
+    X, exprs = candidates if candidates is not None else graded_candidates(onto, examples, previous, a, pos, cfg,
+                                                                           groups=groups)
     if not exprs:
         return None
     max_parts = cfg.max_parts
     nonzero = np.nonzero(X)
-    if groups is not None:
+    if groups is not None and cfg.cross_validate:
         g = np.asarray(groups)
         uniq = np.unique(g)
         if len(uniq) >= 4:
@@ -642,20 +651,29 @@ def graded_search(
     return WeightedExpression(tuple(exprs[k] for k in chosen), tuple(float(x) for x in weights), base_v, _corr(p, a))
 
 
-def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np.ndarray,
-                       cfg: GradedConfig, groups=None) -> tuple[np.ndarray, list[ClassExpression]]:
+CANDIDATE_SETTINGS = ("min_support", "min_windows", "prior_count", "every_part_positive", "lowering",
+                      "n_conjunctions", "roles")
+"""The :class:`GradedConfig` fields :func:`graded_candidates` reads (searches equal in these share candidates)."""
+
+
+def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np.ndarray,
+                      cfg: GradedConfig, *, groups=None, pairs=None) -> tuple[np.ndarray, list[ClassExpression]]:
     """Coverage (tokens × candidates) and the candidate expressions of :func:`graded_search`.
 
     The columns are those of :func:`coverage_matrices` over all tokens (each class of a token,
     then ``follows some C`` for each class of a previous token); they are filtered from the
-    (token, column) pairs alone, and the matrix is built for the kept ones only (a few hundred
-    of several thousand)."""
+    (token, column) pairs alone (``pairs``: :func:`class_pairs` of the same tokens, when the
+    caller has it), and the matrix is built for the kept ones only (a few hundred of several
+    thousand)."""
+    a = np.asarray(a, dtype=np.float64)
+    pos = np.asarray(pos, dtype=bool)
     n = len(a)
-    closure = _Closures(onto)
-    row, col, classes, n_atoms = _pairs(closure.many(examples), closure.many(previous))
+    row, col, classes, n_atoms = pairs if pairs is not None else class_pairs(onto, examples, previous)
     K = len(classes)
     cnt = np.bincount(col, minlength=K)
     keep = (cnt >= cfg.min_support) & (cnt < n)
+    if not cfg.roles:
+        keep[n_atoms:] = False
     mean_all = float(a.mean())
     if cfg.every_part_positive:
         covers_pos = np.bincount(col[pos[row]], minlength=K) > 0
@@ -696,6 +714,13 @@ def _graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: n
             X = np.concatenate([X, C[:, ok]], axis=1)
             exprs += new
     return X, exprs
+
+
+def class_pairs(onto: Ontology, examples, previous) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`_pairs` of the tokens' classes (``examples``) and their previous tokens' (``previous``),
+    each closed under superclasses."""
+    closure = _Closures(onto)
+    return _pairs(closure.many(examples), closure.many(previous))
 
 
 def _pairs(closed: list[np.ndarray], closed_prev: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

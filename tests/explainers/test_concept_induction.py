@@ -80,6 +80,31 @@ def test_learns_weighted_function_word_after_a_noun(explainer):
     assert st["recall"] > 0 and st["explain_correlation"] > 0.9
 
 
+def test_graded_alternatives_are_offered_after_the_first(explainer):
+    """Beside the first graded disjunction, the explainer offers the further graded searches of
+    ALTERNATIVES (one without role restrictions), each once; GRADED's comes first."""
+    from neurolabel.explainers.concept_induction import ALTERNATIVES, GRADED
+
+    assert not ALTERNATIVES[0].roles and GRADED.roles
+    texts = [
+        ([" a", " dog", " with", " a", " bone", ")"], [0, 0, 8, 0, 0, 3]),
+        ([" the", " man", " with", " the", " hat", ")"], [0, 0, 9, 0, 0, 3]),
+        ([" she", " came", " with", " us", " (", "today", ")"], [0, 0, 1, 0, 0, 0, 4]),
+        ([" a", " cat", " with", " a", " tail", "."], [0, 0, 8, 0, 0, 0]),
+        ([" the", " house", " with", " a", " roof", ")"], [0, 0, 10, 0, 0, 2]),
+        ([" we", " went", " with", " them", " (", "then", ")"], [0, 0, 0, 0, 0, 0, 3]),
+        ([" a", " car", " with", " wheels", ")"], [0, 0, 9, 0, 3]),
+    ]
+    rec = NeuronRecord("m", NeuronId(0, 0), top=tuple(_window(t, a, i) for i, (t, a) in enumerate(texts)))
+    exps = explainer.explain(rec)
+    only_first = ConceptInductionExplainer(explainer.annotator, alternatives=()).explain(rec)
+    assert exps[0].structured == only_first[0].structured and "follows" in exps[0].structured["manchester"]
+    manchester = [e.structured["manchester"] for e in exps]
+    assert len(set(manchester)) == len(manchester) and len(exps) > len(only_first)
+    assert any("follows" not in m and len(e.structured["weights"]) > 1 for m, e in zip(manchester, exps))
+    assert exps[0].params["alternatives"][0]["roles"] is False
+
+
 def test_first_choice_always_covers_a_positive(explainer):
     """Positives are rare words; every returned expression covers at least one of them."""
     top = (_window([" zebra", " and", " the", " giraffe", "."], [6, 0, 0, 0, 0], 1),

@@ -187,6 +187,37 @@ def test_graded_search_learns_a_part_that_lowers_the_neuron(onto):
     assert [onto.label(e.cls) for e in old.parts] == ["dog"] and old.correlation < 0.9
 
 
+def test_graded_search_without_roles_and_without_cross_validation(onto):
+    """Dogs fire at 10 right after a car, at 2 elsewhere: with roles the search names the context
+    (``Dog and follows some Car``); ``roles=False`` keeps to the token's own classes. Without
+    cross-validation the parts are those of one greedy run on all tokens, of which the
+    cross-validated search's parts are the first; shared candidates change nothing."""
+    from neurolabel.ontology.induction import (CANDIDATE_SETTINGS, GradedConfig, graded_candidates,
+                                               graded_search)
+
+    d, c, p, b = ids(onto, "Dog"), ids(onto, "Car"), ids(onto, "Plant"), ids(onto, "Boat")
+    examples = [c, d, p, d, b, p] * 12
+    previous = [None, c, d, p, d, b] * 12
+    rng = np.random.default_rng(0)
+    acts = (np.array([0.0, 10.0, 0.0, 2.0, 0.5, 0.0] * 12) + rng.normal(0, 0.3, 72)).tolist()
+    groups = np.repeat(np.arange(12), 6)
+    pos = np.array(acts) > 3
+    cfg = GradedConfig(prior_count=0.0)
+    with_roles = graded_search(onto, examples, previous, acts, pos, cfg, groups=groups)
+    assert with_roles.parts[0].has_role() and with_roles.correlation > 0.95
+    plain = graded_search(onto, examples, previous, acts, pos, GradedConfig(prior_count=0.0, roles=False),
+                          groups=groups)
+    assert plain is not None and not any(part.has_role() for part in plain.parts)
+    assert [onto.label(part.cls) for part in plain.parts][0] == "dog" and plain.correlation < with_roles.correlation
+    full = graded_search(onto, examples, previous, acts, pos, GradedConfig(prior_count=0.0, cross_validate=False),
+                         groups=groups)
+    assert full.parts[: len(with_roles.parts)] == with_roles.parts
+    assert all(getattr(cfg, f) == getattr(GradedConfig(prior_count=0.0, cross_validate=False), f)
+               for f in CANDIDATE_SETTINGS)
+    shared = graded_candidates(onto, examples, previous, acts, pos, cfg, groups=groups)
+    assert graded_search(onto, examples, previous, acts, pos, cfg, groups=groups, candidates=shared) == with_roles
+
+
 def test_ranking_tie_break_does_not_depend_on_the_hash_seed():
     """The last tie-break between equally good hypotheses is a canonical text with sorted parts,
     the same in every process (``repr`` of a frozenset of tuples holding strings was not)."""
