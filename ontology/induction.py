@@ -398,25 +398,73 @@ def coverage_vector(
     return coverage_vectors(onto, [expr], examples, previous)[:, 0]
 
 
+@dataclass(frozen=True)
+class ClosedExamples:
+    """Examples' classes with all their superclasses, flattened: one ``(row, class)`` pair per
+    example and class (and the same for each example's previous token) — what
+    :func:`coverage_vectors` scatters into its columns, made once (:func:`close_examples`) and
+    reused for every expression evaluated on the same examples (a simulator scoring a neuron's
+    candidate labels on its held-out windows)."""
+
+    n: int
+    """Examples."""
+    rows: np.ndarray
+    classes: np.ndarray
+    prev_rows: np.ndarray | None
+    """``None`` when no previous tokens were given."""
+    prev_classes: np.ndarray | None
+
+
+def _flatten(closed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    lens = [len(c) for c in closed]
+    if not sum(lens):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.repeat(np.arange(len(closed)), lens), np.concatenate(closed)
+
+
+def close_examples(onto: Ontology, examples: Sequence[Sequence[int]],
+                   previous: Sequence[Sequence[int] | None] | None = None) -> ClosedExamples:
+    """:class:`ClosedExamples` of ``examples`` (direct classes per example) and ``previous``."""
+    closure = _Closures(onto)
+    rows, classes = _flatten(closure.many(examples))
+    prev_rows = prev_classes = None
+    if previous is not None:
+        prev_rows, prev_classes = _flatten(closure.many(previous))
+    return ClosedExamples(len(examples), rows, classes, prev_rows, prev_classes)
+
+
+def _scatter_flat(n: int, rows: np.ndarray, classes: np.ndarray, col_of: np.ndarray, K: int) -> np.ndarray:
+    M = np.zeros((n, K), dtype=bool)
+    if K and len(classes):
+        cols = col_of[classes]
+        keep = cols >= 0
+        M[rows[keep], cols[keep]] = True
+    return M
+
+
 def coverage_vectors(
     onto: Ontology,
     exprs: Sequence[ClassExpression],
-    examples: Sequence[Sequence[int]],
+    examples: Sequence[Sequence[int]] | None,
     previous: Sequence[Sequence[int] | None] | None = None,
+    *,
+    closed: ClosedExamples | None = None,
 ) -> np.ndarray:
     """:func:`coverage_vector` of several expressions at once (examples × expressions): one
     column per class the expressions name, for the examples and for their previous tokens, then
-    the expressions' ``and``/``or``/``some`` over those columns."""
-    n = len(examples)
+    the expressions' ``and``/``or``/``some`` over those columns. ``closed``: the examples
+    already closed by :func:`close_examples` (then ``examples`` and ``previous`` are not read)."""
+    if closed is None:
+        closed = close_examples(onto, examples or (), previous)
+    n = closed.n
     needed = sorted({c for e in exprs for c in e.classes()})
     col_of = np.full(onto.n_classes, -1, dtype=np.int64)
     col_of[needed] = np.arange(len(needed))
-    closure = _Closures(onto)
-    M = _scatter(closure.many(examples), col_of, len(needed))
-    if previous is None:
+    M = _scatter_flat(n, closed.rows, closed.classes, col_of, len(needed))
+    if closed.prev_rows is None:
         Mp = None
     else:
-        Mp = _scatter(closure.many(previous), col_of, len(needed))
+        Mp = _scatter_flat(n, closed.prev_rows, closed.prev_classes, col_of, len(needed))
 
     def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
         if e.op == "class":

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,9 +34,38 @@ from neurolabel.core.types import Explanation, SequenceSimulation
 from neurolabel.ontology.annotate import Annotator
 from neurolabel.ontology.expression import ClassExpression, parse_manchester
 from neurolabel.ontology.identity import check_same, content_hash
-from neurolabel.ontology.induction import coverage_vectors, predict_graded
+from neurolabel.ontology.induction import ClosedExamples, close_examples, coverage_vectors, predict_graded
 
 log = logging.getLogger(__name__)
+
+_CLOSED_ITEMS = 64
+"""Window sets whose closed classes are kept (a neuron's held-out windows are simulated once per
+candidate label and simulator: 11 times per neuron with concept induction and PMI)."""
+_closed: "OrderedDict[tuple, ClosedExamples]" = OrderedDict()
+_closed_lock = threading.Lock()
+
+
+def _closed_windows(ann: Annotator, token_lists: Sequence[Sequence[str]]) -> ClosedExamples:
+    """The tokens' classes with superclasses, and their previous tokens' (none for a window's
+    first token), closed once per window set and ontology and shared by both simulators."""
+    key = (id(ann.ontology), tuple(tuple(t) for t in token_lists))
+    with _closed_lock:
+        got = _closed.get(key)
+        if got is not None:
+            _closed.move_to_end(key)
+            return got
+    examples: list[tuple[int, ...]] = []
+    previous: list[tuple[int, ...] | None] = []
+    for toks in token_lists:
+        direct = ann.direct_classes(toks)
+        examples.extend(direct)
+        previous.extend([None, *direct[:-1]] if direct else [])
+    got = close_examples(ann.ontology, examples, previous)
+    with _closed_lock:
+        _closed[key] = got
+        while len(_closed) > _CLOSED_ITEMS:
+            _closed.popitem(last=False)
+    return got
 
 
 @SIMULATORS.register("symbolic")
@@ -134,18 +165,13 @@ class SymbolicSimulator:
         expression's classes are looked up in each token's classes (with superclasses) and, for
         ``follows some C``, in the previous token's of the same window (none for a window's first
         token), by :func:`ontology.induction.coverage_vectors` — the same evaluation the
-        concept-induction explainer fits its weights with."""
+        concept-induction explainer fits its weights with. The windows' classes are closed once
+        per window set (:func:`_closed_windows`) for all the labels scored on them."""
         expr = self.expression(explanation)
         wb = self.weights(explanation, expr)
         ann = self._annotator()
-        examples: list[tuple[int, ...]] = []
-        previous: list[tuple[int, ...] | None] = []
-        for toks in token_lists:
-            direct = ann.direct_classes(toks)
-            examples.extend(direct)
-            previous.extend([None, *direct[:-1]] if direct else [])
         parts = expr.parts() if wb is not None else (expr,)
-        cover = coverage_vectors(ann.ontology, parts, examples, previous)
+        cover = coverage_vectors(ann.ontology, parts, None, closed=_closed_windows(ann, token_lists))
         if wb is None:
             values = np.where(cover[:, 0], self.on_value, 0.0)
         else:

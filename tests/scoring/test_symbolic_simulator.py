@@ -120,3 +120,30 @@ def test_scores_planted_concept_induction_labels_highly(sim):
     wrong = _exp(manchester=f"<{WORDNET_BASE}person.n.01>")
     wrong = Explanation(rec.model, rec.neuron, "concept_induction", "1", "x", structured=dict(wrong.structured))
     assert simulate_and_score(wrong, rec, simulator=sim).score.score < 0.2
+
+
+def test_window_classes_closed_once_give_what_each_call_computes(sim):
+    """Both simulators share the windows' closed classes across labels (closed once per window
+    set); every label's coverage is what a fresh evaluation over the windows' classes gives."""
+    import numpy as np
+
+    from neurolabel.ontology.induction import coverage_vectors
+    from neurolabel.scoring import symbolic_simulator as ss
+
+    windows = [[" with", " a", " dog", " with", " bones", " of", " with"], [" car", " with"], [" of"]]
+    labels = [_exp(manchester=f"<{LEXICAL_BASE}Preposition> and (<{FOLLOWS_IRI}> some <{LEXICAL_BASE}Noun>)"),
+              _exp(manchester=f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01>", weights=[2.0, 3.0]),
+              _exp(manchester=f"<{FOLLOWS_IRI}> some <{LEXICAL_BASE}Preposition>")]
+    ss._closed.clear()
+    binary = BinarySymbolicSimulator(sim.annotator)
+    examples = [d for w in windows for d in sim.annotator.direct_classes(w)]
+    previous = [p for w in windows for p in [None, *sim.annotator.direct_classes(w)[:-1]]]
+    for e in labels:
+        for s in (sim, binary):
+            got = [v for x in s.simulate_many(e, windows) for v in x.expected_activations]
+            expr = s.expression(e)
+            wb = s.weights(e, expr)
+            cover = coverage_vectors(sim.annotator.ontology, expr.parts() if wb else (expr,), examples, previous)
+            want = ss.predict_graded(cover, *wb) if wb else np.where(cover[:, 0], 1.0, 0.0)
+            assert got == want.tolist(), (e.structured, s.kind)
+    assert len(ss._closed) == 1  # one window set, closed once for 3 labels x 2 simulators
