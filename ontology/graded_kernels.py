@@ -261,3 +261,24 @@ def conjunction_counts(X: np.ndarray, atoms: np.ndarray, roles: np.ndarray, pos:
                     seen[k, win[t]] = True
                     n_seen[k] += 1
     return cnt, has_pos, n_seen
+
+
+@numba.njit(cache=True, nogil=True)
+def nonzero_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(X)`` of a C-ordered 2-d boolean array (row-major pairs), in one pass each."""
+    n, K = X.shape
+    m = 0
+    for i in range(n):
+        for j in range(K):
+            if X[i, j]:
+                m += 1
+    rows = np.empty(m, dtype=np.int64)
+    cols = np.empty(m, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        for j in range(K):
+            if X[i, j]:
+                rows[m] = i
+                cols[m] = j
+                m += 1
+    return rows, cols

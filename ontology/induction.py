@@ -719,8 +719,10 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     X[row[m], new_col[col[m]]] = True
     exprs = [_atom_expr(onto, int(classes[j])) if j < n_atoms else _some_expr(onto, int(classes[j])) for j in order]
     if not exprs:
-        return GradedCandidates(X, exprs, np.nonzero(X))
-    w = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
+        return GradedCandidates(X, exprs, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+    # each kept column's sum and count from its (token, column) pairs (no pair repeats)
+    w = ((np.bincount(new_col[col[m]], weights=a[row[m]], minlength=len(order)) + cfg.prior_count * mean_all)
+         / (cnt[order] + cfg.prior_count))
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
     is_role = np.array([e.op == "some" for e in exprs])
     atoms = [j for j in np.argsort(-w) if not is_role[j]][: cfg.n_conjunctions]
@@ -739,7 +741,7 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
         if new:
             X = np.concatenate([X, X[:, ai[ok_i]] & X[:, ri[ok_j]]], axis=1)
             exprs += new
-    return GradedCandidates(X, exprs, np.nonzero(X))
+    return GradedCandidates(X, exprs, _kernels.nonzero_2d(X))
 
 
 _EXPRS: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
