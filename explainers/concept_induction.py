@@ -58,6 +58,7 @@ from neurolabel.ontology.expression import ClassExpression
 from neurolabel.ontology.lexical import LEXICAL_BASE
 from neurolabel.ontology.induction import (
     CANDIDATE_SETTINGS,
+    GradedCandidates,
     GradedConfig,
     Hypothesis,
     InductionConfig,
@@ -235,12 +236,18 @@ class ConceptInductionExplainer:
         cands: list[ClassExpression] = []
         graded = ([self.graded] if self.graded is not None else []) + list(self.alternatives)
         pairs = class_pairs(onto, t.classes, t.previous) if graded else None
-        shared: dict[tuple, tuple] = {}  # searches that differ only in how parts are chosen share candidates
+        # searches that differ only in how parts are chosen share candidates; a roles-free search takes
+        # the token's own classes out of the candidates with roles
+        shared: dict[tuple, GradedCandidates] = {}
         for cfg in graded:
             key = tuple(getattr(cfg, f) for f in CANDIDATE_SETTINGS)
             if key not in shared:
-                shared[key] = graded_candidates(onto, t.classes, t.previous, t.activations, pos_m, cfg,
-                                                groups=t.groups, pairs=pairs)
+                with_roles = tuple(getattr(replace(cfg, roles=True), f) for f in CANDIDATE_SETTINGS)
+                if not cfg.roles and with_roles in shared:
+                    shared[key] = shared[with_roles].without_roles()
+                else:
+                    shared[key] = graded_candidates(onto, t.classes, t.previous, t.activations, pos_m, cfg,
+                                                    groups=t.groups, pairs=pairs)
             g = graded_search(onto, t.classes, t.previous, t.activations, pos_m, cfg, groups=t.groups,
                               candidates=shared[key])
             if g is not None:

@@ -226,3 +226,59 @@ def prefix_curve(train_cover: np.ndarray, a_train: np.ndarray, test_cover: np.nd
             pred[i] = best[i] if best[i] > -np.inf else base
         out[k] = _pearson(pred, a_test)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def conjunction_counts(X: np.ndarray, atoms: np.ndarray, roles: np.ndarray, pos: np.ndarray, win: np.ndarray,
+                       n_win: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every conjunction of column ``atoms[i]`` and column ``roles[j]`` of ``X`` (tokens ×
+    candidates; pair ``i * len(roles) + j``): the tokens both cover, whether a positive (``pos``)
+    is among them, and in how many distinct windows (``win``: each token's window 0 …
+    ``n_win`` - 1; ``n_win`` 0: not counted)."""
+    na, nr = len(atoms), len(roles)
+    cnt = np.zeros(na * nr, dtype=np.int64)
+    has_pos = np.zeros(na * nr, dtype=np.bool_)
+    n_seen = np.zeros(na * nr, dtype=np.int64)
+    seen = np.zeros((na * nr, max(n_win, 1)), dtype=np.bool_)
+    hit_r = np.empty(nr, dtype=np.int64)
+    for t in range(X.shape[0]):
+        m = 0
+        for j in range(nr):
+            if X[t, roles[j]]:
+                hit_r[m] = j
+                m += 1
+        if m == 0:
+            continue
+        for i in range(na):
+            if not X[t, atoms[i]]:
+                continue
+            for q in range(m):
+                k = i * nr + hit_r[q]
+                cnt[k] += 1
+                if pos[t]:
+                    has_pos[k] = True
+                if n_win > 0 and not seen[k, win[t]]:
+                    seen[k, win[t]] = True
+                    n_seen[k] += 1
+    return cnt, has_pos, n_seen
+
+
+@numba.njit(cache=True, nogil=True)
+def nonzero_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(X)`` of a C-ordered 2-d boolean array (row-major pairs), in one pass each."""
+    n, K = X.shape
+    m = 0
+    for i in range(n):
+        for j in range(K):
+            if X[i, j]:
+                m += 1
+    rows = np.empty(m, dtype=np.int64)
+    cols = np.empty(m, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        for j in range(K):
+            if X[i, j]:
+                rows[m] = i
+                cols[m] = j
+                m += 1
+    return rows, cols

@@ -48,7 +48,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -582,7 +582,7 @@ def graded_search(
     config: GradedConfig = GradedConfig(),
     *,
     groups: Sequence[int] | None = None,
-    candidates: tuple[np.ndarray, list[ClassExpression]] | None = None,
+    candidates: GradedCandidates | None = None,
 ) -> WeightedExpression | None:
     """Greedy forward selection of a weighted disjunction over the explain tokens.
 
@@ -609,12 +609,11 @@ def graded_search(
     n = len(a)
     if n == 0 or not pos.any():
         return None
-    X, exprs = candidates if candidates is not None else graded_candidates(onto, examples, previous, a, pos, cfg,
-                                                                           groups=groups)
+    X, exprs, nonzero = candidates if candidates is not None else graded_candidates(
+        onto, examples, previous, a, pos, cfg, groups=groups)
     if not exprs:
         return None
     max_parts = cfg.max_parts
-    nonzero = np.nonzero(X)
     if groups is not None and cfg.cross_validate:
         g = np.asarray(groups)
         uniq = np.unique(g)
@@ -624,12 +623,13 @@ def graded_search(
             row, col = nonzero
             for test in (fold, ~fold):
                 train = ~test
-                X_train, a_train = X[train], a[train]
+                a_train = a[train]
                 keep = train[row]
-                seq = _greedy(X_train, a_train, cfg, cfg.max_parts, X[train & pos].any(0),
-                              ((np.cumsum(train) - 1)[row[keep]], col[keep]))
-                curve = list(_kernels.prefix_curve(np.ascontiguousarray(X_train[:, seq]), a_train,
-                                                   np.ascontiguousarray(X[test][:, seq]), a[test],
+                seq = _greedy_pairs(int(train.sum()), X.shape[1], a_train, cfg, cfg.max_parts,
+                                    X[train & pos].any(0), ((np.cumsum(train) - 1)[row[keep]], col[keep]))
+                S = X[:, seq]
+                curve = list(_kernels.prefix_curve(np.ascontiguousarray(S[train]), a_train,
+                                                   np.ascontiguousarray(S[test]), a[test],
                                                    float(cfg.prior_count)))
                 curves.append(curve + [curve[-1] if curve else 0.0] * (cfg.max_parts - len(curve)))
             mean = np.mean(np.array(curves), axis=0)
@@ -656,8 +656,31 @@ CANDIDATE_SETTINGS = ("min_support", "min_windows", "prior_count", "every_part_p
 """The :class:`GradedConfig` fields :func:`graded_candidates` reads (searches equal in these share candidates)."""
 
 
+class GradedCandidates(NamedTuple):
+    """The candidate parts of :func:`graded_search`."""
+
+    X: np.ndarray
+    """Coverage, tokens × candidates (bool)."""
+    exprs: list[ClassExpression]
+    """The expression of each column."""
+    nonzero: tuple[np.ndarray, np.ndarray]
+    """``np.nonzero(X)``: (token, column) pairs, row-major."""
+
+    def without_roles(self) -> "GradedCandidates":
+        """The candidates that name the token's own classes only: what :func:`graded_candidates`
+        gives with ``roles=False`` and the same other settings (the same columns in the same
+        order: the role filter removes restrictions and conjunctions and changes no other
+        column)."""
+        atoms = np.array([e.op == "class" for e in self.exprs], dtype=bool)
+        new_col = np.cumsum(atoms) - 1
+        row, col = self.nonzero
+        keep = atoms[col]
+        return GradedCandidates(self.X[:, atoms], [e for e, k in zip(self.exprs, atoms) if k],
+                                (row[keep], new_col[col[keep]]))
+
+
 def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np.ndarray,
-                      cfg: GradedConfig, *, groups=None, pairs=None) -> tuple[np.ndarray, list[ClassExpression]]:
+                      cfg: GradedConfig, *, groups=None, pairs=None) -> GradedCandidates:
     """Coverage (tokens × candidates) and the candidate expressions of :func:`graded_search`.
 
     The columns are those of :func:`coverage_matrices` over all tokens (each class of a token,
@@ -694,26 +717,60 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     X = np.zeros((n, len(order)), dtype=bool)
     m = new_col[col] >= 0
     X[row[m], new_col[col[m]]] = True
-    exprs = [ClassExpression.atom(int(classes[j])) if j < n_atoms
-             else ClassExpression.some(ClassExpression.atom(int(classes[j]))) for j in order]
+    exprs = [_atom_expr(onto, int(classes[j])) if j < n_atoms else _some_expr(onto, int(classes[j])) for j in order]
     if not exprs:
-        return X, exprs
-    w = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
+        return GradedCandidates(X, exprs, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+    # each kept column's sum and count from its (token, column) pairs (no pair repeats)
+    w = ((np.bincount(new_col[col[m]], weights=a[row[m]], minlength=len(order)) + cfg.prior_count * mean_all)
+         / (cnt[order] + cfg.prior_count))
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
     is_role = np.array([e.op == "some" for e in exprs])
     atoms = [j for j in np.argsort(-w) if not is_role[j]][: cfg.n_conjunctions]
     roles = [j for j in np.argsort(-w) if is_role[j]][: cfg.n_conjunctions]
     if atoms and roles:
-        C = (X[:, atoms][:, :, None] & X[:, roles][:, None, :]).reshape(n, -1)
-        ok = (C.sum(0) >= cfg.min_support) & (C[pos].any(0) if cfg.every_part_positive else True)
+        # each conjunction's support, positives and windows counted without forming its column
+        ai, ri = np.array(atoms, dtype=np.int64), np.array(roles, dtype=np.int64)
+        cnt_c, pos_c, win_c = _kernels.conjunction_counts(
+            X, ai, ri, pos, win if win is not None else np.zeros(n, dtype=np.int64),
+            int(win.max()) + 1 if win is not None and n else 0)
+        ok = (cnt_c >= cfg.min_support) & (pos_c if cfg.every_part_positive else True)
         if win is not None:
-            ok &= _n_windows(C, win) >= cfg.min_windows
-        pairs = [(i, j) for i in atoms for j in roles]
-        new = [ClassExpression.join("and", (exprs[i], exprs[j])) for (i, j), k in zip(pairs, ok) if k]
+            ok &= win_c >= cfg.min_windows
+        ok_i, ok_j = np.divmod(np.flatnonzero(ok), len(roles))
+        new = [ClassExpression.join("and", (exprs[atoms[i]], exprs[roles[j]])) for i, j in zip(ok_i, ok_j)]
         if new:
-            X = np.concatenate([X, C[:, ok]], axis=1)
+            X = np.concatenate([X, X[:, ai[ok_i]] & X[:, ri[ok_j]]], axis=1)
             exprs += new
-    return X, exprs
+    return GradedCandidates(X, exprs, _kernels.nonzero_2d(X))
+
+
+_EXPRS: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
+
+
+def _memo_expr(onto: Ontology) -> dict:
+    memo = _EXPRS.get(onto)
+    if memo is None:
+        with _Closures._lock:
+            memo = _EXPRS.setdefault(onto, {})
+    return memo
+
+
+def _atom_expr(onto: Ontology, c: int) -> ClassExpression:
+    """``ClassExpression.atom(c)``, one shared (frozen) instance per class."""
+    memo = _memo_expr(onto)
+    got = memo.get(c)
+    if got is None:
+        got = memo[c] = ClassExpression.atom(c)
+    return got
+
+
+def _some_expr(onto: Ontology, c: int) -> ClassExpression:
+    """``ClassExpression.some(ClassExpression.atom(c))``, one shared instance per class."""
+    memo = _memo_expr(onto)
+    got = memo.get(~c)
+    if got is None:
+        got = memo[~c] = ClassExpression.some(_atom_expr(onto, c))
+    return got
 
 
 def class_pairs(onto: Ontology, examples, previous) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -764,11 +821,16 @@ def _greedy(X: np.ndarray, a: np.ndarray, cfg: GradedConfig, max_parts: int,
     covers to its state (and the base changes): the sums are updated from the covered candidates
     of the moved tokens alone. The loop is compiled (:func:`ontology.graded_kernels.greedy`).
     ``nonzero``: ``np.nonzero(X)`` (row-major), when the caller has it."""
-    n = len(a)
-    K = X.shape[1]
+    return _greedy_pairs(len(a), X.shape[1], a, cfg, max_parts, first_ok,
+                         np.nonzero(X) if nonzero is None else nonzero)
+
+
+def _greedy_pairs(n: int, K: int, a: np.ndarray, cfg: GradedConfig, max_parts: int, first_ok: np.ndarray | None,
+                  nonzero: tuple[np.ndarray, np.ndarray]) -> list[int]:
+    """:func:`_greedy` of the ``n`` × ``K`` coverage given by its row-major nonzero ``(row, col)``."""
     if n < 2 or K == 0 or a.std() == 0:
         return []
-    row, col = np.nonzero(X) if nonzero is None else nonzero  # row-major: each token's candidates
+    row, col = nonzero
     row_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
     ok = np.ones(K, dtype=bool) if first_ok is None else np.asarray(first_ok, dtype=bool)

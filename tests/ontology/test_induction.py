@@ -216,6 +216,12 @@ def test_graded_search_without_roles_and_without_cross_validation(onto):
                for f in CANDIDATE_SETTINGS)
     shared = graded_candidates(onto, examples, previous, acts, pos, cfg, groups=groups)
     assert graded_search(onto, examples, previous, acts, pos, cfg, groups=groups, candidates=shared) == with_roles
+    assert any(e.has_role() for e in shared.exprs)
+    own = graded_candidates(onto, examples, previous, acts, pos, GradedConfig(prior_count=0.0, roles=False),
+                            groups=groups)
+    derived = shared.without_roles()
+    assert derived.exprs == own.exprs and np.array_equal(derived.X, own.X)
+    assert all(np.array_equal(x, y) for x, y in zip(derived.nonzero, own.nonzero))
 
 
 def test_ranking_tie_break_does_not_depend_on_the_hash_seed():
