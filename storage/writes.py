@@ -392,6 +392,9 @@ class LabelEmbedder:
         self.computed = 0
         self.reused = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        """CPU seconds of the embedding threads (``seconds`` is wall time: on a busy machine
+        it counts the waits for a core too)."""
         self._vectors: dict[bytes, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -400,7 +403,7 @@ class LabelEmbedder:
         with self._lock:
             self._vectors.clear()
             self.computed = self.reused = 0
-            self.seconds = 0.0
+            self.seconds = self.cpu_seconds = 0.0
 
     @staticmethod
     def _key(text: str) -> bytes:
@@ -412,7 +415,7 @@ class LabelEmbedder:
             have = {k: self._vectors[k] for k in keys if k in self._vectors}
         need = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in have))
         if need:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             mat = np.asarray(self.embedder(need), dtype=np.float32)
             if mat.shape != (len(need), EMBEDDING_DIM):
                 raise StorageError(f"embedder returned shape {mat.shape} for {len(need)} texts, "
@@ -421,6 +424,7 @@ class LabelEmbedder:
             have.update(fresh)
             with self._lock:
                 self.seconds += time.perf_counter() - t0
+                self.cpu_seconds += time.thread_time() - c0
                 self.computed += len(need)
                 self._vectors.update(fresh)
                 while len(self._vectors) > self.max_items:
