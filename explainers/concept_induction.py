@@ -154,7 +154,11 @@ class ConceptInductionExplainer:
 
     @classmethod
     def from_defaults(cls, annotator: Annotator | None = None, **kwargs: Any) -> "ConceptInductionExplainer":
-        """The explainer over ``annotator``'s ontology (the run's), else the default WordNet one (loaded now, ~1 s)."""
+        """The explainer over ``annotator``'s ontology (the run's), else the default WordNet one (loaded now, ~1 s),
+        with the graded search's compiled loops loaded (compiled the first time on a machine, ~5 s)."""
+        from neurolabel.ontology.graded_kernels import warm_up
+
+        warm_up()
         return cls(annotator or Annotator.from_defaults(), **kwargs)
 
     def _annotator(self) -> Annotator:
