@@ -343,26 +343,31 @@ def induce(
                 beam.append((new, cp, cn, used))
 
     depth = onto.depth
-    ranked = sorted(
-        (h for h in found.values() if h.precision >= cfg.min_precision and h.tp > 0),
-        key=lambda h: (
-            -round(h.quality, 12),
-            -h.precision,
-            h.expression.length,
-            -sum(int(depth[c]) for c in h.expression.classes()),
-            _canon_str(h.expression),
-        ),
-    )
+    # ranked by quality, precision, length, specificity, canonical text; the last three (slow to
+    # compute) only within runs of equal quality and precision, as far as the n_best found reach
+    pool = [h for h in found.values() if h.precision >= cfg.min_precision and h.tp > 0]
+    keys = [(-round(h.quality, 12), -h.precision) for h in pool]
+    by_key = sorted(range(len(pool)), key=keys.__getitem__)
+
+    def rest(h: Hypothesis) -> tuple:
+        return (h.expression.length, -sum(int(depth[c]) for c in h.expression.classes()), _canon_str(h.expression))
+
     out: list[Hypothesis] = []
     seen_cov: set[tuple[int, int, frozenset[int]]] = set()
-    for h in ranked:
-        sig = (h.tp, h.fp, frozenset(h.expression.classes()))
-        if sig in seen_cov:
-            continue
-        seen_cov.add(sig)
-        out.append(h)
-        if len(out) >= cfg.n_best:
-            break
+    i = 0
+    while i < len(by_key) and len(out) < cfg.n_best:
+        j = i + 1
+        while j < len(by_key) and keys[by_key[j]] == keys[by_key[i]]:
+            j += 1
+        for h in sorted((pool[k] for k in by_key[i:j]), key=rest):
+            sig = (h.tp, h.fp, frozenset(h.expression.classes()))
+            if sig in seen_cov:
+                continue
+            seen_cov.add(sig)
+            out.append(h)
+            if len(out) >= cfg.n_best:
+                break
+        i = j
     return out
 
 
