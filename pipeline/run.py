@@ -454,17 +454,19 @@ class _Work:
 
 
 _process_work: list[_Work] = []
-"""The run's :class:`_Work` in a forked worker process (inherited from the parent at the fork)."""
+"""The run's :class:`_Work` in a forked worker process (set by :func:`_worker_start`)."""
 
 
 def _in_process(neuron: NeuronId, todo: list[str]) -> NeuronResult | None:
     return _process_work[0](neuron, todo)
 
 
-def _ignore_interrupts() -> None:
+def _worker_start(work: _Work) -> None:
+    """A worker process's start: its run's work (handed over by the fork, never pickled)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run and shuts the pool down
+    _process_work[:] = [work]
 
 
 class _ProcessPool:
@@ -483,11 +485,13 @@ class _ProcessPool:
 
                 if extra in SIMULATORS:
                     build("simulator", extra, ontology=work.plugins.ontology)
-        _process_work[:] = [work]
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"),
-                                         initializer=_ignore_interrupts)
-        # with "fork", the executor starts every worker at the first submit: do it now
-        self._pool.submit(int).result()
+                                         initializer=_worker_start, initargs=(work,))
+        try:  # with "fork", the executor starts every worker at the first submit: do it now
+            self._pool.submit(int).result()
+        except BaseException:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
     def submit(self, work: _Work, neuron: NeuronId, todo: list[str]) -> Future:
         return self._pool.submit(_in_process, neuron, todo)
@@ -497,7 +501,6 @@ class _ProcessPool:
 
     def __exit__(self, *exc: Any) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        _process_work.clear()
 
 
 def _worker_pool(spec: RunSpec, work: _Work) -> Any:

@@ -263,15 +263,16 @@ def _stored(url, model, n_units):
 
 
 @pytest.mark.slow
-def test_worker_processes_store_what_one_process_stores(tmp_path, planted_records):
+def test_worker_processes_store_what_one_process_stores(tmp_path, db_url, planted_records):
     """``processes=2``: the neurons are explained and scored in two forked worker processes
-    (alive while the run reports progress), stopped after the first neuron and resumed, and the
-    database then holds exactly what a run in threads of one process stores."""
+    (alive while the run reports progress; each opens its own database connections), stopped
+    after the first neuron and resumed, and the database (SQLite or PostgreSQL) then holds
+    exactly what a run in threads of one process stores in SQLite."""
     import multiprocessing
 
     from neurolabel.storage.db import dispose_engines
 
-    serial_url, procs_url = f"sqlite:///{tmp_path}/serial.db", f"sqlite:///{tmp_path}/procs.db"
+    serial_url, procs_url = f"sqlite:///{tmp_path}/serial.db", db_url
     fields = dict(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction", "pmi", "tokens"],
                   progress=False, store_every=1)
     _store(serial_url, planted_records)
