@@ -64,6 +64,7 @@ from neurolabel.ontology.induction import (
     InductionConfig,
     _canon,
     class_pairs,
+    coverage_from_pairs,
     coverage_vectors,
     cross_validated_correlation,
     graded_candidates,
@@ -257,7 +258,8 @@ class ConceptInductionExplainer:
             if g is not None:
                 cands.append(g.expression)
         hyps = induce(onto, [t.classes[i] for i in pi], [t.classes[i] for i in ni], self.config,
-                      positives_prev=[t.previous[i] for i in pi], negatives_prev=[t.previous[i] for i in ni])
+                      positives_prev=[t.previous[i] for i in pi], negatives_prev=[t.previous[i] for i in ni],
+                      coverage=coverage_from_pairs(onto, pairs, len(t.activations), pi, ni) if pairs else None)
         cands += [h.expression for h in hyps]
         prior = self.graded.prior_count if self.graded is not None else 2.0
         found: list[tuple[float, int, dict]] = []
