@@ -788,10 +788,13 @@ _EXPRS: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary(
 
 
 def _memo_expr(onto: Ontology) -> dict:
+    """The ontology's memo of shared atoms and restrictions (started afresh past ``_Closures.MAX_ITEMS``)."""
     memo = _EXPRS.get(onto)
-    if memo is None:
+    if memo is None or len(memo) >= _Closures.MAX_ITEMS:
         with _Closures._lock:
-            memo = _EXPRS.setdefault(onto, {})
+            memo = _EXPRS.get(onto)
+            if memo is None or len(memo) >= _Closures.MAX_ITEMS:
+                memo = _EXPRS[onto] = {}
     return memo
 
 
