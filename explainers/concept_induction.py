@@ -95,7 +95,10 @@ tokens in 4 windows. Chosen on ``bench/quality.py --unit-offset 25`` (the same l
 25-49, not the reported 0-24): concept_induction's best-candidate mean 0.276 with :data:`GRADED`
 alone; +roles-free 0.291, +no-CV 0.287, +support 5 0.286, +prior 4 0.282, +every part positive
 0.280; roles-free and no-CV 0.295; all three 0.298 (a fourth, prior 4: +0.002). The class search's
-three candidates add 0.002 beside them."""
+three candidates add 0.002 beside them. With all three, session 4's threshold sweep (fraction 0.1,
+negative_fraction 0.05, min_gain 0.001; selected on units 0-24) gives 0.298 on units 25-49 too: not
+adopted. Confirmed on the reported units 0-24 (full ``bench/quality.py``): 0.293 -> 0.315, planted
+recovery 5/10 as before."""
 
 
 @dataclass(frozen=True)
