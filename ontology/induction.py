@@ -890,15 +890,14 @@ def cross_validated_correlation(cover: np.ndarray, acts: Sequence[float], groups
     and the prediction correlated with the activations of the other, both ways. With fewer than
     4 windows: the correlation on all tokens."""
     a = np.asarray(acts, dtype=np.float64)
-    cover = np.asarray(cover, dtype=bool).reshape(len(a), -1)
+    cover = np.ascontiguousarray(np.asarray(cover, dtype=bool).reshape(len(a), -1))
+    if cover.shape[1] == 0:
+        return 0.0
     g = np.asarray(groups)
     uniq = np.unique(g)
-    if len(uniq) < 4:
-        w, b = part_weights(cover, a, prior_count)
-        return _corr(predict_graded(cover, w, b), a)
+    if len(uniq) < 4:  # the last prefix of the compiled curve: all parts
+        return float(_kernels.prefix_curve(cover, a, cover, a, float(prior_count))[-1])
     fold = np.isin(g, uniq[1::2])
-    out = []
-    for test in (fold, ~fold):
-        w, b = part_weights(cover[~test], a[~test], prior_count)
-        out.append(_corr(predict_graded(cover[test], w, b), a[test]))
+    out = [float(_kernels.prefix_curve(cover[~test], a[~test], cover[test], a[test], float(prior_count))[-1])
+           for test in (fold, ~fold)]
     return float(np.mean(out))

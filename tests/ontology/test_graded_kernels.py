@@ -58,3 +58,22 @@ def test_pearson_hand_checked():
 def test_warm_up_compiles_every_loop():
     k.warm_up()
     assert all(len(f.signatures) >= 1 for f in (k.greedy, k.prefix_curve, k.conjunction_counts, k.nonzero_2d))
+
+
+@pytest.mark.parametrize("n_windows", [3, 12])
+def test_cross_validated_correlation_equals_the_numpy_formula(n_windows):
+    from neurolabel.ontology.induction import cross_validated_correlation
+
+    rng = np.random.default_rng(n_windows)
+    S = rng.random((240, 5)) < 0.2
+    a = rng.normal(size=240) + 2 * S[:, 0] + S[:, 2]
+    g = np.repeat(np.arange(n_windows), -(-240 // n_windows))[:240]
+    uniq = np.unique(g)
+    if len(uniq) < 4:
+        w, b = part_weights(S, a, 1.0)
+        want = _corr(predict_graded(S, w, b), a)
+    else:
+        fold = np.isin(g, uniq[1::2])
+        want = np.mean([_corr(predict_graded(S[t], *part_weights(S[~t], a[~t], 1.0)), a[t]) for t in (fold, ~fold)])
+    assert cross_validated_correlation(S, a, g, 1.0) == pytest.approx(want, abs=1e-12)
+    assert cross_validated_correlation(S[:, :0], a, g, 1.0) == 0.0
