@@ -282,3 +282,19 @@ def nonzero_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 cols[m] = j
                 m += 1
     return rows, cols
+
+
+def warm_up() -> None:
+    """Compile (first time on a machine) or load (from the cache) every loop here, on tiny inputs:
+    a factory calls it so that the first neuron does not pay for it, and worker processes forked
+    afterwards inherit the compiled code."""
+    X = np.zeros((4, 2), dtype=np.bool_)
+    X[0, 0] = X[1, 0] = X[2, 1] = True
+    a = np.array([3.0, 2.0, 1.0, 0.0])
+    rows, cols = nonzero_2d(X)
+    row_ptr = np.zeros(5, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=4), out=row_ptr[1:])
+    greedy(row_ptr, cols, a, 2, 2, 1.0, 0.0, True, np.ones(2, dtype=np.bool_), False)
+    prefix_curve(X, a, X, a, 1.0)
+    conjunction_counts(X, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), X[:, 0].copy(),
+                       np.zeros(4, dtype=np.int64), 1)

@@ -254,6 +254,37 @@ def coverage_matrices(
     return _Coverage(exprs, classes, P, N[keep_neg], len(positives), len(negatives))
 
 
+def coverage_from_pairs(onto: Ontology, pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int], n_tokens: int,
+                        pos_idx: np.ndarray, neg_idx: np.ndarray) -> _Coverage:
+    """:func:`coverage_matrices` of the tokens ``pos_idx`` (positives) and ``neg_idx`` (negatives)
+    among ``n_tokens`` tokens whose :func:`class_pairs` (with previous tokens) are ``pairs``: the
+    same columns in the same order (each class of a positive, then ``follows some C`` for each
+    class of a positive's previous token, both by class id), read from the pairs instead of
+    closing the examples' classes again."""
+    row, col, classes, n_atoms = pairs
+    K = len(classes)
+    is_pos = np.zeros(n_tokens, dtype=bool)
+    is_pos[pos_idx] = True
+    has_pos = np.zeros(K, dtype=bool)
+    has_pos[col[is_pos[row]]] = True
+    rel = np.flatnonzero(has_pos)  # atoms, then restrictions; by class id within each
+    new_col = np.full(K, -1, dtype=np.int64)
+    new_col[rel] = np.arange(len(rel))
+    on = new_col[col] >= 0
+
+    def dense(idx: np.ndarray) -> np.ndarray:
+        at = np.full(n_tokens, -1, dtype=np.int64)
+        at[idx] = np.arange(len(idx))
+        m = on & (at[row] >= 0)
+        M = np.zeros((len(idx), len(rel)), dtype=bool)
+        M[at[row[m]], new_col[col[m]]] = True
+        return M
+
+    P, N = dense(np.asarray(pos_idx)), dense(np.asarray(neg_idx))
+    exprs = [_atom_expr(onto, int(classes[c])) if c < n_atoms else _some_expr(onto, int(classes[c])) for c in rel]
+    return _Coverage(exprs, classes[rel], P, N[N.any(axis=1)], len(pos_idx), len(neg_idx))
+
+
 def induce(
     onto: Ontology,
     positives: Sequence[Sequence[int]],
@@ -262,12 +293,16 @@ def induce(
     *,
     positives_prev: Sequence[Sequence[int] | None] | None = None,
     negatives_prev: Sequence[Sequence[int] | None] | None = None,
+    coverage: _Coverage | None = None,
 ) -> list[Hypothesis]:
     """The ``config.n_best`` best distinct expressions for the examples, best first (empty when
     no positive example mentions any class). With ``positives_prev``/``negatives_prev`` (the
     direct classes of each example's previous token, ``None`` when it has none) the candidates
-    include ``follows some C``. Every returned expression covers at least one positive."""
-    cov = coverage_matrices(onto, positives, negatives, positives_prev, negatives_prev)
+    include ``follows some C``. Every returned expression covers at least one positive.
+    ``coverage``: :func:`coverage_matrices` of these arguments when the caller has it (e.g. from
+    :func:`coverage_from_pairs`)."""
+    cov = coverage if coverage is not None else coverage_matrices(onto, positives, negatives, positives_prev,
+                                                                  negatives_prev)
     K = len(cov.classes)
     if K == 0 or cov.n_pos == 0:
         return []
@@ -753,10 +788,13 @@ _EXPRS: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary(
 
 
 def _memo_expr(onto: Ontology) -> dict:
+    """The ontology's memo of shared atoms and restrictions (started afresh past ``_Closures.MAX_ITEMS``)."""
     memo = _EXPRS.get(onto)
-    if memo is None:
+    if memo is None or len(memo) >= _Closures.MAX_ITEMS:
         with _Closures._lock:
-            memo = _EXPRS.setdefault(onto, {})
+            memo = _EXPRS.get(onto)
+            if memo is None or len(memo) >= _Closures.MAX_ITEMS:
+                memo = _EXPRS[onto] = {}
     return memo
 
 
