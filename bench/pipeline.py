@@ -150,6 +150,11 @@ def main() -> None:
           f"{1000 * wall:.1f} ms/neuron x {n_total} = {wall * n_total / 60:.1f} min -> {total / 60:.1f} min on this machine "
           f"(target <= 15 min: {'MET' if total <= 900 else 'NOT MET'}; {total / 900:.2f}x the target); "
           f"stages one after another: {(t_rec_full + per_neuron * n_total) / 60:.1f} min")
+    cores = os.cpu_count() or 1
+    emb_floor = emb.cpu_seconds / n * n_total / cores
+    print(f"label embeddings alone: {1000 * emb.cpu_seconds / n:.1f} ms CPU/neuron x {n_total} / {cores} cores = "
+          f"{emb_floor / 60:.1f} min, the floor of a whole-model run that embeds every stored label "
+          f"({emb.computed / n:.1f} distinct texts per neuron)")
     if args.no_llm:
         return
 

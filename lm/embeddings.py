@@ -20,6 +20,7 @@ vectors (cosine down to 0.77) and word-query recall@10 to 0.92 (0.97 on the olde
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Sequence
 
@@ -39,6 +40,16 @@ _load_lock = threading.Lock()
 """Held while the model loads: concurrent first callers wait for the one load (an unlocked
 ``lru_cache`` let two threads load at once and one of them got meta tensors)."""
 _embedder: list = []
+
+
+def _new_locks_in_child() -> None:
+    """A forked child (a labelling run's worker process) starts with free locks: a thread of the
+    parent that held one at the fork does not exist there."""
+    global _lock, _load_lock
+    _lock, _load_lock = threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_in_child)
 
 
 def load_embedder():

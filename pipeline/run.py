@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -55,6 +56,8 @@ class StageTimes:
     """Writing explanations (in a background thread, beside the explain/score work)."""
     embed_s: float = 0.0
     """Part of ``store_s``: label embeddings (each distinct text once, in one batch per write)."""
+    embed_cpu_s: float = 0.0
+    """CPU seconds of those embeddings (in the run's process or, with worker processes, in one of them)."""
     store_wait_s: float = 0.0
     """How long the run waited for a write to finish (the part of storing on the critical path)."""
 
@@ -64,6 +67,7 @@ class StageTimes:
         self.load_s += other.load_s
         self.store_s += other.store_s
         self.embed_s += other.embed_s
+        self.embed_cpu_s += other.embed_cpu_s
         self.store_wait_s += other.store_wait_s
         for k, v in other.explain_s.items():
             self.explain_s[k] += v
@@ -74,6 +78,7 @@ class StageTimes:
         """JSON-able form."""
         return {"record_s": self.record_s, "load_s": self.load_s, "explain_s": dict(self.explain_s),
                 "score_s": dict(self.score_s), "store_s": self.store_s, "embed_s": self.embed_s,
+                "embed_cpu_s": self.embed_cpu_s,
                 "store_wait_s": self.store_wait_s}
 
 
@@ -461,6 +466,12 @@ def _in_process(neuron: NeuronId, todo: list[str]) -> NeuronResult | None:
     return _process_work[0](neuron, todo)
 
 
+def _embed_in_process(texts: list[str]) -> tuple[Any, float]:
+    from neurolabel.storage.writes import label_embedder
+
+    return label_embedder().compute(texts)
+
+
 def _worker_start(work: _Work) -> None:
     """A worker process's start: its run's work (handed over by the fork, never pickled)."""
     import signal
@@ -478,6 +489,9 @@ class _ProcessPool:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from neurolabel.lm.embeddings import load_embedder
+
+        load_embedder()  # MiniLM too: the workers embed the run's labels (shared, not loaded twice)
         # every explainer's extra simulators are built before the fork, shared like the rest
         for tag in work.plugins.explainers:
             for extra in getattr(work.plugins.explainers[tag], "extra_simulators", ()):
@@ -495,6 +509,11 @@ class _ProcessPool:
 
     def submit(self, work: _Work, neuron: NeuronId, todo: list[str]) -> Future:
         return self._pool.submit(_in_process, neuron, todo)
+
+    def embed(self, texts: Sequence[str]) -> tuple[Any, float]:
+        """Label embeddings computed by a worker process (queued behind the neurons submitted
+        before): the run's process only waits, and every core explains or embeds."""
+        return self._pool.submit(_embed_in_process, list(texts)).result()
 
     def __enter__(self) -> "_ProcessPool":
         return self
@@ -613,24 +632,27 @@ def run(
 
     from neurolabel.storage.writes import label_embedder
 
-    embedder = label_embedder()
+    shared = label_embedder()
+    embedder: Callable[[Sequence[str]], Any] = shared
     storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
     writing: list[Future] = []  # at most one write in flight, beside the explain/score work
 
     def write(explanations: list[Explanation], failures: list[tuple[NeuronId, str, str]]) -> tuple:
-        t0, e0 = time.perf_counter(), embedder.seconds
+        t0, e0, c0 = time.perf_counter(), shared.seconds, shared.cpu_seconds
         accepted = store(explanations, failures, database_url=url, model=summary.model, versions=versions,
                          threshold=spec.threshold, embedder=embedder)
-        return accepted, len(explanations), time.perf_counter() - t0, embedder.seconds - e0
+        return (accepted, len(explanations), time.perf_counter() - t0, shared.seconds - e0,
+                shared.cpu_seconds - c0)
 
     def wait_written() -> None:  # the summary is only touched by the run's own thread
         t0 = time.perf_counter()
         while writing:
-            accepted, n, store_s, embed_s = writing.pop().result()
+            accepted, n, store_s, embed_s, embed_cpu_s = writing.pop().result()
             summary.accepted += accepted
             summary.explanations += n
             summary.times.store_s += store_s
             summary.times.embed_s += embed_s
+            summary.times.embed_cpu_s += embed_cpu_s
         summary.times.store_wait_s += time.perf_counter() - t0
 
     def flush() -> None:
@@ -644,6 +666,8 @@ def run(
 
     work = _Work(plugins=plugins, model=summary.model, database_url=url, delay=delay)
     pool = _worker_pool(spec, work)  # worker processes fork here, before the store thread and the bar start
+    if isinstance(pool, _ProcessPool):  # the labels' texts are embedded by the worker processes too
+        embedder = partial(shared.embed_with, compute=pool.embed)
 
     bar = tqdm(total=len(wanted), unit="neuron", desc=f"label {summary.model}", disable=not progress)
     in_flight: list[tuple[NeuronId, Future | None]] = []

@@ -129,8 +129,9 @@ class RunSpec(BaseModel):
     """Processes the load, explain and score stages run in: 1 = threads of this process; more =
     that many worker processes forked from this one once its plugins are built (the ontology is
     loaded once and shared), for CPU-bound explainers such as the symbolic ones, whose Python
-    holds the GIL (1, 2 or 8 threads ran at the same speed). Storing stays in this process.
-    Results are the same as with one process."""
+    holds the GIL (1, 2 or 8 threads ran at the same speed). The label texts of each write are
+    embedded by a worker process too; writing to the database stays in this process. Results,
+    label vectors included, are the same as with one process."""
     ray_address: str | None = None
     """Ray cluster to run on (``auto`` or ``host:port``); ``None`` = this process."""
 

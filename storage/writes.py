@@ -410,13 +410,27 @@ class LabelEmbedder:
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_with(texts)
+
+    def compute(self, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+        """``(vectors, CPU seconds)`` of ``texts`` by this embedder's model, nothing cached (what
+        a labelling run's worker process does for the run's process: :meth:`embed_with`)."""
+        c0 = time.thread_time()
+        mat = np.asarray(self.embedder(texts), dtype=np.float32)
+        return mat, time.thread_time() - c0
+
+    def embed_with(self, texts: Sequence[str],
+                   compute: Callable[[Sequence[str]], tuple[np.ndarray, float]] | None = None) -> np.ndarray:
+        """Vectors of ``texts``, the ones not cached computed by ``compute`` (default
+        :meth:`compute` in this thread), which returns them with the CPU seconds they took."""
         keys = [self._key(t) for t in texts]
         with self._lock:
             have = {k: self._vectors[k] for k in keys if k in self._vectors}
         need = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in have))
         if need:
-            t0, c0 = time.perf_counter(), time.thread_time()
-            mat = np.asarray(self.embedder(need), dtype=np.float32)
+            t0 = time.perf_counter()
+            mat, cpu = (compute or self.compute)(need)
+            mat = np.asarray(mat, dtype=np.float32)
             if mat.shape != (len(need), EMBEDDING_DIM):
                 raise StorageError(f"embedder returned shape {mat.shape} for {len(need)} texts, "
                                    f"expected ({len(need)}, {EMBEDDING_DIM})")
@@ -424,7 +438,7 @@ class LabelEmbedder:
             have.update(fresh)
             with self._lock:
                 self.seconds += time.perf_counter() - t0
-                self.cpu_seconds += time.thread_time() - c0
+                self.cpu_seconds += cpu
                 self.computed += len(need)
                 self._vectors.update(fresh)
                 while len(self._vectors) > self.max_items:

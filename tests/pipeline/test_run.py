@@ -262,21 +262,37 @@ def _stored(url, model, n_units):
                 for i in range(n_units)]
 
 
+def _embeddings(url):
+    """Each label's stored embedding, by (layer, index, explainer, rank)."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationRow, Neuron
+
+    with session_scope(url) as session:
+        rows = session.execute(select(Neuron.layer, Neuron.index, ExplanationRow.explainer, ExplanationRow.rank,
+                                      ExplanationRow.embedding).join(Neuron, Neuron.id == ExplanationRow.neuron_id))
+        return {tuple(r[:4]): bytes(r[4]) for r in rows}
+
+
 @pytest.mark.slow
 def test_worker_processes_store_what_one_process_stores(tmp_path, db_url, planted_records):
-    """``processes=2``: the neurons are explained and scored in two forked worker processes
-    (alive while the run reports progress; each opens its own database connections), stopped
-    after the first neuron and resumed, and the database (SQLite or PostgreSQL) then holds
-    exactly what a run in threads of one process stores in SQLite."""
+    """``processes=2``: the neurons are explained and scored, and their labels embedded, in two
+    forked worker processes (alive while the run reports progress; each opens its own database
+    connections), stopped after the first neuron and resumed, and the database (SQLite or
+    PostgreSQL) then holds exactly what a run in threads of one process stores in SQLite, label
+    vectors included."""
     import multiprocessing
 
     from neurolabel.storage.db import dispose_engines
+    from neurolabel.storage.writes import label_embedder
 
     serial_url, procs_url = f"sqlite:///{tmp_path}/serial.db", db_url
     fields = dict(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction", "pmi", "tokens"],
                   progress=False, store_every=1)
     _store(serial_url, planted_records)
     _store(procs_url, planted_records)
+    # both runs embed every text themselves, in the same batches (one write per neuron): a text's
+    # bfloat16 vector moves in its last bits with the batch it is padded in
+    label_embedder().clear()
     serial = label_neurons(database_url=serial_url, **fields)
     children, calls = [], []
 
@@ -284,6 +300,7 @@ def test_worker_processes_store_what_one_process_stores(tmp_path, db_url, plante
         calls.append(done)
         children.append(len(multiprocessing.active_children()))
 
+    label_embedder().clear()  # the worker processes embed every label again
     first = label_neurons(database_url=procs_url, processes=2, concurrency=1, should_stop=lambda: len(calls) >= 1,
                           on_progress=seen, **fields)
     assert first.stopped and first.processed == 1 and children and min(children) >= 2, children
@@ -292,5 +309,7 @@ def test_worker_processes_store_what_one_process_stores(tmp_path, db_url, plante
     assert first.explanations + rest.explanations == serial.explanations > 0
     assert first.accepted + rest.accepted == serial.accepted
     assert _stored(procs_url, "planted", 3) == _stored(serial_url, "planted", 3)
+    assert _embeddings(procs_url) == _embeddings(serial_url)  # embedded by a worker process, the same vectors
+    assert first.times.embed_cpu_s > 0 and rest.times.embed_cpu_s > 0
     assert not multiprocessing.active_children()  # the pool is shut down with the run
     dispose_engines()
