@@ -270,7 +270,7 @@ def _embeddings(url):
     with session_scope(url) as session:
         rows = session.execute(select(Neuron.layer, Neuron.index, ExplanationRow.explainer, ExplanationRow.rank,
                                       ExplanationRow.embedding).join(Neuron, Neuron.id == ExplanationRow.neuron_id))
-        return {tuple(r[:4]): bytes(r[4]) for r in rows}
+        return {tuple(r[:4]): None if r[4] is None else bytes(r[4]) for r in rows}
 
 
 @pytest.mark.slow
@@ -313,3 +313,53 @@ def test_worker_processes_store_what_one_process_stores(tmp_path, db_url, plante
     assert first.times.embed_cpu_s > 0 and rest.times.embed_cpu_s > 0
     assert not multiprocessing.active_children()  # the pool is shut down with the run
     dispose_engines()
+
+
+def _vector_rows(url):
+    """Per stored label: (layer, index, explainer, rank) -> (score, accepted, has a vector)."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationRow, Neuron
+
+    with session_scope(url) as session:
+        rows = session.execute(select(Neuron.layer, Neuron.index, ExplanationRow.explainer, ExplanationRow.rank,
+                                      ExplanationRow.score, ExplanationRow.accepted,
+                                      ExplanationRow.embedding.is_not(None))
+                               .join(Neuron, Neuron.id == ExplanationRow.neuron_id))
+        return {tuple(r[:4]): (r[4], bool(r[5]), bool(r[6])) for r in rows}
+
+
+def _policy_best(rows):
+    """The labels the default policy embeds, from the stored rows: per neuron and explainer its
+    first candidate, its best-scored one and every accepted one."""
+    groups: dict[tuple, list] = {}
+    for key, (score, accepted, _) in rows.items():
+        groups.setdefault(key[:3], []).append((key, score, accepted))
+    want = set()
+    for members in groups.values():
+        want.add(min(members, key=lambda m: m[0][3])[0])
+        want.add(min(members, key=lambda m: (m[1] is None, -(m[1] or 0.0), m[0][3]))[0])
+        want.update(m[0] for m in members if m[2])
+    return want
+
+
+@pytest.mark.slow
+def test_run_embeds_the_best_labels_by_default_and_all_on_request(tmp_path, db_url, planted_records):
+    """The default ``embed="best"`` stores vectors exactly for each explainer's top-ranked and
+    best-scored candidate and its accepted ones (fewer than all: concept induction keeps several
+    candidates); ``embed="all"`` for every candidate. Both store the same labels."""
+    fields = dict(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction", "pmi"],
+                  progress=False, threshold=0.73)  # some candidates of the planted neurons pass, some not
+    all_url = f"sqlite:///{tmp_path}/all.db"
+    _store(db_url, planted_records)
+    _store(all_url, planted_records)
+    best = label_neurons(database_url=db_url, **fields)
+    every = label_neurons(database_url=all_url, embed="all", **fields)
+    assert best.explanations == every.explanations > 0 and not best.errors
+    rows, all_rows = _vector_rows(db_url), _vector_rows(all_url)
+    assert rows.keys() == all_rows.keys()
+    embedded = {k for k, (_, _, has) in rows.items() if has}
+    assert embedded == _policy_best(rows)
+    assert len(embedded) < len(rows) and any(acc for _, acc, _ in rows.values())
+    assert all(has for _, _, has in all_rows.values())
+    with pytest.raises(ConfigError):
+        RunSpec.parse({"embed": "some"})
