@@ -14,6 +14,11 @@ Stages, measured in this run on the default model:
     .venv/bin/python bench/pipeline.py           # 96 neurons, 4096 tokens measured
     .venv/bin/python bench/pipeline.py --quick   # 8 neurons, 1024 tokens
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
+    .venv/bin/python bench/pipeline.py --no-llm --compare-embed  # + a run with --embed all
+
+``--embed`` is the runs' label vector policy (default ``best``: each explainer's top-ranked and
+best-scored candidate and the accepted ones); ``--compare-embed`` adds a third run in worker
+processes with ``embed="all"`` (every candidate, the earlier behaviour) on the same neurons.
 
 The whole-model figure is the run's wall time per neuron (the explain/score threads and the
 background store share the machine's cores) times 46,080, plus the recording.
@@ -46,6 +51,10 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=0,
                     help="worker processes of the measured run (default: the machine's cores), beside a "
                          "baseline run in threads of one process")
+    ap.add_argument("--embed", choices=("best", "all", "none"), default="best",
+                    help="label vector policy of the runs (RunSpec.embed)")
+    ap.add_argument("--compare-embed", action="store_true",
+                    help="also run the worker processes with embed='all' and compare the label embedding cost")
     args = ap.parse_args()
     if args.quick:
         args.neurons, args.tokens = 8, 1024
@@ -98,11 +107,15 @@ def main() -> None:
 
     processes = args.processes or os.cpu_count() or 1
     runs = {}
+    embedded = {}  # run -> (distinct texts computed, embedding CPU s, vectors stored, labels stored)
+    plan = [("threads", 1, args.embed), ("processes", processes, args.embed)]
+    if args.compare_embed:
+        plan.append(("processes embed=all", processes, "all"))
     with tempfile.TemporaryDirectory() as tmp:
         # the same neurons labelled twice: in threads of this process (the baseline) and in
         # `processes` worker processes, each run on its own copy of the recorded database
-        for name, procs in (("threads", 1), ("processes", processes)):
-            url = f"sqlite:///{tmp}/bench-{name}.db"
+        for name, procs, policy in plan:
+            url = f"sqlite:///{tmp}/bench-{name.replace(' ', '-')}.db"
             upgrade(url)
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=recording.records())
@@ -111,13 +124,23 @@ def main() -> None:
             # cheaply per text as 300) let the background writes overlap as they do there (the wait
             # for the last batch, 1/6 of the writing here, is still counted)
             spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
-                           store_every=max(1, args.neurons // 6), processes=procs)
+                           store_every=max(1, args.neurons // 6), processes=procs, embed=policy)
             spec_concurrency = spec.concurrency
             label_embedder().clear()  # each run embeds its labels itself
             runs[name] = run(spec, database_url=url, progress=False)
-            if procs == 1 and processes == 1:
+            emb_run = label_embedder()
+            with session_scope(url) as session:
+                from sqlalchemy import func, select
+
+                from neurolabel.storage.models import ExplanationRow
+                stored = session.execute(select(func.count(ExplanationRow.id),
+                                                func.count(ExplanationRow.embedding))).one()
+            embedded[name] = (emb_run.computed, emb_run.cpu_seconds, stored[1], stored[0])
+            if procs == 1 and processes == 1 and name == "threads":
                 runs["processes"] = runs[name]
-                break
+                embedded["processes"] = embedded[name]
+                if not args.compare_embed:
+                    break
     base = runs["threads"]
     s = runs["processes"]
     print(f"label wall: {spec_concurrency} threads of one process {1000 * base.elapsed_s / max(1, base.processed):.1f} "
@@ -138,9 +161,9 @@ def main() -> None:
         print(f"  {k:<34} {1000 * v:9.1f} ms/neuron")
     print(f"  {'store in background (not summed)':<34} {1000 * s.times.store_s / n:9.1f} ms/neuron, of which label "
           f"embeddings {1000 * s.times.embed_s / n:.1f} ms/neuron")
-    emb = label_embedder()
-    print(f"  label embeddings: {emb.computed} distinct texts computed, {emb.reused} reused, "
-          f"{1000 * emb.cpu_seconds / n:.1f} ms CPU/neuron ({label_precision()})")
+    computed, emb_cpu, n_vec, n_lab = embedded["processes"]
+    print(f"  label embeddings (embed={args.embed}): {computed} distinct texts computed, {n_vec} of {n_lab} stored "
+          f"labels with a vector, {1000 * emb_cpu / n:.1f} ms CPU/neuron ({label_precision()})")
     per_neuron = sum(per.values())
     print(f"  (stage times are each neuron's own, summed over the run's concurrent workers: where the time goes, "
           f"not how long the run took; stages sum to {1000 * per_neuron:.1f} ms/neuron)")
@@ -151,10 +174,20 @@ def main() -> None:
           f"(target <= 15 min: {'MET' if total <= 900 else 'NOT MET'}; {total / 900:.2f}x the target); "
           f"stages one after another: {(t_rec_full + per_neuron * n_total) / 60:.1f} min")
     cores = os.cpu_count() or 1
-    emb_floor = emb.cpu_seconds / n * n_total / cores
-    print(f"label embeddings alone: {1000 * emb.cpu_seconds / n:.1f} ms CPU/neuron x {n_total} / {cores} cores = "
-          f"{emb_floor / 60:.1f} min, the floor of a whole-model run that embeds every stored label "
-          f"({emb.computed / n:.1f} distinct texts per neuron)")
+    emb_floor = emb_cpu / n * n_total / cores
+    print(f"label embeddings alone: {1000 * emb_cpu / n:.1f} ms CPU/neuron x {n_total} / {cores} cores = "
+          f"{emb_floor / 60:.1f} min, the floor they set on a whole-model run with embed={args.embed} "
+          f"({computed / n:.1f} distinct texts per neuron)")
+    if "processes embed=all" in runs:
+        a = runs["processes embed=all"]
+        a_computed, a_cpu, a_vec, a_lab = embedded["processes embed=all"]
+        na = max(1, a.processed)
+        print(f"embed=all in the same run: {a_computed} distinct texts computed, {a_vec} of {a_lab} labels with a "
+              f"vector, {1000 * a_cpu / na:.1f} ms CPU/neuron (floor {a_cpu / na * n_total / cores / 60:.1f} min); "
+              f"label wall {1000 * a.elapsed_s / na:.1f} ms/neuron; embed={args.embed} / all: texts "
+              f"{computed / max(1, a_computed):.2f}x, embedding CPU {emb_cpu / max(1e-9, a_cpu):.2f}x, "
+              f"label wall {s.elapsed_s / n / (a.elapsed_s / na):.2f}x; same explanations stored: "
+              f"{a.explanations == s.explanations}")
     if args.no_llm:
         return
 

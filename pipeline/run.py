@@ -414,7 +414,8 @@ def explain_and_score_each(records: Sequence[NeuronRecord], spec: RunSpec) -> li
 # ---- stage 5: store ----------------------------------------------------------------------------
 def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId, str, str]], *,
           database_url: str, model: str, versions: Mapping[str, str], threshold: float | None,
-          embedder: Callable[[Sequence[str]], Any] | None = None, embed: str = "best") -> int:
+          embedder: Callable[[Sequence[str]], Any] | None = None, embed: str = "best",
+          late_embedder: Callable[[Sequence[str]], Any] | None = None) -> int:
     """Store scored explanations and explainer failures in one transaction; returns how many of
     the explanations passed the threshold. Label embeddings of the labels the policy ``embed``
     picks (:data:`storage.writes.EMBED_POLICIES`) come from ``embedder`` (default: the
@@ -426,7 +427,7 @@ def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId
     with session_scope(database_url) as session:
         if explanations:
             save_explanations(session=session, explanations=list(explanations), threshold=threshold,
-                              embedder=embedder, embed=embed)
+                              embedder=embedder, embed=embed, late_embedder=late_embedder)
         if failures:
             record_failures(session=session, model=model,
                             failures=[(n, tag, versions[tag], err) for n, tag, err in failures])
@@ -641,7 +642,8 @@ def run(
     def write(explanations: list[Explanation], failures: list[tuple[NeuronId, str, str]]) -> tuple:
         t0, e0, c0 = time.perf_counter(), shared.seconds, shared.cpu_seconds
         accepted = store(explanations, failures, database_url=url, model=summary.model, versions=versions,
-                         threshold=spec.threshold, embedder=embedder, embed=spec.embed)
+                         threshold=spec.threshold, embedder=embedder, embed=spec.embed,
+                         late_embedder=shared)  # rare vectors wanted within the write: not by a worker
         return (accepted, len(explanations), time.perf_counter() - t0, shared.seconds - e0,
                 shared.cpu_seconds - c0)
 

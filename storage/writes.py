@@ -541,6 +541,7 @@ def save_explanations(
     threshold: float | None = None,
     embedder: Embedder | None = None,
     embed: str = "best",
+    late_embedder: Embedder | None = None,
 ) -> list[int]:
     """Store explanations with their scores and label embeddings; returns their ids in order.
 
@@ -553,19 +554,28 @@ def save_explanations(
     if threshold is None:
         threshold = get_settings().score_threshold
     rows = [explanation_input(e, threshold=threshold) for e in explanations]
-    return write_explanation_rows(session=session, rows=rows, embedder=embedder, embed=embed)
+    return write_explanation_rows(session=session, rows=rows, embedder=embedder, embed=embed,
+                                  late_embedder=late_embedder)
 
 
 def write_explanation_rows(
-    *, session: Session, rows: Sequence[ExplanationInput], embedder: Embedder | None = None, embed: str = "best"
+    *, session: Session, rows: Sequence[ExplanationInput], embedder: Embedder | None = None, embed: str = "best",
+    late_embedder: Embedder | None = None,
 ) -> list[int]:
     """Upsert validated explanation rows; rows without a given vector keep their stored one
     while their text is unchanged, and the vectors the policy ``embed`` wants among the written
-    rows' (neuron, explainer, explainer version) groups are then computed (:func:`fill_vectors`).
-    Does not commit."""
+    rows' (neuron, explainer, explainer version) groups are computed: those the written rows alone
+    make best, before the first statement (by ``embedder``); those that only the rows already
+    stored make best, e.g. an older candidate that is now the best-scored one, within the
+    transaction (:func:`fill_vectors`, by ``late_embedder``, default ``embedder``: a labelling
+    run with worker processes passes one that computes in this process, since its workers wait
+    for a SQLite transaction). Does not commit."""
     check_embed_policy(embed)
     if not rows:
         return []
+    # the vectors the policy wants within this write, computed before its first statement (a
+    # SQLite transaction holds the write lock from its start; worker processes wait for it)
+    rows = _embed_wanted(rows, embed, embedder)
     model_ids = ensure_models(session=session, names={r.model for r in rows})
     neuron_ids: dict[tuple[str, int, int], int] = {}
     for model, mid in model_ids.items():
@@ -658,7 +668,7 @@ def write_explanation_rows(
     groups = sorted({k[:3] for k in latest})
     filled: list[int] = []
     for chunk in _batches(groups, 500):
-        filled += fill_vectors(session=session, embed=embed, embedder=embedder, when=now, conditions=[
+        filled += fill_vectors(session=session, embed=embed, embedder=late_embedder or embedder, when=now, conditions=[
             tuple_(ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version).in_(chunk)])
     _queue_for_index(session, sorted(set(ids.values()) | set(filled)), [ids[k] for k in had_vector], now)
     # an explainer version that now explained a neuron has no failure to remember there
@@ -668,6 +678,43 @@ def write_explanation_rows(
             tuple_(ExplanationFailure.neuron_id, ExplanationFailure.explainer,
                    ExplanationFailure.explainer_version).in_(chunk)))
     return [ids[key(r)] for r in rows]
+
+
+def _wanted_in(rows: Sequence[ExplanationInput]) -> set[int]:
+    """Positions in ``rows`` that the ``best`` policy embeds, judged within ``rows`` alone (a
+    writer stores all candidates of a neuron's explainer together; :func:`fill_vectors` then
+    settles it against the database): per (neuron, explainer, version) the lowest rank, the best
+    score (then the lowest rank), every accepted row."""
+    groups: dict[tuple, list[int]] = {}
+    for j, r in enumerate(rows):
+        groups.setdefault((r.model, r.layer, r.index, r.explainer, r.explainer_version), []).append(j)
+    want: set[int] = set()
+    for members in groups.values():
+        want.add(min(members, key=lambda j: rows[j].rank))
+        want.add(min(members, key=lambda j: (rows[j].score is None, -(rows[j].score or 0.0), rows[j].rank)))
+        want.update(j for j in members if rows[j].accepted)
+    return want
+
+
+def _embed_wanted(rows: Sequence[ExplanationInput], embed: str, embedder: Embedder | None) -> list[ExplanationInput]:
+    """``rows`` with the vectors the policy ``embed`` wants among them (those given none)."""
+    from dataclasses import replace
+
+    if embed == "none":
+        return list(rows)
+    picked = range(len(rows)) if embed == "all" else _wanted_in(rows)
+    need = sorted({rows[j].text for j in picked if rows[j].embedding is None})
+    if not need:
+        return list(rows)
+    mat = (embedder or label_embedder())(need)
+    if mat.shape[0] != len(need):
+        raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(need)} texts")
+    vectors = {t: embedding_bytes(v) for t, v in zip(need, mat, strict=True)}
+    out = list(rows)
+    for j in picked:
+        if out[j].embedding is None:
+            out[j] = replace(out[j], embedding=vectors[out[j].text])
+    return out
 
 
 def _queue_for_index(session: Session, ids: Sequence[int], had_vector: Sequence[int], now: datetime) -> None:

@@ -143,3 +143,21 @@ def test_cli_reindex_embed_all(url: str) -> None:
     assert done.returncode == 0 and f"label vectors computed: {len(CANDIDATES)}" in done.stdout, done.stdout + done.stderr
     assert _with_vector(url) == {t for *_, t, _ in CANDIDATES}
     assert _check(url).consistent
+
+
+def test_a_partial_write_that_makes_a_stored_label_best_embeds_it_in_the_transaction(url: str) -> None:
+    group = [("x", 0, "x first", 0.1), ("x", 1, "x best", 0.3), ("x", 2, "x second", 0.2)]
+    _write(url, "best", group)
+    assert _with_vector(url) == {"x first", "x best"}
+    late: list[list[str]] = []
+
+    def late_embedder(texts):
+        late.append(list(texts))
+        return hash_embedder(texts)
+
+    with db.session_scope(url) as s:  # only rank 1 re-scored: rank 2, stored before, is now the best-scored
+        q.save_explanations(session=s, explanations=_explanations([("x", 1, "x best", 0.0)]), threshold=THRESHOLD,
+                            embedder=hash_embedder, late_embedder=late_embedder)
+    assert late == [["x second"]]
+    assert _with_vector(url) == {"x first", "x best", "x second"}
+    assert _check(url).consistent
