@@ -18,6 +18,8 @@ token-table ceiling measured in the same run, and how labels hold on other text.
    ``/usr/share/common-licenses``: modern legal English, in no built-in corpus); every neuron's
    best label, learnt on the main corpus, is scored on the held-out windows of that recording;
    beside it, the token table of the whole main-corpus explain split (no label) scored there.
+   The cross corpus is recorded to ``--cross-max-tokens`` (32,768) whatever ``--max-tokens`` is,
+   so labels learnt on more text are scored on the same windows.
 
     .venv/bin/python bench/quality.py                      # the 150 neurons, 32k tokens
     .venv/bin/python bench/quality.py --quick              # 12 neurons, small corpus
@@ -187,7 +189,7 @@ def _record_now(target, corpus: str, layers: list[int], units: list[int], max_to
 
 def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: list[int], corpus: str,
          max_tokens: int, window_tokens: int, llm_neurons: int, cross: str | None,
-         cache: Path | None = None, facets: bool = True) -> None:
+         cache: Path | None = None, facets: bool = True, cross_max_tokens: int | None = None) -> None:
     from bench.ceiling import reference_scores
     from neurolabel.activations.models import load_target
 
@@ -239,7 +241,8 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
           + (f", concept_induction {np.mean(ci):.3f} (>= 0.30: {'MET' if np.mean(ci) >= 0.30 else 'NOT MET'})"
              if ci else ""))
     if cross:
-        _cross(target, cross, layers, units, max_tokens, window_tokens, best, best_of, sims, cache, cap, records)
+        _cross(target, cross, layers, units, cross_max_tokens or max_tokens, window_tokens, best, best_of, sims,
+               cache, cap, records)
 
 
 def _transfer_table(target, cap, record: NeuronRecord, other: NeuronRecord) -> float | None:
@@ -318,6 +321,9 @@ def main() -> None:
     ap.add_argument("--corpus", default="default", help="corpus the labels are learnt on")
     ap.add_argument("--cross-corpus", default="licenses",
                     help="'licenses' (Debian's license texts), 'none', or any corpus spec")
+    ap.add_argument("--cross-max-tokens", type=int, default=32_768,
+                    help="tokens of the cross corpus recorded (fixed apart from --max-tokens, so the labels "
+                         "learnt on more or less text are scored on the same windows)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="folder where recordings are saved and reused by later runs with the same arguments")
     ap.add_argument("--skip-planted", action="store_true")
@@ -334,7 +340,7 @@ def main() -> None:
     layers = [int(x) for x in args.layers.split(",")]
     units = list(range(args.unit_offset, args.unit_offset + args.units))
     if args.quick:
-        layers, units, args.llm_neurons, args.max_tokens = [6, 18], list(range(6)), 2, 8192
+        layers, units, args.llm_neurons, args.max_tokens, args.cross_max_tokens = [6, 18], list(range(6)), 2, 8192, 8192
     print(f"# bench/quality.py {'--quick ' if args.quick else ''}explainers={explainers} simulators={sims}")
     t0 = time.perf_counter()
     if not args.skip_planted:
@@ -347,7 +353,8 @@ def main() -> None:
             cross = None if args.cross_corpus == "none" else (
                 _license_corpus(lic) if args.cross_corpus == "licenses" else args.cross_corpus)
             real(explainers, sims, layers, units, args.corpus, args.max_tokens, args.window_tokens,
-                 args.llm_neurons, cross, args.cache, facets=not args.skip_facets)
+                 args.llm_neurons, cross, args.cache, facets=not args.skip_facets,
+                 cross_max_tokens=args.cross_max_tokens)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
