@@ -5,9 +5,10 @@ token-table ceiling measured in the same run, and how labels hold on other text.
    WordNet class): per explainer, the recovery rate — the explainer's best-scored explanation
    names the planted class — and the mean held-out score.
 2. Real SmolLM2-135M MLP neurons (default: layers 2, 6, 12, 18, 24, 29 x units 0-24 = 150
-   neurons, 32,768 tokens of the default corpus, the recorder's defaults for top and random
-   windows): per explainer, the best candidate's held-out score (each explanation scored by its
-   explainer's default simulator, as the pipeline does): mean, median, share >= 0.5, share
+   neurons, 100,000 tokens of the default corpus — as many as ``neurolabel label`` records by
+   default; the issue's minimum is 32,768 (``--max-tokens 32768``) —, the recorder's defaults
+   for top and random windows): per explainer, the best candidate's held-out score (each
+   explanation scored by its explainer's default simulator, as the pipeline does): mean, median, share >= 0.5, share
    undefined (counted 0 in means), and the OpenAI-comparable part (as many random as top
    windows). The best label per neuron is the best of every explainer's candidates. In the same
    run, on the same held-out windows, the reference tables (``bench/ceiling.py``): each token
@@ -21,7 +22,8 @@ token-table ceiling measured in the same run, and how labels hold on other text.
    The cross corpus is recorded to ``--cross-max-tokens`` (32,768) whatever ``--max-tokens`` is,
    so labels learnt on more text are scored on the same windows.
 
-    .venv/bin/python bench/quality.py                      # the issue's 150 neurons, 32k tokens
+    .venv/bin/python bench/quality.py                      # the issue's 150 neurons, 100k tokens
+    .venv/bin/python bench/quality.py --max-tokens 32768   # the issue's minimum corpus
     .venv/bin/python bench/quality.py --quick              # 12 neurons, small corpus
     .venv/bin/python bench/quality.py --corpus wordnet     # which default corpus makes labels that hold
 """
@@ -153,10 +155,13 @@ def _record(target, corpus: str, layers: list[int], units: list[int], max_tokens
     import inspect
     import pickle
 
+    from neurolabel.activations.corpus import BUILTIN_CORPORA
     from neurolabel.activations.record import record_activations
 
-    # every argument, the recorder's defaults and the record's fields: a changed default re-records
-    key = hashlib.sha256(repr((corpus, layers, units, max_tokens, window_tokens, with_capture,
+    # every argument, the recorder's defaults and the record's fields: a changed default re-records;
+    # a built-in corpus by its stored name too (it names its sources: a changed default corpus re-records)
+    ident = f"{corpus}:{BUILTIN_CORPORA[corpus][0]}" if corpus in BUILTIN_CORPORA else corpus
+    key = hashlib.sha256(repr((ident, layers, units, max_tokens, window_tokens, with_capture,
                                str(inspect.signature(record_activations)),
                                list(NeuronRecord.__dataclass_fields__))).encode()).hexdigest()[:16]
     path = cache / f"quality-{key}.pkl" if cache is not None else None
@@ -316,7 +321,8 @@ def main() -> None:
                     help="first unit of each layer: e.g. 25 for units 25-49, to choose settings on other neurons "
                          "than the issue's 0-24 they are reported on")
     ap.add_argument("--llm-neurons", type=int, default=6, help="real neurons explained by llm_summary (slow on CPU)")
-    ap.add_argument("--max-tokens", type=int, default=32_768, help="corpus tokens recorded")
+    ap.add_argument("--max-tokens", type=int, default=100_000,
+                    help="corpus tokens recorded (default: as many as `neurolabel label` records; >= 32,768 for the issue)")
     ap.add_argument("--window-tokens", type=int, default=64, help="tokens per window")
     ap.add_argument("--corpus", default="default", help="corpus the labels are learnt on")
     ap.add_argument("--cross-corpus", default="licenses",
