@@ -11,7 +11,7 @@ Stages, measured in this run on the default model:
   threads of one process (the baseline) and in ``--processes`` worker processes (default: the
   machine's cores), whose wall time gives the whole-model figure.
 
-    .venv/bin/python bench/pipeline.py           # 40 neurons, 4096 tokens measured
+    .venv/bin/python bench/pipeline.py           # 96 neurons, 4096 tokens measured
     .venv/bin/python bench/pipeline.py --quick   # 8 neurons, 1024 tokens
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
 
@@ -40,7 +40,7 @@ PIPELINE_TOKENS = 100_000
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--neurons", type=int, default=40)
+    ap.add_argument("--neurons", type=int, default=96)
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
     ap.add_argument("--no-llm", action="store_true", help="skip the LLM simulator comparison at the end")
     ap.add_argument("--processes", type=int, default=0,
@@ -93,6 +93,7 @@ def main() -> None:
     print(f"one-time loads (explainers, simulators, MiniLM): {time.perf_counter() - t0:.1f} s")
     import os
 
+    from neurolabel.lm.embeddings import label_precision
     from neurolabel.storage.writes import label_embedder
 
     processes = args.processes or os.cpu_count() or 1
@@ -106,10 +107,11 @@ def main() -> None:
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=recording.records())
             # a whole-model run writes ~1,400 batches of 32 and waits for the last one only; on a short
-            # slice, batches of 4 let the background writes overlap as they do there (the wait for the
-            # last batch, 1/10 of the writing here, is still counted)
+            # slice, batches of n/6 (16 of 96 neurons: ~150 label texts, which MiniLM embeds about as
+            # cheaply per text as 300) let the background writes overlap as they do there (the wait
+            # for the last batch, 1/6 of the writing here, is still counted)
             spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
-                           store_every=max(1, args.neurons // 10), processes=procs)
+                           store_every=max(1, args.neurons // 6), processes=procs)
             spec_concurrency = spec.concurrency
             label_embedder().clear()  # each run embeds its labels itself
             runs[name] = run(spec, database_url=url, progress=False)
@@ -137,7 +139,8 @@ def main() -> None:
     print(f"  {'store in background (not summed)':<34} {1000 * s.times.store_s / n:9.1f} ms/neuron, of which label "
           f"embeddings {1000 * s.times.embed_s / n:.1f} ms/neuron")
     emb = label_embedder()
-    print(f"  label embeddings: {emb.computed} distinct texts computed, {emb.reused} reused")
+    print(f"  label embeddings: {emb.computed} distinct texts computed, {emb.reused} reused, "
+          f"{1000 * emb.cpu_seconds / n:.1f} ms CPU/neuron ({label_precision()})")
     per_neuron = sum(per.values())
     print(f"  (stage times are each neuron's own, summed over the run's concurrent workers: where the time goes, "
           f"not how long the run took; stages sum to {1000 * per_neuron:.1f} ms/neuron)")
@@ -147,6 +150,11 @@ def main() -> None:
           f"{1000 * wall:.1f} ms/neuron x {n_total} = {wall * n_total / 60:.1f} min -> {total / 60:.1f} min on this machine "
           f"(target <= 15 min: {'MET' if total <= 900 else 'NOT MET'}; {total / 900:.2f}x the target); "
           f"stages one after another: {(t_rec_full + per_neuron * n_total) / 60:.1f} min")
+    cores = os.cpu_count() or 1
+    emb_floor = emb.cpu_seconds / n * n_total / cores
+    print(f"label embeddings alone: {1000 * emb.cpu_seconds / n:.1f} ms CPU/neuron x {n_total} / {cores} cores = "
+          f"{emb_floor / 60:.1f} min, the floor of a whole-model run that embeds every stored label "
+          f"({emb.computed / n:.1f} distinct texts per neuron)")
     if args.no_llm:
         return
 

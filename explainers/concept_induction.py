@@ -64,6 +64,7 @@ from neurolabel.ontology.induction import (
     InductionConfig,
     _canon,
     class_pairs,
+    coverage_from_pairs,
     coverage_vectors,
     cross_validated_correlation,
     graded_candidates,
@@ -94,7 +95,10 @@ tokens in 4 windows. Chosen on ``bench/quality.py --unit-offset 25`` (the same l
 25-49, not the reported 0-24): concept_induction's best-candidate mean 0.276 with :data:`GRADED`
 alone; +roles-free 0.291, +no-CV 0.287, +support 5 0.286, +prior 4 0.282, +every part positive
 0.280; roles-free and no-CV 0.295; all three 0.298 (a fourth, prior 4: +0.002). The class search's
-three candidates add 0.002 beside them."""
+three candidates add 0.002 beside them. With all three, session 4's threshold sweep (fraction 0.1,
+negative_fraction 0.05, min_gain 0.001; selected on units 0-24) gives 0.298 on units 25-49 too: not
+adopted. Confirmed on the reported units 0-24 (full ``bench/quality.py``): 0.293 -> 0.315, planted
+recovery 5/10 as before."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,11 @@ class ConceptInductionExplainer:
 
     @classmethod
     def from_defaults(cls, annotator: Annotator | None = None, **kwargs: Any) -> "ConceptInductionExplainer":
-        """The explainer over ``annotator``'s ontology (the run's), else the default WordNet one (loaded now, ~1 s)."""
+        """The explainer over ``annotator``'s ontology (the run's), else the default WordNet one (loaded now, ~1 s),
+        with the graded search's compiled loops loaded (compiled the first time on a machine, ~5 s)."""
+        from neurolabel.ontology.graded_kernels import warm_up
+
+        warm_up()
         return cls(annotator or Annotator.from_defaults(), **kwargs)
 
     def _annotator(self) -> Annotator:
@@ -253,7 +261,8 @@ class ConceptInductionExplainer:
             if g is not None:
                 cands.append(g.expression)
         hyps = induce(onto, [t.classes[i] for i in pi], [t.classes[i] for i in ni], self.config,
-                      positives_prev=[t.previous[i] for i in pi], negatives_prev=[t.previous[i] for i in ni])
+                      positives_prev=[t.previous[i] for i in pi], negatives_prev=[t.previous[i] for i in ni],
+                      coverage=coverage_from_pairs(onto, pairs, len(t.activations), pi, ni) if pairs else None)
         cands += [h.expression for h in hyps]
         prior = self.graded.prior_count if self.graded is not None else 2.0
         found: list[tuple[float, int, dict]] = []

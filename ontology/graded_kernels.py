@@ -261,3 +261,40 @@ def conjunction_counts(X: np.ndarray, atoms: np.ndarray, roles: np.ndarray, pos:
                     seen[k, win[t]] = True
                     n_seen[k] += 1
     return cnt, has_pos, n_seen
+
+
+@numba.njit(cache=True, nogil=True)
+def nonzero_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(X)`` of a C-ordered 2-d boolean array (row-major pairs), in one pass each."""
+    n, K = X.shape
+    m = 0
+    for i in range(n):
+        for j in range(K):
+            if X[i, j]:
+                m += 1
+    rows = np.empty(m, dtype=np.int64)
+    cols = np.empty(m, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        for j in range(K):
+            if X[i, j]:
+                rows[m] = i
+                cols[m] = j
+                m += 1
+    return rows, cols
+
+
+def warm_up() -> None:
+    """Compile (first time on a machine) or load (from the cache) every loop here, on tiny inputs:
+    a factory calls it so that the first neuron does not pay for it, and worker processes forked
+    afterwards inherit the compiled code."""
+    X = np.zeros((4, 2), dtype=np.bool_)
+    X[0, 0] = X[1, 0] = X[2, 1] = True
+    a = np.array([3.0, 2.0, 1.0, 0.0])
+    rows, cols = nonzero_2d(X)
+    row_ptr = np.zeros(5, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=4), out=row_ptr[1:])
+    greedy(row_ptr, cols, a, 2, 2, 1.0, 0.0, True, np.ones(2, dtype=np.bool_), False)
+    prefix_curve(X, a, X, a, 1.0)
+    conjunction_counts(X, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), X[:, 0].copy(),
+                       np.zeros(4, dtype=np.int64), 1)

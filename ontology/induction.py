@@ -254,6 +254,37 @@ def coverage_matrices(
     return _Coverage(exprs, classes, P, N[keep_neg], len(positives), len(negatives))
 
 
+def coverage_from_pairs(onto: Ontology, pairs: tuple[np.ndarray, np.ndarray, np.ndarray, int], n_tokens: int,
+                        pos_idx: np.ndarray, neg_idx: np.ndarray) -> _Coverage:
+    """:func:`coverage_matrices` of the tokens ``pos_idx`` (positives) and ``neg_idx`` (negatives)
+    among ``n_tokens`` tokens whose :func:`class_pairs` (with previous tokens) are ``pairs``: the
+    same columns in the same order (each class of a positive, then ``follows some C`` for each
+    class of a positive's previous token, both by class id), read from the pairs instead of
+    closing the examples' classes again."""
+    row, col, classes, n_atoms = pairs
+    K = len(classes)
+    is_pos = np.zeros(n_tokens, dtype=bool)
+    is_pos[pos_idx] = True
+    has_pos = np.zeros(K, dtype=bool)
+    has_pos[col[is_pos[row]]] = True
+    rel = np.flatnonzero(has_pos)  # atoms, then restrictions; by class id within each
+    new_col = np.full(K, -1, dtype=np.int64)
+    new_col[rel] = np.arange(len(rel))
+    on = new_col[col] >= 0
+
+    def dense(idx: np.ndarray) -> np.ndarray:
+        at = np.full(n_tokens, -1, dtype=np.int64)
+        at[idx] = np.arange(len(idx))
+        m = on & (at[row] >= 0)
+        M = np.zeros((len(idx), len(rel)), dtype=bool)
+        M[at[row[m]], new_col[col[m]]] = True
+        return M
+
+    P, N = dense(np.asarray(pos_idx)), dense(np.asarray(neg_idx))
+    exprs = [_atom_expr(onto, int(classes[c])) if c < n_atoms else _some_expr(onto, int(classes[c])) for c in rel]
+    return _Coverage(exprs, classes[rel], P, N[N.any(axis=1)], len(pos_idx), len(neg_idx))
+
+
 def induce(
     onto: Ontology,
     positives: Sequence[Sequence[int]],
@@ -262,12 +293,16 @@ def induce(
     *,
     positives_prev: Sequence[Sequence[int] | None] | None = None,
     negatives_prev: Sequence[Sequence[int] | None] | None = None,
+    coverage: _Coverage | None = None,
 ) -> list[Hypothesis]:
     """The ``config.n_best`` best distinct expressions for the examples, best first (empty when
     no positive example mentions any class). With ``positives_prev``/``negatives_prev`` (the
     direct classes of each example's previous token, ``None`` when it has none) the candidates
-    include ``follows some C``. Every returned expression covers at least one positive."""
-    cov = coverage_matrices(onto, positives, negatives, positives_prev, negatives_prev)
+    include ``follows some C``. Every returned expression covers at least one positive.
+    ``coverage``: :func:`coverage_matrices` of these arguments when the caller has it (e.g. from
+    :func:`coverage_from_pairs`)."""
+    cov = coverage if coverage is not None else coverage_matrices(onto, positives, negatives, positives_prev,
+                                                                  negatives_prev)
     K = len(cov.classes)
     if K == 0 or cov.n_pos == 0:
         return []
@@ -343,26 +378,31 @@ def induce(
                 beam.append((new, cp, cn, used))
 
     depth = onto.depth
-    ranked = sorted(
-        (h for h in found.values() if h.precision >= cfg.min_precision and h.tp > 0),
-        key=lambda h: (
-            -round(h.quality, 12),
-            -h.precision,
-            h.expression.length,
-            -sum(int(depth[c]) for c in h.expression.classes()),
-            _canon_str(h.expression),
-        ),
-    )
+    # ranked by quality, precision, length, specificity, canonical text; the last three (slow to
+    # compute) only within runs of equal quality and precision, as far as the n_best found reach
+    pool = [h for h in found.values() if h.precision >= cfg.min_precision and h.tp > 0]
+    keys = [(-round(h.quality, 12), -h.precision) for h in pool]
+    by_key = sorted(range(len(pool)), key=keys.__getitem__)
+
+    def rest(h: Hypothesis) -> tuple:
+        return (h.expression.length, -sum(int(depth[c]) for c in h.expression.classes()), _canon_str(h.expression))
+
     out: list[Hypothesis] = []
     seen_cov: set[tuple[int, int, frozenset[int]]] = set()
-    for h in ranked:
-        sig = (h.tp, h.fp, frozenset(h.expression.classes()))
-        if sig in seen_cov:
-            continue
-        seen_cov.add(sig)
-        out.append(h)
-        if len(out) >= cfg.n_best:
-            break
+    i = 0
+    while i < len(by_key) and len(out) < cfg.n_best:
+        j = i + 1
+        while j < len(by_key) and keys[by_key[j]] == keys[by_key[i]]:
+            j += 1
+        for h in sorted((pool[k] for k in by_key[i:j]), key=rest):
+            sig = (h.tp, h.fp, frozenset(h.expression.classes()))
+            if sig in seen_cov:
+                continue
+            seen_cov.add(sig)
+            out.append(h)
+            if len(out) >= cfg.n_best:
+                break
+        i = j
     return out
 
 
@@ -719,8 +759,10 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     X[row[m], new_col[col[m]]] = True
     exprs = [_atom_expr(onto, int(classes[j])) if j < n_atoms else _some_expr(onto, int(classes[j])) for j in order]
     if not exprs:
-        return GradedCandidates(X, exprs, np.nonzero(X))
-    w = (a @ X + cfg.prior_count * mean_all) / (X.sum(0) + cfg.prior_count)
+        return GradedCandidates(X, exprs, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+    # each kept column's sum and count from its (token, column) pairs (no pair repeats)
+    w = ((np.bincount(new_col[col[m]], weights=a[row[m]], minlength=len(order)) + cfg.prior_count * mean_all)
+         / (cnt[order] + cfg.prior_count))
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
     is_role = np.array([e.op == "some" for e in exprs])
     atoms = [j for j in np.argsort(-w) if not is_role[j]][: cfg.n_conjunctions]
@@ -739,17 +781,20 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
         if new:
             X = np.concatenate([X, X[:, ai[ok_i]] & X[:, ri[ok_j]]], axis=1)
             exprs += new
-    return GradedCandidates(X, exprs, np.nonzero(X))
+    return GradedCandidates(X, exprs, _kernels.nonzero_2d(X))
 
 
 _EXPRS: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
 
 
 def _memo_expr(onto: Ontology) -> dict:
+    """The ontology's memo of shared atoms and restrictions (started afresh past ``_Closures.MAX_ITEMS``)."""
     memo = _EXPRS.get(onto)
-    if memo is None:
+    if memo is None or len(memo) >= _Closures.MAX_ITEMS:
         with _Closures._lock:
-            memo = _EXPRS.setdefault(onto, {})
+            memo = _EXPRS.get(onto)
+            if memo is None or len(memo) >= _Closures.MAX_ITEMS:
+                memo = _EXPRS[onto] = {}
     return memo
 
 
@@ -845,15 +890,14 @@ def cross_validated_correlation(cover: np.ndarray, acts: Sequence[float], groups
     and the prediction correlated with the activations of the other, both ways. With fewer than
     4 windows: the correlation on all tokens."""
     a = np.asarray(acts, dtype=np.float64)
-    cover = np.asarray(cover, dtype=bool).reshape(len(a), -1)
+    cover = np.ascontiguousarray(np.asarray(cover, dtype=bool).reshape(len(a), -1))
+    if cover.shape[1] == 0:
+        return 0.0
     g = np.asarray(groups)
     uniq = np.unique(g)
-    if len(uniq) < 4:
-        w, b = part_weights(cover, a, prior_count)
-        return _corr(predict_graded(cover, w, b), a)
+    if len(uniq) < 4:  # the last prefix of the compiled curve: all parts
+        return float(_kernels.prefix_curve(cover, a, cover, a, float(prior_count))[-1])
     fold = np.isin(g, uniq[1::2])
-    out = []
-    for test in (fold, ~fold):
-        w, b = part_weights(cover[~test], a[~test], prior_count)
-        out.append(_corr(predict_graded(cover[test], w, b), a[test]))
+    out = [float(_kernels.prefix_curve(cover[~test], a[~test], cover[test], a[test], float(prior_count))[-1])
+           for test in (fold, ~fold)]
     return float(np.mean(out))

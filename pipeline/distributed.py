@@ -267,7 +267,8 @@ def run_on_ray(spec: Any, *, database_url: str | None = None, progress: bool = T
             failures = [f for r in results for f in r.failures]
             t0 = time.perf_counter()
             summary.accepted += local.store(explanations, failures, database_url=url, model=summary.model,
-                                            versions=prepared.versions, threshold=spec.threshold)
+                                            versions=prepared.versions, threshold=spec.threshold,
+                                            embed=spec.embed)
             summary.times.store_s += time.perf_counter() - t0
             summary.explanations += len(explanations)
             for r in results:

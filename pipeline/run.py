@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -55,6 +56,8 @@ class StageTimes:
     """Writing explanations (in a background thread, beside the explain/score work)."""
     embed_s: float = 0.0
     """Part of ``store_s``: label embeddings (each distinct text once, in one batch per write)."""
+    embed_cpu_s: float = 0.0
+    """CPU seconds of those embeddings (in the run's process or, with worker processes, in one of them)."""
     store_wait_s: float = 0.0
     """How long the run waited for a write to finish (the part of storing on the critical path)."""
 
@@ -64,6 +67,7 @@ class StageTimes:
         self.load_s += other.load_s
         self.store_s += other.store_s
         self.embed_s += other.embed_s
+        self.embed_cpu_s += other.embed_cpu_s
         self.store_wait_s += other.store_wait_s
         for k, v in other.explain_s.items():
             self.explain_s[k] += v
@@ -74,6 +78,7 @@ class StageTimes:
         """JSON-able form."""
         return {"record_s": self.record_s, "load_s": self.load_s, "explain_s": dict(self.explain_s),
                 "score_s": dict(self.score_s), "store_s": self.store_s, "embed_s": self.embed_s,
+                "embed_cpu_s": self.embed_cpu_s,
                 "store_wait_s": self.store_wait_s}
 
 
@@ -409,9 +414,10 @@ def explain_and_score_each(records: Sequence[NeuronRecord], spec: RunSpec) -> li
 # ---- stage 5: store ----------------------------------------------------------------------------
 def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId, str, str]], *,
           database_url: str, model: str, versions: Mapping[str, str], threshold: float | None,
-          embedder: Callable[[Sequence[str]], Any] | None = None) -> int:
+          embedder: Callable[[Sequence[str]], Any] | None = None, embed: str = "best") -> int:
     """Store scored explanations and explainer failures in one transaction; returns how many of
-    the explanations passed the threshold. Label embeddings come from ``embedder`` (default: the
+    the explanations passed the threshold. Label embeddings of the labels the policy ``embed``
+    picks (:data:`storage.writes.EMBED_POLICIES`) come from ``embedder`` (default: the
     process-wide :class:`storage.writes.LabelEmbedder`, which embeds each distinct text once)."""
     from neurolabel.scoring.validate import is_accepted
     from neurolabel.storage.db import session_scope
@@ -420,7 +426,7 @@ def store(explanations: Sequence[Explanation], failures: Sequence[tuple[NeuronId
     with session_scope(database_url) as session:
         if explanations:
             save_explanations(session=session, explanations=list(explanations), threshold=threshold,
-                              embedder=embedder)
+                              embedder=embedder, embed=embed)
         if failures:
             record_failures(session=session, model=model,
                             failures=[(n, tag, versions[tag], err) for n, tag, err in failures])
@@ -454,17 +460,25 @@ class _Work:
 
 
 _process_work: list[_Work] = []
-"""The run's :class:`_Work` in a forked worker process (inherited from the parent at the fork)."""
+"""The run's :class:`_Work` in a forked worker process (set by :func:`_worker_start`)."""
 
 
 def _in_process(neuron: NeuronId, todo: list[str]) -> NeuronResult | None:
     return _process_work[0](neuron, todo)
 
 
-def _ignore_interrupts() -> None:
+def _embed_in_process(texts: list[str]) -> tuple[Any, float]:
+    from neurolabel.storage.writes import label_embedder
+
+    return label_embedder().compute(texts)
+
+
+def _worker_start(work: _Work) -> None:
+    """A worker process's start: its run's work (handed over by the fork, never pickled)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run and shuts the pool down
+    _process_work[:] = [work]
 
 
 class _ProcessPool:
@@ -476,6 +490,9 @@ class _ProcessPool:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from neurolabel.lm.embeddings import load_embedder
+
+        load_embedder()  # MiniLM too: the workers embed the run's labels (shared, not loaded twice)
         # every explainer's extra simulators are built before the fork, shared like the rest
         for tag in work.plugins.explainers:
             for extra in getattr(work.plugins.explainers[tag], "extra_simulators", ()):
@@ -483,21 +500,27 @@ class _ProcessPool:
 
                 if extra in SIMULATORS:
                     build("simulator", extra, ontology=work.plugins.ontology)
-        _process_work[:] = [work]
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"),
-                                         initializer=_ignore_interrupts)
-        # with "fork", the executor starts every worker at the first submit: do it now
-        self._pool.submit(int).result()
+                                         initializer=_worker_start, initargs=(work,))
+        try:  # with "fork", the executor starts every worker at the first submit: do it now
+            self._pool.submit(int).result()
+        except BaseException:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
     def submit(self, work: _Work, neuron: NeuronId, todo: list[str]) -> Future:
         return self._pool.submit(_in_process, neuron, todo)
+
+    def embed(self, texts: Sequence[str]) -> tuple[Any, float]:
+        """Label embeddings computed by a worker process (queued behind the neurons submitted
+        before): the run's process only waits, and every core explains or embeds."""
+        return self._pool.submit(_embed_in_process, list(texts)).result()
 
     def __enter__(self) -> "_ProcessPool":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        _process_work.clear()
 
 
 def _worker_pool(spec: RunSpec, work: _Work) -> Any:
@@ -610,24 +633,27 @@ def run(
 
     from neurolabel.storage.writes import label_embedder
 
-    embedder = label_embedder()
+    shared = label_embedder()
+    embedder: Callable[[Sequence[str]], Any] = shared
     storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
     writing: list[Future] = []  # at most one write in flight, beside the explain/score work
 
     def write(explanations: list[Explanation], failures: list[tuple[NeuronId, str, str]]) -> tuple:
-        t0, e0 = time.perf_counter(), embedder.seconds
+        t0, e0, c0 = time.perf_counter(), shared.seconds, shared.cpu_seconds
         accepted = store(explanations, failures, database_url=url, model=summary.model, versions=versions,
-                         threshold=spec.threshold, embedder=embedder)
-        return accepted, len(explanations), time.perf_counter() - t0, embedder.seconds - e0
+                         threshold=spec.threshold, embedder=embedder, embed=spec.embed)
+        return (accepted, len(explanations), time.perf_counter() - t0, shared.seconds - e0,
+                shared.cpu_seconds - c0)
 
     def wait_written() -> None:  # the summary is only touched by the run's own thread
         t0 = time.perf_counter()
         while writing:
-            accepted, n, store_s, embed_s = writing.pop().result()
+            accepted, n, store_s, embed_s, embed_cpu_s = writing.pop().result()
             summary.accepted += accepted
             summary.explanations += n
             summary.times.store_s += store_s
             summary.times.embed_s += embed_s
+            summary.times.embed_cpu_s += embed_cpu_s
         summary.times.store_wait_s += time.perf_counter() - t0
 
     def flush() -> None:
@@ -641,6 +667,8 @@ def run(
 
     work = _Work(plugins=plugins, model=summary.model, database_url=url, delay=delay)
     pool = _worker_pool(spec, work)  # worker processes fork here, before the store thread and the bar start
+    if isinstance(pool, _ProcessPool):  # the labels' texts are embedded by the worker processes too
+        embedder = partial(shared.embed_with, compute=pool.embed)
 
     bar = tqdm(total=len(wanted), unit="neuron", desc=f"label {summary.model}", disable=not progress)
     in_flight: list[tuple[NeuronId, Future | None]] = []

@@ -13,7 +13,7 @@ Plugins are tagged configurations, as JSON: ``{"kind": "pmi", "lam": 0.8}`` (a b
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -114,6 +114,11 @@ class RunSpec(BaseModel):
     """Turns simulations and true activations into a score."""
     threshold: float | None = None
     """Score an explanation needs to be accepted (``None``: the storage default)."""
+    embed: Literal["best", "all", "none"] = "best"
+    """Which stored labels get a vector for semantic search (:data:`storage.writes.EMBED_POLICIES`):
+    ``best`` = per neuron and explainer the top-ranked and the best-scored candidate plus every
+    accepted one; ``all`` = every candidate; ``none`` = none now (``neurolabel db reindex`` embeds
+    the ``best`` ones later). Labels without a vector are stored all the same (full-text search)."""
     store_every: int = Field(default=32, ge=1)
     """Explanations are committed every this many neurons (and at the end or a stop)."""
     retry_failed: bool = False
@@ -129,8 +134,9 @@ class RunSpec(BaseModel):
     """Processes the load, explain and score stages run in: 1 = threads of this process; more =
     that many worker processes forked from this one once its plugins are built (the ontology is
     loaded once and shared), for CPU-bound explainers such as the symbolic ones, whose Python
-    holds the GIL (1, 2 or 8 threads ran at the same speed). Storing stays in this process.
-    Results are the same as with one process."""
+    holds the GIL (1, 2 or 8 threads ran at the same speed). The label texts of each write are
+    embedded by a worker process too; writing to the database stays in this process. Results,
+    label vectors included, are the same as with one process."""
     ray_address: str | None = None
     """Ray cluster to run on (``auto`` or ``host:port``); ``None`` = this process."""
 

@@ -71,13 +71,19 @@ def db_reindex(
     full: bool = typer.Option(False, "--full", help="Rebuild the whole index from the database."),
     check: bool = typer.Option(False, "--check", help="Only compare the index with the database; "
                                "exit 1 when they differ."),
+    embed: str = typer.Option("best", "--embed", help="Label vectors to compute first where missing: best (the "
+                              "top-ranked, best-scored and accepted labels of each explainer), all, or none."),
     db: str = _DB_OPTION,
 ) -> None:
-    """Check or repair the label vector index of the database (semantic search)."""
+    """Check or repair the label vector index of the database (semantic search); labels that
+    should have a vector and lack one (e.g. written with `label --embed none`) get it first."""
     from neurolabel.storage.db import normalize_url, require_schema, session_scope
     from neurolabel.storage.label_index import check_index, reindex
     from neurolabel.storage.vector_index import index_location
 
+    from neurolabel.storage.writes import check_embed_policy
+
+    check_embed_policy(embed)
     url = normalize_url(db)
     require_schema(url)
     folder = index_location(url)
@@ -88,9 +94,12 @@ def db_reindex(
         if check:
             r = check_index(session=session, folder=folder)
         else:
-            r = reindex(session=session, folder=folder, full=full, progress=True)
-    typer.echo(f"label index {r.folder}: {r.labels} label(s) in the database, {r.indexed} indexed, "
-               f"{r.missing} missing, {r.stale} stale, {r.extra} deleted in the database, {r.dead} dead position(s)")
+            r = reindex(session=session, folder=folder, full=full, progress=True, embed=embed)
+    if r.embedded:
+        typer.echo(f"label vectors computed: {r.embedded}")
+    typer.echo(f"label index {r.folder}: {r.labels} label(s) with a vector in the database, {r.indexed} indexed, "
+               f"{r.missing} missing, {r.stale} stale, {r.extra} deleted in the database, {r.dead} dead position(s), "
+               f"{r.unembedded} top-ranked/accepted label(s) without a vector")
     if check:
         typer.echo("consistent" if r.consistent else "INCONSISTENT: run `neurolabel db reindex` to repair")
         raise typer.Exit(0 if r.consistent else 1)

@@ -90,7 +90,7 @@ def parse_params(items: list[str] | None, tags: list[str]) -> dict[str, dict[str
 def build_spec(*, model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
                corpus: str, options: dict, params: list[str] | None = None, ontology: str = "default",
                concurrency: int | None = None, retry_failed: bool = False, db: str | None = None,
-               ray_address: str | None = None, processes: int | None = None) -> Any:
+               ray_address: str | None = None, processes: int | None = None, embed: str | None = None) -> Any:
     """The run spec of ``neurolabel label``'s options (the CLI's one conversion into a run). The
     ontology may be ``default``, a name registered with ``neurolabel ontologies add`` or a file."""
     from neurolabel.pipeline.spec import RunSpec
@@ -108,6 +108,8 @@ def build_spec(*, model: str, layers: list[int], units: list[int] | None, explai
         spec["concurrency"] = concurrency
     if processes is not None:
         spec["processes"] = processes
+    if embed is not None:
+        spec["embed"] = embed
     return RunSpec.parse(spec, where="neurolabel label")
 
 
@@ -185,6 +187,11 @@ def label(
     processes: int = typer.Option(None, "--processes", min=1, max=64,
                                   help="Worker processes that explain and score (default 1: threads of this "
                                        "process); e.g. the machine's cores for the symbolic explainers."),
+    embed: str = typer.Option("best", "--embed",
+                              help="Labels given a vector for semantic search: best (per neuron and explainer the "
+                                   "top-ranked and best-scored candidate and every accepted one), all, or none "
+                                   "(`neurolabel db reindex` embeds the best ones later). All are stored and "
+                                   "found by full-text search."),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
                             help="Run on a Ray cluster: auto, HOST:PORT of its head, ray://HOST:10001, or local "
                                  "(default: NEUROLABEL_RAY_ADDRESS; unset = this process). Needs the ray extra."),
@@ -202,7 +209,7 @@ def label(
                       explainers=_tags(explainers), simulators=_parse_simulators(simulators), corpus=corpus,
                       options={"max_tokens": max_tokens, "top_k": top_k, "n_random": n_random}, params=params,
                       ontology=ontology, concurrency=concurrency, retry_failed=retry_failed, db=db,
-                      ray_address=ray or get_settings().ray_address, processes=processes)
+                      ray_address=ray or get_settings().ray_address, processes=processes, embed=embed)
     if spec.ray_address:
         from neurolabel.pipeline.distributed import require_ray
 

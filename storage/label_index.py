@@ -173,12 +173,25 @@ class IndexReport:
     """In the index, no longer in the database."""
     dead: int
     """Graph positions of replaced or deleted labels (a full rebuild drops them)."""
+    unembedded: int = 0
+    """Labels the ``best`` policy gives a vector (:data:`storage.writes.EMBED_POLICIES`) that
+    have none (e.g. written with ``--embed none``); other labels without one are not counted."""
     rebuilt: bool = False
     repaired: int = 0
+    embedded: int = 0
+    """Vectors the repair computed (``unembedded`` ones, or every missing one with ``embed="all"``)."""
 
     @property
     def consistent(self) -> bool:
-        return self.missing == 0 and self.stale == 0 and self.extra == 0
+        return self.missing == 0 and self.stale == 0 and self.extra == 0 and self.unembedded == 0
+
+
+def count_unembedded(session: Session) -> int:
+    """Labels that the ``best`` policy gives a vector and that have none."""
+    from neurolabel.storage.writes import policy_rows
+
+    q, sub, wanted = policy_rows()
+    return session.execute(select(func.count()).select_from(q.where(sub.c.missing, wanted).subquery())).scalar_one()
 
 
 def check_index(*, session: Session, folder: Path) -> IndexReport:
@@ -191,14 +204,27 @@ def check_index(*, session: Session, folder: Path) -> IndexReport:
         missing=sum(1 for i in want if i not in have),
         stale=sum(1 for i, s in want.items() if i in have and have[i] != s),
         extra=sum(1 for i in have if i not in want),
-        dead=snap.index.dead,
+        dead=snap.index.dead, unembedded=count_unembedded(session),
     )
 
 
-def reindex(*, session: Session, folder: Path, full: bool = False, progress: bool = False) -> IndexReport:
-    """Repair the persisted index at ``folder``: append what differs from the database to its
-    log, or (``full``, when no base snapshot exists, or when over a fifth of the graph is dead)
-    rebuild it from the database and save it as the new base snapshot."""
+def reindex(*, session: Session, folder: Path, full: bool = False, progress: bool = False,
+            embed: str = "best", embedder=None) -> IndexReport:
+    """Repair the persisted index at ``folder``: first store the vectors the policy ``embed``
+    wants and the database lacks (``best``: the top-ranked, best-scored and accepted labels of
+    each explainer; ``all``: every label; ``none``: no embedding), committed; then append what
+    differs from the database to the index log, or (``full``, when no base snapshot exists, or
+    when over a fifth of the graph is dead) rebuild it from the database and save it as the new
+    base snapshot."""
+    from neurolabel.storage.writes import fill_vectors
+
+    embedded = len(fill_vectors(session=session, embed=embed, embedder=embedder))
+    session.commit()
+    report = _reindex(session=session, folder=folder, full=full, progress=progress)
+    return IndexReport(**{**report.__dict__, "embedded": embedded})
+
+
+def _reindex(*, session: Session, folder: Path, full: bool, progress: bool) -> IndexReport:
     try:
         before = check_index(session=session, folder=folder)
         based = vi.load(folder, with_log=False).watermark is not None

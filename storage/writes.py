@@ -20,7 +20,7 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import StorageError
@@ -392,6 +392,9 @@ class LabelEmbedder:
         self.computed = 0
         self.reused = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        """CPU seconds of the embedding threads (``seconds`` is wall time: on a busy machine
+        it counts the waits for a core too)."""
         self._vectors: dict[bytes, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -400,20 +403,34 @@ class LabelEmbedder:
         with self._lock:
             self._vectors.clear()
             self.computed = self.reused = 0
-            self.seconds = 0.0
+            self.seconds = self.cpu_seconds = 0.0
 
     @staticmethod
     def _key(text: str) -> bytes:
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_with(texts)
+
+    def compute(self, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+        """``(vectors, CPU seconds)`` of ``texts`` by this embedder's model, nothing cached (what
+        a labelling run's worker process does for the run's process: :meth:`embed_with`)."""
+        c0 = time.thread_time()
+        mat = np.asarray(self.embedder(texts), dtype=np.float32)
+        return mat, time.thread_time() - c0
+
+    def embed_with(self, texts: Sequence[str],
+                   compute: Callable[[Sequence[str]], tuple[np.ndarray, float]] | None = None) -> np.ndarray:
+        """Vectors of ``texts``, the ones not cached computed by ``compute`` (default
+        :meth:`compute` in this thread), which returns them with the CPU seconds they took."""
         keys = [self._key(t) for t in texts]
         with self._lock:
             have = {k: self._vectors[k] for k in keys if k in self._vectors}
         need = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in have))
         if need:
             t0 = time.perf_counter()
-            mat = np.asarray(self.embedder(need), dtype=np.float32)
+            mat, cpu = (compute or self.compute)(need)
+            mat = np.asarray(mat, dtype=np.float32)
             if mat.shape != (len(need), EMBEDDING_DIM):
                 raise StorageError(f"embedder returned shape {mat.shape} for {len(need)} texts, "
                                    f"expected ({len(need)}, {EMBEDDING_DIM})")
@@ -421,6 +438,7 @@ class LabelEmbedder:
             have.update(fresh)
             with self._lock:
                 self.seconds += time.perf_counter() - t0
+                self.cpu_seconds += cpu
                 self.computed += len(need)
                 self._vectors.update(fresh)
                 while len(self._vectors) > self.max_items:
@@ -449,39 +467,105 @@ def embedding_bytes(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
+EMBED_POLICIES = ("best", "all", "none")
+"""Which stored labels get a vector (semantic search finds only those; full-text search finds all):
+
+- ``best`` (default): per neuron and explainer version, the explainer's first candidate (lowest
+  rank), its best-scored one (highest score, then lowest rank) and every accepted one;
+- ``all``: every label;
+- ``none``: none at write time (``neurolabel db reindex`` gives the ``best`` ones theirs later).
+
+A vector once stored is kept while the text stays the same (a label that stops being best keeps
+it); a label that becomes best or accepted later (re-scoring, a rerun) gets its vector in the
+write that makes it so, or from ``neurolabel db reindex``."""
+
+
+def check_embed_policy(embed: str) -> str:
+    """``embed`` if it is one of :data:`EMBED_POLICIES` (``StorageError`` otherwise)."""
+    if embed not in EMBED_POLICIES:
+        raise StorageError(f"embed policy {embed!r} is not one of {', '.join(EMBED_POLICIES)}")
+    return embed
+
+
+def policy_rows(*conditions):
+    """(``SELECT id, text, missing, wanted``, its subquery, the ``wanted`` condition) over the explanation rows matching ``conditions``:
+    ``missing`` = no vector stored, ``wanted`` = the ``best`` policy gives it a vector (ranked
+    within each (neuron, explainer, explainer version) by window functions, SQLite and PostgreSQL)."""
+    group = (ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version)
+    by_rank = func.row_number().over(partition_by=group, order_by=(ExplanationRow.rank, ExplanationRow.id))
+    by_score = func.row_number().over(
+        partition_by=group,
+        order_by=(case((ExplanationRow.score.is_(None), 1), else_=0), ExplanationRow.score.desc(),
+                  ExplanationRow.rank, ExplanationRow.id))
+    inner = select(ExplanationRow.id, ExplanationRow.text, ExplanationRow.accepted,
+                   ExplanationRow.embedding.is_(None).label("missing"),
+                   by_rank.label("by_rank"), by_score.label("by_score"))
+    if conditions:
+        inner = inner.where(*conditions)
+    sub = inner.subquery()
+    wanted = or_(sub.c.accepted, sub.c.by_rank == 1, sub.c.by_score == 1)
+    return select(sub.c.id, sub.c.text, sub.c.missing, wanted.label("wanted")), sub, wanted
+
+
+def fill_vectors(*, session: Session, embed: str = "best", conditions: Sequence[Any] = (),
+                 embedder: Embedder | None = None, when: datetime | None = None) -> list[int]:
+    """Store the vectors that the policy ``embed`` wants and that are missing, among the rows
+    matching ``conditions`` (their ``updated_at`` becomes ``when``, default now). Returns the
+    ids given a vector. Does not commit."""
+    check_embed_policy(embed)
+    if embed == "none":
+        return []
+    q, sub, wanted = policy_rows(*conditions)
+    q = q.where(sub.c.missing)
+    if embed == "best":
+        q = q.where(wanted)
+    todo = [(r.id, r.text) for r in session.execute(q).all()]
+    if not todo:
+        return []
+    texts = sorted({t for _, t in todo})
+    mat = (embedder or label_embedder())(texts)
+    if mat.shape[0] != len(texts):
+        raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(texts)} texts")
+    vectors = {t: embedding_bytes(v) for t, v in zip(texts, mat, strict=True)}
+    when = when or utcnow()
+    for chunk in _batches(sorted(todo), 1000):
+        session.execute(update(ExplanationRow), [{"id": i, "embedding": vectors[t], "updated_at": when}
+                                                 for i, t in chunk])
+    return [i for i, _ in todo]
+
+
 def save_explanations(
     *,
     session: Session,
     explanations: Sequence[Explanation],
     threshold: float | None = None,
     embedder: Embedder | None = None,
+    embed: str = "best",
 ) -> list[int]:
     """Store explanations with their scores and label embeddings; returns their ids in order.
 
     Idempotent on (neuron, explainer, explainer_version, rank): storing again replaces text,
     structure, parameters and score of the same key; a new explainer version adds rows and keeps
     the old ones. ``Explanation.score`` becomes a Score row (with its parts); ``accepted`` means
-    score >= ``threshold`` (default ``settings.score_threshold``). Missing models and neurons get
-    bare rows. Does not commit."""
+    score >= ``threshold`` (default ``settings.score_threshold``). Label vectors as the policy
+    ``embed`` says (:data:`EMBED_POLICIES`). Missing models and neurons get bare rows. Does not
+    commit."""
     if threshold is None:
         threshold = get_settings().score_threshold
     rows = [explanation_input(e, threshold=threshold) for e in explanations]
-    return write_explanation_rows(session=session, rows=rows, embedder=embedder)
+    return write_explanation_rows(session=session, rows=rows, embedder=embedder, embed=embed)
 
 
 def write_explanation_rows(
-    *, session: Session, rows: Sequence[ExplanationInput], embedder: Embedder | None = None
+    *, session: Session, rows: Sequence[ExplanationInput], embedder: Embedder | None = None, embed: str = "best"
 ) -> list[int]:
-    """Upsert validated explanation rows (embedding the texts that lack one). Does not commit."""
+    """Upsert validated explanation rows; rows without a given vector keep their stored one
+    while their text is unchanged, and the vectors the policy ``embed`` wants among the written
+    rows' (neuron, explainer, explainer version) groups are then computed (:func:`fill_vectors`).
+    Does not commit."""
+    check_embed_policy(embed)
     if not rows:
         return []
-    need = sorted({r.text for r in rows if r.embedding is None})
-    vectors: dict[str, bytes] = {}
-    if need:
-        mat = (embedder or label_embedder())(need)
-        if mat.shape[0] != len(need):
-            raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(need)} texts")
-        vectors = {t: embedding_bytes(v) for t, v in zip(need, mat, strict=True)}
     model_ids = ensure_models(session=session, names={r.model for r in rows})
     neuron_ids: dict[tuple[str, int, int], int] = {}
     for model, mid in model_ids.items():
@@ -492,6 +576,15 @@ def write_explanation_rows(
         return (neuron_ids[(r.model, r.layer, r.index)], r.explainer, r.explainer_version, r.rank)
 
     latest = {key(r): r for r in rows}
+    keys = sorted(latest)
+    had_vector: set[tuple] = set()  # rows the index may hold: a new text without a vector leaves it
+    for chunk in _batches(keys, 500):
+        had_vector.update(tuple(f) for f in session.execute(
+            select(ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version,
+                   ExplanationRow.rank).where(
+                ExplanationRow.embedding.is_not(None),
+                tuple_(ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version,
+                       ExplanationRow.rank).in_(chunk))).all())
     now = utcnow()
     values = [
         {
@@ -504,7 +597,7 @@ def write_explanation_rows(
             "params": dict(r.params),
             "score": r.score,
             "accepted": bool(r.accepted),
-            "embedding": r.embedding if r.embedding is not None else vectors[r.text],
+            "embedding": r.embedding,
             "ontology": r.ontology,
             "ontology_hash": r.ontology_hash,
             "created_at": r.created_at or now,
@@ -513,18 +606,20 @@ def write_explanation_rows(
         for k, r in sorted(latest.items())
     ]
     stmt = dialect_insert(session, ExplanationRow)
+    table = ExplanationRow.__table__
+    keep = and_(stmt.excluded.embedding.is_(None), table.c.text == stmt.excluded.text)
     stmt = stmt.on_conflict_do_update(
         index_elements=["neuron_id", "explainer", "explainer_version", "rank"],
         set_={
-            c: stmt.excluded[c]
-            for c in ("text", "structured", "params", "score", "accepted", "embedding", "ontology", "ontology_hash",
-                      "updated_at")
+            **{c: stmt.excluded[c]
+               for c in ("text", "structured", "params", "score", "accepted", "ontology", "ontology_hash",
+                         "updated_at")},
+            "embedding": case((keep, table.c.embedding), else_=stmt.excluded.embedding),
         },
     )
     for chunk in _batches(values, 1000):
         session.execute(stmt, chunk)
     ids: dict[tuple, int] = {}
-    keys = sorted(latest)
     for chunk in _batches(keys, 500):
         found = session.execute(
             select(
@@ -560,7 +655,12 @@ def write_explanation_rows(
         )
         for chunk in _batches(score_rows, 1000):
             session.execute(sc, chunk)
-    _queue_for_index(session, model_ids, latest, values, ids, now)
+    groups = sorted({k[:3] for k in latest})
+    filled: list[int] = []
+    for chunk in _batches(groups, 500):
+        filled += fill_vectors(session=session, embed=embed, embedder=embedder, when=now, conditions=[
+            tuple_(ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version).in_(chunk)])
+    _queue_for_index(session, sorted(set(ids.values()) | set(filled)), [ids[k] for k in had_vector], now)
     # an explainer version that now explained a neuron has no failure to remember there
     done = sorted({k[:3] for k in latest})
     for chunk in _batches(done, 500):
@@ -570,18 +670,19 @@ def write_explanation_rows(
     return [ids[key(r)] for r in rows]
 
 
-def _queue_for_index(session: Session, model_ids: Mapping[str, int], latest: Mapping[tuple, ExplanationInput],
-                     values: Sequence[Mapping[str, Any]], ids: Mapping[tuple, int], now: datetime) -> None:
-    """Hand the written labels to the persisted vector index (appended once the session commits)."""
+def _queue_for_index(session: Session, ids: Sequence[int], had_vector: Sequence[int], now: datetime) -> None:
+    """Hand the written labels ``ids`` to the persisted vector index (appended once the session
+    commits): those with a vector as stored now, and a deletion for those of ``had_vector`` (a
+    vector before the write) that have none now (a new text the policy leaves without one)."""
     from neurolabel.storage import label_index, vector_index
 
     folder = vector_index.index_location(session.get_bind().url.render_as_string(hide_password=False))
     if folder is None:
         return
-    t = label_index.stamp(now)
-    rows = [(ids[k], t, model_ids[r.model], r.layer, r.explainer, r.score, v["embedding"])
-            for (k, r), v in zip(sorted(latest.items()), values, strict=True)]
-    label_index.queue_written(session, folder, vector_index.records(rows))
+    have = label_index.fetch_labels(session, list(ids))
+    kept = set(have["id"].tolist())
+    gone = label_index.tombstones(sorted(i for i in had_vector if i not in kept), label_index.stamp(now))
+    label_index.queue_written(session, folder, np.concatenate([have, gone]))
 
 
 def record_failures(*, session: Session, model: str, failures: Iterable[tuple[NeuronId, str, str, str]]) -> int:

@@ -139,6 +139,22 @@ def test_bitset_coverage_of_restrictions_equals_brute_force(onto):
         assert coverage_vector(onto, e, examples, prev).tolist() == want
 
 
+def test_coverage_from_pairs_equals_coverage_matrices(onto):
+    from neurolabel.ontology.induction import class_pairs, coverage_from_pairs, coverage_matrices
+
+    rng = np.random.default_rng(2)
+    leaves = ids(onto, "Dog", "Cat", "Car", "Boat", "Plant")
+    examples = [tuple(rng.choice(leaves, size=rng.integers(0, 3), replace=False).tolist()) for _ in range(80)]
+    prev = [None if i % 10 == 0 else examples[i - 1] for i in range(80)]
+    pi, ni = np.flatnonzero(rng.random(80) < 0.3), np.flatnonzero(rng.random(80) < 0.5)
+    want = coverage_matrices(onto, [examples[i] for i in pi], [examples[i] for i in ni],
+                             [prev[i] for i in pi], [prev[i] for i in ni])
+    got = coverage_from_pairs(onto, class_pairs(onto, examples, prev), 80, pi, ni)
+    assert got.exprs == want.exprs and got.classes.tolist() == want.classes.tolist()
+    assert np.array_equal(got.P, want.P) and np.array_equal(got.N, want.N)
+    assert (got.n_pos, got.n_neg) == (want.n_pos, want.n_neg)
+
+
 # ---- graded search -----------------------------------------------------------------------------
 
 def test_part_weights_and_prediction_hand_checked():

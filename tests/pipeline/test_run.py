@@ -262,20 +262,37 @@ def _stored(url, model, n_units):
                 for i in range(n_units)]
 
 
+def _embeddings(url):
+    """Each label's stored embedding, by (layer, index, explainer, rank)."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationRow, Neuron
+
+    with session_scope(url) as session:
+        rows = session.execute(select(Neuron.layer, Neuron.index, ExplanationRow.explainer, ExplanationRow.rank,
+                                      ExplanationRow.embedding).join(Neuron, Neuron.id == ExplanationRow.neuron_id))
+        return {tuple(r[:4]): None if r[4] is None else bytes(r[4]) for r in rows}
+
+
 @pytest.mark.slow
-def test_worker_processes_store_what_one_process_stores(tmp_path, planted_records):
-    """``processes=2``: the neurons are explained and scored in two forked worker processes
-    (alive while the run reports progress), stopped after the first neuron and resumed, and the
-    database then holds exactly what a run in threads of one process stores."""
+def test_worker_processes_store_what_one_process_stores(tmp_path, db_url, planted_records):
+    """``processes=2``: the neurons are explained and scored, and their labels embedded, in two
+    forked worker processes (alive while the run reports progress; each opens its own database
+    connections), stopped after the first neuron and resumed, and the database (SQLite or
+    PostgreSQL) then holds exactly what a run in threads of one process stores in SQLite, label
+    vectors included."""
     import multiprocessing
 
     from neurolabel.storage.db import dispose_engines
+    from neurolabel.storage.writes import label_embedder
 
-    serial_url, procs_url = f"sqlite:///{tmp_path}/serial.db", f"sqlite:///{tmp_path}/procs.db"
+    serial_url, procs_url = f"sqlite:///{tmp_path}/serial.db", db_url
     fields = dict(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction", "pmi", "tokens"],
                   progress=False, store_every=1)
     _store(serial_url, planted_records)
     _store(procs_url, planted_records)
+    # both runs embed every text themselves, in the same batches (one write per neuron): a text's
+    # bfloat16 vector moves in its last bits with the batch it is padded in
+    label_embedder().clear()
     serial = label_neurons(database_url=serial_url, **fields)
     children, calls = [], []
 
@@ -283,6 +300,7 @@ def test_worker_processes_store_what_one_process_stores(tmp_path, planted_record
         calls.append(done)
         children.append(len(multiprocessing.active_children()))
 
+    label_embedder().clear()  # the worker processes embed every label again
     first = label_neurons(database_url=procs_url, processes=2, concurrency=1, should_stop=lambda: len(calls) >= 1,
                           on_progress=seen, **fields)
     assert first.stopped and first.processed == 1 and children and min(children) >= 2, children
@@ -291,5 +309,57 @@ def test_worker_processes_store_what_one_process_stores(tmp_path, planted_record
     assert first.explanations + rest.explanations == serial.explanations > 0
     assert first.accepted + rest.accepted == serial.accepted
     assert _stored(procs_url, "planted", 3) == _stored(serial_url, "planted", 3)
+    assert _embeddings(procs_url) == _embeddings(serial_url)  # embedded by a worker process, the same vectors
+    assert first.times.embed_cpu_s > 0 and rest.times.embed_cpu_s > 0
     assert not multiprocessing.active_children()  # the pool is shut down with the run
     dispose_engines()
+
+
+def _vector_rows(url):
+    """Per stored label: (layer, index, explainer, rank) -> (score, accepted, has a vector)."""
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationRow, Neuron
+
+    with session_scope(url) as session:
+        rows = session.execute(select(Neuron.layer, Neuron.index, ExplanationRow.explainer, ExplanationRow.rank,
+                                      ExplanationRow.score, ExplanationRow.accepted,
+                                      ExplanationRow.embedding.is_not(None))
+                               .join(Neuron, Neuron.id == ExplanationRow.neuron_id))
+        return {tuple(r[:4]): (r[4], bool(r[5]), bool(r[6])) for r in rows}
+
+
+def _policy_best(rows):
+    """The labels the default policy embeds, from the stored rows: per neuron and explainer its
+    first candidate, its best-scored one and every accepted one."""
+    groups: dict[tuple, list] = {}
+    for key, (score, accepted, _) in rows.items():
+        groups.setdefault(key[:3], []).append((key, score, accepted))
+    want = set()
+    for members in groups.values():
+        want.add(min(members, key=lambda m: m[0][3])[0])
+        want.add(min(members, key=lambda m: (m[1] is None, -(m[1] or 0.0), m[0][3]))[0])
+        want.update(m[0] for m in members if m[2])
+    return want
+
+
+@pytest.mark.slow
+def test_run_embeds_the_best_labels_by_default_and_all_on_request(tmp_path, db_url, planted_records):
+    """The default ``embed="best"`` stores vectors exactly for each explainer's top-ranked and
+    best-scored candidate and its accepted ones (fewer than all: concept induction keeps several
+    candidates); ``embed="all"`` for every candidate. Both store the same labels."""
+    fields = dict(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction", "pmi"],
+                  progress=False, threshold=0.73)  # some candidates of the planted neurons pass, some not
+    all_url = f"sqlite:///{tmp_path}/all.db"
+    _store(db_url, planted_records)
+    _store(all_url, planted_records)
+    best = label_neurons(database_url=db_url, **fields)
+    every = label_neurons(database_url=all_url, embed="all", **fields)
+    assert best.explanations == every.explanations > 0 and not best.errors
+    rows, all_rows = _vector_rows(db_url), _vector_rows(all_url)
+    assert rows.keys() == all_rows.keys()
+    embedded = {k for k, (_, _, has) in rows.items() if has}
+    assert embedded == _policy_best(rows)
+    assert len(embedded) < len(rows) and any(acc for _, acc, _ in rows.values())
+    assert all(has for _, _, has in all_rows.values())
+    with pytest.raises(ConfigError):
+        RunSpec.parse({"embed": "some"})

@@ -1,0 +1,145 @@
+"""Which labels get a vector (``embed`` = best | all | none): the top-ranked and best-scored
+candidate of each explainer plus the accepted ones by default; labels promoted later get theirs in
+the write that promotes them; ``db reindex`` fills in what the policy wants and the check counts
+only those as missing; semantic search (index and exact) sees only labels with a vector, full-text
+search sees every label."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from neurolabel.core.errors import StorageError
+from neurolabel.storage import db, label_index
+from neurolabel.storage import queries as q
+from neurolabel.storage import search as search_mod
+from neurolabel.storage import vector_index as vi
+from neurolabel.storage.models import ExplanationRow
+from tests.storage.factories import explanation, hash_embedder
+
+ROOT = Path(__file__).resolve().parents[2]
+THRESHOLD = 0.5
+
+# neuron (0, 1): concept induction ranks 0..3, pmi ranks 0..2 (its best score at rank 1, none accepted)
+CANDIDATES = [
+    ("ci", 0, "ci first", 0.2),
+    ("ci", 1, "ci accepted one", 0.7),
+    ("ci", 2, "ci accepted two", 0.55),
+    ("ci", 3, "ci weak", 0.1),
+    ("pmi", 0, "pmi first", 0.1),
+    ("pmi", 1, "pmi best scored", 0.4),
+    ("pmi", 2, "pmi unscored", None),
+]
+BEST = {"ci first", "ci accepted one", "ci accepted two", "pmi first", "pmi best scored"}
+
+
+def _explanations(cands=CANDIDATES, index: int = 1):
+    return [explanation(0, index, t, s, explainer=e, rank=r) for e, r, t, s in cands]
+
+
+def _write(url: str, embed: str, cands=CANDIDATES, index: int = 1) -> None:
+    with db.session_scope(url) as s:
+        q.save_explanations(session=s, explanations=_explanations(cands, index), threshold=THRESHOLD,
+                            embedder=hash_embedder, embed=embed)
+
+
+def _with_vector(url: str) -> set[str]:
+    with db.session_scope(url) as s:
+        return set(s.execute(select(ExplanationRow.text).where(ExplanationRow.embedding.is_not(None))).scalars())
+
+
+def _check(url: str) -> label_index.IndexReport:
+    with db.session_scope(url) as s:
+        return label_index.check_index(session=s, folder=vi.index_location(url))
+
+
+@pytest.fixture
+def url(db_url: str) -> str:
+    db.upgrade(db_url)
+    return db.normalize_url(db_url)
+
+
+def test_default_stores_vectors_of_the_top_ranked_best_scored_and_accepted(url: str) -> None:
+    _write(url, "best")
+    assert _with_vector(url) == BEST
+    r = _check(url)
+    assert r.consistent and r.labels == len(BEST) and r.indexed == len(BEST) and r.unembedded == 0
+    with db.session_scope(url) as s:  # every label stays findable by full text
+        assert {h["text"] for h in q.search_labels(session=s, query="weak", mode="text")} == {"ci weak"}
+
+
+def test_all_and_none(url: str) -> None:
+    _write(url, "all")
+    assert _with_vector(url) == {t for *_, t, _ in CANDIDATES}
+    assert _check(url).consistent
+    _write(url, "none", index=2)  # another neuron without vectors: the check wants its best ones
+    r = _check(url)
+    assert r.unembedded == len(BEST) and not r.consistent and r.missing == 0 and r.extra == 0
+    with db.session_scope(url) as s:
+        fixed = label_index.reindex(session=s, folder=vi.index_location(url), embedder=hash_embedder)
+    assert fixed.embedded == len(BEST)
+    assert _check(url).consistent
+    with db.session_scope(url) as s:
+        n = s.execute(select(ExplanationRow.id).where(ExplanationRow.embedding.is_(None))).all()
+    assert len(n) == len(CANDIDATES) - len(BEST)  # ci weak and pmi unscored of neuron (0, 2)
+    with pytest.raises(StorageError, match="embed policy"):
+        _write(url, "some")
+
+
+def test_promoted_label_gets_its_vector_and_renamed_one_loses_it(url: str) -> None:
+    _write(url, "best")
+    rescored = [(e, r, t, 0.9 if t == "ci weak" else s) for e, r, t, s in CANDIDATES]
+    _write(url, "best", rescored)  # re-scoring accepts "ci weak": it gets a vector in that write
+    assert _with_vector(url) == BEST | {"ci weak"}
+    demoted = [(e, r, t, 0.0 if e == "ci" and r in (1, 2) else s) for e, r, t, s in CANDIDATES]
+    _write(url, "best", demoted)  # no longer accepted: the vectors stay (same text)
+    assert _with_vector(url) >= BEST
+    renamed = [(e, r, "ci renamed" if t == "ci weak" else t, 0.0 if t == "ci weak" else s)
+               for e, r, t, s in CANDIDATES]
+    _write(url, "best", renamed)  # a new text the policy does not want: its old vector leaves the index
+    assert "ci renamed" not in _with_vector(url) and "ci weak" not in _with_vector(url)
+    r = _check(url)
+    assert r.consistent, r
+    index = vi.load(vi.index_location(url)).index
+    assert index.search(hash_embedder(["ci weak"])[0], 1)[0][1] < 0.5
+
+
+def test_check_catches_a_wanted_vector_that_is_missing(url: str) -> None:
+    _write(url, "best")
+    with db.session_scope(url) as s:
+        s.execute(update(ExplanationRow).where(ExplanationRow.text == "pmi best scored").values(embedding=None))
+    r = _check(url)
+    # the row lacks its vector (counted once as unembedded) and the index holds one the database lacks
+    assert r.unembedded == 1 and r.extra == 1 and not r.consistent
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "neurolabel.service.cli", "db", "reindex", "--db", url]
+    checked = subprocess.run([*cli, "--check"], capture_output=True, text=True, env=env, timeout=120)
+    assert checked.returncode == 1 and "1 top-ranked/accepted label(s) without a vector" in checked.stdout
+
+
+def test_semantic_search_sees_only_labels_with_a_vector(url: str, monkeypatch) -> None:
+    monkeypatch.setattr(search_mod, "_query_vector", lambda text: hash_embedder([text])[0])
+    _write(url, "best")
+    with db.session_scope(url) as s:
+        for exact in (False, True):
+            hits = q.search_labels(session=s, query="ci weak", mode="semantic", limit=20, exact=exact)
+            assert {h["text"] for h in hits} == BEST, exact
+            top = q.search_labels(session=s, query="pmi best scored", mode="semantic", limit=1, exact=exact)
+            assert top[0]["text"] == "pmi best scored"
+
+
+def test_cli_reindex_embed_all(url: str) -> None:
+    if url.startswith("sqlite"):
+        pytest.skip("one engine is enough for the subprocess (MiniLM loads there)")
+    _write(url, "none")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "neurolabel.service.cli", "db", "reindex", "--db", url, "--embed", "all"]
+    done = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and f"label vectors computed: {len(CANDIDATES)}" in done.stdout, done.stdout + done.stderr
+    assert _with_vector(url) == {t for *_, t, _ in CANDIDATES}
+    assert _check(url).consistent
