@@ -5,9 +5,10 @@ token-table ceiling measured in the same run, and how labels hold on other text.
    WordNet class): per explainer, the recovery rate — the explainer's best-scored explanation
    names the planted class — and the mean held-out score.
 2. Real SmolLM2-135M MLP neurons (default: layers 2, 6, 12, 18, 24, 29 x units 0-24 = 150
-   neurons, 32,768 tokens of the default corpus, the recorder's defaults for top and random
-   windows): per explainer, the best candidate's held-out score (each explanation scored by its
-   explainer's default simulator, as the pipeline does): mean, median, share >= 0.5, share
+   neurons, 100,000 tokens of the default corpus — as many as ``neurolabel label`` records by
+   default; the issue's minimum is 32,768 (``--max-tokens 32768``) —, the recorder's defaults
+   for top and random windows): per explainer, the best candidate's held-out score (each
+   explanation scored by its explainer's default simulator, as the pipeline does): mean, median, share >= 0.5, share
    undefined (counted 0 in means), and the OpenAI-comparable part (as many random as top
    windows). The best label per neuron is the best of every explainer's candidates. In the same
    run, on the same held-out windows, the reference tables (``bench/ceiling.py``): each token
@@ -18,8 +19,11 @@ token-table ceiling measured in the same run, and how labels hold on other text.
    ``/usr/share/common-licenses``: modern legal English, in no built-in corpus); every neuron's
    best label, learnt on the main corpus, is scored on the held-out windows of that recording;
    beside it, the token table of the whole main-corpus explain split (no label) scored there.
+   The cross corpus is recorded to ``--cross-max-tokens`` (32,768) whatever ``--max-tokens`` is,
+   so labels learnt on more text are scored on the same windows.
 
-    .venv/bin/python bench/quality.py                      # the issue's 150 neurons, 32k tokens
+    .venv/bin/python bench/quality.py                      # the issue's 150 neurons, 100k tokens
+    .venv/bin/python bench/quality.py --max-tokens 32768   # the issue's minimum corpus
     .venv/bin/python bench/quality.py --quick              # 12 neurons, small corpus
     .venv/bin/python bench/quality.py --corpus wordnet     # which default corpus makes labels that hold
 """
@@ -151,10 +155,13 @@ def _record(target, corpus: str, layers: list[int], units: list[int], max_tokens
     import inspect
     import pickle
 
+    from neurolabel.activations.corpus import BUILTIN_CORPORA
     from neurolabel.activations.record import record_activations
 
-    # every argument, the recorder's defaults and the record's fields: a changed default re-records
-    key = hashlib.sha256(repr((corpus, layers, units, max_tokens, window_tokens, with_capture,
+    # every argument, the recorder's defaults and the record's fields: a changed default re-records;
+    # a built-in corpus by its stored name too (it names its sources: a changed default corpus re-records)
+    ident = f"{corpus}:{BUILTIN_CORPORA[corpus][0]}" if corpus in BUILTIN_CORPORA else corpus
+    key = hashlib.sha256(repr((ident, layers, units, max_tokens, window_tokens, with_capture,
                                str(inspect.signature(record_activations)),
                                list(NeuronRecord.__dataclass_fields__))).encode()).hexdigest()[:16]
     path = cache / f"quality-{key}.pkl" if cache is not None else None
@@ -187,7 +194,7 @@ def _record_now(target, corpus: str, layers: list[int], units: list[int], max_to
 
 def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: list[int], corpus: str,
          max_tokens: int, window_tokens: int, llm_neurons: int, cross: str | None,
-         cache: Path | None = None, facets: bool = True) -> None:
+         cache: Path | None = None, facets: bool = True, cross_max_tokens: int | None = None) -> None:
     from bench.ceiling import reference_scores
     from neurolabel.activations.models import load_target
 
@@ -239,7 +246,8 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
           + (f", concept_induction {np.mean(ci):.3f} (>= 0.30: {'MET' if np.mean(ci) >= 0.30 else 'NOT MET'})"
              if ci else ""))
     if cross:
-        _cross(target, cross, layers, units, max_tokens, window_tokens, best, best_of, sims, cache, cap, records)
+        _cross(target, cross, layers, units, cross_max_tokens or max_tokens, window_tokens, best, best_of, sims,
+               cache, cap, records)
 
 
 def _transfer_table(target, cap, record: NeuronRecord, other: NeuronRecord) -> float | None:
@@ -313,11 +321,15 @@ def main() -> None:
                     help="first unit of each layer: e.g. 25 for units 25-49, to choose settings on other neurons "
                          "than the issue's 0-24 they are reported on")
     ap.add_argument("--llm-neurons", type=int, default=6, help="real neurons explained by llm_summary (slow on CPU)")
-    ap.add_argument("--max-tokens", type=int, default=32_768, help="corpus tokens recorded")
+    ap.add_argument("--max-tokens", type=int, default=100_000,
+                    help="corpus tokens recorded (default: as many as `neurolabel label` records; >= 32,768 for the issue)")
     ap.add_argument("--window-tokens", type=int, default=64, help="tokens per window")
     ap.add_argument("--corpus", default="default", help="corpus the labels are learnt on")
     ap.add_argument("--cross-corpus", default="licenses",
                     help="'licenses' (Debian's license texts), 'none', or any corpus spec")
+    ap.add_argument("--cross-max-tokens", type=int, default=32_768,
+                    help="tokens of the cross corpus recorded (fixed apart from --max-tokens, so the labels "
+                         "learnt on more or less text are scored on the same windows)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="folder where recordings are saved and reused by later runs with the same arguments")
     ap.add_argument("--skip-planted", action="store_true")
@@ -334,7 +346,7 @@ def main() -> None:
     layers = [int(x) for x in args.layers.split(",")]
     units = list(range(args.unit_offset, args.unit_offset + args.units))
     if args.quick:
-        layers, units, args.llm_neurons, args.max_tokens = [6, 18], list(range(6)), 2, 8192
+        layers, units, args.llm_neurons, args.max_tokens, args.cross_max_tokens = [6, 18], list(range(6)), 2, 8192, 8192
     print(f"# bench/quality.py {'--quick ' if args.quick else ''}explainers={explainers} simulators={sims}")
     t0 = time.perf_counter()
     if not args.skip_planted:
@@ -347,7 +359,8 @@ def main() -> None:
             cross = None if args.cross_corpus == "none" else (
                 _license_corpus(lic) if args.cross_corpus == "licenses" else args.cross_corpus)
             real(explainers, sims, layers, units, args.corpus, args.max_tokens, args.window_tokens,
-                 args.llm_neurons, cross, args.cache, facets=not args.skip_facets)
+                 args.llm_neurons, cross, args.cache, facets=not args.skip_facets,
+                 cross_max_tokens=args.cross_max_tokens)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

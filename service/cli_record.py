@@ -46,7 +46,7 @@ def parse_int_list(text: str, *, what: str, upper: int | None = None) -> list[in
 def record(
     model: str = typer.Option("default", "--model", help="'default' (SmolLM2-135M) or a local HF model folder."),
     layers: str = typer.Option("0,10,29", "--layers", help="Layers: 0,10,29 or 0-29 or all."),
-    corpus: str = typer.Option("default", "--corpus", help="'default' (Shakespeare + WordNet glosses), 'wordnet', 'shakespeare', a .txt/.jsonl file or a folder."),
+    corpus: str = typer.Option("default", "--corpus", help="'default' (Shakespeare + WordNet glosses + the Python docs' prose), 'wordnet', 'shakespeare', 'python-docs', a .txt/.jsonl file or a folder."),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in JSONL corpora."),
     max_tokens: int = typer.Option(100_000, "--max-tokens", help="Tokens of the corpus to stream."),
     top_k: int = typer.Option(20, "--top-k", help="Top windows kept per unit and split."),

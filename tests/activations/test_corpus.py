@@ -97,20 +97,42 @@ def test_no_tokens_is_an_error(tok):
         list(iter_windows(tok, Corpus.from_texts([], name="nothing"), window_tokens=8))
 
 
+def test_interleave_balances_characters():
+    from neurolabel.activations.corpus import interleave
+
+    # the source furthest behind in characters gives the next text; ties go to the earlier source
+    assert interleave(["aaaa", "aa"], ["b", "b", "b"], []) == ["aaaa", "b", "b", "b", "aa"]
+    assert interleave(["x"], ["yy", "y"]) == ["x", "yy", "y"]
+    assert interleave() == [] and interleave([], []) == []
+
+
+def test_python_docs_are_prose_paragraphs():
+    from neurolabel.activations.corpus import python_docs_passages
+
+    docs = python_docs_passages()
+    assert docs == python_docs_passages()  # a fixed order
+    assert sum(len(t) for t in docs) > 100_000
+    assert any(t.startswith('The "if" statement is used for conditional execution') for t in docs)
+    assert not any("if_stmt ::=" in t for t in docs)  # grammar and code blocks left out
+    assert not any(set(t) <= set("*=-^~") for t in docs)  # headings' underlines too
+    assert all(len(t.split()) >= 4 and "\n" not in t for t in docs)
+
+
 @pytest.mark.slow
-def test_default_corpus_mixes_running_text_with_wordnet():
-    from neurolabel.activations.corpus import shakespeare_passages
+def test_default_corpus_mixes_running_text_wordnet_and_modern_prose():
+    from neurolabel.activations.corpus import python_docs_passages, shakespeare_passages
 
     c = load_corpus("default")
-    assert c.name == "wordnet-3.0+shakespeare"
-    plays = set(shakespeare_passages())
+    assert c.name.startswith("wordnet-3.0+shakespeare+python-") and c.name.endswith("-docs")
+    plays, docs = set(shakespeare_passages()), set(python_docs_passages())
     head = [t for t, _ in zip(c, range(3000))]
-    chars_play = sum(len(t) for t in head if t in plays)
     chars_all = sum(len(t) for t in head)
-    assert 0.45 <= chars_play / chars_all <= 0.55  # about half of any prefix is running text
+    for source in (plays, docs):  # about a third of any prefix is each source (while the docs last)
+        assert 0.30 <= sum(len(t) for t in head if t in source) / chars_all <= 0.36
     assert not any("ELECTRONIC VERSION" in t or "Project Gutenberg" in t for t in plays)  # notices removed
     assert any("To be, or not to be" in t for t in plays)
     assert len(set(load_corpus("shakespeare"))) == len(plays)
+    assert len(set(load_corpus("python-docs"))) == len(docs)
 
 
 @pytest.mark.slow
