@@ -90,7 +90,7 @@ def job_run_spec(spec: Mapping[str, Any], *, model: str, corpus: str, ontology: 
            "ontology": ontology, "retry_failed": bool(spec.get("retry_failed", False)),
            "ray_address": ray_address_allowed(spec.get("ray_address"), default=get_settings().ray_address,
                                        allowed=get_settings().ray_address_list())}
-    for key in ("scorer", "threshold", "store_every", "concurrency"):
+    for key in ("scorer", "threshold", "store_every", "concurrency", "embed"):
         if spec.get(key) is not None:
             fields[key] = spec[key]
     return RunSpec.parse(fields, where="job spec")

@@ -522,15 +522,18 @@ def fill_vectors(*, session: Session, embed: str = "best", conditions: Sequence[
     todo = [(r.id, r.text) for r in session.execute(q).all()]
     if not todo:
         return []
-    texts = sorted({t for _, t in todo})
-    mat = (embedder or label_embedder())(texts)
-    if mat.shape[0] != len(texts):
-        raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(texts)} texts")
-    vectors = {t: embedding_bytes(v) for t, v in zip(texts, mat, strict=True)}
     when = when or utcnow()
-    for chunk in _batches(sorted(todo), 1000):
-        session.execute(update(ExplanationRow), [{"id": i, "embedding": vectors[t], "updated_at": when}
-                                                 for i, t in chunk])
+    by_text: dict[str, list[int]] = {}
+    for i, t in todo:
+        by_text.setdefault(t, []).append(i)
+    for texts in _batches(sorted(by_text), 4096):  # a whole database's worth in bounded batches
+        mat = (embedder or label_embedder())(texts)
+        if mat.shape[0] != len(texts):
+            raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(texts)} texts")
+        values = [{"id": i, "embedding": embedding_bytes(v), "updated_at": when}
+                  for t, v in zip(texts, mat, strict=True) for i in by_text[t]]
+        for chunk in _batches(sorted(values, key=lambda d: d["id"]), 1000):
+            session.execute(update(ExplanationRow), chunk)
     return [i for i, _ in todo]
 
 

@@ -166,6 +166,7 @@ def test_jobs_and_nightly_configs_may_name_only_an_allowed_ray_cluster(monkeypat
     get_settings.cache_clear()
     try:
         assert job_run_spec(job, **kw).ray_address is None
+        assert job_run_spec(job, **kw).embed == "best" and job_run_spec({**job, "embed": "all"}, **kw).embed == "all"
         with pytest.raises(ConfigError, match="'evil:6379' is not a Ray cluster this server allows"):
             job_run_spec({**job, "ray_address": "evil:6379"}, **kw)
         monkeypatch.setenv("NEUROLABEL_RAY_ADDRESS", "head:6379")
