@@ -152,6 +152,16 @@ def test_cli_label_prints_labels_and_resumes(sqlite_url, planted_records):
     assert again.exit_code == 0 and "0 explained, 2 already done" in again.output and "0 explanations stored" in again.output
     bad = CliRunner().invoke(app, ["label", "--layers", "0", "--explainers", "nope", "--db", sqlite_url])
     assert bad.exit_code != 0 and "unknown explainer 'nope'" in str(bad.exception or bad.output)
+    # --embed all on a third neuron: every candidate of it gets a vector (the first two: the best ones)
+    _store(sqlite_url, planted_records[2:3])
+    every = CliRunner().invoke(app, [*args[:6], "2", *args[7:], "--embed", "all"])
+    assert every.exit_code == 0, every.output
+    vectors = _vector_rows(sqlite_url)
+    assert all(has for key, (_, _, has) in vectors.items() if key[1] == 2)
+    assert {k for k, (_, _, has) in vectors.items() if has and k[1] < 2} == _policy_best(
+        {k: v for k, v in vectors.items() if k[1] < 2})
+    wrong = CliRunner().invoke(app, [*args, "--embed", "some"])
+    assert wrong.exit_code != 0 and "embed" in str(wrong.exception or wrong.output)
 
 
 def _dead(record, index):
