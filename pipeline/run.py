@@ -40,7 +40,7 @@ from neurolabel.pipeline.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
-DEMO_RECORD_OPTIONS: dict[str, Any] = {"max_tokens": 8192, "window_tokens": 32, "top_k": 6, "n_random": 12}
+DEMO_RECORD_OPTIONS: dict[str, Any] = {"max_tokens": 32768, "window_tokens": 64, "top_k": 10, "n_random": 20}
 """Recording settings of ``neurolabel demo`` (a few minutes on 2 cores)."""
 
 

@@ -11,7 +11,29 @@ import typer
 from neurolabel.core.errors import ConfigError
 
 DEMO_LAYER = 10
-DEMO_UNITS = "0-2"
+DEMO_CANDIDATES = 64
+"""The demo picks its neurons among units ``0..DEMO_CANDIDATES-1`` of :data:`DEMO_LAYER`."""
+DEMO_PICK = 3
+DEMO_PICK_TOKENS = 8192
+"""Corpus tokens of the statistics pass that picks the demo's neurons."""
+
+
+def pick_demo_units(*, layer: int = DEMO_LAYER, candidates: int = DEMO_CANDIDATES, n: int = DEMO_PICK,
+                    max_tokens: int = DEMO_PICK_TOKENS) -> list[tuple[int, float]]:
+    """The ``n`` units of ``layer`` (among the first ``candidates``) whose peak stands furthest above
+    their usual activation, ``(max - mean) / std`` over ``max_tokens`` tokens of the default corpus,
+    as ``(unit, peak z)``, highest first. Such selective units are the ones a reader wants explained; the
+    choice reads the activations only, never a label or a score (arbitrary units score lower: see
+    ``bench/quality.py``)."""
+    from neurolabel.activations.models import load_target
+    from neurolabel.activations.record import record_activations
+
+    recording = record_activations(load_target("default"), "default", layers=[layer], units=list(range(candidates)),
+                                   max_tokens=max_tokens, top_k=1, n_random=0, window_tokens=64, progress=False)
+    peaks = [(r.neuron.index, (r.stats.max - r.stats.mean) / r.stats.std)
+             for r in recording.records() if r.stats is not None and r.stats.std > 0]
+    peaks.sort(key=lambda p: (-p[1], p[0]))
+    return peaks[:n]
 
 
 def _parse_simulators(text: str | None) -> dict[str, str] | str | None:
@@ -220,6 +242,8 @@ def label(
 def demo(
     db: str = typer.Option("sqlite:///neurolabel-demo.db", "--db", help="Database URL for the demo."),
     explainers: str = typer.Option("", "--explainers", help="Explainer tags (default: every installed one)."),
+    units: str = typer.Option("", "--units", help=f"Units of layer {DEMO_LAYER} to label, e.g. 0-2 (default: the "
+                              f"{DEMO_PICK} most selective of units 0-{DEMO_CANDIDATES - 1}, by peak z-score)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Label a few neurons of layer 10 of the default model and print each explainer's label and score."""
@@ -229,9 +253,18 @@ def demo(
 
     tags = _tags(explainers) if explainers else [
         t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
-    typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {DEMO_UNITS}, explainers {', '.join(tags)}, "
-               f"{DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")
-    spec = build_spec(model="default", layers=[DEMO_LAYER], units=parse_int_list(DEMO_UNITS, what="units"),
+    if units:
+        unit_list = parse_int_list(units, what="units")
+    else:
+        picked = pick_demo_units()
+        unit_list = sorted(u for u, _ in picked)
+        typer.echo(f"neurolabel demo: picked units {', '.join(str(u) for u in unit_list)} of layer {DEMO_LAYER}, the "
+                   f"{DEMO_PICK} most selective of units 0-{DEMO_CANDIDATES - 1} (peak z-score (max - mean) / std over "
+                   f"{DEMO_PICK_TOKENS} tokens: {', '.join(f'{u}: {z:.1f}' for u, z in picked)}; chosen from "
+                   f"activations only, `--units 0-2` labels others)")
+    typer.echo(f"neurolabel demo: SmolLM2-135M layer {DEMO_LAYER} units {','.join(map(str, unit_list))}, explainers "
+               f"{', '.join(tags)}, {DEMO_RECORD_OPTIONS['max_tokens']} corpus tokens -> {db}")
+    spec = build_spec(model="default", layers=[DEMO_LAYER], units=unit_list,
                       explainers=tags, simulators=None, corpus="default", options=dict(DEMO_RECORD_OPTIONS), db=db)
     _run(spec, db, progress, True)
 
