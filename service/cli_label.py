@@ -210,8 +210,9 @@ def label(
                                   help="Worker processes that explain and score (default 1: threads of this "
                                        "process); e.g. the machine's cores for the symbolic explainers."),
     embed: str = typer.Option("best", "--embed",
-                              help="Labels given a vector for semantic search: best (per neuron and explainer the "
-                                   "top-ranked and best-scored candidate and every accepted one), all, or none "
+                              help="Labels given a vector for semantic search: best (per neuron and explainer its "
+                                   "best-scored candidate), accepted (the top-ranked and best-scored candidate and "
+                                   "every accepted one), all, or none "
                                    "(`neurolabel db reindex` embeds the best ones later). All are stored and "
                                    "found by full-text search."),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
