@@ -137,7 +137,8 @@ class RunSpec(BaseModel):
     loaded once and shared), for CPU-bound explainers such as the symbolic ones, whose Python
     holds the GIL (1, 2 or 8 threads ran at the same speed). The label texts of each write are
     embedded by a worker process too; writing to the database stays in this process. Results,
-    label vectors included, are the same as with one process."""
+    label vectors included, are the same as with one process. ``neurolabel label --processes auto``
+    (its default) picks a number by :func:`pipeline.run.auto_processes`; jobs keep 1."""
     ray_address: str | None = None
     """Ray cluster to run on (``auto`` or ``host:port``); ``None`` = this process."""
 
