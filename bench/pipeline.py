@@ -7,7 +7,10 @@ Stages, measured in this run on the default model:
 - record: one pass over the corpus with every layer and unit hooked (``record_activations``),
   measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
 - load / explain / score / store: ``pipeline.run.run`` on ``--neurons`` neurons of
-  layer 10 (records stored first), per neuron, from the run's stage timings; run twice, in
+  layer 10, recorded first as ``neurolabel label`` records them (the recorder's defaults: 20 top
+  and 40 random windows of 64 tokens per split, over ``--slice-tokens``, default the pipeline's
+  100,000 tokens: explaining and scoring cost grows with the windows kept), per neuron, from the
+  run's stage timings; run twice, in
   threads of one process (the baseline) and in ``--processes`` worker processes (default: the
   machine's cores), whose wall time gives the whole-model figure.
 
@@ -47,6 +50,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--neurons", type=int, default=96)
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
+    ap.add_argument("--slice-tokens", type=int, default=PIPELINE_TOKENS,
+                    help="corpus tokens the labelled slice of layer 10 is recorded over (default: the pipeline's)")
     ap.add_argument("--no-llm", action="store_true", help="skip the LLM simulator comparison at the end")
     ap.add_argument("--processes", type=int, default=0,
                     help="worker processes of the measured run (default: the machine's cores), beside a "
@@ -57,7 +62,7 @@ def main() -> None:
                     help="also run the worker processes with embed='all' and compare the label embedding cost")
     args = ap.parse_args()
     if args.quick:
-        args.neurons, args.tokens = 8, 1024
+        args.neurons, args.tokens, args.slice_tokens = 8, 1024, 4096
     logging.basicConfig(level=logging.WARNING)
     from neurolabel.activations.models import load_target
     from neurolabel.activations.record import record_activations
@@ -87,8 +92,15 @@ def main() -> None:
 
     # -- explain, score, store on a slice of layer 10
     units = list(range(args.neurons))
-    recording = record_activations(target, "default", layers=[10], units=units, max_tokens=args.tokens,
-                                   top_k=10, n_random=10, window_tokens=64, progress=False)
+    # as `neurolabel label` records them: the recorder's defaults (top / random windows per split, window length)
+    t0 = time.perf_counter()
+    recording = record_activations(target, "default", layers=[10], units=units, max_tokens=args.slice_tokens,
+                                   progress=False)
+    rec0 = next(iter(recording.records()))
+    print(f"labelled slice: units 0-{args.neurons - 1} of layer 10 recorded over {recording.n_tokens} tokens with the "
+          f"recorder's defaults ({len(rec0.windows('top', 'explain'))} top + {len(rec0.windows('random', 'explain'))} "
+          f"random explain windows, {len(rec0.windows('top', 'score'))} + {len(rec0.windows('random', 'score'))} held "
+          f"out, per neuron): {time.perf_counter() - t0:.0f} s")
     # one-time loads (ontology, annotator, MiniLM for label embeddings) are not per-neuron costs
     from neurolabel.lm.embeddings import embed
     from neurolabel.pipeline.plugins import build
