@@ -15,7 +15,7 @@ Stages, measured in this run on the default model:
   machine's cores), whose wall time gives the whole-model figure. Both write every 32 neurons,
   as a whole-model run does (``RunSpec.store_every``).
 
-    .venv/bin/python bench/pipeline.py           # 192 neurons, 4096 tokens measured
+    .venv/bin/python bench/pipeline.py           # 96 neurons, 4096 tokens measured
     .venv/bin/python bench/pipeline.py --quick   # 8 neurons, 1024 tokens
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
     .venv/bin/python bench/pipeline.py --no-llm --compare-embed  # + runs with --embed accepted and all
@@ -56,7 +56,7 @@ PIPELINE_TOKENS = 100_000
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--neurons", type=int, default=192)
+    ap.add_argument("--neurons", type=int, default=96)
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
     ap.add_argument("--slice-tokens", type=int, default=PIPELINE_TOKENS,
                     help="corpus tokens the labelled slice of layer 10 is recorded over (default: the pipeline's)")
@@ -148,7 +148,7 @@ def main() -> None:
             upgrade(url)
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=records)
-            # written every 32 neurons as in a whole-model run (~1,440 batches there, 6 of 192 here);
+            # written every 32 neurons as in a whole-model run (~1,440 batches there, 3 of 96 here);
             # the last write is counted apart (LabelSummary.final_write_s)
             spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
                            processes=procs, embed=policy)
