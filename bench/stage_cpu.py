@@ -10,7 +10,9 @@ simulator and the explainer's extra simulators, as a run does). Stage times are 
 own stage timings read on the thread's CPU clock (``time.thread_time`` in place of
 ``perf_counter``: less sensitive than wall time to other processes on the machine, not
 insensitive). One warm-up pass annotates every window and fills the process's memos (a
-whole-model run sees each window many times); then ``--repeat`` timed passes. The two sides run
+whole-model run sees each window many times); then ``--repeat`` timed passes, each after the
+memos of single neurons are cleared (held-out window sets, parsed labels: a run meets each neuron
+once). The two sides run
 one after another, ``--rounds`` times alternately, and the figures are means over the rounds.
 
 Same outputs: every explanation (text, structured fields, params, rank, stamps) and every score
@@ -111,9 +113,29 @@ def _side(args) -> None:
             else:
                 passes.append({"load": tot.load_s, **{f"explain {k}": v for k, v in tot.explain_s.items()},
                                **{f"score {k}": v for k, v in tot.score_s.items()}})
+            _forget_neurons(R)
     with args.side_out.open("wb") as f:
         pickle.dump({"where": neurolabel.__file__, "outputs": outputs, "passes": passes, "n": len(records),
                      "loaded_same": loaded_same}, f)
+
+
+def _forget_neurons(R) -> None:
+    """Clear the memos whose entries belong to one neuron (its held-out window set, its labels'
+    parsed expressions, its true activations): a whole-model run meets each neuron once. Memos of
+    windows, tokens and classes stay: there, each window recurs across many neurons."""
+    import importlib
+
+    for mod in ("neurolabel.scoring.symbolic_simulator", "neurolabel.scoring.scorers"):
+        m = importlib.import_module(mod)
+        for name in ("_closed", "_by_identity", "_parsed", "_truths"):
+            memo = getattr(m, name, None)
+            if isinstance(memo, dict):
+                memo.clear()
+    from neurolabel.pipeline import plugins
+
+    for obj in list(plugins._built.values()):
+        if isinstance(getattr(obj, "_parsed", None), dict):
+            obj._parsed.clear()
 
 
 def _diff(a, b, path: str = "") -> str | None:

@@ -63,7 +63,8 @@ from neurolabel.ontology.induction import (
     Hypothesis,
     InductionConfig,
     _canon,
-    class_pairs,
+    close_windows,
+    closed_pairs,
     coverage_from_pairs,
     coverage_vectors,
     cross_validated_correlation,
@@ -119,6 +120,9 @@ class ExplainTokens:
     """The window (0, 1, …) each token comes from."""
     peak: float
     """Largest activation of the explain-split top windows."""
+    windows: tuple[tuple[tuple[int, ...], ...], ...] = ()
+    """Direct classes of each window's tokens, window by window (what :attr:`classes` holds,
+    grouped; :func:`ontology.induction.close_windows` closes them window by window)."""
 
 
 @EXPLAINERS.register("concept_induction")
@@ -194,20 +198,24 @@ class ConceptInductionExplainer:
         previous: list[tuple[int, ...] | None] = []
         acts: list[float] = []
         words: list[str] = []
-        groups: list[int] = []
         texts: list[str] = []
-        for k, w in enumerate(windows):
+        direct_of: list[tuple[tuple[int, ...], ...]] = []
+        for w in windows:
             direct = ann.direct_classes(w.tokens)
-            said = ann.mentions(w.tokens) if w.max_activation > self.fraction * peak else [""] * len(w.tokens)
-            for i, a in enumerate(w.activations):
-                classes.append(direct[i])
-                previous.append(direct[i - 1] if i > 0 else None)
-                acts.append(float(a))
-                words.append(said[i] or w.tokens[i].strip())
-                groups.append(k)
-                texts.append(w.tokens[i].strip())
+            n = len(w.activations)
+            direct_of.append(direct[:n])
+            classes.extend(direct[:n])
+            previous.extend([None, *direct[: n - 1]] if n else [])
+            acts.extend(w.activations)
+            stripped = [t.strip() for t in w.tokens[:n]]
+            texts.extend(stripped)
+            if w.max_activation > self.fraction * peak:
+                words.extend([m or t for m, t in zip(ann.mentions(w.tokens), stripped)])
+            else:
+                words.extend(stripped)
+        groups = np.repeat(np.arange(len(windows)), [len(w.activations) for w in windows])
         return ExplainTokens(tuple(classes), tuple(previous), np.asarray(acts, dtype=np.float64), tuple(words),
-                             tuple(texts), np.asarray(groups), peak)
+                             tuple(texts), groups, peak, tuple(direct_of))
 
     def examples(self, record: NeuronRecord) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], list[str]]:
         """``(positives, negatives, positive_words)``: each example token's direct classes, and
@@ -243,7 +251,8 @@ class ConceptInductionExplainer:
         pi, ni = np.flatnonzero(pos_m), np.flatnonzero(neg_m)
         cands: list[ClassExpression] = []
         graded = ([self.graded] if self.graded is not None else []) + list(self.alternatives)
-        pairs = class_pairs(onto, t.classes, t.previous) if graded else None
+        closed = close_windows(onto, t.windows)
+        pairs = closed_pairs(onto, closed) if graded else None
         # searches that differ only in how parts are chosen share candidates; a roles-free search takes
         # the token's own classes out of the candidates with roles
         shared: dict[tuple, GradedCandidates] = {}
@@ -268,7 +277,7 @@ class ConceptInductionExplainer:
         found: list[tuple[float, int, dict]] = []
         seen: set[object] = set()
         all_parts = [p for expr in cands for p in expr.parts()]
-        covers = coverage_vectors(onto, all_parts, t.classes, t.previous) if all_parts else None
+        covers = coverage_vectors(onto, all_parts, None, closed=closed) if all_parts else None
         start = 0
         for expr in cands:
             parts = expr.parts()

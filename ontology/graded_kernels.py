@@ -284,6 +284,24 @@ def nonzero_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
+@numba.njit(cache=True, nogil=True)
+def group_rows(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, column) pairs grouped by column, in one counting pass: ``(ptr, by_col)`` with
+    the rows of column *j* at ``by_col[ptr[j]:ptr[j + 1]]``, in the pairs' order."""
+    ptr = np.zeros(n_cols + 1, dtype=np.int64)
+    for idx in range(len(cols)):
+        ptr[cols[idx] + 1] += 1
+    for j in range(n_cols):
+        ptr[j + 1] += ptr[j]
+    fill = ptr[:-1].copy()
+    out = np.empty(len(cols), dtype=np.int64)
+    for idx in range(len(cols)):
+        j = cols[idx]
+        out[fill[j]] = rows[idx]
+        fill[j] += 1
+    return ptr, out
+
+
 def warm_up() -> None:
     """Compile (first time on a machine) or load (from the cache) every loop here, on tiny inputs:
     a factory calls it so that the first neuron does not pay for it, and worker processes forked
@@ -298,3 +316,4 @@ def warm_up() -> None:
     prefix_curve(X, a, X, a, 1.0)
     conjunction_counts(X, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), X[:, 0].copy(),
                        np.zeros(4, dtype=np.int64), 1)
+    group_rows(rows, cols, 2)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
@@ -188,6 +188,28 @@ class _Closures:
         return out
 
     _EMPTY = np.zeros(0, dtype=np.int32)
+
+    MAX_WINDOWS = 8192
+    """Windows whose closed classes :meth:`window` keeps (~4 kB each; a 100,000-token corpus has
+    ~3,200 windows per split), then the memo starts afresh."""
+    _window_memos: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
+
+    def window(self, direct: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(lens, flat)`` of one window's tokens (``direct``: each token's direct classes, a
+        tuple of tuples as :meth:`ontology.annotate.Annotator.direct_classes` gives it): the
+        number of classes of each token closed under superclasses and their concatenation, in
+        token order (each token's sorted) — memoised per window for the life of the process."""
+        with self._lock:
+            memo = self._window_memos.get(self.onto)
+            if memo is None or len(memo) >= self.MAX_WINDOWS:
+                memo = self._window_memos[self.onto] = {}
+        got = memo.get(direct)
+        if got is None:
+            closed = self.many(direct)
+            lens = np.fromiter((len(c) for c in closed), dtype=np.int64, count=len(closed))
+            flat = np.concatenate(closed) if closed else np.zeros(0, dtype=np.int32)
+            got = memo[direct] = (lens, flat)
+        return got
 
     def __call__(self, d: Sequence[int]) -> np.ndarray:
         key = tuple(d)
@@ -453,6 +475,37 @@ class ClosedExamples:
     prev_rows: np.ndarray | None
     """``None`` when no previous tokens were given."""
     prev_classes: np.ndarray | None
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+    """Indexes built on first use (:meth:`columns`)."""
+
+    def columns(self, onto: Ontology, classes: np.ndarray, *, previous: bool = False) -> np.ndarray:
+        """Boolean coverage (examples × ``classes``): whether each example (with ``previous``: its
+        previous token) is an instance of each class — from an index of the examples by class,
+        built on the first call (the examples of each class, found by binary search), so that a
+        call costs what the classes cover, not what all the examples hold."""
+        key = "previous" if previous else "examples"
+        index = self.memo.get(key)
+        if index is None:
+            rows, cls = (self.prev_rows, self.prev_classes) if previous else (self.rows, self.classes)
+            if rows is None:
+                raise ValueError("no previous tokens' classes were given")
+            rel, inv = _unique_inverse(cls, onto.n_classes)
+            ptr, by_class = _kernels.group_rows(np.asarray(rows, dtype=np.int64), inv, len(rel))
+            index = self.memo[key] = (rel, ptr, by_class)
+        rel, ptr, by_class = index
+        need = np.asarray(classes, dtype=np.int64)
+        M = np.zeros((self.n, len(need)), dtype=bool)
+        if not len(rel) or not len(need):
+            return M
+        j = np.minimum(np.searchsorted(rel, need), len(rel) - 1)
+        k = np.flatnonzero(rel[j] == need)  # the needed classes some example holds
+        j = j[k]
+        starts, lens = ptr[j], ptr[j + 1] - ptr[j]
+        total = int(lens.sum())
+        if total:
+            at = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
+            M[by_class[at], np.repeat(k, lens)] = True
+        return M
 
 
 def _flatten(closed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -473,13 +526,50 @@ def close_examples(onto: Ontology, examples: Sequence[Sequence[int]],
     return ClosedExamples(len(examples), rows, classes, prev_rows, prev_classes)
 
 
-def _scatter_flat(n: int, rows: np.ndarray, classes: np.ndarray, col_of: np.ndarray, K: int) -> np.ndarray:
-    M = np.zeros((n, K), dtype=bool)
-    if K and len(classes):
-        cols = col_of[classes]
-        keep = cols >= 0
-        M[rows[keep], cols[keep]] = True
-    return M
+def close_windows(onto: Ontology, windows: Sequence[tuple[tuple[int, ...], ...]]) -> ClosedExamples:
+    """:func:`close_examples` of the tokens of ``windows`` (each window's tokens' direct classes, a
+    tuple of tuples), one after another, each token's previous token the one before it in its
+    window (none for a window's first token): the same arrays, made from each window's closed
+    classes (memoised per window, :meth:`_Closures.window`) without a Python step per token."""
+    closure = _Closures(onto)
+    got = [closure.window(w) for w in windows]
+    lens = np.concatenate([g[0] for g in got]) if got else np.zeros(0, dtype=np.int64)
+    n = len(lens)
+    if not n or not lens.sum():
+        return close_examples(onto, [t for w in windows for t in w],
+                              [p for w in windows for p in ((None, *w[:-1]) if w else ())])
+    flat = np.concatenate([g[1] for g in got])
+    rows = np.repeat(np.arange(n), lens)
+    last = np.zeros(n, dtype=bool)  # each window's last token: no token has it as its previous one
+    ends = np.cumsum([len(w) for w in windows])
+    last[ends[np.diff(np.r_[0, ends]) > 0] - 1] = True
+    keep = ~last[rows]
+    prev_rows, prev_classes = rows[keep] + 1, flat[keep]
+    if not len(prev_classes):
+        prev_rows, prev_classes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return ClosedExamples(n, rows, flat, prev_rows, prev_classes)
+
+
+def _unique_inverse(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` of ids below ``size``, by marking them in an
+    array of ``size`` flags instead of sorting (the same arrays; ``values``' dtype kept)."""
+    present = np.zeros(size, dtype=bool)
+    present[values] = True
+    rel = np.flatnonzero(present)
+    pos = np.empty(size, dtype=np.int64)
+    pos[rel] = np.arange(len(rel))
+    return rel.astype(values.dtype, copy=False), pos[values]
+
+
+def closed_pairs(onto: Ontology, closed: ClosedExamples) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`class_pairs` of examples closed by :func:`close_examples` / :func:`close_windows`
+    (with previous tokens): the same ``(row, col, classes, n_atoms)``."""
+    if closed.prev_rows is None:
+        raise ValueError("closed_pairs needs the previous tokens' classes")
+    rel, inv = _unique_inverse(closed.classes, onto.n_classes)
+    rel2, inv2 = _unique_inverse(closed.prev_classes, onto.n_classes)
+    return (np.concatenate([closed.rows, closed.prev_rows]), np.concatenate([inv, inv2 + len(rel)]),
+            np.concatenate([rel, rel2]), len(rel))
 
 
 def coverage_vectors(
@@ -498,13 +588,10 @@ def coverage_vectors(
         closed = close_examples(onto, examples or (), previous)
     n = closed.n
     needed = sorted({c for e in exprs for c in e.classes()})
-    col_of = np.full(onto.n_classes, -1, dtype=np.int64)
-    col_of[needed] = np.arange(len(needed))
-    M = _scatter_flat(n, closed.rows, closed.classes, col_of, len(needed))
-    if closed.prev_rows is None:
-        Mp = None
-    else:
-        Mp = _scatter_flat(n, closed.prev_rows, closed.prev_classes, col_of, len(needed))
+    col_of = {c: k for k, c in enumerate(needed)}
+    M = closed.columns(onto, needed)
+    roles = closed.prev_rows is not None and any(e.has_role() for e in exprs)  # else Mp is never read
+    Mp = closed.columns(onto, needed, previous=True) if roles else None
 
     def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
         if e.op == "class":
