@@ -70,6 +70,7 @@ from neurolabel.ontology.induction import (
     cross_validated_correlation,
     graded_candidates,
     graded_search,
+    held_fold,
     induce,
     part_weights,
 )
@@ -176,10 +177,16 @@ class ConceptInductionExplainer:
 
     @property
     def params(self) -> dict[str, Any]:
-        """Parameters stored with each explanation."""
-        return {"fraction": self.fraction, "negative_fraction": self.negative_fraction, **asdict(self.config),
+        """Parameters stored with each explanation (made once per setting: every explanation of
+        the explainer shares one mapping, which nothing mutates)."""
+        key = (self.fraction, self.negative_fraction, self.config, self.graded, self.alternatives)
+        got = self.__dict__.get("_params")
+        if got is None or got[0] != key:
+            got = self.__dict__["_params"] = (key, {
+                "fraction": self.fraction, "negative_fraction": self.negative_fraction, **asdict(self.config),
                 "graded": asdict(self.graded) if self.graded is not None else None,
-                "alternatives": [asdict(g) for g in self.alternatives]}
+                "alternatives": [asdict(g) for g in self.alternatives]})
+        return got[1]
 
     # ---- examples ----------------------------------------------------------------------------
     def tokens(self, record: NeuronRecord) -> ExplainTokens:
@@ -279,6 +286,7 @@ class ConceptInductionExplainer:
         all_parts = [p for expr in cands for p in expr.parts()]
         covers = coverage_vectors(onto, all_parts, None, closed=closed) if all_parts else None
         start = 0
+        fold = held_fold(t.groups)
         for expr in cands:
             parts = expr.parts()
             cover = covers[:, start : start + len(parts)]
@@ -299,7 +307,7 @@ class ConceptInductionExplainer:
             pred = np.where(cover[:, order], weights[None, :], -np.inf).max(1)
             pred = np.where(np.isfinite(pred), pred, base)
             corr = float(np.corrcoef(pred, t.activations)[0, 1]) if pred.std() > 0 and t.activations.std() > 0 else 0.0
-            cv = cross_validated_correlation(cover, t.activations, t.groups, prior)
+            cv = cross_validated_correlation(cover, t.activations, t.groups, prior, fold=fold)
             found.append((cv, len(found), dict(expr=expr, cover=cover[:, order], tp=tp, fp=fp, weights=weights,
                                                base=base, corr=corr, cv=cv)))
         out = [self._explanation(record, f["expr"], t, f["cover"], pos_m, f["tp"], f["fp"], len(pi), len(ni),

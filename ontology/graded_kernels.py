@@ -93,6 +93,13 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
     w = np.empty(n_cand)
     for j in range(n_cand):
         w[j] = (A[j, 0] + prior * mean_all) / (c[j, 0] + prior)
+    # the states each candidate has tokens in (c[j, s] > 0), ascending: the scan below visits these
+    # only, in the order the full loop over states would (a candidate covers tokens of few states)
+    st = np.zeros((n_cand, W), dtype=np.int64)
+    nst = np.zeros(n_cand, dtype=np.int64)
+    for j in range(n_cand):
+        if c[j, 0] != 0.0:
+            nst[j] = 1
     values = np.zeros(W)
     values[0] = mean_all
     state = np.zeros(n, dtype=np.int64)
@@ -120,7 +127,8 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
             sp = psum
             spa = pa
             spp = pp
-            for s in range(S):
+            for q in range(nst[j]):
+                s = st[j, q]
                 cjs = c[j, s]
                 if cjs == 0.0:
                     continue
@@ -162,6 +170,17 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
                     c[j, S] += 1.0
                     A[j, old] -= a[i]
                     A[j, S] += a[i]
+                    if c[j, old] == 0.0:  # no token of j left in state old
+                        m = nst[j]
+                        q = 0
+                        while st[j, q] != old:
+                            q += 1
+                        for q2 in range(q, m - 1):
+                            st[j, q2] = st[j, q2 + 1]
+                        nst[j] = m - 1
+                    if c[j, S] == 1.0:  # j's first token in the new state (the largest so far)
+                        st[j, nst[j]] = S
+                        nst[j] += 1
                 state[i] = S
             covered[i] = True
         rest = 0.0

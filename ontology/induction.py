@@ -339,8 +339,8 @@ def induce(
 
     found: dict[object, Hypothesis] = {}
 
-    def add(expr: ClassExpression, t: int, f: int, qual: float) -> None:
-        key = _canon(expr)
+    def add(expr: ClassExpression, t: int, f: int, qual: float, key: object = None) -> None:
+        key = _canon(expr) if key is None else key
         if key not in found:
             found[key] = Hypothesis(expr, int(t), int(f), cov.n_pos, cov.n_neg, float(qual))
 
@@ -362,8 +362,10 @@ def induce(
     length = 1
     while length + 2 <= cfg.max_length and beam:
         length += 2
-        level: list[tuple[float, float, ClassExpression, np.ndarray, np.ndarray, set[int], int, int]] = []
-        for expr, cp, cn, used in beam:
+        # (quality, precision, expression, parent in the beam, candidate column, op, t, f): the
+        # coverage of a refinement is formed only when it enters the next beam
+        level: list[tuple[float, float, ClassExpression, int, int, str, int, int]] = []
+        for b, (expr, cp, cn, used) in enumerate(beam):
             both_t = (cp.astype(np.float32) @ Pf).astype(np.int64)
             both_f = (cn.astype(np.float32) @ Nf).astype(np.int64)
             base_t, base_f = int(cp.sum()), int(cn.sum())
@@ -376,28 +378,29 @@ def induce(
                 qq = _quality(t, f, cov.n_pos, cov.n_neg, length, cfg)
                 # a refinement must cover differently from both of its operands
                 changed = ((t != base_t) | (f != base_f)) & ((t != tp[cand]) | (f != fp[cand]))
-                for j in np.argsort(-qq)[: cfg.beam_width * 2]:
+                for j in np.argsort(-qq)[: cfg.beam_width * 2].tolist():
                     k = int(cand[j])
                     if k in used or not changed[j]:
                         continue
                     new = ClassExpression.join(op, (expr, cov.exprs[k]))
                     pr = t[j] / max(t[j] + f[j], 1)
-                    if op == "or":
-                        np_j, nn_j = cp | Pc[:, j], cn | Nc[:, j]
-                    else:
-                        np_j, nn_j = cp & Pc[:, j], cn & Nc[:, j]
-                    level.append((float(qq[j]), pr, new, np_j, nn_j, used | {k}, int(t[j]), int(f[j])))
+                    level.append((float(qq[j]), pr, new, b, j, op, int(t[j]), int(f[j])))
         level.sort(key=lambda x: (x[0], x[1]), reverse=True)
-        beam = []
+        parents, beam = beam, []
         seen = set()
-        for qq, pr, new, cp, cn, used, t, f in level:
+        for qq, pr, new, b, j, op, t, f in level:
             key = _canon(new)
             if key in seen:
                 continue
             seen.add(key)
-            add(new, t, f, qq)
+            add(new, t, f, qq, key)
             if len(beam) < cfg.beam_width:
-                beam.append((new, cp, cn, used))
+                _, cp, cn, used = parents[b]
+                if op == "or":
+                    np_j, nn_j = cp | Pc[:, j], cn | Nc[:, j]
+                else:
+                    np_j, nn_j = cp & Pc[:, j], cn & Nc[:, j]
+                beam.append((new, np_j, nn_j, used | {int(cand[j])}))
 
     depth = onto.depth
     # ranked by quality, precision, length, specificity, canonical text; the last three (slow to
@@ -753,7 +756,8 @@ def graded_search(
                 a_train = a[train]
                 keep = train[row]
                 seq = _greedy_pairs(int(train.sum()), X.shape[1], a_train, cfg, cfg.max_parts,
-                                    X[train & pos].any(0), ((np.cumsum(train) - 1)[row[keep]], col[keep]))
+                                    _covers_any(nonzero, train & pos, X.shape[1]),
+                                    ((np.cumsum(train) - 1)[row[keep]], col[keep]))
                 S = X[:, seq]
                 curve = list(_kernels.prefix_curve(np.ascontiguousarray(S[train]), a_train,
                                                    np.ascontiguousarray(S[test]), a[test],
@@ -765,7 +769,7 @@ def graded_search(
                 if v > best + (max(cfg.cv_min_gain, _kernels.TIE) if k > 1 else 0.0):
                     best, k_best = v, k
             max_parts = k_best
-    first_ok = X[pos].any(0)
+    first_ok = _covers_any(nonzero, pos, X.shape[1])
     if not first_ok.any():
         return None
     chosen = _greedy(X, a, cfg, max_parts, first_ok, nonzero)
@@ -776,6 +780,12 @@ def graded_search(
     weights, base_v = part_weights(X[:, chosen], a, cfg.prior_count)
     p = predict_graded(X[:, chosen], weights, base_v)
     return WeightedExpression(tuple(exprs[k] for k in chosen), tuple(float(x) for x in weights), base_v, _corr(p, a))
+
+
+def _covers_any(nonzero: tuple[np.ndarray, np.ndarray], rows: np.ndarray, K: int) -> np.ndarray:
+    """``X[rows].any(0)`` of the ``K``-column coverage whose ``np.nonzero`` is ``nonzero``."""
+    row, col = nonzero
+    return np.bincount(col[rows[row]], minlength=K) > 0
 
 
 CANDIDATE_SETTINGS = ("min_support", "min_windows", "prior_count", "every_part_positive", "lowering",
@@ -838,22 +848,24 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
         seen[col, win[row]] = True
         keep &= seen.sum(1) >= cfg.min_windows
     # deepest classes first, so that of candidates covering the same tokens the least general wins
-    order = np.array([j for j in np.argsort(-onto.depth[classes], kind="stable") if keep[j]], dtype=np.int64)
+    by_depth = np.argsort(-onto.depth[classes], kind="stable")
+    order = by_depth[keep[by_depth]].astype(np.int64, copy=False)
     new_col = np.full(K, -1, dtype=np.int64)
     new_col[order] = np.arange(len(order))
     X = np.zeros((n, len(order)), dtype=bool)
     m = new_col[col] >= 0
     X[row[m], new_col[col[m]]] = True
-    exprs = [_atom_expr(onto, int(classes[j])) if j < n_atoms else _some_expr(onto, int(classes[j])) for j in order]
+    exprs = _exprs_of(onto, classes[order].tolist(), (order >= n_atoms).tolist())
     if not exprs:
         return GradedCandidates(X, exprs, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
     # each kept column's sum and count from its (token, column) pairs (no pair repeats)
     w = ((np.bincount(new_col[col[m]], weights=a[row[m]], minlength=len(order)) + cfg.prior_count * mean_all)
          / (cnt[order] + cfg.prior_count))
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
-    is_role = np.array([e.op == "some" for e in exprs])
-    atoms = [j for j in np.argsort(-w) if not is_role[j]][: cfg.n_conjunctions]
-    roles = [j for j in np.argsort(-w) if is_role[j]][: cfg.n_conjunctions]
+    is_role = order >= n_atoms  # the columns of "follows some C"
+    by_w = np.argsort(-w)
+    atoms = by_w[~is_role[by_w]][: cfg.n_conjunctions].tolist()
+    roles = by_w[is_role[by_w]][: cfg.n_conjunctions].tolist()
     if atoms and roles:
         # each conjunction's support, positives and windows counted without forming its column
         ai, ri = np.array(atoms, dtype=np.int64), np.array(roles, dtype=np.int64)
@@ -883,6 +895,19 @@ def _memo_expr(onto: Ontology) -> dict:
             if memo is None or len(memo) >= _Closures.MAX_ITEMS:
                 memo = _EXPRS[onto] = {}
     return memo
+
+
+def _exprs_of(onto: Ontology, classes: list[int], some: list[bool]) -> list[ClassExpression]:
+    """``[_some_expr(onto, c) if s else _atom_expr(onto, c) for c, s in zip(classes, some)]``, the
+    memo looked up once."""
+    memo = _memo_expr(onto)
+    out = []
+    for c, s in zip(classes, some):
+        got = memo.get(~c if s else c)
+        if got is None:
+            got = _some_expr(onto, c) if s else _atom_expr(onto, c)
+        out.append(got)
+    return out
 
 
 def _atom_expr(onto: Ontology, c: int) -> ClassExpression:
@@ -970,21 +995,29 @@ def _greedy_pairs(n: int, K: int, a: np.ndarray, cfg: GradedConfig, max_parts: i
     return [int(k) for k in got]
 
 
+def held_fold(groups: Sequence[int]) -> np.ndarray | None:
+    """The held fold of :func:`cross_validated_correlation` (one of the two; the other is its
+    complement): the windows (``groups``) in alternate folds; ``None`` with fewer than 4 windows."""
+    g = np.asarray(groups)
+    uniq = np.unique(g)
+    return np.isin(g, uniq[1::2]) if len(uniq) >= 4 else None
+
+
 def cross_validated_correlation(cover: np.ndarray, acts: Sequence[float], groups: Sequence[int],
-                                prior_count: float = 1.0) -> float:
+                                prior_count: float = 1.0, *, fold: np.ndarray | None | bool = False) -> float:
     """Mean held-fold correlation of a weighted disjunction's graded prediction: the windows
     (``groups``) split alternately in two folds, weights (:func:`part_weights`) fitted on one fold
     and the prediction correlated with the activations of the other, both ways. With fewer than
-    4 windows: the correlation on all tokens."""
+    4 windows: the correlation on all tokens. ``fold``: :func:`held_fold` of ``groups``, when the
+    caller has it (it scores several covers on the same tokens)."""
     a = np.asarray(acts, dtype=np.float64)
     cover = np.ascontiguousarray(np.asarray(cover, dtype=bool).reshape(len(a), -1))
     if cover.shape[1] == 0:
         return 0.0
-    g = np.asarray(groups)
-    uniq = np.unique(g)
-    if len(uniq) < 4:  # the last prefix of the compiled curve: all parts
+    if fold is False:  # not given: from the groups
+        fold = held_fold(groups)
+    if fold is None:  # the last prefix of the compiled curve: all parts
         return float(_kernels.prefix_curve(cover, a, cover, a, float(prior_count))[-1])
-    fold = np.isin(g, uniq[1::2])
     out = [float(_kernels.prefix_curve(cover[~test], a[~test], cover[test], a[test], float(prior_count))[-1])
            for test in (fold, ~fold)]
     return float(np.mean(out))
