@@ -7,7 +7,10 @@ Stages, measured in this run on the default model:
 - record: one pass over the corpus with every layer and unit hooked (``record_activations``),
   measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
 - load / explain / score / store: ``pipeline.run.run`` on ``--neurons`` neurons of
-  layer 10 (records stored first), per neuron, from the run's stage timings; run twice, in
+  layer 10, recorded first as ``neurolabel label`` records them (the recorder's defaults: 20 top
+  and 40 random windows of 64 tokens per split, over ``--slice-tokens``, default the pipeline's
+  100,000 tokens: explaining and scoring cost grows with the windows kept), per neuron, from the
+  run's stage timings; run twice, in
   threads of one process (the baseline) and in ``--processes`` worker processes (default: the
   machine's cores), whose wall time gives the whole-model figure.
 
@@ -15,6 +18,7 @@ Stages, measured in this run on the default model:
     .venv/bin/python bench/pipeline.py --quick   # 8 neurons, 1024 tokens
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
     .venv/bin/python bench/pipeline.py --no-llm --compare-embed  # + a run with --embed all
+    .venv/bin/python bench/pipeline.py --no-llm --cache /work/pcache  # reuse the slice's recording
 
 ``--embed`` is the runs' label vector policy (default ``best``: each explainer's top-ranked and
 best-scored candidate and the accepted ones); ``--compare-embed`` adds a third run in worker
@@ -47,6 +51,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--neurons", type=int, default=96)
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
+    ap.add_argument("--slice-tokens", type=int, default=PIPELINE_TOKENS,
+                    help="corpus tokens the labelled slice of layer 10 is recorded over (default: the pipeline's)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="folder keeping the labelled slice's records between runs (keyed by neurons, tokens and "
+                         "the recorder's signature)")
+    ap.add_argument("--no-record", action="store_true",
+                    help="skip the full-model recording pass (iterating on the labelling stages)")
     ap.add_argument("--no-llm", action="store_true", help="skip the LLM simulator comparison at the end")
     ap.add_argument("--processes", type=int, default=0,
                     help="worker processes of the measured run (default: the machine's cores), beside a "
@@ -57,7 +68,7 @@ def main() -> None:
                     help="also run the worker processes with embed='all' and compare the label embedding cost")
     args = ap.parse_args()
     if args.quick:
-        args.neurons, args.tokens = 8, 1024
+        args.neurons, args.tokens, args.slice_tokens = 8, 1024, 4096
     logging.basicConfig(level=logging.WARNING)
     from neurolabel.activations.models import load_target
     from neurolabel.activations.record import record_activations
@@ -73,22 +84,32 @@ def main() -> None:
     target = load_target("default")
     n_total = target.n_layers * target.n_units
 
-    # -- record: all layers, all units, one corpus pass
-    t0 = time.perf_counter()
-    rec_all = record_activations(target, "default", layers=list(range(target.n_layers)), units=None,
-                                 max_tokens=args.tokens, top_k=10, n_random=10, window_tokens=64, progress=False)
-    t_rec = time.perf_counter() - t0
-    rec_tokens = rec_all.n_tokens
-    del rec_all
-    t_rec_full = t_rec * PIPELINE_TOKENS / rec_tokens
-    print(f"record   all {n_total} units over {rec_tokens} tokens: {t_rec:.1f} s "
-          f"({rec_tokens / t_rec:.0f} tok/s) -> {t_rec_full:.0f} s for {PIPELINE_TOKENS} tokens "
-          f"= {1000 * t_rec_full / n_total:.2f} ms/neuron")
+    # -- record: all layers, all units, one corpus pass (the recorder's defaults, as `neurolabel label`)
+    if args.no_record:
+        t_rec_full = 0.0
+        print("record   skipped (--no-record): the whole-model figure below leaves the recording out")
+    else:
+        t0 = time.perf_counter()
+        rec_all = record_activations(target, "default", layers=list(range(target.n_layers)), units=None,
+                                     max_tokens=args.tokens, progress=False)
+        t_rec = time.perf_counter() - t0
+        rec_tokens = rec_all.n_tokens
+        del rec_all
+        t_rec_full = t_rec * PIPELINE_TOKENS / rec_tokens
+        print(f"record   all {n_total} units over {rec_tokens} tokens: {t_rec:.1f} s "
+              f"({rec_tokens / t_rec:.0f} tok/s) -> {t_rec_full:.0f} s for {PIPELINE_TOKENS} tokens "
+              f"= {1000 * t_rec_full / n_total:.2f} ms/neuron")
 
     # -- explain, score, store on a slice of layer 10
     units = list(range(args.neurons))
-    recording = record_activations(target, "default", layers=[10], units=units, max_tokens=args.tokens,
-                                   top_k=10, n_random=10, window_tokens=64, progress=False)
+    # as `neurolabel label` records them: the recorder's defaults (top / random windows per split, window length)
+    t0 = time.perf_counter()
+    records, n_slice_tokens = _slice_records(target, units, args.slice_tokens, args.cache)
+    rec0 = records[0]
+    print(f"labelled slice: units 0-{args.neurons - 1} of layer 10 recorded over {n_slice_tokens} tokens with the "
+          f"recorder's defaults ({len(rec0.windows('top', 'explain'))} top + {len(rec0.windows('random', 'explain'))} "
+          f"random explain windows, {len(rec0.windows('top', 'score'))} + {len(rec0.windows('random', 'score'))} held "
+          f"out, per neuron): {time.perf_counter() - t0:.0f} s{' (cached)' if args.cache else ''}")
     # one-time loads (ontology, annotator, MiniLM for label embeddings) are not per-neuron costs
     from neurolabel.lm.embeddings import embed
     from neurolabel.pipeline.plugins import build
@@ -118,7 +139,7 @@ def main() -> None:
             url = f"sqlite:///{tmp}/bench-{name.replace(' ', '-')}.db"
             upgrade(url)
             with session_scope(url) as session:
-                save_neuron_records(session=session, records=recording.records())
+                save_neuron_records(session=session, records=records)
             # a whole-model run writes ~1,400 batches of 32 and waits for the last one only; on a short
             # slice, batches of n/6 (16 of 96 neurons: ~150 label texts, which MiniLM embeds about as
             # cheaply per text as 300) let the background writes overlap as they do there (the wait
@@ -196,7 +217,7 @@ def main() -> None:
     from neurolabel.lm.factory import local_backend
     from neurolabel.scoring.llm_simulator import LLMSimulator
 
-    rec = next(iter(recording.records()))
+    rec = records[0]
     n_win, n_tok = (1, 8) if args.quick else (2, 16)
     windows = [w.tokens[:n_tok] for w in rec.windows("top", "score")[:n_win]]
     expl = Explanation(model=rec.model, neuron=rec.neuron, explainer="bench", explainer_version="0", text="animals")
@@ -215,6 +236,36 @@ def main() -> None:
           f"+ 1 shared header pass, {t_all:.2f} s; one-at-a-time {f_one} full-prompt passes, {t_one:.2f} s; "
           f"ratio {f_one / (f_all - 1):.0f}x passes per window ({f_one / f_all:.1f}x counting the header pass), "
           f"{t_one / t_all:.1f}x time (a 64-token window: 64x)")
+
+
+def _slice_records(target, units: list[int], max_tokens: int, cache: Path | None):
+    """The slice's records (layer 10, ``units``) recorded with the recorder's defaults over
+    ``max_tokens`` tokens of the default corpus, and the tokens read; with ``cache``, loaded from
+    there when an earlier run saved the same key."""
+    import hashlib
+    import inspect
+    import pickle
+
+    from neurolabel.activations.corpus import BUILTIN_CORPORA
+    from neurolabel.activations.record import record_activations
+    from neurolabel.core.types import NeuronRecord
+
+    key = hashlib.sha256(repr((BUILTIN_CORPORA["default"][0], units, max_tokens,
+                               str(inspect.signature(record_activations)),
+                               list(NeuronRecord.__dataclass_fields__))).encode()).hexdigest()[:16]
+    path = cache / f"pipeline-slice-{key}.pkl" if cache is not None else None
+    if path is not None and path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    recording = record_activations(target, "default", layers=[10], units=units, max_tokens=max_tokens, progress=False)
+    got = (list(recording.records()), recording.n_tokens)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(got, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+    return got
 
 
 if __name__ == "__main__":

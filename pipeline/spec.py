@@ -114,10 +114,11 @@ class RunSpec(BaseModel):
     """Turns simulations and true activations into a score."""
     threshold: float | None = None
     """Score an explanation needs to be accepted (``None``: the storage default)."""
-    embed: Literal["best", "all", "none"] = "best"
+    embed: Literal["best", "accepted", "all", "none"] = "best"
     """Which stored labels get a vector for semantic search (:data:`storage.writes.EMBED_POLICIES`):
-    ``best`` = per neuron and explainer the top-ranked and the best-scored candidate plus every
-    accepted one; ``all`` = every candidate; ``none`` = none now (``neurolabel db reindex`` embeds
+    ``best`` = per neuron and explainer its best-scored candidate (the label its page shows);
+    ``accepted`` = the top-ranked and the best-scored candidate plus every accepted one;
+    ``all`` = every candidate; ``none`` = none now (``neurolabel db reindex`` embeds
     the ``best`` ones later). Labels without a vector are stored all the same (full-text search)."""
     store_every: int = Field(default=32, ge=1)
     """Explanations are committed every this many neurons (and at the end or a stop)."""
@@ -136,7 +137,8 @@ class RunSpec(BaseModel):
     loaded once and shared), for CPU-bound explainers such as the symbolic ones, whose Python
     holds the GIL (1, 2 or 8 threads ran at the same speed). The label texts of each write are
     embedded by a worker process too; writing to the database stays in this process. Results,
-    label vectors included, are the same as with one process."""
+    label vectors included, are the same as with one process. ``neurolabel label --processes auto``
+    (its default) picks a number by :func:`pipeline.run.auto_processes`; jobs keep 1."""
     ray_address: str | None = None
     """Ray cluster to run on (``auto`` or ``host:port``); ``None`` = this process."""
 

@@ -71,8 +71,9 @@ def db_reindex(
     full: bool = typer.Option(False, "--full", help="Rebuild the whole index from the database."),
     check: bool = typer.Option(False, "--check", help="Only compare the index with the database; "
                                "exit 1 when they differ."),
-    embed: str = typer.Option("best", "--embed", help="Label vectors to compute first where missing: best (the "
-                              "top-ranked, best-scored and accepted labels of each explainer), all, or none."),
+    embed: str = typer.Option("best", "--embed", help="Label vectors to compute first where missing (and, with "
+                              "--check, the ones counted as missing): best (each explainer's best-scored label), "
+                              "accepted (its top-ranked, best-scored and accepted ones), all, or none."),
     db: str = _DB_OPTION,
 ) -> None:
     """Check or repair the label vector index of the database (semantic search); labels that
@@ -92,14 +93,14 @@ def db_reindex(
         return
     with session_scope(url) as session:
         if check:
-            r = check_index(session=session, folder=folder)
+            r = check_index(session=session, folder=folder, embed=embed)
         else:
             r = reindex(session=session, folder=folder, full=full, progress=True, embed=embed)
     if r.embedded:
         typer.echo(f"label vectors computed: {r.embedded}")
     typer.echo(f"label index {r.folder}: {r.labels} label(s) with a vector in the database, {r.indexed} indexed, "
                f"{r.missing} missing, {r.stale} stale, {r.extra} deleted in the database, {r.dead} dead position(s), "
-               f"{r.unembedded} top-ranked/accepted label(s) without a vector")
+               f"{r.unembedded} label(s) the {'best' if embed == 'none' else embed} policy wants without a vector")
     if check:
         typer.echo("consistent" if r.consistent else "INCONSISTENT: run `neurolabel db reindex` to repair")
         raise typer.Exit(0 if r.consistent else 1)

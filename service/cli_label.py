@@ -112,9 +112,10 @@ def parse_params(items: list[str] | None, tags: list[str]) -> dict[str, dict[str
 def build_spec(*, model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
                corpus: str, options: dict, params: list[str] | None = None, ontology: str = "default",
                concurrency: int | None = None, retry_failed: bool = False, db: str | None = None,
-               ray_address: str | None = None, processes: int | None = None, embed: str | None = None) -> Any:
+               ray_address: str | None = None, processes: int | str | None = None, embed: str | None = None) -> Any:
     """The run spec of ``neurolabel label``'s options (the CLI's one conversion into a run). The
-    ontology may be ``default``, a name registered with ``neurolabel ontologies add`` or a file."""
+    ontology may be ``default``, a name registered with ``neurolabel ontologies add`` or a file.
+    ``processes="auto"``: worker processes where they pay (:func:`pipeline.run.auto_processes`)."""
     from neurolabel.pipeline.spec import RunSpec
 
     if isinstance(simulators, str):
@@ -128,11 +129,30 @@ def build_spec(*, model: str, layers: list[int], units: list[int] | None, explai
             "ontology": _ontology_path(ontology, db), "retry_failed": retry_failed, "ray_address": ray_address}
     if concurrency is not None:
         spec["concurrency"] = concurrency
-    if processes is not None:
-        spec["processes"] = processes
+    auto = processes == "auto"
+    if processes is not None and not auto:
+        spec["processes"] = parse_processes(processes)
     if embed is not None:
         spec["embed"] = embed
-    return RunSpec.parse(spec, where="neurolabel label")
+    run_spec = RunSpec.parse(spec, where="neurolabel label")
+    if auto:
+        from neurolabel.pipeline.run import auto_processes
+
+        n, _ = auto_processes(run_spec, neurons=len(layers) * len(units) if units is not None else None)
+        run_spec = RunSpec.parse({**run_spec.as_json(), "processes": n}, where="neurolabel label")
+    return run_spec
+
+
+def parse_processes(value: int | str) -> int:
+    """``--processes``: a number of worker processes, 1 to 64 (``auto`` is resolved by
+    :func:`build_spec`); :class:`ConfigError` otherwise."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--processes {value!r}: write auto or a number from 1 to 64") from None
+    if not 1 <= n <= 64:
+        raise ConfigError(f"--processes {value!r}: write auto or a number from 1 to 64")
+    return n
 
 
 def _ontology_path(name: str, db: str | None) -> str:
@@ -171,7 +191,8 @@ def _run(spec: Any, db: str | None, progress: bool, show: bool) -> None:
         + (f"{summary.failed_before} earlier explainer failures not retried (--retry-failed); "
            if summary.failed_before else "")
         + f"simulators {', '.join(f'{k}->{v}' for k, v in summary.simulators.items())}; "
-        f"{time.perf_counter() - t0:.1f} s -> {url}"
+        + (f"{spec.processes} worker processes; " if spec.processes > 1 and not spec.ray_address else "")
+        + f"{time.perf_counter() - t0:.1f} s -> {url}"
     )
     for err in summary.errors[:10]:
         typer.echo(f"  note: {err}", err=True)
@@ -206,12 +227,15 @@ def label(
                                       "a registered name (neurolabel ontologies add) or an OWL/RDF/Turtle file."),
     concurrency: int = typer.Option(None, "--concurrency", min=1, max=256,
                                     help="Neurons explained and scored at once (LLM requests in flight; default 8)."),
-    processes: int = typer.Option(None, "--processes", min=1, max=64,
-                                  help="Worker processes that explain and score (default 1: threads of this "
-                                       "process); e.g. the machine's cores for the symbolic explainers."),
+    processes: str = typer.Option("auto", "--processes",
+                                  help="Worker processes that load, explain and score: auto (default: the "
+                                       "machine's cores, at most 8, when every explainer and simulator is "
+                                       "symbolic Python and there are at least 4 neurons per process; else 1), "
+                                       "or a number (1: threads of this process)."),
     embed: str = typer.Option("best", "--embed",
-                              help="Labels given a vector for semantic search: best (per neuron and explainer the "
-                                   "top-ranked and best-scored candidate and every accepted one), all, or none "
+                              help="Labels given a vector for semantic search: best (per neuron and explainer its "
+                                   "best-scored candidate), accepted (the top-ranked and best-scored candidate and "
+                                   "every accepted one), all, or none "
                                    "(`neurolabel db reindex` embeds the best ones later). All are stored and "
                                    "found by full-text search."),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS",

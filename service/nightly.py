@@ -23,7 +23,7 @@ Config (TOML)::
     retry_failed = false                      # optional: retry neurons an explainer failed on before
     ontology = "default"                      # optional: a registered ontology name or an allowed path
     concurrency = 8                           # optional: neurons explained and scored at once
-    embed = "best"                            # optional: labels given a vector (best, all or none)
+    embed = "best"                            # optional: labels given a vector (best, accepted, all or none)
     # explainers may be tagged configurations: [{ kind = "pmi", lam = 0.8 }, "tokens"]
 """
 

@@ -80,9 +80,10 @@ class JobSpec(_Strict):
     retry_failed: bool = False
     """Retry neurons an explainer version failed to explain before (stored failures are skipped
     by default)."""
-    embed: Literal["best", "all", "none"] = "best"
+    embed: Literal["best", "accepted", "all", "none"] = "best"
     """Which stored labels get a vector for semantic search (``RunSpec.embed``): ``best`` = each
-    explainer's top-ranked and best-scored candidate and the accepted ones, ``all``, ``none``."""
+    explainer's best-scored candidate, ``accepted`` = its top-ranked and best-scored candidate and
+    the accepted ones, ``all``, ``none``."""
     callback_url: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
     """Where the worker POSTs the job's final state (signed: see ``X-Neurolabel-Signature`` in
     the README); only hosts the operator allows (``NEUROLABEL_CALLBACK_HOSTS``, default loopback)."""

@@ -174,8 +174,9 @@ class IndexReport:
     dead: int
     """Graph positions of replaced or deleted labels (a full rebuild drops them)."""
     unembedded: int = 0
-    """Labels the ``best`` policy gives a vector (:data:`storage.writes.EMBED_POLICIES`) that
-    have none (e.g. written with ``--embed none``); other labels without one are not counted."""
+    """Labels the checked policy (default ``best``: each explainer's best-scored candidate;
+    :data:`storage.writes.EMBED_POLICIES`) gives a vector that have none (e.g. written with
+    ``--embed none``); other labels without one are not counted."""
     rebuilt: bool = False
     repaired: int = 0
     embedded: int = 0
@@ -186,16 +187,18 @@ class IndexReport:
         return self.missing == 0 and self.stale == 0 and self.extra == 0 and self.unembedded == 0
 
 
-def count_unembedded(session: Session) -> int:
-    """Labels that the ``best`` policy gives a vector and that have none."""
+def count_unembedded(session: Session, *, embed: str = "best") -> int:
+    """Labels that the policy ``embed`` gives a vector and that have none (``none`` counts what
+    ``best`` wants: ``db reindex`` fills those in)."""
     from neurolabel.storage.writes import policy_rows
 
-    q, sub, wanted = policy_rows()
+    q, sub, wanted = policy_rows(embed=embed)
     return session.execute(select(func.count()).select_from(q.where(sub.c.missing, wanted).subquery())).scalar_one()
 
 
-def check_index(*, session: Session, folder: Path) -> IndexReport:
-    """Compare the persisted index at ``folder`` with the database (every label's stamp)."""
+def check_index(*, session: Session, folder: Path, embed: str = "best") -> IndexReport:
+    """Compare the persisted index at ``folder`` with the database (every label's stamp), and
+    count the labels the policy ``embed`` wants that have no vector."""
     snap = vi.load(folder)
     have = snap.index.stamps()
     want = db_stamps(session)
@@ -204,15 +207,15 @@ def check_index(*, session: Session, folder: Path) -> IndexReport:
         missing=sum(1 for i in want if i not in have),
         stale=sum(1 for i, s in want.items() if i in have and have[i] != s),
         extra=sum(1 for i in have if i not in want),
-        dead=snap.index.dead, unembedded=count_unembedded(session),
+        dead=snap.index.dead, unembedded=count_unembedded(session, embed=embed),
     )
 
 
 def reindex(*, session: Session, folder: Path, full: bool = False, progress: bool = False,
             embed: str = "best", embedder=None) -> IndexReport:
     """Repair the persisted index at ``folder``: first store the vectors the policy ``embed``
-    wants and the database lacks (``best``: the top-ranked, best-scored and accepted labels of
-    each explainer; ``all``: every label; ``none``: no embedding), committed; then append what
+    wants and the database lacks (``best``: each explainer's best-scored label; ``accepted``: its
+    top-ranked, best-scored and accepted ones; ``all``: every label; ``none``: no embedding), committed; then append what
     differs from the database to the index log, or (``full``, when no base snapshot exists, or
     when over a fifth of the graph is dead) rebuild it from the database and save it as the new
     base snapshot."""
@@ -220,13 +223,13 @@ def reindex(*, session: Session, folder: Path, full: bool = False, progress: boo
 
     embedded = len(fill_vectors(session=session, embed=embed, embedder=embedder))
     session.commit()
-    report = _reindex(session=session, folder=folder, full=full, progress=progress)
+    report = _reindex(session=session, folder=folder, full=full, progress=progress, embed=embed)
     return IndexReport(**{**report.__dict__, "embedded": embedded})
 
 
-def _reindex(*, session: Session, folder: Path, full: bool, progress: bool) -> IndexReport:
+def _reindex(*, session: Session, folder: Path, full: bool, progress: bool, embed: str) -> IndexReport:
     try:
-        before = check_index(session=session, folder=folder)
+        before = check_index(session=session, folder=folder, embed=embed)
         based = vi.load(folder, with_log=False).watermark is not None
     except StorageError:  # an unreadable snapshot: only a full rebuild helps
         if not full:

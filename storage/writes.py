@@ -467,17 +467,20 @@ def embedding_bytes(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
-EMBED_POLICIES = ("best", "all", "none")
+EMBED_POLICIES = ("best", "accepted", "all", "none")
 """Which stored labels get a vector (semantic search finds only those; full-text search finds all):
 
-- ``best`` (default): per neuron and explainer version, the explainer's first candidate (lowest
-  rank), its best-scored one (highest score, then lowest rank) and every accepted one;
+- ``best`` (default): per neuron and explainer version, one label: the explainer's best-scored
+  candidate (highest score, then lowest rank; with no score at all, the first candidate), the
+  label the neuron page shows for that explainer;
+- ``accepted``: per neuron and explainer version, the first candidate (lowest rank), the
+  best-scored one and every accepted one (the default before: more vectors, more embedding);
 - ``all``: every label;
 - ``none``: none at write time (``neurolabel db reindex`` gives the ``best`` ones theirs later).
 
 A vector once stored is kept while the text stays the same (a label that stops being best keeps
-it); a label that becomes best or accepted later (re-scoring, a rerun) gets its vector in the
-write that makes it so, or from ``neurolabel db reindex``."""
+it); a label that becomes best (or, with ``accepted``, accepted) later (re-scoring, a rerun) gets
+its vector in the write that makes it so, or from ``neurolabel db reindex``."""
 
 
 def check_embed_policy(embed: str) -> str:
@@ -487,10 +490,15 @@ def check_embed_policy(embed: str) -> str:
     return embed
 
 
-def policy_rows(*conditions):
-    """(``SELECT id, text, missing, wanted``, its subquery, the ``wanted`` condition) over the explanation rows matching ``conditions``:
-    ``missing`` = no vector stored, ``wanted`` = the ``best`` policy gives it a vector (ranked
-    within each (neuron, explainer, explainer version) by window functions, SQLite and PostgreSQL)."""
+def policy_rows(*conditions, embed: str = "best"):
+    """(``SELECT id, text, missing, wanted``, its subquery, the ``wanted`` condition) over the
+    explanation rows matching ``conditions``: ``missing`` = no vector stored, ``wanted`` = the
+    policy ``embed`` gives it a vector (ranked within each (neuron, explainer, explainer version)
+    by window functions, SQLite and PostgreSQL; ``none`` wants what ``best`` wants, as
+    ``db reindex`` fills it in later)."""
+    from sqlalchemy import literal
+
+    check_embed_policy(embed)
     group = (ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version)
     by_rank = func.row_number().over(partition_by=group, order_by=(ExplanationRow.rank, ExplanationRow.id))
     by_score = func.row_number().over(
@@ -503,7 +511,12 @@ def policy_rows(*conditions):
     if conditions:
         inner = inner.where(*conditions)
     sub = inner.subquery()
-    wanted = or_(sub.c.accepted, sub.c.by_rank == 1, sub.c.by_score == 1)
+    if embed == "all":
+        wanted = literal(True)
+    elif embed == "accepted":
+        wanted = or_(sub.c.accepted, sub.c.by_rank == 1, sub.c.by_score == 1)
+    else:
+        wanted = sub.c.by_score == 1
     return select(sub.c.id, sub.c.text, sub.c.missing, wanted.label("wanted")), sub, wanted
 
 
@@ -515,9 +528,9 @@ def fill_vectors(*, session: Session, embed: str = "best", conditions: Sequence[
     check_embed_policy(embed)
     if embed == "none":
         return []
-    q, sub, wanted = policy_rows(*conditions)
+    q, sub, wanted = policy_rows(*conditions, embed=embed)
     q = q.where(sub.c.missing)
-    if embed == "best":
+    if embed != "all":
         q = q.where(wanted)
     todo = [(r.id, r.text) for r in session.execute(q).all()]
     if not todo:
@@ -683,19 +696,21 @@ def write_explanation_rows(
     return [ids[key(r)] for r in rows]
 
 
-def _wanted_in(rows: Sequence[ExplanationInput]) -> set[int]:
-    """Positions in ``rows`` that the ``best`` policy embeds, judged within ``rows`` alone (a
-    writer stores all candidates of a neuron's explainer together; :func:`fill_vectors` then
-    settles it against the database): per (neuron, explainer, version) the lowest rank, the best
-    score (then the lowest rank), every accepted row."""
+def _wanted_in(rows: Sequence[ExplanationInput], embed: str = "best") -> set[int]:
+    """Positions in ``rows`` that the policy ``embed`` (``best`` or ``accepted``) embeds, judged
+    within ``rows`` alone (a writer stores all candidates of a neuron's explainer together;
+    :func:`fill_vectors` then settles it against the database): per (neuron, explainer, version)
+    the best score (then the lowest rank); with ``accepted`` also the lowest rank and every
+    accepted row."""
     groups: dict[tuple, list[int]] = {}
     for j, r in enumerate(rows):
         groups.setdefault((r.model, r.layer, r.index, r.explainer, r.explainer_version), []).append(j)
     want: set[int] = set()
     for members in groups.values():
-        want.add(min(members, key=lambda j: rows[j].rank))
         want.add(min(members, key=lambda j: (rows[j].score is None, -(rows[j].score or 0.0), rows[j].rank)))
-        want.update(j for j in members if rows[j].accepted)
+        if embed == "accepted":
+            want.add(min(members, key=lambda j: rows[j].rank))
+            want.update(j for j in members if rows[j].accepted)
     return want
 
 
@@ -705,7 +720,7 @@ def _embed_wanted(rows: Sequence[ExplanationInput], embed: str, embedder: Embedd
 
     if embed == "none":
         return list(rows)
-    picked = range(len(rows)) if embed == "all" else _wanted_in(rows)
+    picked = range(len(rows)) if embed == "all" else _wanted_in(rows, embed)
     need = sorted({rows[j].text for j in picked if rows[j].embedding is None})
     if not need:
         return list(rows)

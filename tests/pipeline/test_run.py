@@ -338,38 +338,44 @@ def _vector_rows(url):
         return {tuple(r[:4]): (r[4], bool(r[5]), bool(r[6])) for r in rows}
 
 
-def _policy_best(rows):
-    """The labels the default policy embeds, from the stored rows: per neuron and explainer its
-    first candidate, its best-scored one and every accepted one."""
+def _policy_best(rows, policy="best"):
+    """The labels a policy embeds, from the stored rows: per neuron and explainer its best-scored
+    candidate (highest score, then lowest rank); with ``accepted`` also its first candidate and
+    every accepted one."""
     groups: dict[tuple, list] = {}
     for key, (score, accepted, _) in rows.items():
         groups.setdefault(key[:3], []).append((key, score, accepted))
     want = set()
     for members in groups.values():
-        want.add(min(members, key=lambda m: m[0][3])[0])
         want.add(min(members, key=lambda m: (m[1] is None, -(m[1] or 0.0), m[0][3]))[0])
-        want.update(m[0] for m in members if m[2])
+        if policy == "accepted":
+            want.add(min(members, key=lambda m: m[0][3])[0])
+            want.update(m[0] for m in members if m[2])
     return want
 
 
 @pytest.mark.slow
 def test_run_embeds_the_best_labels_by_default_and_all_on_request(tmp_path, db_url, planted_records):
-    """The default ``embed="best"`` stores vectors exactly for each explainer's top-ranked and
-    best-scored candidate and its accepted ones (fewer than all: concept induction keeps several
-    candidates); ``embed="all"`` for every candidate. Both store the same labels."""
+    """The default ``embed="best"`` stores one vector per neuron and explainer: its best-scored
+    candidate; ``embed="accepted"`` also the top-ranked and the accepted candidates (concept
+    induction keeps several); ``embed="all"`` every candidate. All store the same labels."""
     fields = dict(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction", "pmi"],
                   progress=False, threshold=0.73)  # some candidates of the planted neurons pass, some not
-    all_url = f"sqlite:///{tmp_path}/all.db"
-    _store(db_url, planted_records)
-    _store(all_url, planted_records)
+    acc_url, all_url = f"sqlite:///{tmp_path}/accepted.db", f"sqlite:///{tmp_path}/all.db"
+    for url in (db_url, acc_url, all_url):
+        _store(url, planted_records)
     best = label_neurons(database_url=db_url, **fields)
+    acc = label_neurons(database_url=acc_url, embed="accepted", **fields)
     every = label_neurons(database_url=all_url, embed="all", **fields)
-    assert best.explanations == every.explanations > 0 and not best.errors
-    rows, all_rows = _vector_rows(db_url), _vector_rows(all_url)
-    assert rows.keys() == all_rows.keys()
+    assert best.explanations == acc.explanations == every.explanations > 0 and not best.errors
+    rows, acc_rows, all_rows = _vector_rows(db_url), _vector_rows(acc_url), _vector_rows(all_url)
+    assert rows.keys() == acc_rows.keys() == all_rows.keys()
     embedded = {k for k, (_, _, has) in rows.items() if has}
     assert embedded == _policy_best(rows)
-    assert len(embedded) < len(rows) and any(acc for _, acc, _ in rows.values())
+    assert len(embedded) == len({k[:3] for k in rows})  # one per neuron and explainer
+    acc_embedded = {k for k, (_, _, has) in acc_rows.items() if has}
+    assert acc_embedded == _policy_best(acc_rows, "accepted")
+    assert embedded < acc_embedded < set(rows) and any(a for _, a, _ in rows.values())
     assert all(has for _, _, has in all_rows.values())
     with pytest.raises(ConfigError):
         RunSpec.parse({"embed": "some"})

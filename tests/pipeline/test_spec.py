@@ -45,3 +45,38 @@ def test_one_simulator_for_all_explainers():
 def test_bad_spec_names_the_field(bad, field):
     with pytest.raises(ConfigError, match=field):
         RunSpec.parse(bad)
+
+
+def test_auto_processes_forks_only_for_symbolic_work_on_several_cores():
+    from neurolabel.pipeline.run import AUTO_PROCESSES_CAP, auto_processes
+
+    symbolic = RunSpec.parse({"layers": [10], "explainers": ["concept_induction", "pmi"]})
+    assert auto_processes(symbolic, neurons=None, n_cores=2) == (2, "symbolic explainers on 2 cores")
+    assert auto_processes(symbolic, neurons=1536, n_cores=64)[0] == AUTO_PROCESSES_CAP
+    assert auto_processes(symbolic, neurons=12, n_cores=4)[0] == 3  # 4 neurons per process at least
+    assert auto_processes(symbolic, neurons=7, n_cores=2) == (1, "7 neuron(s): too few to fork for")
+    assert auto_processes(symbolic, neurons=None, n_cores=1) == (1, "one core")
+    narrow = RunSpec.parse({"layers": [10], "explainers": ["pmi"], "concurrency": 3})
+    assert auto_processes(narrow, neurons=None, n_cores=16)[0] == 3  # never more than in flight
+    with_llm = RunSpec.parse({"layers": [10], "explainers": ["concept_induction", "llm_summary"]})
+    assert auto_processes(with_llm, neurons=None, n_cores=8) == (1, "explainer(s) llm_summary not GIL-bound Python")
+    by_embedding = RunSpec.parse({"layers": [10], "explainers": ["pmi"], "simulators": "embedding"})
+    assert auto_processes(by_embedding, neurons=None, n_cores=8)[0] == 1
+    on_ray = RunSpec.parse({"layers": [10], "explainers": ["pmi"], "ray_address": "auto"})
+    assert auto_processes(on_ray, neurons=None, n_cores=8) == (1, "a Ray run")
+
+
+def test_cli_label_resolves_processes_auto(monkeypatch):
+    import neurolabel.pipeline.run as run_mod
+    from neurolabel.service.cli_label import build_spec
+
+    monkeypatch.setattr(run_mod, "cores", lambda: 2)
+    common = dict(model="default", layers=[10], simulators=None, corpus="default", options={})
+    assert build_spec(units=None, explainers=["concept_induction", "pmi"], processes="auto", **common).processes == 2
+    assert build_spec(units=[0, 1], explainers=["concept_induction", "pmi"], processes="auto", **common).processes == 1
+    assert build_spec(units=None, explainers=["tokens", "llm_summary"], processes="auto", **common).processes == 1
+    assert build_spec(units=[0], explainers=["pmi"], processes="3", **common).processes == 3
+    assert build_spec(units=None, explainers=["pmi"], **common).processes == 1  # jobs, demo: threads unless asked
+    for bad in ("x", "0", "65"):
+        with pytest.raises(ConfigError, match="--processes"):
+            build_spec(units=None, explainers=["pmi"], processes=bad, **common)

@@ -1,7 +1,8 @@
-"""Which labels get a vector (``embed`` = best | all | none): the top-ranked and best-scored
-candidate of each explainer plus the accepted ones by default; labels promoted later get theirs in
-the write that promotes them; ``db reindex`` fills in what the policy wants and the check counts
-only those as missing; semantic search (index and exact) sees only labels with a vector, full-text
+"""Which labels get a vector (``embed`` = best | accepted | all | none): by default each
+explainer's best-scored candidate only (the label the neuron page shows for it), with
+``accepted`` also its top-ranked and every accepted one; labels promoted later get theirs in the
+write that promotes them; ``db reindex`` fills in what the policy wants and the check counts only
+those as missing; semantic search (index and exact) sees only labels with a vector, full-text
 search sees every label."""
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from neurolabel.storage import db, label_index
 from neurolabel.storage import queries as q
 from neurolabel.storage import search as search_mod
 from neurolabel.storage import vector_index as vi
-from neurolabel.storage.models import ExplanationRow
+from neurolabel.storage.models import ExplanationRow, Neuron
 from tests.storage.factories import explanation, hash_embedder
 
 ROOT = Path(__file__).resolve().parents[2]
 THRESHOLD = 0.5
 
-# neuron (0, 1): concept induction ranks 0..3, pmi ranks 0..2 (its best score at rank 1, none accepted)
+# neuron (0, 1): concept induction ranks 0..3 (best score at rank 1, two accepted), pmi ranks 0..2 (its best
+# score at rank 1, none accepted), tokens ranks 0..1 (none scored: its first candidate is its best)
 CANDIDATES = [
     ("ci", 0, "ci first", 0.2),
     ("ci", 1, "ci accepted one", 0.7),
@@ -34,8 +36,11 @@ CANDIDATES = [
     ("pmi", 0, "pmi first", 0.1),
     ("pmi", 1, "pmi best scored", 0.4),
     ("pmi", 2, "pmi unscored", None),
+    ("tok", 0, "tok first", None),
+    ("tok", 1, "tok second", None),
 ]
-BEST = {"ci first", "ci accepted one", "ci accepted two", "pmi first", "pmi best scored"}
+BEST = {"ci accepted one", "pmi best scored", "tok first"}
+ACCEPTED = BEST | {"ci first", "ci accepted two", "pmi first"}
 
 
 def _explanations(cands=CANDIDATES, index: int = 1):
@@ -53,9 +58,9 @@ def _with_vector(url: str) -> set[str]:
         return set(s.execute(select(ExplanationRow.text).where(ExplanationRow.embedding.is_not(None))).scalars())
 
 
-def _check(url: str) -> label_index.IndexReport:
+def _check(url: str, embed: str = "best") -> label_index.IndexReport:
     with db.session_scope(url) as s:
-        return label_index.check_index(session=s, folder=vi.index_location(url))
+        return label_index.check_index(session=s, folder=vi.index_location(url), embed=embed)
 
 
 @pytest.fixture
@@ -64,13 +69,24 @@ def url(db_url: str) -> str:
     return db.normalize_url(db_url)
 
 
-def test_default_stores_vectors_of_the_top_ranked_best_scored_and_accepted(url: str) -> None:
+def test_default_stores_the_vector_of_each_explainers_best_scored_label(url: str) -> None:
     _write(url, "best")
     assert _with_vector(url) == BEST
     r = _check(url)
     assert r.consistent and r.labels == len(BEST) and r.indexed == len(BEST) and r.unembedded == 0
+    # checked against the policy `accepted`, the labels it adds lack their vectors
+    assert _check(url, "accepted").unembedded == len(ACCEPTED - BEST)
     with db.session_scope(url) as s:  # every label stays findable by full text
         assert {h["text"] for h in q.search_labels(session=s, query="weak", mode="text")} == {"ci weak"}
+        assert {h["text"] for h in q.search_labels(session=s, query="second", mode="text")} == {"tok second"}
+
+
+def test_accepted_stores_the_top_ranked_best_scored_and_accepted(url: str) -> None:
+    _write(url, "accepted")
+    assert _with_vector(url) == ACCEPTED
+    for policy in ("accepted", "best"):
+        r = _check(url, policy)
+        assert r.consistent and r.labels == len(ACCEPTED) and r.unembedded == 0, (policy, r)
 
 
 def test_all_and_none(url: str) -> None:
@@ -80,25 +96,32 @@ def test_all_and_none(url: str) -> None:
     _write(url, "none", index=2)  # another neuron without vectors: the check wants its best ones
     r = _check(url)
     assert r.unembedded == len(BEST) and not r.consistent and r.missing == 0 and r.extra == 0
+    assert _check(url, "none").unembedded == len(BEST)
+    assert _check(url, "all").unembedded == len(CANDIDATES)
     with db.session_scope(url) as s:
         fixed = label_index.reindex(session=s, folder=vi.index_location(url), embedder=hash_embedder)
     assert fixed.embedded == len(BEST)
     assert _check(url).consistent
     with db.session_scope(url) as s:
         n = s.execute(select(ExplanationRow.id).where(ExplanationRow.embedding.is_(None))).all()
-    assert len(n) == len(CANDIDATES) - len(BEST)  # ci weak and pmi unscored of neuron (0, 2)
+    assert len(n) == len(CANDIDATES) - len(BEST)  # the other candidates of neuron (0, 2)
+    with db.session_scope(url) as s:
+        more = label_index.reindex(session=s, folder=vi.index_location(url), embedder=hash_embedder,
+                                   embed="accepted")
+    assert more.embedded == len(ACCEPTED - BEST) and _check(url, "accepted").consistent
     with pytest.raises(StorageError, match="embed policy"):
         _write(url, "some")
+    with pytest.raises(StorageError, match="embed policy"):
+        _check(url, "some")
 
 
 def test_promoted_label_gets_its_vector_and_renamed_one_loses_it(url: str) -> None:
     _write(url, "best")
     rescored = [(e, r, t, 0.9 if t == "ci weak" else s) for e, r, t, s in CANDIDATES]
-    _write(url, "best", rescored)  # re-scoring accepts "ci weak": it gets a vector in that write
+    _write(url, "best", rescored)  # re-scoring makes "ci weak" the best-scored: it gets a vector in that write
     assert _with_vector(url) == BEST | {"ci weak"}
-    demoted = [(e, r, t, 0.0 if e == "ci" and r in (1, 2) else s) for e, r, t, s in CANDIDATES]
-    _write(url, "best", demoted)  # no longer accepted: the vectors stay (same text)
-    assert _with_vector(url) >= BEST
+    _write(url, "best")  # no longer the best: its vector stays (same text)
+    assert _with_vector(url) == BEST | {"ci weak"}
     renamed = [(e, r, "ci renamed" if t == "ci weak" else t, 0.0 if t == "ci weak" else s)
                for e, r, t, s in CANDIDATES]
     _write(url, "best", renamed)  # a new text the policy does not want: its old vector leaves the index
@@ -107,6 +130,19 @@ def test_promoted_label_gets_its_vector_and_renamed_one_loses_it(url: str) -> No
     assert r.consistent, r
     index = vi.load(vi.index_location(url)).index
     assert index.search(hash_embedder(["ci weak"])[0], 1)[0][1] < 0.5
+
+
+def test_a_label_accepted_later_gets_a_vector_only_under_accepted(url: str) -> None:
+    rescored = [(e, r, t, 0.6 if t == "ci weak" else s) for e, r, t, s in CANDIDATES]  # accepted, not the best
+    _write(url, "best")
+    _write(url, "best", rescored)
+    assert _with_vector(url) == BEST
+    _write(url, "accepted", index=2)
+    _write(url, "accepted", rescored, index=2)
+    with db.session_scope(url) as s:
+        second = set(s.execute(select(ExplanationRow.text).join(Neuron, Neuron.id == ExplanationRow.neuron_id).where(
+            ExplanationRow.embedding.is_not(None), Neuron.index == 2)).scalars())
+    assert second == ACCEPTED | {"ci weak"}
 
 
 def test_check_catches_a_wanted_vector_that_is_missing(url: str) -> None:
@@ -119,7 +155,7 @@ def test_check_catches_a_wanted_vector_that_is_missing(url: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "neurolabel.service.cli", "db", "reindex", "--db", url]
     checked = subprocess.run([*cli, "--check"], capture_output=True, text=True, env=env, timeout=120)
-    assert checked.returncode == 1 and "1 top-ranked/accepted label(s) without a vector" in checked.stdout
+    assert checked.returncode == 1 and "1 label(s) the best policy wants without a vector" in checked.stdout
 
 
 def test_semantic_search_sees_only_labels_with_a_vector(url: str, monkeypatch) -> None:
@@ -148,7 +184,7 @@ def test_cli_reindex_embed_all(url: str) -> None:
 def test_a_partial_write_that_makes_a_stored_label_best_embeds_it_in_the_transaction(url: str) -> None:
     group = [("x", 0, "x first", 0.1), ("x", 1, "x best", 0.3), ("x", 2, "x second", 0.2)]
     _write(url, "best", group)
-    assert _with_vector(url) == {"x first", "x best"}
+    assert _with_vector(url) == {"x best"}
     late: list[list[str]] = []
 
     def late_embedder(texts):
@@ -159,5 +195,5 @@ def test_a_partial_write_that_makes_a_stored_label_best_embeds_it_in_the_transac
         q.save_explanations(session=s, explanations=_explanations([("x", 1, "x best", 0.0)]), threshold=THRESHOLD,
                             embedder=hash_embedder, late_embedder=late_embedder)
     assert late == [["x second"]]
-    assert _with_vector(url) == {"x first", "x best", "x second"}
+    assert _with_vector(url) == {"x best", "x second"}  # the old best keeps its vector (same text)
     assert _check(url).consistent
