@@ -63,12 +63,14 @@ from neurolabel.ontology.induction import (
     Hypothesis,
     InductionConfig,
     _canon,
-    class_pairs,
+    close_windows,
+    closed_pairs,
     coverage_from_pairs,
     coverage_vectors,
     cross_validated_correlation,
     graded_candidates,
     graded_search,
+    held_fold,
     induce,
     part_weights,
 )
@@ -119,6 +121,9 @@ class ExplainTokens:
     """The window (0, 1, …) each token comes from."""
     peak: float
     """Largest activation of the explain-split top windows."""
+    windows: tuple[tuple[tuple[int, ...], ...], ...] = ()
+    """Direct classes of each window's tokens, window by window (what :attr:`classes` holds,
+    grouped; :func:`ontology.induction.close_windows` closes them window by window)."""
 
 
 @EXPLAINERS.register("concept_induction")
@@ -172,10 +177,16 @@ class ConceptInductionExplainer:
 
     @property
     def params(self) -> dict[str, Any]:
-        """Parameters stored with each explanation."""
-        return {"fraction": self.fraction, "negative_fraction": self.negative_fraction, **asdict(self.config),
+        """Parameters stored with each explanation (made once per setting: every explanation of
+        the explainer shares one mapping, which nothing mutates)."""
+        key = (self.fraction, self.negative_fraction, self.config, self.graded, self.alternatives)
+        got = self.__dict__.get("_params")
+        if got is None or got[0] != key:
+            got = self.__dict__["_params"] = (key, {
+                "fraction": self.fraction, "negative_fraction": self.negative_fraction, **asdict(self.config),
                 "graded": asdict(self.graded) if self.graded is not None else None,
-                "alternatives": [asdict(g) for g in self.alternatives]}
+                "alternatives": [asdict(g) for g in self.alternatives]})
+        return got[1]
 
     # ---- examples ----------------------------------------------------------------------------
     def tokens(self, record: NeuronRecord) -> ExplainTokens:
@@ -194,20 +205,24 @@ class ConceptInductionExplainer:
         previous: list[tuple[int, ...] | None] = []
         acts: list[float] = []
         words: list[str] = []
-        groups: list[int] = []
         texts: list[str] = []
-        for k, w in enumerate(windows):
+        direct_of: list[tuple[tuple[int, ...], ...]] = []
+        for w in windows:
             direct = ann.direct_classes(w.tokens)
-            said = ann.mentions(w.tokens) if w.max_activation > self.fraction * peak else [""] * len(w.tokens)
-            for i, a in enumerate(w.activations):
-                classes.append(direct[i])
-                previous.append(direct[i - 1] if i > 0 else None)
-                acts.append(float(a))
-                words.append(said[i] or w.tokens[i].strip())
-                groups.append(k)
-                texts.append(w.tokens[i].strip())
+            n = len(w.activations)
+            direct_of.append(direct[:n])
+            classes.extend(direct[:n])
+            previous.extend([None, *direct[: n - 1]] if n else [])
+            acts.extend(w.activations)
+            stripped = [t.strip() for t in w.tokens[:n]]
+            texts.extend(stripped)
+            if w.max_activation > self.fraction * peak:
+                words.extend([m or t for m, t in zip(ann.mentions(w.tokens), stripped)])
+            else:
+                words.extend(stripped)
+        groups = np.repeat(np.arange(len(windows)), [len(w.activations) for w in windows])
         return ExplainTokens(tuple(classes), tuple(previous), np.asarray(acts, dtype=np.float64), tuple(words),
-                             tuple(texts), np.asarray(groups), peak)
+                             tuple(texts), groups, peak, tuple(direct_of))
 
     def examples(self, record: NeuronRecord) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], list[str]]:
         """``(positives, negatives, positive_words)``: each example token's direct classes, and
@@ -243,7 +258,8 @@ class ConceptInductionExplainer:
         pi, ni = np.flatnonzero(pos_m), np.flatnonzero(neg_m)
         cands: list[ClassExpression] = []
         graded = ([self.graded] if self.graded is not None else []) + list(self.alternatives)
-        pairs = class_pairs(onto, t.classes, t.previous) if graded else None
+        closed = close_windows(onto, t.windows)
+        pairs = closed_pairs(onto, closed) if graded else None
         # searches that differ only in how parts are chosen share candidates; a roles-free search takes
         # the token's own classes out of the candidates with roles
         shared: dict[tuple, GradedCandidates] = {}
@@ -268,8 +284,9 @@ class ConceptInductionExplainer:
         found: list[tuple[float, int, dict]] = []
         seen: set[object] = set()
         all_parts = [p for expr in cands for p in expr.parts()]
-        covers = coverage_vectors(onto, all_parts, t.classes, t.previous) if all_parts else None
+        covers = coverage_vectors(onto, all_parts, None, closed=closed) if all_parts else None
         start = 0
+        fold = held_fold(t.groups)
         for expr in cands:
             parts = expr.parts()
             cover = covers[:, start : start + len(parts)]
@@ -290,7 +307,7 @@ class ConceptInductionExplainer:
             pred = np.where(cover[:, order], weights[None, :], -np.inf).max(1)
             pred = np.where(np.isfinite(pred), pred, base)
             corr = float(np.corrcoef(pred, t.activations)[0, 1]) if pred.std() > 0 and t.activations.std() > 0 else 0.0
-            cv = cross_validated_correlation(cover, t.activations, t.groups, prior)
+            cv = cross_validated_correlation(cover, t.activations, t.groups, prior, fold=fold)
             found.append((cv, len(found), dict(expr=expr, cover=cover[:, order], tp=tp, fp=fp, weights=weights,
                                                base=base, corr=corr, cv=cv)))
         out = [self._explanation(record, f["expr"], t, f["cover"], pos_m, f["tp"], f["fp"], len(pi), len(ni),

@@ -93,6 +93,13 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
     w = np.empty(n_cand)
     for j in range(n_cand):
         w[j] = (A[j, 0] + prior * mean_all) / (c[j, 0] + prior)
+    # the states each candidate has tokens in (c[j, s] > 0), ascending: the scan below visits these
+    # only, in the order the full loop over states would (a candidate covers tokens of few states)
+    st = np.zeros((n_cand, W), dtype=np.int64)
+    nst = np.zeros(n_cand, dtype=np.int64)
+    for j in range(n_cand):
+        if c[j, 0] != 0.0:
+            nst[j] = 1
     values = np.zeros(W)
     values[0] = mean_all
     state = np.zeros(n, dtype=np.int64)
@@ -120,7 +127,8 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
             sp = psum
             spa = pa
             spp = pp
-            for s in range(S):
+            for q in range(nst[j]):
+                s = st[j, q]
                 cjs = c[j, s]
                 if cjs == 0.0:
                     continue
@@ -162,6 +170,17 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
                     c[j, S] += 1.0
                     A[j, old] -= a[i]
                     A[j, S] += a[i]
+                    if c[j, old] == 0.0:  # no token of j left in state old
+                        m = nst[j]
+                        q = 0
+                        while st[j, q] != old:
+                            q += 1
+                        for q2 in range(q, m - 1):
+                            st[j, q2] = st[j, q2 + 1]
+                        nst[j] = m - 1
+                    if c[j, S] == 1.0:  # j's first token in the new state (the largest so far)
+                        st[j, nst[j]] = S
+                        nst[j] += 1
                 state[i] = S
             covered[i] = True
         rest = 0.0
@@ -284,6 +303,24 @@ def nonzero_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
+@numba.njit(cache=True, nogil=True)
+def group_rows(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, column) pairs grouped by column, in one counting pass: ``(ptr, by_col)`` with
+    the rows of column *j* at ``by_col[ptr[j]:ptr[j + 1]]``, in the pairs' order."""
+    ptr = np.zeros(n_cols + 1, dtype=np.int64)
+    for idx in range(len(cols)):
+        ptr[cols[idx] + 1] += 1
+    for j in range(n_cols):
+        ptr[j + 1] += ptr[j]
+    fill = ptr[:-1].copy()
+    out = np.empty(len(cols), dtype=np.int64)
+    for idx in range(len(cols)):
+        j = cols[idx]
+        out[fill[j]] = rows[idx]
+        fill[j] += 1
+    return ptr, out
+
+
 def warm_up() -> None:
     """Compile (first time on a machine) or load (from the cache) every loop here, on tiny inputs:
     a factory calls it so that the first neuron does not pay for it, and worker processes forked
@@ -298,3 +335,4 @@ def warm_up() -> None:
     prefix_curve(X, a, X, a, 1.0)
     conjunction_counts(X, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), X[:, 0].copy(),
                        np.zeros(4, dtype=np.int64), 1)
+    group_rows(rows, cols, 2)

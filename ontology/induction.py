@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
@@ -189,6 +189,28 @@ class _Closures:
 
     _EMPTY = np.zeros(0, dtype=np.int32)
 
+    MAX_WINDOWS = 8192
+    """Windows whose closed classes :meth:`window` keeps (~4 kB each; a 100,000-token corpus has
+    ~3,200 windows per split), then the memo starts afresh."""
+    _window_memos: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
+
+    def window(self, direct: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(lens, flat)`` of one window's tokens (``direct``: each token's direct classes, a
+        tuple of tuples as :meth:`ontology.annotate.Annotator.direct_classes` gives it): the
+        number of classes of each token closed under superclasses and their concatenation, in
+        token order (each token's sorted) — memoised per window for the life of the process."""
+        with self._lock:
+            memo = self._window_memos.get(self.onto)
+            if memo is None or len(memo) >= self.MAX_WINDOWS:
+                memo = self._window_memos[self.onto] = {}
+        got = memo.get(direct)
+        if got is None:
+            closed = self.many(direct)
+            lens = np.fromiter((len(c) for c in closed), dtype=np.int64, count=len(closed))
+            flat = np.concatenate(closed) if closed else np.zeros(0, dtype=np.int32)
+            got = memo[direct] = (lens, flat)
+        return got
+
     def __call__(self, d: Sequence[int]) -> np.ndarray:
         key = tuple(d)
         got = self.memo.get(key)
@@ -317,8 +339,8 @@ def induce(
 
     found: dict[object, Hypothesis] = {}
 
-    def add(expr: ClassExpression, t: int, f: int, qual: float) -> None:
-        key = _canon(expr)
+    def add(expr: ClassExpression, t: int, f: int, qual: float, key: object = None) -> None:
+        key = _canon(expr) if key is None else key
         if key not in found:
             found[key] = Hypothesis(expr, int(t), int(f), cov.n_pos, cov.n_neg, float(qual))
 
@@ -340,8 +362,10 @@ def induce(
     length = 1
     while length + 2 <= cfg.max_length and beam:
         length += 2
-        level: list[tuple[float, float, ClassExpression, np.ndarray, np.ndarray, set[int], int, int]] = []
-        for expr, cp, cn, used in beam:
+        # (quality, precision, expression, parent in the beam, candidate column, op, t, f): the
+        # coverage of a refinement is formed only when it enters the next beam
+        level: list[tuple[float, float, ClassExpression, int, int, str, int, int]] = []
+        for b, (expr, cp, cn, used) in enumerate(beam):
             both_t = (cp.astype(np.float32) @ Pf).astype(np.int64)
             both_f = (cn.astype(np.float32) @ Nf).astype(np.int64)
             base_t, base_f = int(cp.sum()), int(cn.sum())
@@ -354,28 +378,29 @@ def induce(
                 qq = _quality(t, f, cov.n_pos, cov.n_neg, length, cfg)
                 # a refinement must cover differently from both of its operands
                 changed = ((t != base_t) | (f != base_f)) & ((t != tp[cand]) | (f != fp[cand]))
-                for j in np.argsort(-qq)[: cfg.beam_width * 2]:
+                for j in np.argsort(-qq)[: cfg.beam_width * 2].tolist():
                     k = int(cand[j])
                     if k in used or not changed[j]:
                         continue
                     new = ClassExpression.join(op, (expr, cov.exprs[k]))
                     pr = t[j] / max(t[j] + f[j], 1)
-                    if op == "or":
-                        np_j, nn_j = cp | Pc[:, j], cn | Nc[:, j]
-                    else:
-                        np_j, nn_j = cp & Pc[:, j], cn & Nc[:, j]
-                    level.append((float(qq[j]), pr, new, np_j, nn_j, used | {k}, int(t[j]), int(f[j])))
+                    level.append((float(qq[j]), pr, new, b, j, op, int(t[j]), int(f[j])))
         level.sort(key=lambda x: (x[0], x[1]), reverse=True)
-        beam = []
+        parents, beam = beam, []
         seen = set()
-        for qq, pr, new, cp, cn, used, t, f in level:
+        for qq, pr, new, b, j, op, t, f in level:
             key = _canon(new)
             if key in seen:
                 continue
             seen.add(key)
-            add(new, t, f, qq)
+            add(new, t, f, qq, key)
             if len(beam) < cfg.beam_width:
-                beam.append((new, cp, cn, used))
+                _, cp, cn, used = parents[b]
+                if op == "or":
+                    np_j, nn_j = cp | Pc[:, j], cn | Nc[:, j]
+                else:
+                    np_j, nn_j = cp & Pc[:, j], cn & Nc[:, j]
+                beam.append((new, np_j, nn_j, used | {int(cand[j])}))
 
     depth = onto.depth
     # ranked by quality, precision, length, specificity, canonical text; the last three (slow to
@@ -453,6 +478,37 @@ class ClosedExamples:
     prev_rows: np.ndarray | None
     """``None`` when no previous tokens were given."""
     prev_classes: np.ndarray | None
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+    """Indexes built on first use (:meth:`columns`)."""
+
+    def columns(self, onto: Ontology, classes: np.ndarray, *, previous: bool = False) -> np.ndarray:
+        """Boolean coverage (examples × ``classes``): whether each example (with ``previous``: its
+        previous token) is an instance of each class — from an index of the examples by class,
+        built on the first call (the examples of each class, found by binary search), so that a
+        call costs what the classes cover, not what all the examples hold."""
+        key = "previous" if previous else "examples"
+        index = self.memo.get(key)
+        if index is None:
+            rows, cls = (self.prev_rows, self.prev_classes) if previous else (self.rows, self.classes)
+            if rows is None:
+                raise ValueError("no previous tokens' classes were given")
+            rel, inv = _unique_inverse(cls, onto.n_classes)
+            ptr, by_class = _kernels.group_rows(np.asarray(rows, dtype=np.int64), inv, len(rel))
+            index = self.memo[key] = (rel, ptr, by_class)
+        rel, ptr, by_class = index
+        need = np.asarray(classes, dtype=np.int64)
+        M = np.zeros((self.n, len(need)), dtype=bool)
+        if not len(rel) or not len(need):
+            return M
+        j = np.minimum(np.searchsorted(rel, need), len(rel) - 1)
+        k = np.flatnonzero(rel[j] == need)  # the needed classes some example holds
+        j = j[k]
+        starts, lens = ptr[j], ptr[j + 1] - ptr[j]
+        total = int(lens.sum())
+        if total:
+            at = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
+            M[by_class[at], np.repeat(k, lens)] = True
+        return M
 
 
 def _flatten(closed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -473,13 +529,50 @@ def close_examples(onto: Ontology, examples: Sequence[Sequence[int]],
     return ClosedExamples(len(examples), rows, classes, prev_rows, prev_classes)
 
 
-def _scatter_flat(n: int, rows: np.ndarray, classes: np.ndarray, col_of: np.ndarray, K: int) -> np.ndarray:
-    M = np.zeros((n, K), dtype=bool)
-    if K and len(classes):
-        cols = col_of[classes]
-        keep = cols >= 0
-        M[rows[keep], cols[keep]] = True
-    return M
+def close_windows(onto: Ontology, windows: Sequence[tuple[tuple[int, ...], ...]]) -> ClosedExamples:
+    """:func:`close_examples` of the tokens of ``windows`` (each window's tokens' direct classes, a
+    tuple of tuples), one after another, each token's previous token the one before it in its
+    window (none for a window's first token): the same arrays, made from each window's closed
+    classes (memoised per window, :meth:`_Closures.window`) without a Python step per token."""
+    closure = _Closures(onto)
+    got = [closure.window(w) for w in windows]
+    lens = np.concatenate([g[0] for g in got]) if got else np.zeros(0, dtype=np.int64)
+    n = len(lens)
+    if not n or not lens.sum():
+        return close_examples(onto, [t for w in windows for t in w],
+                              [p for w in windows for p in ((None, *w[:-1]) if w else ())])
+    flat = np.concatenate([g[1] for g in got])
+    rows = np.repeat(np.arange(n), lens)
+    last = np.zeros(n, dtype=bool)  # each window's last token: no token has it as its previous one
+    ends = np.cumsum([len(w) for w in windows])
+    last[ends[np.diff(np.r_[0, ends]) > 0] - 1] = True
+    keep = ~last[rows]
+    prev_rows, prev_classes = rows[keep] + 1, flat[keep]
+    if not len(prev_classes):
+        prev_rows, prev_classes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return ClosedExamples(n, rows, flat, prev_rows, prev_classes)
+
+
+def _unique_inverse(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` of ids below ``size``, by marking them in an
+    array of ``size`` flags instead of sorting (the same arrays; ``values``' dtype kept)."""
+    present = np.zeros(size, dtype=bool)
+    present[values] = True
+    rel = np.flatnonzero(present)
+    pos = np.empty(size, dtype=np.int64)
+    pos[rel] = np.arange(len(rel))
+    return rel.astype(values.dtype, copy=False), pos[values]
+
+
+def closed_pairs(onto: Ontology, closed: ClosedExamples) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`class_pairs` of examples closed by :func:`close_examples` / :func:`close_windows`
+    (with previous tokens): the same ``(row, col, classes, n_atoms)``."""
+    if closed.prev_rows is None:
+        raise ValueError("closed_pairs needs the previous tokens' classes")
+    rel, inv = _unique_inverse(closed.classes, onto.n_classes)
+    rel2, inv2 = _unique_inverse(closed.prev_classes, onto.n_classes)
+    return (np.concatenate([closed.rows, closed.prev_rows]), np.concatenate([inv, inv2 + len(rel)]),
+            np.concatenate([rel, rel2]), len(rel))
 
 
 def coverage_vectors(
@@ -498,13 +591,10 @@ def coverage_vectors(
         closed = close_examples(onto, examples or (), previous)
     n = closed.n
     needed = sorted({c for e in exprs for c in e.classes()})
-    col_of = np.full(onto.n_classes, -1, dtype=np.int64)
-    col_of[needed] = np.arange(len(needed))
-    M = _scatter_flat(n, closed.rows, closed.classes, col_of, len(needed))
-    if closed.prev_rows is None:
-        Mp = None
-    else:
-        Mp = _scatter_flat(n, closed.prev_rows, closed.prev_classes, col_of, len(needed))
+    col_of = {c: k for k, c in enumerate(needed)}
+    M = closed.columns(onto, needed)
+    roles = closed.prev_rows is not None and any(e.has_role() for e in exprs)  # else Mp is never read
+    Mp = closed.columns(onto, needed, previous=True) if roles else None
 
     def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
         if e.op == "class":
@@ -666,7 +756,8 @@ def graded_search(
                 a_train = a[train]
                 keep = train[row]
                 seq = _greedy_pairs(int(train.sum()), X.shape[1], a_train, cfg, cfg.max_parts,
-                                    X[train & pos].any(0), ((np.cumsum(train) - 1)[row[keep]], col[keep]))
+                                    _covers_any(nonzero, train & pos, X.shape[1]),
+                                    ((np.cumsum(train) - 1)[row[keep]], col[keep]))
                 S = X[:, seq]
                 curve = list(_kernels.prefix_curve(np.ascontiguousarray(S[train]), a_train,
                                                    np.ascontiguousarray(S[test]), a[test],
@@ -678,7 +769,7 @@ def graded_search(
                 if v > best + (max(cfg.cv_min_gain, _kernels.TIE) if k > 1 else 0.0):
                     best, k_best = v, k
             max_parts = k_best
-    first_ok = X[pos].any(0)
+    first_ok = _covers_any(nonzero, pos, X.shape[1])
     if not first_ok.any():
         return None
     chosen = _greedy(X, a, cfg, max_parts, first_ok, nonzero)
@@ -689,6 +780,12 @@ def graded_search(
     weights, base_v = part_weights(X[:, chosen], a, cfg.prior_count)
     p = predict_graded(X[:, chosen], weights, base_v)
     return WeightedExpression(tuple(exprs[k] for k in chosen), tuple(float(x) for x in weights), base_v, _corr(p, a))
+
+
+def _covers_any(nonzero: tuple[np.ndarray, np.ndarray], rows: np.ndarray, K: int) -> np.ndarray:
+    """``X[rows].any(0)`` of the ``K``-column coverage whose ``np.nonzero`` is ``nonzero``."""
+    row, col = nonzero
+    return np.bincount(col[rows[row]], minlength=K) > 0
 
 
 CANDIDATE_SETTINGS = ("min_support", "min_windows", "prior_count", "every_part_positive", "lowering",
@@ -751,22 +848,24 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
         seen[col, win[row]] = True
         keep &= seen.sum(1) >= cfg.min_windows
     # deepest classes first, so that of candidates covering the same tokens the least general wins
-    order = np.array([j for j in np.argsort(-onto.depth[classes], kind="stable") if keep[j]], dtype=np.int64)
+    by_depth = np.argsort(-onto.depth[classes], kind="stable")
+    order = by_depth[keep[by_depth]].astype(np.int64, copy=False)
     new_col = np.full(K, -1, dtype=np.int64)
     new_col[order] = np.arange(len(order))
     X = np.zeros((n, len(order)), dtype=bool)
     m = new_col[col] >= 0
     X[row[m], new_col[col[m]]] = True
-    exprs = [_atom_expr(onto, int(classes[j])) if j < n_atoms else _some_expr(onto, int(classes[j])) for j in order]
+    exprs = _exprs_of(onto, classes[order].tolist(), (order >= n_atoms).tolist())
     if not exprs:
         return GradedCandidates(X, exprs, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
     # each kept column's sum and count from its (token, column) pairs (no pair repeats)
     w = ((np.bincount(new_col[col[m]], weights=a[row[m]], minlength=len(order)) + cfg.prior_count * mean_all)
          / (cnt[order] + cfg.prior_count))
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
-    is_role = np.array([e.op == "some" for e in exprs])
-    atoms = [j for j in np.argsort(-w) if not is_role[j]][: cfg.n_conjunctions]
-    roles = [j for j in np.argsort(-w) if is_role[j]][: cfg.n_conjunctions]
+    is_role = order >= n_atoms  # the columns of "follows some C"
+    by_w = np.argsort(-w)
+    atoms = by_w[~is_role[by_w]][: cfg.n_conjunctions].tolist()
+    roles = by_w[is_role[by_w]][: cfg.n_conjunctions].tolist()
     if atoms and roles:
         # each conjunction's support, positives and windows counted without forming its column
         ai, ri = np.array(atoms, dtype=np.int64), np.array(roles, dtype=np.int64)
@@ -796,6 +895,19 @@ def _memo_expr(onto: Ontology) -> dict:
             if memo is None or len(memo) >= _Closures.MAX_ITEMS:
                 memo = _EXPRS[onto] = {}
     return memo
+
+
+def _exprs_of(onto: Ontology, classes: list[int], some: list[bool]) -> list[ClassExpression]:
+    """``[_some_expr(onto, c) if s else _atom_expr(onto, c) for c, s in zip(classes, some)]``, the
+    memo looked up once."""
+    memo = _memo_expr(onto)
+    out = []
+    for c, s in zip(classes, some):
+        got = memo.get(~c if s else c)
+        if got is None:
+            got = _some_expr(onto, c) if s else _atom_expr(onto, c)
+        out.append(got)
+    return out
 
 
 def _atom_expr(onto: Ontology, c: int) -> ClassExpression:
@@ -883,21 +995,29 @@ def _greedy_pairs(n: int, K: int, a: np.ndarray, cfg: GradedConfig, max_parts: i
     return [int(k) for k in got]
 
 
+def held_fold(groups: Sequence[int]) -> np.ndarray | None:
+    """The held fold of :func:`cross_validated_correlation` (one of the two; the other is its
+    complement): the windows (``groups``) in alternate folds; ``None`` with fewer than 4 windows."""
+    g = np.asarray(groups)
+    uniq = np.unique(g)
+    return np.isin(g, uniq[1::2]) if len(uniq) >= 4 else None
+
+
 def cross_validated_correlation(cover: np.ndarray, acts: Sequence[float], groups: Sequence[int],
-                                prior_count: float = 1.0) -> float:
+                                prior_count: float = 1.0, *, fold: np.ndarray | None | bool = False) -> float:
     """Mean held-fold correlation of a weighted disjunction's graded prediction: the windows
     (``groups``) split alternately in two folds, weights (:func:`part_weights`) fitted on one fold
     and the prediction correlated with the activations of the other, both ways. With fewer than
-    4 windows: the correlation on all tokens."""
+    4 windows: the correlation on all tokens. ``fold``: :func:`held_fold` of ``groups``, when the
+    caller has it (it scores several covers on the same tokens)."""
     a = np.asarray(acts, dtype=np.float64)
     cover = np.ascontiguousarray(np.asarray(cover, dtype=bool).reshape(len(a), -1))
     if cover.shape[1] == 0:
         return 0.0
-    g = np.asarray(groups)
-    uniq = np.unique(g)
-    if len(uniq) < 4:  # the last prefix of the compiled curve: all parts
+    if fold is False:  # not given: from the groups
+        fold = held_fold(groups)
+    if fold is None:  # the last prefix of the compiled curve: all parts
         return float(_kernels.prefix_curve(cover, a, cover, a, float(prior_count))[-1])
-    fold = np.isin(g, uniq[1::2])
     out = [float(_kernels.prefix_curve(cover[~test], a[~test], cover[test], a[test], float(prior_count))[-1])
            for test in (fold, ~fold)]
     return float(np.mean(out))

@@ -140,8 +140,12 @@ def build(role: str, config: str | Mapping[str, Any] | PluginConfig, *, ontology
 
     ``ontology``: a :class:`pipeline.ontology.RunOntology` (``None``: the default WordNet one,
     which each plugin's factory loads itself)."""
-    config = check(role, config)
+    config = plugin_config(config)
     key = (role, *config.key(), getattr(ontology, "key", None))
+    got = _built.get(key)  # built before, so checked before (the check reads signatures: ~0.1 ms)
+    if got is not None:
+        return got
+    config = check(role, config)
     with _lock:
         if key not in _built:
             log.info("building %s %s", role, config.as_json())

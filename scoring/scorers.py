@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import threading
+from collections import OrderedDict
+from itertools import chain
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
 
 from neurolabel.core.errors import ScoringError
 from neurolabel.core.registry import SCORERS
@@ -31,6 +36,61 @@ def _flatten(simulations: Sequence[SequenceSimulation], records: Sequence[Activa
             pred.extend(sim.expected_activations)
             true.extend(rec.activations)
     return pred, true
+
+
+class _Truth(NamedTuple):
+    """What a scorer needs of the true side of one window list, kept for the next simulations
+    scored on the same windows (a neuron's every candidate label is scored on its held-out
+    windows, by two simulators)."""
+
+    records: tuple[ActivationRecord, ...]
+    """The windows (held, so that their ids stay theirs while cached)."""
+    lengths: tuple[int, ...]
+    true: np.ndarray
+    """Every true activation, window after window (float64)."""
+    random: np.ndarray
+    """Positions in ``true`` of the random windows' tokens, in order."""
+    top: np.ndarray
+    """… of the top windows' tokens."""
+    balanced: np.ndarray
+    """… of :func:`_balanced`'s tokens, in its order."""
+    actual: np.ndarray
+    """:func:`metrics.true_active` of ``true``."""
+
+
+_TRUTHS = 8
+"""Window lists whose :class:`_Truth` is kept (most recently used)."""
+_truths: "OrderedDict[tuple[int, ...], _Truth]" = OrderedDict()
+_truths_lock = threading.Lock()
+
+
+def _truth(records: Sequence[ActivationRecord], active_fraction: float) -> _Truth:
+    key = (active_fraction, *map(id, records))
+    with _truths_lock:
+        got = _truths.get(key)
+        if got is not None and all(a is b for a, b in zip(got.records, records)):
+            _truths.move_to_end(key)
+            return got
+    lengths = tuple(len(r.activations) for r in records)
+    starts = np.cumsum((0,) + lengths)
+    true = np.asarray([a for r in records for a in r.activations], dtype=np.float64)
+
+    def positions(windows: Sequence[int]) -> np.ndarray:
+        if not windows:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(starts[i], starts[i + 1]) for i in windows])
+
+    top = [i for i, r in enumerate(records) if r.kind == "top"]
+    rnd = [i for i, r in enumerate(records) if r.kind == "random"]
+    top_sorted = sorted(top, key=lambda i: -records[i].max_activation)  # as _balanced orders them
+    n = min(len(top_sorted), len(rnd))
+    got = _Truth(tuple(records), lengths, true, positions(rnd), positions(top), positions(top_sorted[:n] + rnd[:n]),
+                 metrics.true_active(true, fraction=active_fraction))
+    with _truths_lock:
+        _truths[key] = got
+        while len(_truths) > _TRUTHS:
+            _truths.popitem(last=False)
+    return got
 
 
 @SCORERS.register("correlation")
@@ -63,23 +123,28 @@ class CorrelationScorer:
         """Score ``simulations`` against ``records`` (same order, same token counts)."""
         if len(simulations) != len(records):
             raise ScoringError(f"{len(simulations)} simulations for {len(records)} windows")
+        truth = _truth(records, self.active_fraction)
         for i, (sim, rec) in enumerate(zip(simulations, records)):
-            if len(sim.expected_activations) != len(rec.activations):
+            if len(sim.expected_activations) != truth.lengths[i]:
                 raise ScoringError(
                     f"window {rec.window_id} (#{i}): {len(sim.expected_activations)} predictions "
                     f"for {len(rec.activations)} tokens"
                 )
-        pred, true = _flatten(simulations, records)
-        if not pred:
+        # the windows' true side (flattened, split by kind, balanced, active tokens) is made once per
+        # window list; the predictions are read straight into an array (the same values as the lists)
+        true = truth.true
+        if not len(true):
             raise ScoringError("no tokens to score")
+        pred = np.fromiter(chain.from_iterable(s.expected_activations for s in simulations), dtype=np.float64,
+                           count=len(true))
         main = metrics.correlation(pred, true)
-        actual = metrics.true_active(true, fraction=self.active_fraction)
+        actual = truth.actual
         guessed = metrics.predicted_active(pred)
         parts: dict[str, float | None] = {
             "top_and_random": main,
-            "random_only": metrics.correlation(*_flatten(simulations, records, ("random",))),
-            "top_only": metrics.correlation(*_flatten(simulations, records, ("top",))),
-            "openai_comparable": metrics.correlation(*_balanced(simulations, records)),
+            "random_only": metrics.correlation(pred[truth.random], true[truth.random]),
+            "top_only": metrics.correlation(pred[truth.top], true[truth.top]),
+            "openai_comparable": metrics.correlation(pred[truth.balanced], true[truth.balanced]),
             "predicted_active_share": float(guessed.mean()) if len(guessed) else 0.0,
             "balanced_accuracy": metrics.balanced_accuracy(guessed, actual),
             "auprc": metrics.auprc(pred, actual) if main is not None else None,

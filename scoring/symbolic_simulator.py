@@ -34,7 +34,7 @@ from neurolabel.core.types import Explanation, SequenceSimulation
 from neurolabel.ontology.annotate import Annotator
 from neurolabel.ontology.expression import ClassExpression, parse_manchester
 from neurolabel.ontology.identity import check_same, content_hash
-from neurolabel.ontology.induction import ClosedExamples, close_examples, coverage_vectors, predict_graded
+from neurolabel.ontology.induction import ClosedExamples, close_windows, coverage_vectors, predict_graded
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +42,40 @@ _CLOSED_ITEMS = 64
 """Window sets whose closed classes are kept (a neuron's held-out windows are simulated once per
 candidate label and simulator: 11 times per neuron with concept induction and PMI)."""
 _closed: "OrderedDict[tuple, ClosedExamples]" = OrderedDict()
+_by_identity: "dict[tuple, tuple[tuple, ClosedExamples]]" = {}
 _closed_lock = threading.Lock()
+
+_PARSED_ITEMS = 4096
+"""Parsed expressions kept (shared by the graded and the binary simulator, most recent first)."""
+_parsed: "OrderedDict[tuple, ClassExpression]" = OrderedDict()
 
 
 def _closed_windows(ann: Annotator, token_lists: Sequence[Sequence[str]]) -> ClosedExamples:
     """The tokens' classes with superclasses, and their previous tokens' (none for a window's
-    first token), closed once per window set and ontology and shared by both simulators."""
+    first token), closed once per window set and ontology (each window's closure memoised,
+    :func:`ontology.induction.close_windows`) and shared by both simulators."""
+    # the same window objects again (a neuron's labels scored one after another): found by identity,
+    # without hashing every token; else by content
+    fast = (id(ann.ontology), *map(id, token_lists))
+    with _closed_lock:
+        hit = _by_identity.get(fast)
+        if hit is not None and all(a is b for a, b in zip(hit[0], token_lists)):
+            return hit[1]
     key = (id(ann.ontology), tuple(tuple(t) for t in token_lists))
     with _closed_lock:
         got = _closed.get(key)
         if got is not None:
             _closed.move_to_end(key)
-            return got
-    examples: list[tuple[int, ...]] = []
-    previous: list[tuple[int, ...] | None] = []
-    for toks in token_lists:
-        direct = ann.direct_classes(toks)
-        examples.extend(direct)
-        previous.extend([None, *direct[:-1]] if direct else [])
-    got = close_examples(ann.ontology, examples, previous)
-    with _closed_lock:
-        _closed[key] = got
-        while len(_closed) > _CLOSED_ITEMS:
-            _closed.popitem(last=False)
+    if got is None:
+        got = close_windows(ann.ontology, [ann.direct_classes(toks) for toks in token_lists])
+        with _closed_lock:
+            _closed[key] = got
+            while len(_closed) > _CLOSED_ITEMS:
+                _closed.popitem(last=False)
+    with _closed_lock:  # held: the token lists, so that their ids stay theirs while kept
+        _by_identity[fast] = (tuple(token_lists), got)
+        while len(_by_identity) > _CLOSED_ITEMS:
+            _by_identity.pop(next(iter(_by_identity)))
     return got
 
 
@@ -82,7 +93,6 @@ class SymbolicSimulator:
         on first use."""
         self.on_value = on_value
         """Predicted activation where an unweighted expression holds (0 elsewhere)."""
-        self._parsed: dict[object, ClassExpression] = {}
 
     @classmethod
     def from_defaults(cls, annotator: Annotator | None = None, **kwargs: Any) -> "SymbolicSimulator":
@@ -111,11 +121,13 @@ class SymbolicSimulator:
         check_same(explanation, self._annotator().ontology, what=f"{self.kind} simulator")
         st = explanation.structured or {}
         tree, manchester = st.get("expression"), st.get("manchester")
-        key = (repr(tree), manchester, repr(st.get("iris")))
-        got = self._parsed.get(key)
-        if got is not None:
-            return got
         onto = self._annotator().ontology
+        key = (id(onto), repr(tree), manchester, repr(st.get("iris")))
+        with _closed_lock:
+            got = _parsed.get(key)
+            if got is not None:
+                _parsed.move_to_end(key)
+                return got
         try:
             if tree:
                 got = ClassExpression.from_json(tree, onto)
@@ -131,7 +143,10 @@ class SymbolicSimulator:
                 )
         except OntologyError as exc:
             raise ScoringError(f"explanation of neuron {explanation.neuron}: {exc}") from exc
-        self._parsed[key] = got
+        with _closed_lock:
+            _parsed[key] = got
+            while len(_parsed) > _PARSED_ITEMS:
+                _parsed.popitem(last=False)
         return got
 
     def weights(self, explanation: Explanation, expr: ClassExpression) -> tuple[tuple[float, ...], float] | None:
@@ -177,9 +192,10 @@ class SymbolicSimulator:
         else:
             values = predict_graded(cover, wb[0], wb[1])
         out, start = [], 0
+        values = values.tolist()
         for toks in token_lists:
             stop = start + len(toks)
-            out.append(SequenceSimulation(tokens=tuple(toks), expected_activations=tuple(values[start:stop].tolist()),
+            out.append(SequenceSimulation(tokens=tuple(toks), expected_activations=tuple(values[start:stop]),
                                           method="symbolic"))
             start = stop
         return out

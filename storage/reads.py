@@ -15,35 +15,35 @@ from neurolabel.core.types import ActivationRecord, NeuronId, NeuronRecord, Neur
 from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score
 
 
-def _neuron_row(session: Session, model: str, layer: int, index: int) -> Neuron | None:
-    return session.execute(
-        select(Neuron)
-        .join(Model, Model.id == Neuron.model_id)
-        .where(Model.name == model, Neuron.layer == layer, Neuron.index == index)
-    ).scalar_one_or_none()
-
-
-def _examples(session: Session, neuron_id: int) -> Sequence[Example]:
-    return session.execute(
-        select(Example).where(Example.neuron_id == neuron_id).order_by(Example.kind, Example.position)
-    ).scalars().all()
-
-
 def load_neuron_record(*, session: Session, model: str, neuron: NeuronId) -> NeuronRecord | None:
-    """The stored :class:`core.NeuronRecord` of ``neuron``, or ``None`` when it was never recorded."""
-    row = _neuron_row(session, model, neuron.layer, neuron.index)
+    """The stored :class:`core.NeuronRecord` of ``neuron``, or ``None`` when it was never recorded.
+
+    Reads columns, not ORM objects (the labelling run's load stage: ~110 windows per neuron at the
+    recorder's defaults, where building mapped instances cost about a quarter of the read)."""
+    row = session.execute(
+        select(Neuron.id, Neuron.layer, Neuron.index, Neuron.recorded_at, Neuron.stats, Neuron.token_stats,
+               Neuron.prefix)
+        .join(Model, Model.id == Neuron.model_id)
+        .where(Model.name == model, Neuron.layer == neuron.layer, Neuron.index == neuron.index)
+    ).one_or_none()
     if row is None or row.recorded_at is None:
         return None
     kinds: dict[str, list[ActivationRecord]] = {"top": [], "random": [], "quantile": []}
-    for ex in _examples(session, row.id):
-        kinds[ex.kind].append(
+    examples = session.execute(
+        select(Example.kind, Example.tokens, Example.activations, Example.window_id, Example.split,
+               Example.quantile)
+        .where(Example.neuron_id == row.id)
+        .order_by(Example.kind, Example.position)
+    ).all()
+    for kind, tokens, activations, window_id, split, quantile in examples:
+        kinds[kind].append(
             ActivationRecord(
-                tokens=tuple(ex.tokens),
-                activations=tuple(float(a) for a in ex.activations),
-                window_id=ex.window_id,
-                split=ex.split,  # type: ignore[arg-type]
-                kind=ex.kind,  # type: ignore[arg-type]
-                quantile=ex.quantile,
+                tokens=tuple(tokens),
+                activations=tuple(map(float, activations)),
+                window_id=window_id,
+                split=split,  # type: ignore[arg-type]
+                kind=kind,  # type: ignore[arg-type]
+                quantile=quantile,
             )
         )
     stats = None
