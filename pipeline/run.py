@@ -553,14 +553,34 @@ and shutting down a pool of 2 took ~0.1 s (54-73 ms and 41-71 ms on the 2-core m
 load), one or two neurons' work."""
 
 
-def cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS says, else ``os.cpu_count()``)."""
+def cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPU cores this process may use: its affinity where the OS says (else ``os.cpu_count()``),
+    at most its cgroup's CPU quota rounded up (``cpu.max`` of cgroup v2, ``cpu/cpu.cfs_quota_us``
+    over ``cpu.cfs_period_us`` of v1) in a container that sets one."""
+    import math
     import os
 
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        n = len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = None
+    try:
+        q, period = (cgroup / "cpu.max").read_text().split()[:2]
+        if q != "max":
+            quota = int(q) / int(period)
+    except (OSError, ValueError):
+        try:
+            q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            if q > 0:
+                quota = q / int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError, ZeroDivisionError):
+            pass
+    except ZeroDivisionError:
+        pass
+    if quota is not None and quota > 0:
+        n = min(n, max(1, math.ceil(quota)))
+    return n
 
 
 def auto_processes(spec: RunSpec, *, neurons: int | None, n_cores: int | None = None) -> tuple[int, str]:
