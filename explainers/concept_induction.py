@@ -287,6 +287,7 @@ class ConceptInductionExplainer:
         covers = coverage_vectors(onto, all_parts, None, closed=closed) if all_parts else None
         start = 0
         fold = held_fold(t.groups)
+        acts_vary = t.activations.std() > 0
         for expr in cands:
             parts = expr.parts()
             cover = covers[:, start : start + len(parts)]
@@ -306,7 +307,7 @@ class ConceptInductionExplainer:
             seen.add(key)
             pred = np.where(cover[:, order], weights[None, :], -np.inf).max(1)
             pred = np.where(np.isfinite(pred), pred, base)
-            corr = float(np.corrcoef(pred, t.activations)[0, 1]) if pred.std() > 0 and t.activations.std() > 0 else 0.0
+            corr = float(np.corrcoef(pred, t.activations)[0, 1]) if pred.std() > 0 and acts_vary else 0.0
             cv = cross_validated_correlation(cover, t.activations, t.groups, prior, fold=fold)
             found.append((cv, len(found), dict(expr=expr, cover=cover[:, order], tp=tp, fp=fp, weights=weights,
                                                base=base, corr=corr, cv=cv)))
