@@ -56,6 +56,28 @@ def _pearson(p: np.ndarray, a: np.ndarray) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def _pearson_sums(p: np.ndarray, a: np.ndarray, mp: float, ma: float, saa: float) -> float:
+    """:func:`_pearson` given ``p``'s and ``a``'s means and ``a``'s sum of squared deviations (as
+    :func:`_pearson` computes them: the same result)."""
+    n = len(p)
+    if n == 0:
+        return 0.0
+    spa = 0.0
+    spp = 0.0
+    for i in range(n):
+        dp = p[i] - mp
+        da = a[i] - ma
+        spa += dp * da
+        spp += dp * dp
+    if spp <= 0.0 or saa <= 0.0:
+        return 0.0
+    if spp <= 1e-24 * n * max(mp * mp, 1.0) or saa <= 1e-24 * n * max(ma * ma, 1.0):
+        return 0.0
+    r = spa / np.sqrt(spp * saa)
+    return min(1.0, max(-1.0, r))
+
+
+@numba.njit(cache=True, nogil=True)
 def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, max_parts: int,
            prior: float, min_gain: float, lowering: bool, first_ok: np.ndarray, use_first_ok: bool) -> np.ndarray:
     """:func:`ontology.induction._greedy` on the coverage given row-major (``cols[row_ptr[i]:row_ptr[i + 1]]``:
@@ -111,15 +133,23 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
     current = 0.0
     r = np.empty(n_cand)
     var_floor = max(var_a, 1e-30)
+    # sums over the prediction p, made in the pass that writes p (the same additions, in the same
+    # order, as a pass of their own at the start of each step)
+    psum = 0.0
+    pa = 0.0
+    pp = 0.0
+    for i in range(n):
+        psum += p[i]
+        pa += p[i] * a[i]
+        pp += p[i] * p[i]
+    # _pearson's sums over a alone: the same every step
+    ma = sa / n
+    a_dev2 = 0.0
+    for i in range(n):
+        da = a[i] - ma
+        a_dev2 += da * da
     for step in range(max_parts):
         S = step + 1
-        psum = 0.0
-        pa = 0.0
-        pp = 0.0
-        for i in range(n):
-            psum += p[i]
-            pa += p[i] * a[i]
-            pp += p[i] * p[i]
         for j in range(n_cand):
             if cnt_i[j] < 1 or is_chosen[j] or (step == 0 and use_first_ok and not first_ok[j]):
                 r[j] = -1.0
@@ -190,9 +220,16 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
                 rest += a[i]
                 n_rest += 1
         values[0] = rest / n_rest if n_rest else mean_all
+        psum = 0.0
+        pa = 0.0
+        pp = 0.0
         for i in range(n):
-            p[i] = values[state[i]]
-        current = _pearson(p, a)
+            v = values[state[i]]
+            p[i] = v
+            psum += v
+            pa += v * a[i]
+            pp += v * v
+        current = _pearson_sums(p, a, psum / n, ma, a_dev2)
     return chosen[:n_chosen]
 
 
