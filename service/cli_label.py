@@ -229,7 +229,7 @@ def label(
                                     help="Neurons explained and scored at once (LLM requests in flight; default 8)."),
     processes: str = typer.Option("auto", "--processes",
                                   help="Worker processes that load, explain and score: auto (default: the "
-                                       "machine's cores, at most 8, when every explainer and simulator is "
+                                       "cores this process may use, at most 8, when every explainer and simulator is "
                                        "symbolic Python and there are at least 4 neurons per process; else 1), "
                                        "or a number (1: threads of this process)."),
     embed: str = typer.Option("best", "--embed",

@@ -81,6 +81,9 @@ def test_label_stops_resumes_and_never_duplicates(db_url, planted_records):
     second = label_neurons(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction"],
                            database_url=db_url, progress=False)
     assert not second.stopped and second.skipped == 1 and second.processed == 2
+    # the run's wall time: its labelling loop, the last write after it, and what it pays once
+    assert second.loop_s > 0 and second.final_write_s > 0 and second.loop_s + second.final_write_s <= second.elapsed_s
+    assert second.as_dict()["loop_s"] == second.loop_s
     third = label_neurons(model_spec="planted", layers=[0], units=[0, 1, 2], explainers=["concept_induction"],
                           database_url=db_url, progress=False)
     assert third.skipped == 3 and third.processed == 0 and third.explanations == 0

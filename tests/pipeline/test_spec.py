@@ -80,3 +80,23 @@ def test_cli_label_resolves_processes_auto(monkeypatch):
     for bad in ("x", "0", "65"):
         with pytest.raises(ConfigError, match="--processes"):
             build_spec(units=None, explainers=["pmi"], processes=bad, **common)
+
+
+def test_cores_follow_a_cgroup_cpu_quota(tmp_path):
+    import os
+
+    from neurolabel.pipeline.run import cores
+
+    affinity = len(os.sched_getaffinity(0))
+    assert cores(tmp_path) == affinity  # no quota files: the affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cores(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a core: one
+    assert cores(tmp_path) == 1
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cores(tmp_path) == affinity
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert cores(tmp_path) == 1
