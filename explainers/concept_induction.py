@@ -73,6 +73,7 @@ from neurolabel.ontology.induction import (
     held_fold,
     induce,
     part_weights,
+    predict_graded,
 )
 
 log = logging.getLogger(__name__)
@@ -305,8 +306,7 @@ class ConceptInductionExplainer:
             if key in seen:
                 continue
             seen.add(key)
-            pred = np.where(cover[:, order], weights[None, :], -np.inf).max(1)
-            pred = np.where(np.isfinite(pred), pred, base)
+            pred = predict_graded(cover[:, order], weights, base)
             corr = float(np.corrcoef(pred, t.activations)[0, 1]) if pred.std() > 0 and acts_vary else 0.0
             cv = cross_validated_correlation(cover, t.activations, t.groups, prior, fold=fold)
             found.append((cv, len(found), dict(expr=expr, cover=cover[:, order], tp=tp, fp=fp, weights=weights,
