@@ -264,6 +264,10 @@ class ConceptInductionExplainer:
         # searches that differ only in how parts are chosen share candidates; a roles-free search takes
         # the token's own classes out of the candidates with roles
         shared: dict[tuple, GradedCandidates] = {}
+        # searches over the same candidates that differ only in how many parts they keep run their
+        # final greedy once (graded_search's greedy_memo)
+        same_greedy = Counter(self._greedy_key(cfg) for cfg in graded)
+        memo: dict = {}
         for cfg in graded:
             key = tuple(getattr(cfg, f) for f in CANDIDATE_SETTINGS)
             if key not in shared:
@@ -274,7 +278,8 @@ class ConceptInductionExplainer:
                     shared[key] = graded_candidates(onto, t.classes, t.previous, t.activations, pos_m, cfg,
                                                     groups=t.groups, pairs=pairs)
             g = graded_search(onto, t.classes, t.previous, t.activations, pos_m, cfg, groups=t.groups,
-                              candidates=shared[key])
+                              candidates=shared[key],
+                              greedy_memo=memo if same_greedy[self._greedy_key(cfg)] > 1 else None)
             if g is not None:
                 cands.append(g.expression)
         hyps = induce(onto, [t.classes[i] for i in pi], [t.classes[i] for i in ni], self.config,
@@ -320,6 +325,10 @@ class ConceptInductionExplainer:
                 f"mentions a class of ontology {onto.name!r}"
             )
         return out
+
+    @staticmethod
+    def _greedy_key(cfg: GradedConfig) -> tuple:
+        return (*(getattr(cfg, f) for f in CANDIDATE_SETTINGS), cfg.prior_count, cfg.min_gain, cfg.lowering)
 
     def _explanation(self, record, expr, t, cover, pos_m, tp, fp, n_pos, n_neg, weights, base, corr, cv,
                      rank) -> Explanation:

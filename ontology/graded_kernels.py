@@ -93,11 +93,17 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
         col_ptr[j + 1] = col_ptr[j] + cnt_i[j]
     fill = col_ptr[:-1].copy()
     col_rows = np.empty(len(cols), dtype=np.int64)
+    # each candidate's count and activation sum in state 0 (all tokens), summed in token order, in the
+    # same pass as the column-major copy
+    c = np.zeros((n_cand, W))
+    A = np.zeros((n_cand, W))
     for i in range(n):
         for idx in range(row_ptr[i], row_ptr[i + 1]):
             j = cols[idx]
             col_rows[fill[j]] = i
             fill[j] += 1
+            c[j, 0] += 1.0
+            A[j, 0] += a[i]
 
     sa = 0.0
     saa = 0.0
@@ -106,21 +112,16 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
         saa += a[i] * a[i]
     mean_all = sa / n
     var_a = saa / n - (sa / n) ** 2
-    c = np.zeros((n_cand, W))
-    A = np.zeros((n_cand, W))
-    for i in range(n):
-        for idx in range(row_ptr[i], row_ptr[i + 1]):
-            c[cols[idx], 0] += 1.0
-            A[cols[idx], 0] += a[i]
     w = np.empty(n_cand)
     for j in range(n_cand):
         w[j] = (A[j, 0] + prior * mean_all) / (c[j, 0] + prior)
     # the states each candidate has tokens in (c[j, s] > 0), ascending: the scan below visits these
     # only, in the order the full loop over states would (a candidate covers tokens of few states)
-    st = np.zeros((n_cand, W), dtype=np.int64)
+    st = np.empty((n_cand, W), dtype=np.int64)
     nst = np.zeros(n_cand, dtype=np.int64)
     for j in range(n_cand):
         if c[j, 0] != 0.0:
+            st[j, 0] = 0
             nst[j] = 1
     values = np.zeros(W)
     values[0] = mean_all

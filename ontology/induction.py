@@ -728,6 +728,7 @@ def graded_search(
     *,
     groups: Sequence[int] | None = None,
     candidates: GradedCandidates | None = None,
+    greedy_memo: dict | None = None,
 ) -> WeightedExpression | None:
     """Greedy forward selection of a weighted disjunction over the explain tokens.
 
@@ -747,7 +748,11 @@ def graded_search(
     that raises it by at least ``cv_min_gain`` per part, at least 1); the final search on all tokens
     stops there. ``None`` when no
     candidate covers a positive. ``candidates``: :func:`graded_candidates` of the same arguments,
-    when the caller has it (searches whose settings differ only in how parts are chosen share it)."""
+    when the caller has it (searches whose settings differ only in how parts are chosen share it).
+    ``greedy_memo``: a dict shared by searches over the same candidates and tokens that differ only
+    in how many parts they keep (e.g. with and without cross-validation): the final greedy runs
+    once, to ``max_parts``, and each takes its first parts (the greedy's first k parts do not
+    depend on how many more it may add)."""
     cfg = config
     a = np.asarray(acts, dtype=np.float64)
     pos = np.asarray(positive, dtype=bool)
@@ -787,7 +792,15 @@ def graded_search(
     first_ok = _covers_any(nonzero, pos, X.shape[1])
     if not first_ok.any():
         return None
-    chosen = _greedy(X, a, cfg, max_parts, first_ok, nonzero)
+    if greedy_memo is None:
+        chosen = _greedy(X, a, cfg, max_parts, first_ok, nonzero)
+    else:
+        key = (id(X), float(cfg.prior_count), float(cfg.min_gain), bool(cfg.lowering))
+        got = greedy_memo.get(key)
+        if got is None or (got[0] < max_parts and len(got[1]) == got[0]):
+            limit = max(max_parts, cfg.max_parts)
+            got = greedy_memo[key] = (limit, _greedy(X, a, cfg, limit, first_ok, nonzero), X)
+        chosen = got[1][:max_parts]
     if not chosen:
         # nothing raises the correlation: the candidate covering a positive with the highest weight
         w_all = (a @ X + cfg.prior_count * a.mean()) / (X.sum(0) + cfg.prior_count)

@@ -296,6 +296,13 @@ def test_graded_search_without_roles_and_without_cross_validation(onto):
     derived = shared.without_roles()
     assert derived.exprs == own.exprs and np.array_equal(derived.X, own.X)
     assert all(np.array_equal(x, y) for x, y in zip(derived.nonzero, own.nonzero))
+    # searches sharing one final greedy (in either order) find what each finds alone
+    no_cv = GradedConfig(prior_count=0.0, cross_validate=False)
+    for order in ((cfg, no_cv), (no_cv, cfg)):
+        memo: dict = {}
+        got = [graded_search(onto, examples, previous, acts, pos, c, groups=groups, candidates=shared,
+                             greedy_memo=memo) for c in order]
+        assert got == [with_roles if c is cfg else full for c in order] and len(memo) == 1
 
 
 def test_ranking_tie_break_does_not_depend_on_the_hash_seed():
