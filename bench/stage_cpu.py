@@ -20,6 +20,7 @@ part equal, floats to 1e-9; and each loaded record equal to the one stored.
 
     .venv/bin/python bench/stage_cpu.py --cache /work/qcache                  # the 150 quality neurons
     .venv/bin/python bench/stage_cpu.py --records recs.pkl --baseline main~3  # a pickled list of NeuronRecords
+    .venv/bin/python bench/stage_cpu.py --records /work/qcache/quality-9ed2bc9ecc0de3b3.pkl --baseline fddaff3
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _tree(rev: str, tmp: Path) -> Path:
 def _records(args) -> list:
     if args.records is not None:
         with args.records.open("rb") as f:
-            return pickle.load(f)
+            got = pickle.load(f)
+        return list(got[0] if isinstance(got, tuple) else got)  # a list, or a bench/quality.py cache file
     from bench.quality import _record
 
     target = None
@@ -170,7 +172,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", default="main", help="git revision compared against (default: main)")
     ap.add_argument("--cache", type=Path, default=None, help="bench/quality.py's recording cache folder")
-    ap.add_argument("--records", type=Path, default=None, help="a pickled list of NeuronRecords instead")
+    ap.add_argument("--records", type=Path, default=None,
+                    help="a pickled list of NeuronRecords (or a bench/quality.py cache file) instead")
     ap.add_argument("--every", type=int, default=1, help="every n-th neuron")
     ap.add_argument("--repeat", type=int, default=1, help="timed passes per side and round (after a warm-up pass)")
     ap.add_argument("--rounds", type=int, default=1, help="baseline/current alternations")

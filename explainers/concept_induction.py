@@ -73,6 +73,7 @@ from neurolabel.ontology.induction import (
     held_fold,
     induce,
     part_weights,
+    predict_graded,
 )
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,10 @@ class ConceptInductionExplainer:
         # searches that differ only in how parts are chosen share candidates; a roles-free search takes
         # the token's own classes out of the candidates with roles
         shared: dict[tuple, GradedCandidates] = {}
+        # searches over the same candidates that differ only in how many parts they keep run their
+        # final greedy once (graded_search's greedy_memo)
+        same_greedy = Counter(self._greedy_key(cfg) for cfg in graded)
+        memo: dict = {}
         for cfg in graded:
             key = tuple(getattr(cfg, f) for f in CANDIDATE_SETTINGS)
             if key not in shared:
@@ -273,7 +278,8 @@ class ConceptInductionExplainer:
                     shared[key] = graded_candidates(onto, t.classes, t.previous, t.activations, pos_m, cfg,
                                                     groups=t.groups, pairs=pairs)
             g = graded_search(onto, t.classes, t.previous, t.activations, pos_m, cfg, groups=t.groups,
-                              candidates=shared[key])
+                              candidates=shared[key],
+                              greedy_memo=memo if same_greedy[self._greedy_key(cfg)] > 1 else None)
             if g is not None:
                 cands.append(g.expression)
         hyps = induce(onto, [t.classes[i] for i in pi], [t.classes[i] for i in ni], self.config,
@@ -287,6 +293,7 @@ class ConceptInductionExplainer:
         covers = coverage_vectors(onto, all_parts, None, closed=closed) if all_parts else None
         start = 0
         fold = held_fold(t.groups)
+        acts_vary = t.activations.std() > 0
         for expr in cands:
             parts = expr.parts()
             cover = covers[:, start : start + len(parts)]
@@ -304,9 +311,8 @@ class ConceptInductionExplainer:
             if key in seen:
                 continue
             seen.add(key)
-            pred = np.where(cover[:, order], weights[None, :], -np.inf).max(1)
-            pred = np.where(np.isfinite(pred), pred, base)
-            corr = float(np.corrcoef(pred, t.activations)[0, 1]) if pred.std() > 0 and t.activations.std() > 0 else 0.0
+            pred = predict_graded(cover[:, order], weights, base)
+            corr = float(np.corrcoef(pred, t.activations)[0, 1]) if pred.std() > 0 and acts_vary else 0.0
             cv = cross_validated_correlation(cover, t.activations, t.groups, prior, fold=fold)
             found.append((cv, len(found), dict(expr=expr, cover=cover[:, order], tp=tp, fp=fp, weights=weights,
                                                base=base, corr=corr, cv=cv)))
@@ -319,6 +325,10 @@ class ConceptInductionExplainer:
                 f"mentions a class of ontology {onto.name!r}"
             )
         return out
+
+    @staticmethod
+    def _greedy_key(cfg: GradedConfig) -> tuple:
+        return (*(getattr(cfg, f) for f in CANDIDATE_SETTINGS), cfg.prior_count, cfg.min_gain, cfg.lowering)
 
     def _explanation(self, record, expr, t, cover, pos_m, tp, fp, n_pos, n_neg, weights, base, corr, cv,
                      rank) -> Explanation:

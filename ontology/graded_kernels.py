@@ -56,6 +56,28 @@ def _pearson(p: np.ndarray, a: np.ndarray) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def _pearson_sums(p: np.ndarray, a: np.ndarray, mp: float, ma: float, saa: float) -> float:
+    """:func:`_pearson` given ``p``'s and ``a``'s means and ``a``'s sum of squared deviations (as
+    :func:`_pearson` computes them: the same result)."""
+    n = len(p)
+    if n == 0:
+        return 0.0
+    spa = 0.0
+    spp = 0.0
+    for i in range(n):
+        dp = p[i] - mp
+        da = a[i] - ma
+        spa += dp * da
+        spp += dp * dp
+    if spp <= 0.0 or saa <= 0.0:
+        return 0.0
+    if spp <= 1e-24 * n * max(mp * mp, 1.0) or saa <= 1e-24 * n * max(ma * ma, 1.0):
+        return 0.0
+    r = spa / np.sqrt(spp * saa)
+    return min(1.0, max(-1.0, r))
+
+
+@numba.njit(cache=True, nogil=True)
 def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, max_parts: int,
            prior: float, min_gain: float, lowering: bool, first_ok: np.ndarray, use_first_ok: bool) -> np.ndarray:
     """:func:`ontology.induction._greedy` on the coverage given row-major (``cols[row_ptr[i]:row_ptr[i + 1]]``:
@@ -71,11 +93,17 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
         col_ptr[j + 1] = col_ptr[j] + cnt_i[j]
     fill = col_ptr[:-1].copy()
     col_rows = np.empty(len(cols), dtype=np.int64)
+    # each candidate's count and activation sum in state 0 (all tokens), summed in token order, in the
+    # same pass as the column-major copy
+    c = np.zeros((n_cand, W))
+    A = np.zeros((n_cand, W))
     for i in range(n):
         for idx in range(row_ptr[i], row_ptr[i + 1]):
             j = cols[idx]
             col_rows[fill[j]] = i
             fill[j] += 1
+            c[j, 0] += 1.0
+            A[j, 0] += a[i]
 
     sa = 0.0
     saa = 0.0
@@ -84,21 +112,16 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
         saa += a[i] * a[i]
     mean_all = sa / n
     var_a = saa / n - (sa / n) ** 2
-    c = np.zeros((n_cand, W))
-    A = np.zeros((n_cand, W))
-    for i in range(n):
-        for idx in range(row_ptr[i], row_ptr[i + 1]):
-            c[cols[idx], 0] += 1.0
-            A[cols[idx], 0] += a[i]
     w = np.empty(n_cand)
     for j in range(n_cand):
         w[j] = (A[j, 0] + prior * mean_all) / (c[j, 0] + prior)
     # the states each candidate has tokens in (c[j, s] > 0), ascending: the scan below visits these
     # only, in the order the full loop over states would (a candidate covers tokens of few states)
-    st = np.zeros((n_cand, W), dtype=np.int64)
+    st = np.empty((n_cand, W), dtype=np.int64)
     nst = np.zeros(n_cand, dtype=np.int64)
     for j in range(n_cand):
         if c[j, 0] != 0.0:
+            st[j, 0] = 0
             nst[j] = 1
     values = np.zeros(W)
     values[0] = mean_all
@@ -111,15 +134,23 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
     current = 0.0
     r = np.empty(n_cand)
     var_floor = max(var_a, 1e-30)
+    # sums over the prediction p, made in the pass that writes p (the same additions, in the same
+    # order, as a pass of their own at the start of each step)
+    psum = 0.0
+    pa = 0.0
+    pp = 0.0
+    for i in range(n):
+        psum += p[i]
+        pa += p[i] * a[i]
+        pp += p[i] * p[i]
+    # _pearson's sums over a alone: the same every step
+    ma = sa / n
+    a_dev2 = 0.0
+    for i in range(n):
+        da = a[i] - ma
+        a_dev2 += da * da
     for step in range(max_parts):
         S = step + 1
-        psum = 0.0
-        pa = 0.0
-        pp = 0.0
-        for i in range(n):
-            psum += p[i]
-            pa += p[i] * a[i]
-            pp += p[i] * p[i]
         for j in range(n_cand):
             if cnt_i[j] < 1 or is_chosen[j] or (step == 0 and use_first_ok and not first_ok[j]):
                 r[j] = -1.0
@@ -190,9 +221,16 @@ def greedy(row_ptr: np.ndarray, cols: np.ndarray, a: np.ndarray, n_cand: int, ma
                 rest += a[i]
                 n_rest += 1
         values[0] = rest / n_rest if n_rest else mean_all
+        psum = 0.0
+        pa = 0.0
+        pp = 0.0
         for i in range(n):
-            p[i] = values[state[i]]
-        current = _pearson(p, a)
+            v = values[state[i]]
+            p[i] = v
+            psum += v
+            pa += v * a[i]
+            pp += v * v
+        current = _pearson_sums(p, a, psum / n, ma, a_dev2)
     return chosen[:n_chosen]
 
 

@@ -155,6 +155,64 @@ def test_coverage_from_pairs_equals_coverage_matrices(onto):
     assert (got.n_pos, got.n_neg) == (want.n_pos, want.n_neg)
 
 
+def _windows(onto, rng, n_windows=12):
+    """Windows of random tokens' direct classes (some tokens without any, one window empty)."""
+    leaves = ids(onto, "Dog", "Cat", "Car", "Boat", "Plant", "Animal")
+    out = []
+    for w in range(n_windows):
+        n = 0 if w == 3 else int(rng.integers(1, 9))
+        out.append(tuple(tuple(sorted(rng.choice(leaves, size=rng.integers(0, 3), replace=False).tolist()))
+                         for _ in range(n)))
+    return out
+
+
+def test_close_windows_equals_close_examples_of_their_tokens(onto):
+    from neurolabel.ontology.induction import close_examples, close_windows
+
+    windows = _windows(onto, np.random.default_rng(5))
+    examples = [t for w in windows for t in w]
+    previous = [p for w in windows for p in ((None, *w[:-1]) if w else ())]
+    want = close_examples(onto, examples, previous)
+    for _ in range(2):  # the second time from the per-window memo
+        got = close_windows(onto, windows)
+        assert got.n == want.n == len(examples)
+        for f in ("rows", "classes", "prev_rows", "prev_classes"):
+            assert getattr(got, f).tolist() == getattr(want, f).tolist(), f
+
+
+def test_closed_pairs_and_indexed_columns_equal_their_references(onto):
+    from neurolabel.ontology.induction import class_pairs, close_windows, closed_pairs, coverage_vectors
+
+    windows = _windows(onto, np.random.default_rng(6))
+    examples = [t for w in windows for t in w]
+    previous = [p for w in windows for p in ((None, *w[:-1]) if w else ())]
+    closed = close_windows(onto, windows)
+    got, want = closed_pairs(onto, closed), class_pairs(onto, examples, previous)
+    assert all(np.array_equal(g, w) for g, w in zip(got[:3], want[:3])) and got[3] == want[3]
+    exprs = [CE.atom(a) for a in range(len(NAMES))] + [CE.some(CE.atom(a)) for a in range(len(NAMES))]
+    exprs += [CE.join("and", [CE.atom(a), CE.some(CE.atom(b))]) for a, b in itertools.permutations(range(4), 2)]
+    want_cov = np.array([[e.satisfied_by(onto.closure(d), None if p is None else onto.closure(p)) for e in exprs]
+                         for d, p in zip(examples, previous)])
+    assert np.array_equal(coverage_vectors(onto, exprs, None, closed=closed), want_cov)
+    # the index is built once and reused; expressions without roles read no previous tokens
+    assert np.array_equal(coverage_vectors(onto, exprs[:4], None, closed=closed), want_cov[:, :4])
+
+
+def test_predict_graded_equals_the_largest_covering_weight():
+    from neurolabel.ontology.induction import predict_graded
+
+    rng = np.random.default_rng(7)
+    for trial in range(50):
+        n, k = int(rng.integers(1, 40)), int(rng.integers(1, 8))
+        cover = rng.random((n, k)) < 0.3
+        w = rng.choice([-1.0, 0.0, 0.5, 2.0, 3.0], size=k) if trial % 2 else rng.normal(size=k)
+        if trial % 7 == 0:
+            w[0] = np.nan
+        want = np.where(cover, w[None, :], -np.inf).max(1)
+        want = np.where(np.isfinite(want), want, 0.25)
+        assert predict_graded(cover, w, 0.25).tolist() == want.tolist()
+
+
 # ---- graded search -----------------------------------------------------------------------------
 
 def test_part_weights_and_prediction_hand_checked():
@@ -238,6 +296,13 @@ def test_graded_search_without_roles_and_without_cross_validation(onto):
     derived = shared.without_roles()
     assert derived.exprs == own.exprs and np.array_equal(derived.X, own.X)
     assert all(np.array_equal(x, y) for x, y in zip(derived.nonzero, own.nonzero))
+    # searches sharing one final greedy (in either order) find what each finds alone
+    no_cv = GradedConfig(prior_count=0.0, cross_validate=False)
+    for order in ((cfg, no_cv), (no_cv, cfg)):
+        memo: dict = {}
+        got = [graded_search(onto, examples, previous, acts, pos, c, groups=groups, candidates=shared,
+                             greedy_memo=memo) for c in order]
+        assert got == [with_roles if c is cfg else full for c in order] and len(memo) == 1
 
 
 def test_ranking_tie_break_does_not_depend_on_the_hash_seed():

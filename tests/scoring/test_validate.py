@@ -77,3 +77,43 @@ def test_gate_and_best_label():
     assert best_accepted([a, b, c], 0.3) is b
     assert best_accepted([a, c], 0.3) is None
     assert is_accepted(b)  # default threshold from settings (0.3)
+
+
+def test_scorer_reuses_the_true_side_of_the_same_windows_only():
+    """The scorer keeps the flattened true side of a window list; scoring other windows between
+    two scorings of the same ones, or new window objects of the same ids' reuse, gives what the
+    metrics give on the plain flattened lists."""
+    import numpy as np
+
+    from neurolabel.scoring import metrics, scorers
+
+    rng = np.random.default_rng(0)
+
+    def windows(seed):
+        r = np.random.default_rng(seed)
+        return [ActivationRecord(tokens=tuple("abcdef"[:n]), activations=tuple(r.normal(size=n).round(3).tolist()),
+                                 window_id=i, split="score", kind=kind)
+                for i, (n, kind) in enumerate([(6, "top"), (4, "random"), (5, "top"), (3, "random"), (2, "random")])]
+
+    def expected(sims, recs):
+        pred = [p for s in sims for p in s.expected_activations]
+        true = [a for r in recs for a in r.activations]
+        top = sorted([i for i, r in enumerate(recs) if r.kind == "top"], key=lambda i: -recs[i].max_activation)
+        rnd = [i for i, r in enumerate(recs) if r.kind == "random"]
+        bal = top[:2] + rnd[:2]
+        sub = lambda idx: ([p for i in idx for p in sims[i].expected_activations],  # noqa: E731
+                           [a for i in idx for a in recs[i].activations])
+        return {"top_and_random": metrics.correlation(pred, true), "random_only": metrics.correlation(*sub(rnd)),
+                "top_only": metrics.correlation(*sub(top)), "openai_comparable": metrics.correlation(*sub(bal)),
+                "auprc": metrics.auprc(pred, metrics.true_active(true))}
+
+    scorer = scorers.CorrelationScorer()
+    a, b = windows(1), windows(2)
+    for recs in (a, b, a, windows(3)):
+        sims = [SequenceSimulation(tokens=r.tokens, expected_activations=tuple(rng.normal(size=len(r.tokens)).tolist()))
+                for r in recs]
+        got = scorer.score(sims, recs, simulator="x").parts
+        for k, v in expected(sims, recs).items():
+            assert got[k] == pytest.approx(v, abs=1e-12), k
+    with pytest.raises(ScoringError):  # a simulation of the wrong length is still refused
+        scorer.score([SequenceSimulation(tokens=("a",), expected_activations=(1.0,))] + sims[1:], recs, simulator="x")
