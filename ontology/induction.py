@@ -805,8 +805,9 @@ def graded_search(
         # nothing raises the correlation: the candidate covering a positive with the highest weight
         w_all = (a @ X + cfg.prior_count * a.mean()) / (X.sum(0) + cfg.prior_count)
         chosen = [int(np.argmax(np.where(first_ok, w_all, -np.inf)))]
-    weights, base_v = part_weights(X[:, chosen], a, cfg.prior_count)
-    p = predict_graded(X[:, chosen], weights, base_v)
+    cover = X[:, chosen]
+    weights, base_v = part_weights(cover, a, cfg.prior_count)
+    p = predict_graded(cover, weights, base_v)
     return WeightedExpression(tuple(exprs[k] for k in chosen), tuple(float(x) for x in weights), base_v, _corr(p, a))
 
 
@@ -889,13 +890,15 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     new_col = np.full(K, -1, dtype=np.int64)
     new_col[order] = np.arange(len(order))
     X = np.zeros((n, len(order)), dtype=bool)
-    m = new_col[col] >= 0
-    X[row[m], new_col[col[m]]] = True
+    kc = new_col[col]
+    m = np.flatnonzero(kc >= 0)
+    row_m, col_m = row[m], kc[m]
+    X[row_m, col_m] = True
     exprs = _exprs_of(onto, classes[order].tolist(), (order >= n_atoms).tolist())
     if not exprs:
         return GradedCandidates(X, exprs, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
     # each kept column's sum and count from its (token, column) pairs (no pair repeats)
-    w = ((np.bincount(new_col[col[m]], weights=a[row[m]], minlength=len(order)) + cfg.prior_count * mean_all)
+    w = ((np.bincount(col_m, weights=a[row_m], minlength=len(order)) + cfg.prior_count * mean_all)
          / (cnt[order] + cfg.prior_count))
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
     is_role = order >= n_atoms  # the columns of "follows some C"
