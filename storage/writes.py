@@ -138,10 +138,28 @@ def ensure_neurons(
     return ids
 
 
+def _by_key(session: Session, *columns, keys: Sequence[tuple]) -> list:
+    """Conditions selecting the rows whose ``columns`` equal one of ``keys`` (a row-value ``IN``).
+    On SQLite an ``IN`` over the distinct values of the first column (or the first two, when the
+    first is the same for all keys) comes first, which the table's unique index leads with: SQLite
+    scans the whole index for a row-value ``IN`` alone (a labelling run's every write read every
+    stored label, so its cost grew with the database). PostgreSQL looks row values up in the
+    index already (there the extra ``IN`` only doubled the planning)."""
+    keys = list(keys)
+    out = [tuple_(*columns).in_(keys)]
+    if session.get_bind().dialect.name != "sqlite":
+        return out
+    first = sorted({k[0] for k in keys})
+    if len(first) == 1 and len(columns) > 1:
+        out.insert(0, columns[1].in_(sorted({k[1] for k in keys})))
+    out.insert(0, columns[0].in_(first))
+    return out
+
+
 def _neuron_ids(session: Session, model_id: int, keys: Sequence[tuple[int, int]]) -> dict:
     rows = session.execute(
         select(Neuron.layer, Neuron.index, Neuron.id).where(
-            Neuron.model_id == model_id, tuple_(Neuron.layer, Neuron.index).in_(list(keys))
+            Neuron.model_id == model_id, *_by_key(session, Neuron.layer, Neuron.index, keys=keys)
         )
     ).all()
     return {(r.layer, r.index): r.id for r in rows}
@@ -609,8 +627,8 @@ def write_explanation_rows(
             select(ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version,
                    ExplanationRow.rank).where(
                 ExplanationRow.embedding.is_not(None),
-                tuple_(ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version,
-                       ExplanationRow.rank).in_(chunk))).all())
+                *_by_key(session, ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version,
+                         ExplanationRow.rank, keys=chunk))).all())
     now = utcnow()
     values = [
         {
@@ -655,12 +673,8 @@ def write_explanation_rows(
                 ExplanationRow.rank,
                 ExplanationRow.id,
             ).where(
-                tuple_(
-                    ExplanationRow.neuron_id,
-                    ExplanationRow.explainer,
-                    ExplanationRow.explainer_version,
-                    ExplanationRow.rank,
-                ).in_(chunk)
+                *_by_key(session, ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version,
+                         ExplanationRow.rank, keys=chunk)
             )
         ).all()
         ids.update({tuple(f[:4]): f[4] for f in found})
@@ -684,15 +698,16 @@ def write_explanation_rows(
     groups = sorted({k[:3] for k in latest})
     filled: list[int] = []
     for chunk in _batches(groups, 500):
-        filled += fill_vectors(session=session, embed=embed, embedder=late_embedder or embedder, when=now, conditions=[
-            tuple_(ExplanationRow.neuron_id, ExplanationRow.explainer, ExplanationRow.explainer_version).in_(chunk)])
+        filled += fill_vectors(session=session, embed=embed, embedder=late_embedder or embedder, when=now, conditions=
+                               _by_key(session, ExplanationRow.neuron_id, ExplanationRow.explainer,
+                                       ExplanationRow.explainer_version, keys=chunk))
     _queue_for_index(session, sorted(set(ids.values()) | set(filled)), [ids[k] for k in had_vector], now)
     # an explainer version that now explained a neuron has no failure to remember there
     done = sorted({k[:3] for k in latest})
     for chunk in _batches(done, 500):
         session.execute(delete(ExplanationFailure).where(
-            tuple_(ExplanationFailure.neuron_id, ExplanationFailure.explainer,
-                   ExplanationFailure.explainer_version).in_(chunk)))
+            *_by_key(session, ExplanationFailure.neuron_id, ExplanationFailure.explainer,
+                     ExplanationFailure.explainer_version, keys=chunk)))
     return [ids[key(r)] for r in rows]
 
 
