@@ -1056,7 +1056,7 @@ def cross_validated_correlation(cover: np.ndarray, acts: Sequence[float], groups
     if fold is False:  # not given: from the groups
         fold = held_fold(groups)
     if fold is None:  # the last prefix of the compiled curve: all parts
-        return float(_kernels.prefix_curve(cover, a, cover, a, float(prior_count))[-1])
-    out = [float(_kernels.prefix_curve(cover[~test], a[~test], cover[test], a[test], float(prior_count))[-1])
+        return float(_kernels.prefix_last(cover, a, cover, a, float(prior_count)))
+    out = [float(_kernels.prefix_last(cover[~test], a[~test], cover[test], a[test], float(prior_count)))
            for test in (fold, ~fold)]
     return float(np.mean(out))
