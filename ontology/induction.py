@@ -488,6 +488,21 @@ class ClosedExamples:
     memo: dict = field(default_factory=dict, compare=False, repr=False)
     """Indexes built on first use (:meth:`columns`)."""
 
+    def class_columns(self, onto: Ontology, classes: Sequence[int], *, previous: bool = False) -> dict:
+        """``{class: coverage}`` (each a read-only boolean vector over the examples) for at least
+        ``classes``: :meth:`columns`, kept per class for the next call (a neuron's labels, scored
+        by two simulators, name many of the same classes)."""
+        kept = self.memo.get(("class", previous))
+        if kept is None:
+            kept = self.memo[("class", previous)] = {}
+        missing = [c for c in classes if c not in kept]
+        if missing:
+            by_class = np.ascontiguousarray(self.columns(onto, missing, previous=previous).T)
+            by_class.flags.writeable = False
+            for c, v in zip(missing, by_class):
+                kept[c] = v
+        return kept
+
     def columns(self, onto: Ontology, classes: np.ndarray, *, previous: bool = False) -> np.ndarray:
         """Boolean coverage (examples × ``classes``): whether each example (with ``previous``: its
         previous token) is an instance of each class — from an index of the examples by class,
@@ -582,6 +597,13 @@ def closed_pairs(onto: Ontology, closed: ClosedExamples) -> tuple[np.ndarray, np
             np.concatenate([rel, rel2]), len(rel))
 
 
+def _filler_classes(e: ClassExpression) -> list[int]:
+    """Classes named inside the ``some`` restrictions of ``e``."""
+    if e.op == "some":
+        return e.args[0].classes()
+    return [c for a in e.args for c in _filler_classes(a)]
+
+
 def coverage_vectors(
     onto: Ontology,
     exprs: Sequence[ClassExpression],
@@ -598,14 +620,13 @@ def coverage_vectors(
         closed = close_examples(onto, examples or (), previous)
     n = closed.n
     needed = sorted({c for e in exprs for c in e.classes()})
-    col_of = {c: k for k, c in enumerate(needed)}
-    M = closed.columns(onto, needed)
-    roles = closed.prev_rows is not None and any(e.has_role() for e in exprs)  # else Mp is never read
-    Mp = closed.columns(onto, needed, previous=True) if roles else None
+    M = closed.class_columns(onto, needed)
+    fillers = sorted({c for e in exprs for c in _filler_classes(e)})
+    Mp = closed.class_columns(onto, fillers, previous=True) if closed.prev_rows is not None and fillers else None
 
-    def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
+    def ev(e: ClassExpression, M: dict, Mp: dict | None) -> np.ndarray:
         if e.op == "class":
-            return M[:, col_of[e.cls]]
+            return M[e.cls]
         if e.op == "some":  # the filler holds of the previous token (none: no previous token known)
             return ev(e.args[0], Mp, None) if Mp is not None else np.zeros(n, dtype=bool)
         parts = [ev(a, M, Mp) for a in e.args]
@@ -849,8 +870,10 @@ class GradedCandidates(NamedTuple):
         new_col = np.cumsum(atoms) - 1
         row, col = self.nonzero
         keep = atoms[col]
-        return GradedCandidates(self.X[:, atoms], [e for e, k in zip(self.exprs, atoms) if k],
-                                (row[keep], new_col[col[keep]]))
+        rows, cols = row[keep], new_col[col[keep]]
+        X = np.zeros((self.X.shape[0], int(atoms.sum())), dtype=bool)  # self.X[:, atoms], from its pairs
+        X[rows, cols] = True
+        return GradedCandidates(X, [e for e, k in zip(self.exprs, atoms) if k], (rows, cols))
 
 
 def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np.ndarray,
