@@ -67,6 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", default="563846a", help="git revision whose concept induction is the baseline")
     ap.add_argument("--cache", type=Path, default=None, help="bench/quality.py's recording cache folder")
+    ap.add_argument("--records", type=Path, default=None,
+                    help="a bench/quality.py cache file (or a pickled list of NeuronRecords) to read the neurons from")
     ap.add_argument("--every", type=int, default=5, help="every n-th of the 150 neurons")
     ap.add_argument("--repeat", type=int, default=2, help="passes over the neurons (after one warm-up pass)")
     args = ap.parse_args()
@@ -76,11 +78,19 @@ def main() -> None:
     from neurolabel.ontology.annotate import Annotator
 
     target = None
-    if args.cache is None:
-        from neurolabel.activations.models import load_target
+    if args.records is not None:
+        import pickle
 
-        target = load_target("default")
-    records, _, _ = _record(target, "default", [2, 6, 12, 18, 24, 29], list(range(25)), 32_768, 64, True, args.cache)
+        with args.records.open("rb") as f:
+            got = pickle.load(f)
+        records = list(got[0] if isinstance(got, tuple) else got)
+    else:
+        if args.cache is None:
+            from neurolabel.activations.models import load_target
+
+            target = load_target("default")
+        records, _, _ = _record(target, "default", [2, 6, 12, 18, 24, 29], list(range(25)), 32_768, 64, True,
+                                args.cache)
     records = records[:: args.every]
     ann = Annotator.from_defaults()
     with tempfile.TemporaryDirectory() as tmp:

@@ -286,6 +286,51 @@ def prefix_curve(train_cover: np.ndarray, a_train: np.ndarray, test_cover: np.nd
 
 
 @numba.njit(cache=True, nogil=True)
+def prefix_last(train_cover: np.ndarray, a_train: np.ndarray, test_cover: np.ndarray, a_test: np.ndarray,
+                prior: float) -> float:
+    """The last value of :func:`prefix_curve` (all parts), computed as it computes it (the same
+    weights, base and prediction, summed in the same order) without the prefixes before it
+    (0.0 without parts)."""
+    n_tr, P = train_cover.shape
+    n_te = test_cover.shape[0]
+    if P == 0 or n_tr == 0 or n_te == 0:
+        return 0.0
+    total = 0.0
+    for i in range(n_tr):
+        total += a_train[i]
+    mean_all = total / n_tr
+    w = np.empty(P)
+    for j in range(P):
+        s = 0.0
+        m = 0
+        for i in range(n_tr):
+            if train_cover[i, j]:
+                s += a_train[i]
+                m += 1
+        w[j] = (s + prior * mean_all) / max(m + prior, 1e-12)
+    base = 0.0
+    n_rest = 0
+    for i in range(n_tr):
+        hit = False
+        for k in range(P):
+            if train_cover[i, k]:
+                hit = True
+                break
+        if not hit:
+            base += a_train[i]
+            n_rest += 1
+    base = base / n_rest if n_rest > 0 else mean_all
+    pred = np.empty(n_te)
+    for i in range(n_te):
+        best = -np.inf
+        for k in range(P):
+            if test_cover[i, k] and w[k] > best:
+                best = w[k]
+        pred[i] = best if best > -np.inf else base
+    return _pearson(pred, a_test)
+
+
+@numba.njit(cache=True, nogil=True)
 def conjunction_counts(X: np.ndarray, atoms: np.ndarray, roles: np.ndarray, pos: np.ndarray, win: np.ndarray,
                        n_win: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every conjunction of column ``atoms[i]`` and column ``roles[j]`` of ``X`` (tokens ×
@@ -371,6 +416,7 @@ def warm_up() -> None:
     np.cumsum(np.bincount(rows, minlength=4), out=row_ptr[1:])
     greedy(row_ptr, cols, a, 2, 2, 1.0, 0.0, True, np.ones(2, dtype=np.bool_), False)
     prefix_curve(X, a, X, a, 1.0)
+    prefix_last(X, a, X, a, 1.0)
     conjunction_counts(X, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), X[:, 0].copy(),
                        np.zeros(4, dtype=np.int64), 1)
     group_rows(rows, cols, 2)

@@ -488,6 +488,21 @@ class ClosedExamples:
     memo: dict = field(default_factory=dict, compare=False, repr=False)
     """Indexes built on first use (:meth:`columns`)."""
 
+    def class_columns(self, onto: Ontology, classes: Sequence[int], *, previous: bool = False) -> dict:
+        """``{class: coverage}`` (each a read-only boolean vector over the examples) for at least
+        ``classes``: :meth:`columns`, kept per class for the next call (a neuron's labels, scored
+        by two simulators, name many of the same classes)."""
+        kept = self.memo.get(("class", previous))
+        if kept is None:
+            kept = self.memo[("class", previous)] = {}
+        missing = [c for c in classes if c not in kept]
+        if missing:
+            by_class = np.ascontiguousarray(self.columns(onto, missing, previous=previous).T)
+            by_class.flags.writeable = False
+            for c, v in zip(missing, by_class):
+                kept[c] = v
+        return kept
+
     def columns(self, onto: Ontology, classes: np.ndarray, *, previous: bool = False) -> np.ndarray:
         """Boolean coverage (examples × ``classes``): whether each example (with ``previous``: its
         previous token) is an instance of each class — from an index of the examples by class,
@@ -582,6 +597,13 @@ def closed_pairs(onto: Ontology, closed: ClosedExamples) -> tuple[np.ndarray, np
             np.concatenate([rel, rel2]), len(rel))
 
 
+def _filler_classes(e: ClassExpression) -> list[int]:
+    """Classes named inside the ``some`` restrictions of ``e``."""
+    if e.op == "some":
+        return e.args[0].classes()
+    return [c for a in e.args for c in _filler_classes(a)]
+
+
 def coverage_vectors(
     onto: Ontology,
     exprs: Sequence[ClassExpression],
@@ -598,14 +620,13 @@ def coverage_vectors(
         closed = close_examples(onto, examples or (), previous)
     n = closed.n
     needed = sorted({c for e in exprs for c in e.classes()})
-    col_of = {c: k for k, c in enumerate(needed)}
-    M = closed.columns(onto, needed)
-    roles = closed.prev_rows is not None and any(e.has_role() for e in exprs)  # else Mp is never read
-    Mp = closed.columns(onto, needed, previous=True) if roles else None
+    M = closed.class_columns(onto, needed)
+    fillers = sorted({c for e in exprs for c in _filler_classes(e)})
+    Mp = closed.class_columns(onto, fillers, previous=True) if closed.prev_rows is not None and fillers else None
 
-    def ev(e: ClassExpression, M: np.ndarray, Mp: np.ndarray | None) -> np.ndarray:
+    def ev(e: ClassExpression, M: dict, Mp: dict | None) -> np.ndarray:
         if e.op == "class":
-            return M[:, col_of[e.cls]]
+            return M[e.cls]
         if e.op == "some":  # the filler holds of the previous token (none: no previous token known)
             return ev(e.args[0], Mp, None) if Mp is not None else np.zeros(n, dtype=bool)
         parts = [ev(a, M, Mp) for a in e.args]
@@ -805,8 +826,9 @@ def graded_search(
         # nothing raises the correlation: the candidate covering a positive with the highest weight
         w_all = (a @ X + cfg.prior_count * a.mean()) / (X.sum(0) + cfg.prior_count)
         chosen = [int(np.argmax(np.where(first_ok, w_all, -np.inf)))]
-    weights, base_v = part_weights(X[:, chosen], a, cfg.prior_count)
-    p = predict_graded(X[:, chosen], weights, base_v)
+    cover = X[:, chosen]
+    weights, base_v = part_weights(cover, a, cfg.prior_count)
+    p = predict_graded(cover, weights, base_v)
     return WeightedExpression(tuple(exprs[k] for k in chosen), tuple(float(x) for x in weights), base_v, _corr(p, a))
 
 
@@ -848,8 +870,10 @@ class GradedCandidates(NamedTuple):
         new_col = np.cumsum(atoms) - 1
         row, col = self.nonzero
         keep = atoms[col]
-        return GradedCandidates(self.X[:, atoms], [e for e, k in zip(self.exprs, atoms) if k],
-                                (row[keep], new_col[col[keep]]))
+        rows, cols = row[keep], new_col[col[keep]]
+        X = np.zeros((self.X.shape[0], int(atoms.sum())), dtype=bool)  # self.X[:, atoms], from its pairs
+        X[rows, cols] = True
+        return GradedCandidates(X, [e for e, k in zip(self.exprs, atoms) if k], (rows, cols))
 
 
 def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np.ndarray,
@@ -889,13 +913,15 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     new_col = np.full(K, -1, dtype=np.int64)
     new_col[order] = np.arange(len(order))
     X = np.zeros((n, len(order)), dtype=bool)
-    m = new_col[col] >= 0
-    X[row[m], new_col[col[m]]] = True
+    kc = new_col[col]
+    m = np.flatnonzero(kc >= 0)
+    row_m, col_m = row[m], kc[m]
+    X[row_m, col_m] = True
     exprs = _exprs_of(onto, classes[order].tolist(), (order >= n_atoms).tolist())
     if not exprs:
         return GradedCandidates(X, exprs, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
     # each kept column's sum and count from its (token, column) pairs (no pair repeats)
-    w = ((np.bincount(new_col[col[m]], weights=a[row[m]], minlength=len(order)) + cfg.prior_count * mean_all)
+    w = ((np.bincount(col_m, weights=a[row_m], minlength=len(order)) + cfg.prior_count * mean_all)
          / (cnt[order] + cfg.prior_count))
     # conjunctions "A and (follows some B)" of the best atoms and restrictions
     is_role = order >= n_atoms  # the columns of "follows some C"
@@ -1053,7 +1079,7 @@ def cross_validated_correlation(cover: np.ndarray, acts: Sequence[float], groups
     if fold is False:  # not given: from the groups
         fold = held_fold(groups)
     if fold is None:  # the last prefix of the compiled curve: all parts
-        return float(_kernels.prefix_curve(cover, a, cover, a, float(prior_count))[-1])
-    out = [float(_kernels.prefix_curve(cover[~test], a[~test], cover[test], a[test], float(prior_count))[-1])
+        return float(_kernels.prefix_last(cover, a, cover, a, float(prior_count)))
+    out = [float(_kernels.prefix_last(cover[~test], a[~test], cover[test], a[test], float(prior_count)))
            for test in (fold, ~fold)]
     return float(np.mean(out))

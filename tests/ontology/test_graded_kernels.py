@@ -77,3 +77,16 @@ def test_cross_validated_correlation_equals_the_numpy_formula(n_windows):
         want = np.mean([_corr(predict_graded(S[t], *part_weights(S[~t], a[~t], 1.0)), a[t]) for t in (fold, ~fold)])
     assert cross_validated_correlation(S, a, g, 1.0) == pytest.approx(want, abs=1e-12)
     assert cross_validated_correlation(S[:, :0], a, g, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_prefix_last_is_the_last_value_of_the_prefix_curve(seed):
+    rng = np.random.default_rng(seed)
+    n_tr, n_te, parts = int(rng.integers(1, 60)), int(rng.integers(1, 60)), int(rng.integers(1, 9))
+    density = [0.0, 0.05, 0.3, 1.0][seed % 4]  # no token covered, few, many, every one
+    tr, te = rng.random((n_tr, parts)) < density, rng.random((n_te, parts)) < density
+    a_tr, a_te = rng.normal(size=n_tr), rng.normal(size=n_te)
+    for prior in (0.0, 1.0, 2.5):
+        assert k.prefix_last(tr, a_tr, te, a_te, prior) == k.prefix_curve(tr, a_tr, te, a_te, prior)[-1]
+    empty = np.zeros((0, parts), dtype=bool)
+    assert k.prefix_last(empty, a_tr[:0], te, a_te, 1.0) == 0.0
