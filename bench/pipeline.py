@@ -67,7 +67,7 @@ def main() -> None:
                     help="skip the full-model recording pass (iterating on the labelling stages)")
     ap.add_argument("--no-llm", action="store_true", help="skip the LLM simulator comparison at the end")
     ap.add_argument("--processes", type=int, default=0,
-                    help="worker processes of the measured run (default: the machine's cores), beside a "
+                    help="worker processes of the measured run (default: the cores this process may use), beside a "
                          "baseline run in threads of one process")
     ap.add_argument("--embed", choices=("best", "accepted", "all", "none"), default="best",
                     help="label vector policy of the runs (RunSpec.embed)")
@@ -129,12 +129,11 @@ def main() -> None:
         build("simulator", tag)
     embed(["warm-up"])
     print(f"one-time loads (explainers, simulators, MiniLM): {time.perf_counter() - t0:.1f} s")
-    import os
-
     from neurolabel.lm.embeddings import label_precision
+    from neurolabel.pipeline.run import cores
     from neurolabel.storage.writes import label_embedder
 
-    processes = args.processes or os.cpu_count() or 1
+    processes = args.processes or cores()  # as `neurolabel label --processes auto` counts them
     runs = {}
     embedded = {}  # run -> (distinct texts computed, embedding CPU s, vectors stored, labels stored)
     plan = [("threads", 1, args.embed), ("processes", processes, args.embed)]
@@ -210,9 +209,9 @@ def main() -> None:
           f"{total / 900:.2f}x the target); by the loop alone {1000 * s.loop_s / n:.1f} ms/neuron -> "
           f"{(t_rec_full + once + s.loop_s / n * n_total) / 60:.1f} min; stages one after another: "
           f"{(t_rec_full + per_neuron * n_total) / 60:.1f} min")
-    cores = os.cpu_count() or 1
-    emb_floor = emb_cpu / n * n_total / cores
-    print(f"label embeddings alone: {1000 * emb_cpu / n:.1f} ms CPU/neuron x {n_total} / {cores} cores = "
+    n_cores = cores()
+    emb_floor = emb_cpu / n * n_total / n_cores
+    print(f"label embeddings alone: {1000 * emb_cpu / n:.1f} ms CPU/neuron x {n_total} / {n_cores} cores = "
           f"{emb_floor / 60:.1f} min, the floor they set on a whole-model run with embed={args.embed} "
           f"({computed / n:.1f} distinct texts per neuron)")
     for name in runs:
@@ -223,7 +222,7 @@ def main() -> None:
         a_computed, a_cpu, a_vec, a_lab = embedded[name]
         na = max(1, a.processed)
         print(f"embed={policy} in the same run: {a_computed} distinct texts computed, {a_vec} of {a_lab} labels with a "
-              f"vector, {1000 * a_cpu / na:.1f} ms CPU/neuron (floor {a_cpu / na * n_total / cores / 60:.1f} min); "
+              f"vector, {1000 * a_cpu / na:.1f} ms CPU/neuron (floor {a_cpu / na * n_total / n_cores / 60:.1f} min); "
               f"label wall {loop_ms(a):.1f} ms/neuron; embed={args.embed} / {policy}: texts "
               f"{computed / max(1, a_computed):.2f}x, embedding CPU {emb_cpu / max(1e-9, a_cpu):.2f}x, "
               f"label wall {loop_ms(s) / loop_ms(a):.2f}x; same explanations stored: "

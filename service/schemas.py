@@ -76,7 +76,8 @@ class JobSpec(_Strict):
     """Random windows kept when recording (``None`` = the recorder's default)."""
     store_every: int | None = Field(default=None, ge=1, le=10_000)
     """Commit explanations every this many neurons (``None`` = the pipeline's default); a killed
-    worker loses at most this many neurons' work."""
+    worker loses at most three times this many neurons' work (two batches handed to the run's
+    writer, one being gathered)."""
     retry_failed: bool = False
     """Retry neurons an explainer version failed to explain before (stored failures are skipped
     by default)."""
