@@ -13,9 +13,11 @@ concept induction v5 (longer labels), recall@10 0.995 / 0.995 label-to-label and
 for 30 word queries. Both precisions give the same vector space, so labels stored by either are
 searched together (:data:`EMBEDDER_ID` names it), and search queries stay float32.
 
-What is embedded is the label text alone. Shorter text was measured and not taken: cut to 128
-tokens (MiniLM's training length) it saved 25% of the CPU on the v5 labels but moved long labels'
-vectors (cosine down to 0.77) and word-query recall@10 to 0.92 (0.97 on the older labels)."""
+What is embedded is a label's search text (:func:`storage.search_text.search_text`): the label cut
+to its first 96 tokens. An earlier measurement of a 128-token cut counted agreement with the
+whole-text vectors (word-query recall@10 of the full vectors' hits 0.92) and did not take it;
+``bench/search_quality.py`` measures retrieval against known concepts instead, where the cut is
+as good on planted classes and better on the leading parts of real labels."""
 
 from __future__ import annotations
 

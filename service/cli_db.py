@@ -74,6 +74,9 @@ def db_reindex(
     embed: str = typer.Option("best", "--embed", help="Label vectors to compute first where missing (and, with "
                               "--check, the ones counted as missing): best (each explainer's best-scored label), "
                               "accepted (its top-ranked, best-scored and accepted ones), all, or none."),
+    revector: bool = typer.Option(False, "--revector", help="First recompute every stored label vector from its "
+                                  "label's search text (vectors stored before that rule came from the whole "
+                                  "label), then rebuild the index."),
     db: str = _DB_OPTION,
 ) -> None:
     """Check or repair the label vector index of the database (semantic search); labels that
@@ -85,6 +88,8 @@ def db_reindex(
     from neurolabel.storage.writes import check_embed_policy
 
     check_embed_policy(embed)
+    if check and revector:
+        raise typer.BadParameter("--check only compares; --revector rewrites vectors: give one of them")
     url = normalize_url(db)
     require_schema(url)
     folder = index_location(url)
@@ -95,7 +100,9 @@ def db_reindex(
         if check:
             r = check_index(session=session, folder=folder, embed=embed)
         else:
-            r = reindex(session=session, folder=folder, full=full, progress=True, embed=embed)
+            r = reindex(session=session, folder=folder, full=full, progress=True, embed=embed, revector=revector)
+    if r.revectored:
+        typer.echo(f"label vectors recomputed from their search texts: {r.revectored}")
     if r.embedded:
         typer.echo(f"label vectors computed: {r.embedded}")
     typer.echo(f"label index {r.folder}: {r.labels} label(s) with a vector in the database, {r.indexed} indexed, "

@@ -181,6 +181,8 @@ class IndexReport:
     repaired: int = 0
     embedded: int = 0
     """Vectors the repair computed (``unembedded`` ones, or every missing one with ``embed="all"``)."""
+    revectored: int = 0
+    """Stored vectors the repair recomputed from their labels' search texts (``revector``)."""
 
     @property
     def consistent(self) -> bool:
@@ -212,19 +214,25 @@ def check_index(*, session: Session, folder: Path, embed: str = "best") -> Index
 
 
 def reindex(*, session: Session, folder: Path, full: bool = False, progress: bool = False,
-            embed: str = "best", embedder=None) -> IndexReport:
+            embed: str = "best", embedder=None, revector: bool = False) -> IndexReport:
     """Repair the persisted index at ``folder``: first store the vectors the policy ``embed``
     wants and the database lacks (``best``: each explainer's best-scored label; ``accepted``: its
     top-ranked, best-scored and accepted ones; ``all``: every label; ``none``: no embedding), committed; then append what
     differs from the database to the index log, or (``full``, when no base snapshot exists, or
     when over a fifth of the graph is dead) rebuild it from the database and save it as the new
-    base snapshot."""
-    from neurolabel.storage.writes import fill_vectors
+    base snapshot. ``revector``: first recompute every stored vector from its label's search text
+    (:func:`storage.writes.recompute_vectors`), committed, then rebuild (implies ``full``)."""
+    from neurolabel.storage.writes import fill_vectors, recompute_vectors
 
+    revectored = 0
+    if revector:
+        revectored = recompute_vectors(session=session, embedder=embedder)
+        session.commit()
+        full = True
     embedded = len(fill_vectors(session=session, embed=embed, embedder=embedder))
     session.commit()
     report = _reindex(session=session, folder=folder, full=full, progress=progress, embed=embed)
-    return IndexReport(**{**report.__dict__, "embedded": embedded})
+    return IndexReport(**{**report.__dict__, "embedded": embedded, "revectored": revectored})
 
 
 def _reindex(*, session: Session, folder: Path, full: bool, progress: bool, embed: str) -> IndexReport:

@@ -2,7 +2,9 @@
 their scores and label embeddings.
 
 Every write is an upsert on the table's natural key (dialect ``INSERT … ON CONFLICT``), with rows
-sorted by key so that concurrent writers take locks in the same order. Bad data raises
+sorted by key so that concurrent writers take locks in the same order. A label's vector is computed
+from its search text (:mod:`storage.search_text`: the label cut to 96 tokens), its stored text is
+the whole label. Bad data raises
 :class:`core.errors.StorageError` naming the record and the field.
 """
 
@@ -27,11 +29,14 @@ from neurolabel.core.errors import StorageError
 from neurolabel.core.settings import get_settings
 from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats, TokenStats, token_stats_to_json
 from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score, utcnow
+from neurolabel.storage.search_text import search_text
 
 log = logging.getLogger(__name__)
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
-"""Turns label texts into normalised float32 vectors, shape ``(n, 384)``."""
+"""Turns texts into normalised float32 vectors, shape ``(n, 384)``; the writes hand it labels'
+search texts (:func:`storage.search_text.search_text`), so a stored vector is always
+``embedder([search_text(text)])`` of its label, wherever it was computed."""
 EMBEDDING_DIM = 384
 
 _KINDS = ("top", "random", "quantile")
@@ -554,9 +559,9 @@ def fill_vectors(*, session: Session, embed: str = "best", conditions: Sequence[
     if not todo:
         return []
     when = when or utcnow()
-    by_text: dict[str, list[int]] = {}
+    by_text: dict[str, list[int]] = {}  # search text -> ids
     for i, t in todo:
-        by_text.setdefault(t, []).append(i)
+        by_text.setdefault(search_text(t), []).append(i)
     for texts in _batches(sorted(by_text), 4096):  # a whole database's worth in bounded batches
         mat = (embedder or label_embedder())(texts)
         if mat.shape[0] != len(texts):
@@ -566,6 +571,29 @@ def fill_vectors(*, session: Session, embed: str = "best", conditions: Sequence[
         for chunk in _batches(sorted(values, key=lambda d: d["id"]), 1000):
             session.execute(update(ExplanationRow), chunk)
     return [i for i, _ in todo]
+
+
+def recompute_vectors(*, session: Session, embedder: Embedder | None = None, when: datetime | None = None) -> int:
+    """Recompute every stored label vector from its label's :func:`search_text` (vectors stored
+    before the search-text rule were computed from the whole label); their ``updated_at`` becomes
+    ``when`` (default now). Returns how many were rewritten. Does not commit."""
+    rows = session.execute(select(ExplanationRow.id, ExplanationRow.text)
+                           .where(ExplanationRow.embedding.is_not(None))).all()
+    if not rows:
+        return 0
+    when = when or utcnow()
+    by_text: dict[str, list[int]] = {}
+    for i, t in rows:
+        by_text.setdefault(search_text(t), []).append(i)
+    for texts in _batches(sorted(by_text), 4096):
+        mat = (embedder or label_embedder())(texts)
+        if mat.shape[0] != len(texts):
+            raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(texts)} texts")
+        values = [{"id": i, "embedding": embedding_bytes(v), "updated_at": when}
+                  for t, v in zip(texts, mat, strict=True) for i in by_text[t]]
+        for chunk in _batches(sorted(values, key=lambda d: d["id"]), 1000):
+            session.execute(update(ExplanationRow), chunk)
+    return len(rows)
 
 
 def save_explanations(
@@ -736,13 +764,15 @@ def _embed_wanted(rows: Sequence[ExplanationInput], embed: str, embedder: Embedd
     if embed == "none":
         return list(rows)
     picked = range(len(rows)) if embed == "all" else _wanted_in(rows, embed)
-    need = sorted({rows[j].text for j in picked if rows[j].embedding is None})
+    said = {t: search_text(t) for t in {rows[j].text for j in picked if rows[j].embedding is None}}
+    need = sorted(set(said.values()))
     if not need:
         return list(rows)
     mat = (embedder or label_embedder())(need)
     if mat.shape[0] != len(need):
         raise StorageError(f"embedder returned {mat.shape[0]} vectors for {len(need)} texts")
-    vectors = {t: embedding_bytes(v) for t, v in zip(need, mat, strict=True)}
+    by_search = {t: embedding_bytes(v) for t, v in zip(need, mat, strict=True)}
+    vectors = {t: by_search[s] for t, s in said.items()}
     out = list(rows)
     for j in picked:
         if out[j].embedding is None:

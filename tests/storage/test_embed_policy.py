@@ -197,3 +197,69 @@ def test_a_partial_write_that_makes_a_stored_label_best_embeds_it_in_the_transac
     assert late == [["x second"]]
     assert _with_vector(url) == {"x best", "x second"}  # the old best keeps its vector (same text)
     assert _check(url).consistent
+
+
+LONG = ("mentions of the token \"come\", the token \"little\", no longer (no more) right after no longer, "
+        "a kind of time unit (sec), a number word (hundred, thousand, second, million), a kind of change verb "
+        "(come on) right after a kind of change verb, a kind of long, the token \"never\", the token \"thou\", "
+        "a token right after a number (digits) or a preposition (on, till), a kind of hallucinogenic drug "
+        "(psilocybin), a kind of organization (country, business); lower on mentions of the token \"the\"")
+
+
+def _vector(url: str, text: str):
+    import numpy as np
+
+    with db.session_scope(url) as s:
+        raw = s.execute(select(ExplanationRow.embedding).where(ExplanationRow.text == text)).scalar_one()
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def test_the_vector_of_a_long_label_is_that_of_its_search_text_written_or_filled_in(url: str) -> None:
+    import numpy as np
+
+    from neurolabel.storage.search_text import search_text
+
+    assert search_text(LONG) != LONG
+    cands = [("ci", 0, LONG, 0.6), ("ci", 1, "ci short", 0.1)]
+    _write(url, "best", cands, index=1)  # the write path
+    assert np.array_equal(_vector(url, LONG), hash_embedder([search_text(LONG)])[0])
+    later = [("ci", 0, LONG + " or a kind of animal", 0.6)]
+    _write(url, "none", later, index=2)  # no vector now: `db reindex` fills it in (fill_vectors)
+    with db.session_scope(url) as s:
+        report = label_index.reindex(session=s, folder=vi.index_location(url), embedder=hash_embedder)
+    assert report.embedded == 1
+    assert np.array_equal(_vector(url, LONG + " or a kind of animal"), hash_embedder([search_text(LONG)])[0])
+    with db.session_scope(url) as s:  # the stored text and full-text search keep the whole label
+        hits = q.search_labels(session=s, query="psilocybin", mode="text", limit=10)
+    assert {h["text"] for h in hits} == {LONG, LONG + " or a kind of animal"}
+
+
+def test_the_label_embedder_embeds_the_search_text_with_minilm(url: str) -> None:
+    import numpy as np
+
+    from neurolabel.lm.embeddings import embed_labels
+    from neurolabel.storage.search_text import search_text
+
+    with db.session_scope(url) as s:  # the default embedder: MiniLM at the label precision
+        q.save_explanations(session=s, explanations=_explanations([("ci", 0, LONG, 0.6)], index=3),
+                            threshold=THRESHOLD)
+    got = _vector(url, LONG)
+    cut, full = embed_labels([search_text(LONG)])[0], embed_labels([LONG])[0]
+    assert float(got @ cut) > 0.99999
+    assert float(got @ full) < 0.99  # not the whole label's vector
+
+
+def test_reindex_revector_recomputes_old_whole_label_vectors_from_search_texts(url: str) -> None:
+    import numpy as np
+
+    from neurolabel.storage.search_text import search_text
+
+    _write(url, "best", [("ci", 0, LONG, 0.6), ("ci", 1, "ci short", 0.1)], index=4)
+    with db.session_scope(url) as s:  # as a database written before the rule holds it: the whole label's vector
+        s.execute(update(ExplanationRow).where(ExplanationRow.text == LONG).values(
+            embedding=hash_embedder([LONG])[0].astype("<f4").tobytes()))
+    with db.session_scope(url) as s:
+        report = label_index.reindex(session=s, folder=vi.index_location(url), embedder=hash_embedder, revector=True)
+    assert report.revectored == 1 and report.rebuilt
+    assert np.array_equal(_vector(url, LONG), hash_embedder([search_text(LONG)])[0])
+    assert _check(url).consistent

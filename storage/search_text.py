@@ -1,0 +1,70 @@
+"""The text a label's vector is computed from, its *search text*: a function of the label text alone.
+
+:func:`search_text` is the label cut to its first :data:`SEARCH_TEXT_TOKENS` MiniLM tokens (at a
+word end). The write path, :func:`storage.writes.fill_vectors` and ``neurolabel db reindex`` all
+embed it, so a stored vector is ``embed_labels([search_text(label.text)])`` wherever it was made;
+the stored ``text`` and full-text search keep the whole label.
+
+Why a cut: concept-induction labels name their parts strongest first and run to ~160 tokens (up
+to MiniLM's 256), and MiniLM's cost is linear in tokens. ``bench/search_quality.py`` (30 planted
+units of ten known WordNet classes among 246 real SmolLM2 neurons' labels, all by
+``concept_induction``; loaded 2-core machine) measured, full text → cut at 96 tokens:
+
+- planted-class queries (22, the classes' lemma names): MRR 0.934 → 0.933, recall@10 0.742 → 0.742;
+- known items (the WordNet classes a real label names, 843 queries, by the position of their part):
+  MRR 0.574 → 0.730 (strongest part), 0.327 → 0.412 (parts 2–3), 0.146 → 0.212 (4–8),
+  0.097 → 0.108 (9 and later) — a mean-pooled vector of 30 parts blurs the leading ones;
+- MiniLM tokens per real label 140.5 → 81.0; embedding CPU of the 276 labels 6.95 → 3.73 s.
+
+Shorter caps lose the later parts (at 88 tokens: 0.088 for parts 9+, at 64: 0.038) and, at 64
+and below, a planted label from the top ten (recall@10 0.727). The cut vectors are not the full
+ones (their ten nearest labels share 39% with the full vectors'): vectors stored before this rule
+are in the same space and are still searched, and ``neurolabel db reindex --revector`` recomputes
+them."""
+
+from __future__ import annotations
+
+import threading
+
+SEARCH_TEXT_TOKENS = 96
+"""MiniLM tokens (``[CLS]`` and ``[SEP]`` included) a label's vector is computed from."""
+
+_tokenizer: list = []
+_lock = threading.Lock()
+
+
+def _minilm_tokenizer():
+    """MiniLM's (fast) tokenizer, loaded once (offline, from the installed model)."""
+    if not _tokenizer:
+        with _lock:
+            if not _tokenizer:
+                from transformers import AutoTokenizer
+
+                from neurolabel.core.assets import minilm_dir
+
+                _tokenizer.append(AutoTokenizer.from_pretrained(str(minilm_dir())))
+    return _tokenizer[0]
+
+
+def cap_tokens(text: str, n: int) -> str:
+    """``text`` cut after its last whole word within ``n`` MiniLM tokens (``[CLS]`` and
+    ``[SEP]`` included), separators at the cut (``", "``, ``";"``) dropped; ``text`` itself when it
+    fits. ``ValueError`` for ``n < 3``."""
+    if n < 3:
+        raise ValueError(f"a search text needs at least 3 tokens, not {n}")
+    room = n - 2
+    if len(text) <= room:  # every token covers at least one character
+        return text
+    offsets = _minilm_tokenizer()(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if len(offsets) <= room:
+        return text
+    end = offsets[room - 1][1]
+    if offsets[room][0] == end:  # the next token continues this word: cut before the word
+        end = max(text.rfind(" ", 0, end), 0)
+    return text[:end].rstrip(" ,;") or text[:offsets[room - 1][1]]
+
+
+def search_text(text: str) -> str:
+    """The text a label of text ``text`` is embedded from: ``text`` cut after its last whole word
+    within :data:`SEARCH_TEXT_TOKENS` MiniLM tokens (the whole text when it fits)."""
+    return cap_tokens(text, SEARCH_TEXT_TOKENS)

@@ -1,0 +1,48 @@
+"""A label's search text: the label cut after its last whole word within 96 MiniLM tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from neurolabel.lm.embeddings import load_embedder
+from neurolabel.storage.search_text import SEARCH_TEXT_TOKENS, cap_tokens, search_text
+
+LONG = ("mentions of the token \"come\", the token \"little\", no longer (no more) right after no longer, "
+        "a kind of time unit (sec), a number word (hundred, thousand, second, million), a kind of change verb "
+        "(come on) right after a kind of change verb, a kind of long, the token \"never\", the token \"thou\", "
+        "a token right after a number (digits) or a preposition (on, till), a kind of hallucinogenic drug "
+        "(psilocybin), a kind of organization (country, business); lower on mentions of the token \"the\"")
+
+
+def _n_tokens(text: str) -> int:
+    return len(load_embedder().tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def test_a_short_label_is_its_own_search_text() -> None:
+    for text in ("mentions of a kind of animal (dog, cat)", "", "x" * 94, "the token \"of\""):
+        assert search_text(text) == text
+
+
+def test_a_long_label_is_cut_after_its_last_whole_word_within_the_cap() -> None:
+    assert _n_tokens(LONG) > SEARCH_TEXT_TOKENS
+    cut = search_text(LONG)
+    assert LONG.startswith(cut) and cut != LONG
+    assert _n_tokens(cut) <= SEARCH_TEXT_TOKENS
+    assert LONG[len(cut)] in " ,;"  # ends at a word end, the separator dropped
+    assert not cut.endswith((",", " ", ";"))
+    nxt = LONG.find(" ", len(cut) + 1)  # one more word would not fit
+    assert _n_tokens(LONG[:nxt].rstrip(" ,;")) > SEARCH_TEXT_TOKENS
+
+
+@pytest.mark.parametrize("n", [3, 5, 17, 40])
+def test_cap_tokens_never_exceeds_the_cap_and_splits_only_a_first_word_too_long(n: int) -> None:
+    words = "antidisestablishmentarianism hallucinogenic psilocybin " * 6
+    cut = cap_tokens(words, n)
+    assert words.startswith(cut) and cut and _n_tokens(cut) <= n
+    # at a word end; only a first word longer than the cap is cut within it (never an empty text)
+    assert words[len(cut)] == " " or " " not in cut
+
+
+def test_a_cap_below_three_tokens_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 3 tokens"):
+        cap_tokens("mentions of a kind of animal", 2)
