@@ -792,13 +792,15 @@ def graded_search(
             fold = np.isin(g, uniq[1::2])
             curves = []
             row, col = nonzero
+            row_ptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
+            col = np.asarray(col, dtype=np.int64)
             for test in (fold, ~fold):
                 train = ~test
                 a_train = a[train]
-                keep = train[row]
-                seq = _greedy_pairs(int(train.sum()), X.shape[1], a_train, cfg, cfg.max_parts,
-                                    _covers_any(nonzero, train & pos, X.shape[1]),
-                                    ((np.cumsum(train) - 1)[row[keep]], col[keep]))
+                # the training tokens' rows of the coverage, and the candidates covering one of their positives
+                ptr_t, col_t, ok_t = _kernels.fold_rows(row_ptr, col, train, pos, X.shape[1])
+                seq = _greedy_csr(X.shape[1], a_train, cfg, cfg.max_parts, ok_t, ptr_t, col_t)
                 S = X[:, seq]
                 curve = list(_kernels.prefix_curve(np.ascontiguousarray(S[train]), a_train,
                                                    np.ascontiguousarray(S[test]), a[test],
@@ -1050,6 +1052,14 @@ def _greedy_pairs(n: int, K: int, a: np.ndarray, cfg: GradedConfig, max_parts: i
     row, col = nonzero
     row_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
+    return _greedy_csr(K, a, cfg, max_parts, first_ok, row_ptr, col)
+
+
+def _greedy_csr(K: int, a: np.ndarray, cfg: GradedConfig, max_parts: int, first_ok: np.ndarray | None,
+                row_ptr: np.ndarray, col: np.ndarray) -> list[int]:
+    """:func:`_greedy_pairs` of the coverage given as rows (``col[row_ptr[i]:row_ptr[i + 1]]``)."""
+    if len(a) < 2 or K == 0 or a.std() == 0:
+        return []
     ok = np.ones(K, dtype=bool) if first_ok is None else np.asarray(first_ok, dtype=bool)
     got = _kernels.greedy(row_ptr, np.asarray(col, dtype=np.int64), np.asarray(a, dtype=np.float64), K,
                           int(max_parts), float(cfg.prior_count), float(cfg.min_gain), bool(cfg.lowering), ok,
