@@ -387,6 +387,36 @@ def nonzero_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
+def fold_rows(row_ptr: np.ndarray, cols: np.ndarray, keep: np.ndarray, pos: np.ndarray,
+              n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows ``keep`` of a coverage given as rows (``cols[row_ptr[i]:row_ptr[i + 1]]``), as rows
+    again (``(row_ptr, cols)`` of the kept rows, in order), and which columns cover a kept row
+    that is ``pos``."""
+    n = len(keep)
+    m = 0
+    n_keep = 0
+    for i in range(n):
+        if keep[i]:
+            m += row_ptr[i + 1] - row_ptr[i]
+            n_keep += 1
+    out_ptr = np.zeros(n_keep + 1, dtype=np.int64)
+    out_cols = np.empty(m, dtype=np.int64)
+    covers_pos = np.zeros(n_cols, dtype=np.bool_)
+    r = 0
+    q = 0
+    for i in range(n):
+        if keep[i]:
+            for idx in range(row_ptr[i], row_ptr[i + 1]):
+                out_cols[q] = cols[idx]
+                q += 1
+                if pos[i]:
+                    covers_pos[cols[idx]] = True
+            r += 1
+            out_ptr[r] = q
+    return out_ptr, out_cols, covers_pos
+
+
+@numba.njit(cache=True, nogil=True)
 def group_rows(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
     """The (row, column) pairs grouped by column, in one counting pass: ``(ptr, by_col)`` with
     the rows of column *j* at ``by_col[ptr[j]:ptr[j + 1]]``, in the pairs' order."""
@@ -420,3 +450,4 @@ def warm_up() -> None:
     conjunction_counts(X, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), X[:, 0].copy(),
                        np.zeros(4, dtype=np.int64), 1)
     group_rows(rows, cols, 2)
+    fold_rows(row_ptr, cols, np.ones(4, dtype=np.bool_), X[:, 0].copy(), 2)

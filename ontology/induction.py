@@ -303,7 +303,7 @@ def coverage_from_pairs(onto: Ontology, pairs: tuple[np.ndarray, np.ndarray, np.
         return M
 
     P, N = dense(np.asarray(pos_idx)), dense(np.asarray(neg_idx))
-    exprs = [_atom_expr(onto, int(classes[c])) if c < n_atoms else _some_expr(onto, int(classes[c])) for c in rel]
+    exprs = _exprs_of(onto, classes[rel].tolist(), (rel >= n_atoms).tolist())
     return _Coverage(exprs, classes[rel], P, N[N.any(axis=1)], len(pos_idx), len(neg_idx))
 
 
@@ -337,12 +337,13 @@ def induce(
     # rank: quality, then precision, then specificity (all descending)
     order = np.lexsort((depth_k, prec, q))[::-1]
 
-    found: dict[object, Hypothesis] = {}
+    # key -> (expression, or (op, left, right) to be joined when it is ranked: most never are; tp, fp, quality)
+    found: dict[object, tuple] = {}
 
-    def add(expr: ClassExpression, t: int, f: int, qual: float, key: object = None) -> None:
+    def add(expr, t: int, f: int, qual: float, key: object = None) -> None:
         key = _canon(expr) if key is None else key
         if key not in found:
-            found[key] = Hypothesis(expr, int(t), int(f), cov.n_pos, cov.n_neg, float(qual))
+            found[key] = (expr, int(t), int(f), float(qual))
 
     for k in order[: max(cfg.n_best * 4, cfg.beam_width)]:
         add(cov.exprs[k], tp[k], fp[k], q[k])
@@ -368,7 +369,7 @@ def induce(
         length += 2
         # (quality, precision, expression, parent in the beam, candidate column, op, t, f, key): the
         # coverage of a refinement is formed only when it enters the next beam
-        level: list[tuple[float, float, ClassExpression, int, int, str, int, int, object]] = []
+        level: list[tuple[float, float, tuple, int, int, str, int, int, object]] = []
         # every beam member's refinements by every candidate at once: (op, member, candidate)
         # (one product per member: a matrix product here goes through multithreaded BLAS, ~10x slower)
         both_t = np.array([(e[1].astype(np.float32) @ Pf).astype(np.int64) for e in beam])
@@ -388,7 +389,7 @@ def induce(
                     k = cand_l[j]
                     if k in used or not changed[j]:
                         continue
-                    new = ClassExpression.join(op, (expr, cov.exprs[k]))
+                    new = (op, expr, cov.exprs[k])  # joined if it enters the beam or is ranked
                     # _canon(new) from its operands' keys (join flattens an operand of the same op)
                     key = (op, (ekey[1] if expr.op == op else frozenset((ekey,))) | {cand_key[j]})
                     tj, fj = int(t[j]), int(f[j])
@@ -407,13 +408,20 @@ def induce(
                     np_j, nn_j = cp | Pc[:, j], cn | Nc[:, j]
                 else:
                     np_j, nn_j = cp & Pc[:, j], cn & Nc[:, j]
-                beam.append((new, np_j, nn_j, used | {int(cand[j])}, key))
+                beam.append((ClassExpression.join(new[0], new[1:]), np_j, nn_j, used | {int(cand[j])}, key))
 
     depth = onto.depth
     # ranked by quality, precision, length, specificity, canonical text; the last three (slow to
     # compute) only within runs of equal quality and precision, as far as the n_best found reach
-    pool = [h for h in found.values() if h.precision >= cfg.min_precision and h.tp > 0]
-    keys = [(-round(h.quality, 12), -h.precision) for h in pool]
+    def precision(v: tuple) -> float:  # Hypothesis.precision
+        return v[1] / (v[1] + v[2]) if v[1] + v[2] else 0.0
+
+    def hypothesis(v: tuple) -> Hypothesis:
+        e = v[0] if isinstance(v[0], ClassExpression) else ClassExpression.join(v[0][0], v[0][1:])
+        return Hypothesis(e, v[1], v[2], cov.n_pos, cov.n_neg, v[3])
+
+    pool = [v for v in found.values() if precision(v) >= cfg.min_precision and v[1] > 0]
+    keys = [(-round(v[3], 12), -precision(v)) for v in pool]
     by_key = sorted(range(len(pool)), key=keys.__getitem__)
 
     def rest(h: Hypothesis) -> tuple:
@@ -426,7 +434,7 @@ def induce(
         j = i + 1
         while j < len(by_key) and keys[by_key[j]] == keys[by_key[i]]:
             j += 1
-        for h in sorted((pool[k] for k in by_key[i:j]), key=rest):
+        for h in sorted((hypothesis(pool[k]) for k in by_key[i:j]), key=rest):
             sig = (h.tp, h.fp, frozenset(h.expression.classes()))
             if sig in seen_cov:
                 continue
@@ -792,13 +800,15 @@ def graded_search(
             fold = np.isin(g, uniq[1::2])
             curves = []
             row, col = nonzero
+            row_ptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
+            col = np.asarray(col, dtype=np.int64)
             for test in (fold, ~fold):
                 train = ~test
                 a_train = a[train]
-                keep = train[row]
-                seq = _greedy_pairs(int(train.sum()), X.shape[1], a_train, cfg, cfg.max_parts,
-                                    _covers_any(nonzero, train & pos, X.shape[1]),
-                                    ((np.cumsum(train) - 1)[row[keep]], col[keep]))
+                # the training tokens' rows of the coverage, and the candidates covering one of their positives
+                ptr_t, col_t, ok_t = _kernels.fold_rows(row_ptr, col, train, pos, X.shape[1])
+                seq = _greedy_csr(X.shape[1], a_train, cfg, cfg.max_parts, ok_t, ptr_t, col_t)
                 S = X[:, seq]
                 curve = list(_kernels.prefix_curve(np.ascontiguousarray(S[train]), a_train,
                                                    np.ascontiguousarray(S[test]), a[test],
@@ -1050,6 +1060,14 @@ def _greedy_pairs(n: int, K: int, a: np.ndarray, cfg: GradedConfig, max_parts: i
     row, col = nonzero
     row_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
+    return _greedy_csr(K, a, cfg, max_parts, first_ok, row_ptr, col)
+
+
+def _greedy_csr(K: int, a: np.ndarray, cfg: GradedConfig, max_parts: int, first_ok: np.ndarray | None,
+                row_ptr: np.ndarray, col: np.ndarray) -> list[int]:
+    """:func:`_greedy_pairs` of the coverage given as rows (``col[row_ptr[i]:row_ptr[i + 1]]``)."""
+    if len(a) < 2 or K == 0 or a.std() == 0:
+        return []
     ok = np.ones(K, dtype=bool) if first_ok is None else np.asarray(first_ok, dtype=bool)
     got = _kernels.greedy(row_ptr, np.asarray(col, dtype=np.int64), np.asarray(a, dtype=np.float64), K,
                           int(max_parts), float(cfg.prior_count), float(cfg.min_gain), bool(cfg.lowering), ok,

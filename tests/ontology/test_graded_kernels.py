@@ -90,3 +90,18 @@ def test_prefix_last_is_the_last_value_of_the_prefix_curve(seed):
         assert k.prefix_last(tr, a_tr, te, a_te, prior) == k.prefix_curve(tr, a_tr, te, a_te, prior)[-1]
     empty = np.zeros((0, parts), dtype=bool)
     assert k.prefix_last(empty, a_tr[:0], te, a_te, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fold_rows_are_the_kept_rows_pairs(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.random((int(rng.integers(1, 50)), 7)) < 0.3
+    keep, pos = rng.random(len(X)) < 0.5, rng.random(len(X)) < 0.3
+    row, col = np.nonzero(X)
+    row_ptr = np.zeros(len(X) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=len(X)), out=row_ptr[1:])
+    ptr, cols, covers = k.fold_rows(row_ptr, col.astype(np.int64), keep, pos, 7)
+    sub_row, sub_col = np.nonzero(X[keep])
+    assert cols.tolist() == sub_col.tolist()
+    assert ptr.tolist() == np.r_[0, np.cumsum(np.bincount(sub_row, minlength=int(keep.sum())))].tolist()
+    assert covers.tolist() == X[keep & pos].any(0).tolist()
