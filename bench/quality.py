@@ -288,7 +288,7 @@ def _cross(target, cross: str, layers, units, max_tokens, window_tokens, best, b
         print(_row(name, "-", vals))
         if name == "best label":
             m = float(np.mean([v or 0.0 for v in vals]))
-            print(f"target: cross-corpus mean of the best labels {m:.3f} (>= 0.25: {'MET' if m >= 0.25 else 'NOT MET'})")
+            print(f"target: cross-corpus mean of the best labels {m:.4f} (>= 0.25: {'MET' if m >= 0.25 else 'NOT MET'})")
     if cap is not None:  # the reference: every token type's mean over the main corpus's explain split
         refs = [_transfer_table(target, cap, r, by_id[r.neuron]) if r.neuron in by_id else None for r in records]
         print(_row("token table (split)", "-", refs) + "   (reference: no label, every type of the main corpus)")

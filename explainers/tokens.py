@@ -154,19 +154,47 @@ def kind_deltas(record: NeuronRecord, entries: list[tuple[str, float, int]], bas
                 continue
             rows.append(ks)
             ys.append(float(a))
+    return fit_kind_deltas(rows, ys, max_kinds=max_kinds, ridge=ridge)
+
+
+def fit_kind_deltas(rows: list[tuple[str, ...]], ys: list[float], *, max_kinds: int = 12,
+                    ridge: float = 0.01) -> tuple[list[list[Any]], float]:
+    """``([[kind, delta], …], offset)`` from tokens' lexical kinds ``rows`` and activations ``ys``:
+    ridge regression of the activations on the kinds (penalty ``ridge`` × the number of tokens),
+    the ``max_kinds`` kinds with the largest ``count × delta²`` kept, largest delta first;
+    ``offset`` is the mean of the kept deltas' sums over the tokens. ``([], 0.0)`` for fewer than
+    10 tokens or no kind."""
+    names, X = kind_matrix(rows)
+    return fit_kind_matrix(X, names, ys, max_kinds=max_kinds, ridge=ridge)
+
+
+def kind_matrix(rows: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
+    """``(names, X)``: the kinds of ``rows``, sorted, and the 0/1 matrix of each row's kinds."""
     names = sorted({k for ks in rows for k in ks})
-    if len(ys) < 10 or not names:
-        return [], 0.0
     col = {k: j for j, k in enumerate(names)}
-    X = np.zeros((len(ys), len(names)))
+    X = np.zeros((len(rows), len(names)))
     for i, ks in enumerate(rows):
         X[i, [col[k] for k in ks]] = 1.0
-    y = np.asarray(ys) - float(np.mean(ys))
-    Xc = X - X.mean(0)
-    beta = np.linalg.solve(Xc.T @ Xc + ridge * len(ys) * np.eye(len(names)), Xc.T @ y)
-    importance = X.sum(0) * beta ** 2
+    return names, X
+
+
+def fit_kind_matrix(X: np.ndarray, names: list[str], ys, *, max_kinds: int = 12,
+                    ridge: float = 0.01) -> tuple[list[list[Any]], float]:
+    """:func:`fit_kind_deltas` from a kind matrix (:func:`kind_matrix`); columns of kinds no row
+    has are left out first (the same fit as from the rows)."""
+    n = len(ys)
+    count = X.sum(0) if X.size else np.zeros(len(names))
+    used = np.flatnonzero(count > 0)
+    names, X, count = [names[j] for j in used], X[:, used], count[used]
+    if n < 10 or not names:
+        return [], 0.0
+    y = np.asarray(ys, dtype=np.float64) - float(np.mean(ys))
+    mean = count / n
+    gram = X.T @ X - n * np.outer(mean, mean)  # the centred matrix's X_c' X_c
+    beta = np.linalg.solve(gram + ridge * n * np.eye(len(names)), X.T @ y)  # X_c' y = X' y: y is centred
+    importance = count * beta ** 2
     keep = [j for j in np.argsort(-importance)[:max_kinds] if importance[j] > 0]
-    offset = float((X[:, keep] @ beta[keep]).mean()) if keep else 0.0
+    offset = float(mean[keep] @ beta[keep]) if keep else 0.0
     return [[names[j], round(float(beta[j]), 6)] for j in sorted(keep, key=lambda j: -abs(beta[j]))], offset
 
 

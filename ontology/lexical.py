@@ -384,13 +384,29 @@ def backoff_kinds(tokens: Sequence[str]) -> list[tuple[str, ...]]:
     global _FUNCTION_WORDS
     if _FUNCTION_WORDS is None:
         _FUNCTION_WORDS = function_words()
+    # a token's kinds depend on its text and on whether the token before ends / the token after
+    # starts with a letter (see token_kinds): memoised on those three
+    texts = [_text(t) for t in tokens]
+    n = len(tokens)
     out = []
-    for names, _form, word in token_kinds(tokens):
-        got = list(names)
-        if word is not None and "WholeWord" in names:
-            got.extend(_FUNCTION_WORDS.get(word, ()))
-        out.append(tuple(got))
+    for i, t in enumerate(tokens):
+        key = (t, i > 0 and texts[i - 1][-1:].isalpha(), i + 1 < n and texts[i + 1][:1].isalpha())
+        got = _BACKOFF_MEMO.get(key)
+        if got is None:
+            names, _form, word = token_kinds(["a" if key[1] else "", t, "a" if key[2] else ""])[1]
+            kinds = list(names)
+            if word is not None and "WholeWord" in names:
+                kinds.extend(_FUNCTION_WORDS.get(word, ()))
+            got = tuple(kinds)
+            if len(_BACKOFF_MEMO) >= _BACKOFF_MEMO_MAX:
+                _BACKOFF_MEMO.clear()
+            _BACKOFF_MEMO[key] = got
+        out.append(got)
     return out
+
+
+_BACKOFF_MEMO: dict[tuple[str, bool, bool], tuple[str, ...]] = {}
+_BACKOFF_MEMO_MAX = 200_000
 
 
 def kind_label(name: str) -> str:

@@ -6,8 +6,10 @@ simulate-and-correlate metric as every other explainer.
 - ``"symbolic"`` (:class:`SymbolicSimulator`) is **graded** when the explanation carries weights
   (``structured["weights"]``, one per top-level disjunct of the expression, fitted by the
   explainer on the explain split only, and ``structured["base"]``): a token covered by some
-  disjuncts gets the largest of their weights, any other token ``base`` (0 when absent). Without
-  weights it is binary.
+  disjuncts gets the largest of their weights, any other token ``base`` (0 when absent) plus,
+  when the label has a back-off (``structured["kinds"]``: ``[[kind, delta], …]``), the deltas of
+  the token's lexical kinds (:func:`ontology.lexical.backoff_kinds`), as the token simulator
+  backs off. Without weights it is binary.
 - ``"symbolic_binary"`` (:class:`BinarySymbolicSimulator`) always predicts 1 where the token
   satisfies the expression, else 0.
 
@@ -76,6 +78,29 @@ def _closed_windows(ann: Annotator, token_lists: Sequence[Sequence[str]]) -> Clo
         _by_identity[fast] = (tuple(token_lists), got)
         while len(_by_identity) > _CLOSED_ITEMS:
             _by_identity.pop(next(iter(_by_identity)))
+    return got
+
+
+_kinds: "OrderedDict[tuple, tuple[list[str], np.ndarray]]" = OrderedDict()
+
+
+def _window_kinds(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
+    """``(names, X)``: the lexical kinds (:func:`ontology.lexical.backoff_kinds`) of every token of
+    the windows as a 0/1 matrix, computed once per window set (as :func:`_closed_windows`)."""
+    key = tuple(tuple(t) for t in token_lists)
+    with _closed_lock:
+        got = _kinds.get(key)
+        if got is not None:
+            _kinds.move_to_end(key)
+            return got
+    from neurolabel.explainers.tokens import kind_matrix
+    from neurolabel.ontology.lexical import backoff_kinds
+
+    got = kind_matrix([ks for toks in token_lists for ks in backoff_kinds(toks)])
+    with _closed_lock:
+        _kinds[key] = got
+        while len(_kinds) > _CLOSED_ITEMS:
+            _kinds.popitem(last=False)
     return got
 
 
@@ -170,6 +195,19 @@ class SymbolicSimulator:
             raise ScoringError(f"explanation of neuron {explanation.neuron}: weights must be finite, got {w!r}")
         return weights, base
 
+    def kinds(self, explanation: Explanation) -> dict[str, float]:
+        """The back-off of a graded label (``structured["kinds"]``: ``[[kind, delta], …]``): lexical
+        kind (:func:`ontology.lexical.backoff_kinds`) → delta added to the base for the tokens no
+        part covers; empty when the label has none."""
+        got = (explanation.structured or {}).get("kinds") or ()
+        try:
+            out = {str(k): float(d) for k, d in got}
+        except (TypeError, ValueError) as exc:
+            raise ScoringError(f"explanation of neuron {explanation.neuron}: malformed kinds {got!r}: {exc}") from None
+        if not all(math.isfinite(d) for d in out.values()):
+            raise ScoringError(f"explanation of neuron {explanation.neuron}: kind deltas must be finite, got {got!r}")
+        return out
+
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
         """Per token: the largest weight of the disjuncts it satisfies, else the base (graded);
         ``on_value`` / 0 without weights or in the binary simulator."""
@@ -191,6 +229,11 @@ class SymbolicSimulator:
             values = np.where(cover[:, 0], self.on_value, 0.0)
         else:
             values = predict_graded(cover, wb[0], wb[1])
+            kinds = self.kinds(explanation)
+            if kinds:  # the back-off: tokens no part covers get the base plus their kinds' deltas
+                names, X = _window_kinds(token_lists)
+                deltas = X @ np.array([kinds.get(k, 0.0) for k in names], dtype=np.float64)
+                values = np.where(cover.any(1), values, values + deltas)
         out, start = [], 0
         values = values.tolist()
         for toks in token_lists:

@@ -154,6 +154,33 @@ def test_explanation_fields(explainer, clean):
     assert best.neuron == clean[0].neuron and best.model == clean[0].model
 
 
+def test_back_off_for_tokens_no_part_covers(explainer, clean):
+    """Each label carries lexical kinds' deltas for the tokens none of its parts covers, fitted on
+    the explain-split random windows, with the base moved so that those tokens' mean prediction
+    there stays the base without a back-off; without ``backoff`` the same expressions and weights."""
+    import numpy as np
+
+    from neurolabel.scoring.symbolic_simulator import SymbolicSimulator
+
+    rec = clean[1]
+    sim = SymbolicSimulator(explainer.annotator)
+    plain = ConceptInductionExplainer(explainer.annotator, backoff=False).explain(rec)
+    got = explainer.explain(rec)
+    assert [e.structured["manchester"] for e in got] == [e.structured["manchester"] for e in plain]
+    assert all("kinds" not in e.structured and "other tokens" not in e.text for e in plain)
+    assert any(e.structured["kinds"] for e in got) and got[0].params["backoff"] is True
+    windows = [w.tokens for w in rec.windows("random", "explain")]
+    for e, p in zip(got, plain):
+        assert e.structured["weights"] == p.structured["weights"]
+        with_kinds = np.concatenate([s.expected_activations for s in sim.simulate_many(e, windows)])
+        without = np.concatenate([s.expected_activations for s in sim.simulate_many(p, windows)])
+        free = without == p.structured["base"]  # tokens no part covers
+        assert free.any() and np.all(with_kinds[~free] == without[~free])
+        assert abs(with_kinds[free].mean() - p.structured["base"]) < 1e-4
+        if e.structured["kinds"]:
+            assert "; other tokens: " in e.text and with_kinds[free].std() > 0
+
+
 def test_only_explain_split_windows_are_used(explainer, clean):
     rec = clean[0]
     poisoned = tuple(

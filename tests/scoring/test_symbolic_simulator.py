@@ -43,6 +43,23 @@ def test_graded_weights_per_disjunct_and_binary(sim):
     assert sim.simulate(unweighted, toks).expected_activations == (1.0, 0.0, 1.0, 1.0)
 
 
+def test_back_off_adds_kind_deltas_to_uncovered_tokens_only(sim):
+    """A graded label's ``kinds``: the tokens no part covers get the base plus their lexical kinds'
+    deltas; covered tokens keep their part's weight; the binary simulator ignores the back-off."""
+    e = _exp(manchester=f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01>", weights=[9.0, 4.0], base=0.5,
+             kinds=[["Preposition", 2.0], ["Comma", -1.0], ["WholeWord", 0.25]])
+    toks = [" dogs", " with", " car", ",", " the"]
+    assert sim.simulate(e, toks).expected_activations == (9.0, 2.75, 4.0, -0.5, 0.75)
+    assert sim.simulate_many(e, [toks[:2], toks[2:]])[1].expected_activations == (4.0, -0.5, 0.75)
+    binary = BinarySymbolicSimulator(sim.annotator)
+    assert binary.simulate(e, toks).expected_activations == (1.0, 0.0, 1.0, 0.0, 0.0)
+    m = e.structured["manchester"]
+    with pytest.raises(ScoringError, match="malformed kinds"):
+        sim.simulate(_exp(manchester=m, weights=[1.0, 2.0], kinds=[["Comma"]]), [" dog"])
+    with pytest.raises(ScoringError, match="finite"):
+        sim.simulate(_exp(manchester=m, weights=[1.0, 2.0], kinds=[["Comma", float("inf")]]), [" dog"])
+
+
 def test_role_restriction_uses_the_previous_token(sim):
     e = _exp(manchester=f"<{LEXICAL_BASE}Preposition> and (<{FOLLOWS_IRI}> some <{LEXICAL_BASE}Noun>)")
     toks = [" with", " a", " dog", " with", " bones", " of", " with"]
