@@ -17,6 +17,10 @@ by the position of the part (1 = the strongest), which shows what a cut keeps an
 rule adopted (:func:`storage.search_text.search_text`) is ``cap96``.
 
     .venv/bin/python bench/search_quality.py --cache /work/qcache --slice-cache /work/pcache
+    # the figures in storage/search_text.py: all three recordings of real neurons (396 labels)
+    .venv/bin/python bench/search_quality.py --caps 128,96,64 --records \
+        /work/pcache/pipeline-slice-871af6a754a64eb5.pkl /work/qcache/quality-57ad69d4b659967b.pkl \
+        /work/qcache/quality-9ed2bc9ecc0de3b3.pkl
 """
 
 from __future__ import annotations
@@ -47,8 +51,13 @@ def _labels(records, tag: str = "concept_induction") -> list:
     return out
 
 
-def _real_records(cache: Path | None, slice_cache: Path | None) -> list:
+def _real_records(cache: Path | None, slice_cache: Path | None, files: list[Path]) -> list:
     got = []
+    for path in files:  # named recordings (a pickle whose first item is the records) instead of the caches'
+        with path.open("rb") as f:
+            got += list(pickle.load(f)[0])
+    if files:
+        return got
     for folder, pattern in ((slice_cache, "pipeline-slice-*.pkl"), (cache, "quality-*.pkl")):
         if folder is None:
             continue
@@ -97,13 +106,27 @@ def _n_tokens(texts: list[str]) -> np.ndarray:
 
 
 def _rank_metrics(sim: np.ndarray, relevant: list[set[int]]) -> tuple[float, float]:
+    rr, rec = _per_query(sim, relevant)
+    return float(np.mean(rr)), float(np.mean(rec))
+
+
+def _diff(a: np.ndarray, b: np.ndarray, n: int = 2000) -> str:
+    """Mean of ``b - a`` (paired per query) and its 95% bootstrap interval over the queries."""
+    d = np.asarray(b) - np.asarray(a)
+    rng = np.random.default_rng(0)
+    boot = d[rng.integers(0, len(d), size=(n, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _per_query(sim: np.ndarray, relevant: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
     mrr, rec = [], []
     for q, rel in enumerate(relevant):
         order = np.argsort(-sim[q], kind="stable")
         ranks = [int(np.flatnonzero(order == j)[0]) for j in rel]
         mrr.append(1.0 / (1 + min(ranks)))
         rec.append(np.mean([r < 10 for r in ranks]))
-    return float(np.mean(mrr)), float(np.mean(rec))
+    return np.array(mrr), np.array(rec)
 
 
 def _neighbours(mat: np.ndarray, k: int = 10) -> np.ndarray:
@@ -116,6 +139,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="bench/quality.py's recording cache (150 real neurons)")
     ap.add_argument("--slice-cache", type=Path, default=None, help="bench/pipeline.py's slice cache (96 neurons)")
+    ap.add_argument("--records", type=Path, nargs="*", default=[],
+                    help="recording pickles of real neurons (bench/quality.py's or bench/pipeline.py's cache files) "
+                         "used instead of the caches' largest ones")
     ap.add_argument("--caps", default="128,96,64,48,32", help="token caps measured")
     args = ap.parse_args()
     from bench.planted import DEFAULT_CLASSES, planted_records
@@ -132,7 +158,7 @@ def main() -> None:
             if e is not None:
                 planted_texts.append(e.text)
                 planted_class.append(c)
-    real_expl = [e for e in _labels(_real_records(args.cache, args.slice_cache)) if e is not None]
+    real_expl = [e for e in _labels(_real_records(args.cache, args.slice_cache, args.records)) if e is not None]
     real = [e.text for e in real_expl]
     texts = planted_texts + real
     # known items: each WordNet class a real label names in a raising part, by the part's position
@@ -149,7 +175,7 @@ def main() -> None:
     iq = embed([t for t, _, _ in items])
     buckets = [(1, 1), (2, 3), (4, 8), (9, 10_000)]
     rules = [("full", None)] + [(f"cap{n}", int(n)) for n in args.caps.split(",")]
-    full_real = None
+    full_real, per_rule = None, {}
     print(f"{'rule':<8} {'tokens/label':>12} {'real tokens':>12} {'MRR':>6} {'R@10':>6} {'nbr R@10':>9} {'embed s':>8}  "
           + "  ".join(f"item MRR p{a}-{b if b < 100 else ''}" for a, b in buckets))
     for name, cap in rules:
@@ -164,12 +190,24 @@ def main() -> None:
         overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(nb, full_real)])
         ntok = _n_tokens(st)
         isim = iq @ mat.T
+        per_rule[name] = (_per_query(q @ mat.T, relevant), _per_query(isim, [{j} for _, j, _ in items])[0])
         by = []
         for a, b in buckets:
             sel = [k for k, (_, _, pos) in enumerate(items) if a <= pos <= b]
             by.append(_rank_metrics(isim[sel], [{items[k][1]} for k in sel])[0] if sel else float("nan"))
         print(f"{name:<8} {ntok.mean():>12.1f} {ntok[len(planted_texts):].mean():>12.1f} {mrr:>6.3f} {rec:>6.3f} "
               f"{overlap:>9.3f} {cpu:>8.2f}  " + "  ".join(f"{v:>13.3f}" for v in by))
+    print("difference to full text, paired per query, mean [95% bootstrap interval]: planted MRR | planted R@10 | "
+          "known-item MRR by position bucket")
+    ((f_rr, f_rec), f_item) = per_rule["full"]
+    for name, ((rr, rec), item) in per_rule.items():
+        if name == "full":
+            continue
+        cols = []
+        for a, b in buckets:
+            sel = [k for k, (_, _, pos) in enumerate(items) if a <= pos <= b]
+            cols.append(_diff(f_item[sel], item[sel]) if sel else "-")
+        print(f"{name:<8} {_diff(f_rr, rr)} | {_diff(f_rec, rec)} | " + " | ".join(cols))
     print("known items per position bucket: " + ", ".join(
         f"p{a}-{b if b < 100 else ''}: {sum(a <= p <= b for _, _, p in items)}" for a, b in buckets))
 

@@ -7,20 +7,28 @@ the stored ``text`` and full-text search keep the whole label.
 
 Why a cut: concept-induction labels name their parts strongest first and run to ~160 tokens (up
 to MiniLM's 256), and MiniLM's cost is linear in tokens. ``bench/search_quality.py`` (30 planted
-units of ten known WordNet classes among 246 real SmolLM2 neurons' labels, all by
-``concept_induction``; loaded 2-core machine) measured, full text → cut at 96 tokens:
+units of ten known WordNet classes among 396 real SmolLM2 neurons' labels — the 96 of
+``bench/pipeline.py``'s slice and both 150-neuron 100k-token recordings of ``bench/quality.py`` —
+all by ``concept_induction``; loaded 2-core machine) measured, full text → cut at 96 tokens, with
+the paired difference and its 95% bootstrap interval over the queries:
 
-- planted-class queries (22, the classes' lemma names): MRR 0.934 → 0.933, recall@10 0.742 → 0.742;
-- known items (the WordNet classes a real label names, 843 queries, by the position of their part):
-  MRR 0.574 → 0.730 (strongest part), 0.327 → 0.412 (parts 2–3), 0.146 → 0.212 (4–8),
-  0.097 → 0.108 (9 and later) — a mean-pooled vector of 30 parts blurs the leading ones;
-- MiniLM tokens per real label 140.5 → 81.0; embedding CPU of the 276 labels 6.95 → 3.73 s.
+- planted-class queries (22, the classes' lemma names): MRR 0.934 → 0.888 (−0.046 [−0.114, 0]),
+  recall@10 0.727 → 0.682 (−0.045 [−0.106, 0]); the MRR loss is two queries, "plant" and
+  "plant life", whose first hit became a real neuron labelled "a kind of plant organ … right after
+  a kind of plant part" (the planted one second); the recall loss is noisy planted labels ranked
+  a few places lower behind real labels that name the class in their leading parts;
+- known items (the WordNet classes a real label names, 1,347 queries, by the position of their
+  part): MRR 0.557 → 0.708 (+0.151 [+0.104, +0.202]) for the strongest part, 0.304 → 0.372 (parts
+  2–3), 0.107 → 0.159 (4–8), 0.068 → 0.069 (+0.001 [−0.014, +0.017], 9 and later) — a
+  mean-pooled vector of 30 parts blurs the leading ones;
+- MiniLM tokens per real label 139.0 → 78.7, embedding CPU of the 426 labels 11.3 → 6.5 s; in a
+  labelling run (``bench/pipeline.py --no-llm --no-record``) 38 → 24 ms per neuron.
 
-Shorter caps lose the later parts (at 88 tokens: 0.088 for parts 9+, at 64: 0.038) and, at 64
-and below, a planted label from the top ten (recall@10 0.727). The cut vectors are not the full
-ones (their ten nearest labels share 39% with the full vectors'): vectors stored before this rule
-are in the same space and are still searched, and ``neurolabel db reindex --revector`` recomputes
-them."""
+The rule was chosen on 246 of those real labels (planted MRR there 0.934 → 0.933); a cap of 128
+tokens lost less on planted queries (MRR −0.023) and gained less on known items, 64 tokens lost
+the late parts (9+: −0.045 [−0.057, −0.034]). The cut vectors are not the full ones (their ten
+nearest labels share 38% with the full vectors'): vectors stored before this rule are in the same
+space and are still searched, and ``neurolabel db reindex --revector`` recomputes them."""
 
 from __future__ import annotations
 
