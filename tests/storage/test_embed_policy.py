@@ -263,3 +263,23 @@ def test_reindex_revector_recomputes_old_whole_label_vectors_from_search_texts(u
     assert report.revectored == 1 and report.rebuilt
     assert np.array_equal(_vector(url, LONG), hash_embedder([search_text(LONG)])[0])
     assert _check(url).consistent
+
+
+def test_cli_reindex_revector(url: str) -> None:
+    import numpy as np
+
+    from neurolabel.lm.embeddings import embed_labels
+    from neurolabel.storage.search_text import search_text
+
+    if url.startswith("sqlite"):
+        pytest.skip("one engine is enough for the subprocess (MiniLM loads there)")
+    _write(url, "best", [("ci", 0, LONG, 0.6)], index=5)  # a hash vector, as if from an older rule
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "neurolabel.service.cli", "db", "reindex", "--db", url]
+    bad = subprocess.run(cli + ["--check", "--revector"], capture_output=True, text=True, env=env, timeout=300)
+    said = "".join((bad.stdout + bad.stderr).replace("│", " ").split())  # the message boxed and wrapped
+    assert bad.returncode == 2 and "--revectorrewritesvectors:giveoneofthem" in said, said
+    done = subprocess.run(cli + ["--revector"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "recomputed from their search texts: 1" in done.stdout, done.stdout + done.stderr
+    assert float(_vector(url, LONG) @ embed_labels([search_text(LONG)])[0]) > 0.99999
+    assert _check(url).consistent
