@@ -170,12 +170,15 @@ def fit_kind_deltas(rows: list[tuple[str, ...]], ys: list[float], *, max_kinds: 
 
 def kind_matrix(rows: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
     """``(names, X)``: the kinds of ``rows``, sorted, and the 0/1 matrix of each row's kinds."""
-    names = sorted({k for ks in rows for k in ks})
+    # rows repeat a few dozen distinct kind sets: each set's row made once, then gathered
+    distinct: dict[tuple[str, ...], int] = {}
+    ids = np.fromiter((distinct.setdefault(ks, len(distinct)) for ks in rows), dtype=np.intp, count=len(rows))
+    names = sorted({k for ks in distinct for k in ks})
     col = {k: j for j, k in enumerate(names)}
-    X = np.zeros((len(rows), len(names)))
-    for i, ks in enumerate(rows):
-        X[i, [col[k] for k in ks]] = 1.0
-    return names, X
+    U = np.zeros((len(distinct), len(names)))
+    for i, ks in enumerate(distinct):
+        U[i, [col[k] for k in ks]] = 1.0
+    return names, U[ids]
 
 
 def fit_kind_matrix(X: np.ndarray, names: list[str], ys, *, max_kinds: int = 12,

@@ -186,3 +186,26 @@ def test_kind_deltas_learn_what_unlisted_word_pieces_do():
     deltas = dict((k, d) for k, d in kinds)
     assert max(deltas, key=deltas.get) == "WordContinuationPiece" and deltas["WordContinuationPiece"] > 1.0
     assert deltas.get("WholeWord", 0.0) < deltas["WordContinuationPiece"] - 1.0 and np.isfinite(offset)
+
+
+def test_kind_matrix_equals_a_row_by_row_build():
+    """kind_matrix builds each distinct kind set's row once and gathers them: the same names and
+    0/1 matrix as filling every row (empty rows, repeated sets, a single row, none)."""
+    import random
+
+    import numpy as np
+
+    from neurolabel.explainers.tokens import kind_matrix
+
+    rng = random.Random(0)
+    kinds = ["Preposition", "WordInitialPiece", "ClosingBracket", "Capitalised", "Number"]
+    for n in (0, 1, 7, 300):
+        rows = [tuple(sorted(rng.sample(kinds, rng.randint(0, 3)))) for _ in range(n)]
+        names = sorted({k for ks in rows for k in ks})
+        ref = np.zeros((n, len(names)))
+        for i, ks in enumerate(rows):
+            for k in ks:
+                ref[i, names.index(k)] = 1.0
+        got_names, got = kind_matrix(rows)
+        assert got_names == names
+        assert got.shape == ref.shape and np.array_equal(got, ref)
