@@ -494,11 +494,29 @@ def _embed_in_process(texts: list[str]) -> tuple[Any, float]:
     return label_embedder().compute(texts)
 
 
+BLAS_THREADS = 1
+"""BLAS threads (NumPy's OpenBLAS, SciPy's) per process while a run explains and scores. With
+OpenBLAS's default (a thread per core) its idle threads spin after each of the stages' many small
+matrix products: on 96 neurons of layer 10 (the recorder's defaults, 100k tokens, one process,
+warm memos, idle 2-core machine) load + explain + score took 136.4 ms of process CPU per neuron
+with the default against 63.2 with one thread (``OPENBLAS_NUM_THREADS=1``), the same outputs."""
+
+
+def _limit_blas():
+    """BLAS libraries limited to :data:`BLAS_THREADS` threads (a ``threadpoolctl`` limiter whose
+    ``restore_original_limits()`` undoes it)."""
+    import scipy.linalg  # noqa: F401  SciPy's own OpenBLAS, loaded now: a library loaded later keeps its default
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
 def _worker_start(work: _Work) -> None:
     """A worker process's start: its run's work (handed over by the fork, never pickled)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run and shuts the pool down
+    _limit_blas()  # as the parent set it before the fork; said again in case the library re-reads it
     _process_work[:] = [work]
 
 
@@ -763,8 +781,16 @@ def run(
         pending_failures.clear()
         n_pending = 0
 
+    # the explain / score stages' NumPy work is many small products: OpenBLAS's threads (one per core
+    # by default, in every worker process) spin for them and took more CPU than the work (see
+    # BLAS_THREADS); one thread each while the run explains, restored when it ends
+    blas = _limit_blas()
     work = _Work(plugins=plugins, model=summary.model, database_url=url, delay=delay)
-    pool = _worker_pool(spec, work)  # worker processes fork here, before the store thread and the bar start
+    try:
+        pool = _worker_pool(spec, work)  # worker processes fork here, before the store thread and the bar start
+    except BaseException:
+        blas.restore_original_limits()
+        raise
     if isinstance(pool, _ProcessPool):  # the labels' texts are embedded by the worker processes too
         embedder = partial(shared.embed_with, compute=pool.embed)
 
@@ -826,6 +852,7 @@ def run(
                 summary.loop_s = t_end - t_loop
                 summary.final_write_s = time.perf_counter() - t_end
             bar.close()
+            blas.restore_original_limits()
     summary.elapsed_s = time.perf_counter() - t_start
     log.info("labelled %s: %s", summary.model, summary.as_dict())
     return summary

@@ -382,3 +382,38 @@ def test_run_embeds_the_best_labels_by_default_and_all_on_request(tmp_path, db_u
     assert all(has for _, _, has in all_rows.values())
     with pytest.raises(ConfigError):
         RunSpec.parse({"embed": "some"})
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_explaining_runs_with_one_blas_thread_and_the_limit_is_restored(tmp_path, planted_records, monkeypatch,
+                                                                        processes):
+    """While a run explains and scores, NumPy's BLAS uses BLAS_THREADS (1) threads, in the run's
+    own threads and in its forked worker processes; the process's own limit is back afterwards."""
+    import json
+    import os
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import neurolabel.pipeline.run as R
+
+    url = f"sqlite:///{tmp_path}/blas.db"
+    _store(url, planted_records)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    inner = R.explain_and_score_one
+
+    def spy(record, todo, plugins):  # runs where the stage runs (a forked worker inherits the patch)
+        threads = sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        (seen / f"{os.getpid()}-{record.neuron.index}.json").write_text(json.dumps(threads))
+        return inner(record, todo, plugins)
+
+    monkeypatch.setattr(R, "explain_and_score_one", spy)
+    with threadpool_limits(limits=2, user_api="blas"):  # a known limit other than the run's
+        summary = label_neurons(model_spec="planted", database_url=url, layers=[0], units=[0, 1, 2],
+                                explainers=["pmi"], processes=processes, concurrency=2)
+        after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert summary.processed == 3 and not summary.errors
+    got = [json.loads(p.read_text()) for p in sorted(seen.iterdir())]
+    assert len(got) == 3 and all(g == [R.BLAS_THREADS] for g in got), got
+    pids = {p.name.split("-")[0] for p in seen.iterdir()}
+    assert (str(os.getpid()) in pids) == (processes == 1)
+    assert after == {2}
