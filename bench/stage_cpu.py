@@ -9,7 +9,9 @@ explains and scores it (``pipeline.run.explain_and_score_one``: every candidate,
 simulator and the explainer's extra simulators, as a run does). Stage times are the pipeline's
 own stage timings read on the thread's CPU clock (``time.thread_time`` in place of
 ``perf_counter``: less sensitive than wall time to other processes on the machine, not
-insensitive). One warm-up pass annotates every window and fills the process's memos (a
+insensitive), with one BLAS thread as a labelling run's processes have (``pipeline.run._limit_blas``;
+with OpenBLAS's thread per core the small products of the back-off fit cost several times more
+thread time). One warm-up pass annotates every window and fills the process's memos (a
 whole-model run sees each window many times); then ``--repeat`` timed passes, each after the
 memos of single neurons are cleared (held-out window sets, parsed labels: a run meets each neuron
 once). The two sides run
@@ -88,6 +90,9 @@ def _side(args) -> None:
     with args.side_in.open("rb") as f:
         records = pickle.load(f)
     R.time = types.SimpleNamespace(perf_counter=time.thread_time)  # the stages' clock: this thread's CPU
+    limit_blas = getattr(R, "_limit_blas", None)
+    if limit_blas is not None:  # one BLAS thread, as a labelling run's processes have (both sides alike)
+        limit_blas()
     plugins = R.build_plugins(RunSpec(model="default", explainers=EXPLAINERS))
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/stage-cpu.db"

@@ -3,6 +3,7 @@ filtered neuron lists, model overviews. Results are plain dicts (JSON-able excep
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
 from collections.abc import Sequence
@@ -21,11 +22,32 @@ _RECORD_NEURON = (
     .join(Model, Model.id == Neuron.model_id)
     .where(Model.name == bindparam("model"), Neuron.layer == bindparam("layer"), Neuron.index == bindparam("index"))
 )
-_RECORD_EXAMPLES = (
-    select(Example.kind, Example.tokens, Example.activations, Example.window_id, Example.split, Example.quantile)
+_RECORD_EXAMPLES = (  # tokens and activations as their stored JSON text, decoded by _json_loads
+    select(Example.kind, cast(Example.tokens, Text), cast(Example.activations, Text), Example.window_id,
+           Example.split, Example.quantile)
     .where(Example.neuron_id == bindparam("neuron_id"))
     .order_by(Example.kind, Example.position)
 )
+
+
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - orjson is a dependency; the standard library reads the same
+    _orjson_loads = None
+
+
+def _json_loads(text: str) -> Any:
+    """A window's tokens or activations from their JSON text (as written by the column's
+    ``json.dumps``): by orjson (a window's 64 activations decode in ~1.4 µs instead of ~14 µs with
+    :func:`json.loads`), else, for text orjson refuses (``NaN``, lone surrogates), by
+    :func:`json.loads`. Used for these two columns only: a list of strings and a list of floats
+    read back the same either way (orjson reads integers beyond 64 bits as floats)."""
+    if _orjson_loads is not None:
+        try:
+            return _orjson_loads(text)
+        except ValueError:  # orjson.JSONDecodeError
+            pass
+    return json.loads(text)
 
 
 def load_neuron_record(*, session: Session, model: str, neuron: NeuronId) -> NeuronRecord | None:
@@ -42,8 +64,8 @@ def load_neuron_record(*, session: Session, model: str, neuron: NeuronId) -> Neu
     for kind, tokens, activations, window_id, split, quantile in examples:
         kinds[kind].append(
             ActivationRecord(
-                tokens=tuple(tokens),
-                activations=tuple(map(float, activations)),
+                tokens=tuple(_json_loads(tokens)),
+                activations=tuple(map(float, _json_loads(activations))),
                 window_id=window_id,
                 split=split,  # type: ignore[arg-type]
                 kind=kind,  # type: ignore[arg-type]

@@ -55,3 +55,13 @@ def test_registry_unknown_tag_lists_known():
     assert reg["alpha"] is Alpha
     with pytest.raises(ConfigError, match="unknown thing 'beta'; known: alpha"):
         reg["beta"]
+
+
+def test_record_rejects_infinities_and_keeps_huge_finite_values():
+    for bad in (float("inf"), float("-inf")):
+        with pytest.raises(ValueError, match="non-finite"):
+            ActivationRecord(tokens=("a", "b"), activations=(1.0, bad))
+    with pytest.raises(ValueError, match=r"non-finite activation \(inf\)"):  # inf + -inf: nan; the first named
+        ActivationRecord(tokens=("a", "b", "c"), activations=(1.0, float("inf"), float("-inf")))
+    big = ActivationRecord(tokens=("a", "b"), activations=(1e308, 1e308))  # the sum overflows, each is finite
+    assert big.activations == (1e308, 1e308)

@@ -61,3 +61,20 @@ def test_form_candidates_count_words_and_punctuation_runs():
     got = form_candidates(["The cat (a pet) sat. The dog sat."] * 30, n_forms=3)
     assert got[:2] == ["the", "sat"] and len([g for g in got if g.isalpha()]) == 3
     assert ")" in got and "(" in got and "." in got
+
+
+def test_backoff_kinds_of_a_window_seen_again_are_the_same():
+    from neurolabel.ontology import lexical
+
+    window = ("The", " eleph", "ant", " ran", " with", " (", "it", ")", "\n")
+    lexical._WINDOW_MEMO.clear()
+    first = lexical.backoff_kinds(window)
+    assert window in lexical._WINDOW_MEMO
+    again = lexical.backoff_kinds(list(window))  # a list of the same tokens finds the window too
+    assert again == first and again is not first
+    again.append(("x",))  # the caller's list is its own
+    assert lexical.backoff_kinds(window) == first
+    lexical._WINDOW_MEMO.clear()
+    lexical._BACKOFF_MEMO.clear()
+    assert lexical.backoff_kinds(window) == first  # computed afresh: the same
+    assert "Preposition" in first[4] and "WordContinuationPiece" in first[2]
