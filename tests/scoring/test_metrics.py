@@ -66,6 +66,31 @@ def test_auprc_matches_sklearn_average_precision():
         assert metrics.auprc(s, a) == pytest.approx(sklearn_metrics.average_precision_score(a, s))
 
 
+def _auprc_by_argsort(scores, actual):
+    """The token-by-token form of average precision: tokens sorted by score, one threshold per
+    group of tied scores."""
+    s, a = np.asarray(scores, dtype=np.float64), np.asarray(actual, dtype=bool)
+    order = np.argsort(-s, kind="mergesort")
+    s, a = s[order], a[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = np.cumsum(a)[last].astype(np.float64)
+    recall = tp / a.sum()
+    return float((np.diff(np.r_[0.0, recall]) * (tp / (last + 1))).sum())
+
+
+def test_auprc_equals_the_token_by_token_form_exactly():
+    rng = np.random.default_rng(3)
+    for trial in range(600):
+        n = int(rng.integers(1, 600))
+        s = [rng.integers(0, 2, n).astype(float), rng.choice(rng.normal(size=int(rng.integers(1, 30))), n),
+             rng.normal(size=n), rng.choice([0.0, -0.0, 1e-300, 5.0, np.nextafter(5.0, 6.0)], n)][trial % 4]
+        a = rng.random(n) < rng.random()
+        if a.any():
+            assert metrics.auprc(s, a) == _auprc_by_argsort(s, a)  # the same float, not approximately
+    s = np.array([np.inf, 1.0, 1.0, -np.inf, 0.5])  # infinite scores: the token-by-token form itself
+    assert metrics.auprc(s, [1, 0, 1, 0, 1]) == pytest.approx(_auprc_by_argsort(s, [1, 0, 1, 0, 1]))
+
+
 def _win(acts, kind, wid):
     return ActivationRecord(tokens=tuple(f"t{i}" for i in range(len(acts))), activations=tuple(acts),
                             window_id=wid, split="score", kind=kind)
