@@ -127,14 +127,14 @@ def _side(args) -> None:
 
 
 def _forget_neurons(R) -> None:
-    """Clear the memos whose entries belong to one neuron (its held-out window set, its labels'
-    parsed expressions, its true activations): a whole-model run meets each neuron once. Memos of
+    """Clear the memos whose entries belong to one neuron (its held-out window set and its tokens'
+    lexical kinds, its labels' parsed expressions, its true activations): a whole-model run meets each neuron once. Memos of
     windows, tokens and classes stay: there, each window recurs across many neurons."""
     import importlib
 
     for mod in ("neurolabel.scoring.symbolic_simulator", "neurolabel.scoring.scorers"):
         m = importlib.import_module(mod)
-        for name in ("_closed", "_by_identity", "_parsed", "_truths"):
+        for name in ("_closed", "_by_identity", "_parsed", "_truths", "_kinds", "_kinds_by_identity"):
             memo = getattr(m, name, None)
             if isinstance(memo, dict):
                 memo.clear()

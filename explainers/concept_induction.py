@@ -346,12 +346,13 @@ class ConceptInductionExplainer:
             )
         return out
 
-    def _backoff_tokens(self, record: NeuronRecord, t: ExplainTokens) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """``(positions, names, X)``: the positions in ``t`` of the tokens of the record's
+    def _backoff_tokens(self, record: NeuronRecord, t: ExplainTokens
+                        ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """``(positions, names, U, ids)``: the positions in ``t`` of the tokens of the record's
         explain-split random windows (an unbiased sample of the split's tokens), which the back-off
-        is fitted on, and their lexical kinds (:func:`ontology.lexical.backoff_kinds`) as a 0/1
-        matrix (:func:`explainers.tokens.kind_matrix`)."""
-        from neurolabel.explainers.tokens import kind_matrix
+        is fitted on, and their lexical kinds (:func:`ontology.lexical.backoff_kinds`) as the 0/1
+        matrix ``U[ids]`` (:func:`explainers.tokens.kind_rows`)."""
+        from neurolabel.explainers.tokens import kind_rows
         from neurolabel.ontology.lexical import backoff_kinds
 
         key = lambda w: w.window_id if w.window_id >= 0 else (w.tokens, w.activations)  # noqa: E731
@@ -364,7 +365,7 @@ class ConceptInductionExplainer:
                 positions.append(np.arange(start, start + len(w.tokens)))
                 kinds.extend(backoff_kinds(w.tokens))
             start += len(w.tokens)
-        return (np.concatenate(positions) if positions else np.zeros(0, dtype=int)), *kind_matrix(kinds)
+        return (np.concatenate(positions) if positions else np.zeros(0, dtype=int)), *kind_rows(kinds)
 
     @staticmethod
     def _greedy_key(cfg: GradedConfig) -> tuple:
@@ -405,12 +406,13 @@ class ConceptInductionExplainer:
         }
         text = _english(expr, weights, base, onto, ex)
         if backoff is not None:  # tokens no part covers: the base plus their lexical kinds' deltas
-            from neurolabel.explainers.tokens import fit_kind_matrix
+            from neurolabel.explainers.tokens import fit_kind_rows
             from neurolabel.ontology.lexical import kind_label
 
-            positions, names, X = backoff
+            positions, names, U, ids = backoff
             free = ~cover[positions].any(1) if len(positions) else np.zeros(0, dtype=bool)
-            kinds, offset = fit_kind_matrix(X[free], names, t.activations[positions[free]], max_kinds=12, ridge=0.01)
+            kinds, offset = fit_kind_rows(U, ids[free], names, t.activations[positions[free]], max_kinds=12,
+                                          ridge=0.01)
             structured["kinds"] = kinds
             structured["base"] = round(float(base - offset), 6)
             if kinds:

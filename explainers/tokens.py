@@ -164,13 +164,20 @@ def fit_kind_deltas(rows: list[tuple[str, ...]], ys: list[float], *, max_kinds: 
     the ``max_kinds`` kinds with the largest ``count × delta²`` kept, largest delta first;
     ``offset`` is the mean of the kept deltas' sums over the tokens. ``([], 0.0)`` for fewer than
     10 tokens or no kind."""
-    names, X = kind_matrix(rows)
-    return fit_kind_matrix(X, names, ys, max_kinds=max_kinds, ridge=ridge)
+    names, U, ids = kind_rows(rows)
+    return fit_kind_rows(U, ids, names, ys, max_kinds=max_kinds, ridge=ridge)
 
 
 def kind_matrix(rows: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
     """``(names, X)``: the kinds of ``rows``, sorted, and the 0/1 matrix of each row's kinds."""
-    # rows repeat a few dozen distinct kind sets: each set's row made once, then gathered
+    names, U, ids = kind_rows(rows)
+    return names, U[ids]
+
+
+def kind_rows(rows: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(names, U, ids)``: :func:`kind_matrix` as its distinct rows — ``X = U[ids]``: ``U`` the 0/1
+    row of each distinct kind set (in order of first appearance), ``ids`` each row's."""
+    # rows repeat a few dozen distinct kind sets: each set's row made once
     distinct: dict[tuple[str, ...], int] = {}
     ids = np.fromiter((distinct.setdefault(ks, len(distinct)) for ks in rows), dtype=np.intp, count=len(rows))
     names = sorted({k for ks in distinct for k in ks})
@@ -178,22 +185,28 @@ def kind_matrix(rows: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
     U = np.zeros((len(distinct), len(names)))
     for i, ks in enumerate(distinct):
         U[i, [col[k] for k in ks]] = 1.0
-    return names, U[ids]
+    return names, U, ids
 
 
-def fit_kind_matrix(X: np.ndarray, names: list[str], ys, *, max_kinds: int = 12,
-                    ridge: float = 0.01) -> tuple[list[list[Any]], float]:
-    """:func:`fit_kind_deltas` from a kind matrix (:func:`kind_matrix`); columns of kinds no row
-    has are left out first (the same fit as from the rows)."""
+def fit_kind_rows(U: np.ndarray, ids: np.ndarray, names: list[str], ys, *, max_kinds: int = 12,
+                  ridge: float = 0.01) -> tuple[list[list[Any]], float]:
+    """:func:`fit_kind_deltas` from the kind matrix ``X = U[ids]`` given as its distinct rows
+    (:func:`kind_rows`); columns of kinds no row has are left out first (the same fit as from the
+    rows). The counts and the Gram matrix come from the distinct rows weighted by how often each
+    occurs (integers, exact in any order: the same floats as from ``X``), ``X' y`` from ``X``."""
     n = len(ys)
-    count = X.sum(0) if X.size else np.zeros(len(names))
+    w = np.bincount(ids, minlength=len(U)).astype(np.float64)  # rows of each distinct kind set
+    count = w @ U if U.size else np.zeros(len(names))
     used = np.flatnonzero(count > 0)
-    names, X, count = [names[j] for j in used], X[:, used], count[used]
+    names, count = [names[j] for j in used], count[used]
     if n < 10 or not names:
         return [], 0.0
     y = np.asarray(ys, dtype=np.float64) - float(np.mean(ys))
     mean = count / n
-    gram = X.T @ X - n * np.outer(mean, mean)  # the centred matrix's X_c' X_c
+    Uu = U[:, used]
+    gram = Uu.T @ (w[:, None] * Uu) - n * np.outer(mean, mean)  # X'X - n m m': the centred matrix's X_c' X_c
+    # X' y from X gathered as the fit from the matrix gathers it (its layout decides BLAS's order of additions)
+    X = U[ids][:, used]
     beta = np.linalg.solve(gram + ridge * n * np.eye(len(names)), X.T @ y)  # X_c' y = X' y: y is centred
     importance = count * beta ** 2
     keep = [j for j in np.argsort(-importance)[:max_kinds] if importance[j] > 0]

@@ -15,6 +15,27 @@ from neurolabel.core.types import ActivationRecord, ScoreResult, SequenceSimulat
 from neurolabel.scoring import metrics
 
 
+class FlatSimulations(list):
+    """Simulations of consecutive windows (a list of :class:`core.SequenceSimulation`) that also
+    carry every prediction in one array, window after window — what a batched simulator computed
+    them from (:meth:`scoring.symbolic_simulator.SymbolicSimulator.simulate_many`), so that a scorer
+    reads them without gathering them from the windows again."""
+
+    def __init__(self, simulations: Sequence[SequenceSimulation], values: np.ndarray) -> None:
+        super().__init__(simulations)
+        values = np.asarray(values, dtype=np.float64)
+        values.flags.writeable = False
+        self.values = values
+        """Every window's ``expected_activations``, concatenated (float64, read-only)."""
+
+
+def _predictions(simulations: Sequence[SequenceSimulation], n: int) -> np.ndarray:
+    """Every prediction of ``simulations`` (``n`` in all), window after window, as float64."""
+    if isinstance(simulations, FlatSimulations) and len(simulations.values) == n:
+        return simulations.values
+    return np.fromiter(chain.from_iterable(s.expected_activations for s in simulations), dtype=np.float64, count=n)
+
+
 def _balanced(simulations: Sequence[SequenceSimulation], records: Sequence[ActivationRecord]
               ) -> tuple[list[float], list[float]]:
     """Tokens of as many top as random windows (``n = min`` of the two counts: the first ``n``
@@ -135,8 +156,7 @@ class CorrelationScorer:
         true = truth.true
         if not len(true):
             raise ScoringError("no tokens to score")
-        pred = np.fromiter(chain.from_iterable(s.expected_activations for s in simulations), dtype=np.float64,
-                           count=len(true))
+        pred = _predictions(simulations, len(true))
         main = metrics.correlation(pred, true)
         actual = truth.actual
         guessed = metrics.predicted_active(pred)

@@ -37,6 +37,7 @@ from neurolabel.ontology.annotate import Annotator
 from neurolabel.ontology.expression import ClassExpression, parse_manchester
 from neurolabel.ontology.identity import check_same, content_hash
 from neurolabel.ontology.induction import ClosedExamples, close_windows, coverage_vectors, predict_graded
+from neurolabel.scoring.scorers import FlatSimulations
 
 log = logging.getLogger(__name__)
 
@@ -81,26 +82,38 @@ def _closed_windows(ann: Annotator, token_lists: Sequence[Sequence[str]]) -> Clo
     return got
 
 
-_kinds: "OrderedDict[tuple, tuple[list[str], np.ndarray]]" = OrderedDict()
+_kinds: "OrderedDict[tuple, tuple[list[str], np.ndarray, np.ndarray]]" = OrderedDict()
+_kinds_by_identity: "dict[tuple, tuple[tuple, tuple[list[str], np.ndarray, np.ndarray]]]" = {}
 
 
-def _window_kinds(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
-    """``(names, X)``: the lexical kinds (:func:`ontology.lexical.backoff_kinds`) of every token of
-    the windows as a 0/1 matrix, computed once per window set (as :func:`_closed_windows`)."""
+def _window_kinds(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(names, U, ids)``: the lexical kinds (:func:`ontology.lexical.backoff_kinds`) of every token
+    of the windows as the 0/1 matrix ``U[ids]`` (:func:`explainers.tokens.kind_rows`: ``U`` a row per
+    distinct kind set, ``ids`` each token's), computed once per window set and found again as
+    :func:`_closed_windows` finds its closures (by identity, else by content)."""
+    fast = tuple(map(id, token_lists))
+    with _closed_lock:
+        hit = _kinds_by_identity.get(fast)
+        if hit is not None and all(a is b for a, b in zip(hit[0], token_lists)):
+            return hit[1]
     key = tuple(tuple(t) for t in token_lists)
     with _closed_lock:
         got = _kinds.get(key)
         if got is not None:
             _kinds.move_to_end(key)
-            return got
-    from neurolabel.explainers.tokens import kind_matrix
-    from neurolabel.ontology.lexical import backoff_kinds
+    if got is None:
+        from neurolabel.explainers.tokens import kind_rows
+        from neurolabel.ontology.lexical import backoff_kinds
 
-    got = kind_matrix([ks for toks in token_lists for ks in backoff_kinds(toks)])
-    with _closed_lock:
-        _kinds[key] = got
-        while len(_kinds) > _CLOSED_ITEMS:
-            _kinds.popitem(last=False)
+        got = kind_rows([ks for toks in token_lists for ks in backoff_kinds(toks)])
+        with _closed_lock:
+            _kinds[key] = got
+            while len(_kinds) > _CLOSED_ITEMS:
+                _kinds.popitem(last=False)
+    with _closed_lock:  # held: the token lists, so that their ids stay theirs while kept
+        _kinds_by_identity[fast] = (tuple(token_lists), got)
+        while len(_kinds_by_identity) > _CLOSED_ITEMS:
+            _kinds_by_identity.pop(next(iter(_kinds_by_identity)))
     return got
 
 
@@ -231,17 +244,17 @@ class SymbolicSimulator:
             values = predict_graded(cover, wb[0], wb[1])
             kinds = self.kinds(explanation)
             if kinds:  # the back-off: tokens no part covers get the base plus their kinds' deltas
-                names, X = _window_kinds(token_lists)
-                deltas = X @ np.array([kinds.get(k, 0.0) for k in names], dtype=np.float64)
+                names, U, ids = _window_kinds(token_lists)  # each distinct kind set's delta, then each token's
+                deltas = (U @ np.array([kinds.get(k, 0.0) for k in names], dtype=np.float64))[ids]
                 values = np.where(cover.any(1), values, values + deltas)
         out, start = [], 0
-        values = values.tolist()
+        flat = values.tolist()
         for toks in token_lists:
             stop = start + len(toks)
-            out.append(SequenceSimulation(tokens=tuple(toks), expected_activations=tuple(values[start:stop]),
+            out.append(SequenceSimulation(tokens=tuple(toks), expected_activations=tuple(flat[start:stop]),
                                           method="symbolic"))
             start = stop
-        return out
+        return FlatSimulations(out, values)  # the scorer reads the predictions from ``values``
 
 
 @SIMULATORS.register("symbolic_binary")

@@ -27,7 +27,8 @@ def simulate_windows(simulator: Simulator, explanation: Explanation,
     many = getattr(simulator, "simulate_many", None)
     token_lists = [w.tokens for w in windows]
     if many is not None:
-        sims = list(many(explanation, token_lists))
+        got = many(explanation, token_lists)
+        sims = got if isinstance(got, list) else list(got)  # a list subclass (FlatSimulations) kept as it is
     else:
         sims = [simulator.simulate(explanation, toks) for toks in token_lists]
     if len(sims) != len(windows):

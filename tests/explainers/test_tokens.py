@@ -209,3 +209,44 @@ def test_kind_matrix_equals_a_row_by_row_build():
         got_names, got = kind_matrix(rows)
         assert got_names == names
         assert got.shape == ref.shape and np.array_equal(got, ref)
+
+
+def _fit_from_matrix(X, names, ys, max_kinds, ridge):
+    """The back-off fit from the full kind matrix (``X'X`` of every row)."""
+    import numpy as np
+
+    n = len(ys)
+    count = X.sum(0) if X.size else np.zeros(len(names))
+    used = np.flatnonzero(count > 0)
+    names, X, count = [names[j] for j in used], X[:, used], count[used]
+    if n < 10 or not names:
+        return [], 0.0
+    y = np.asarray(ys, dtype=np.float64) - float(np.mean(ys))
+    mean = count / n
+    beta = np.linalg.solve(X.T @ X - n * np.outer(mean, mean) + ridge * n * np.eye(len(names)), X.T @ y)
+    importance = count * beta ** 2
+    keep = [j for j in np.argsort(-importance)[:max_kinds] if importance[j] > 0]
+    offset = float(mean[keep] @ beta[keep]) if keep else 0.0
+    return [[names[j], round(float(beta[j]), 6)] for j in sorted(keep, key=lambda j: -abs(beta[j]))], offset
+
+
+def test_fit_from_distinct_rows_equals_the_fit_from_the_matrix():
+    """fit_kind_rows counts and forms the Gram matrix from the distinct kind sets weighted by their
+    counts: the same deltas and offset, to the last bit, as from every row (a subset of rows, kinds
+    no kept row has, too few rows)."""
+    import random
+
+    import numpy as np
+
+    from neurolabel.explainers.tokens import fit_kind_rows, kind_rows
+
+    rng = random.Random(1)
+    nrng = np.random.default_rng(1)
+    kinds = ["Preposition", "WordInitialPiece", "ClosingBracket", "Capitalised", "Number", "Comma", "Article"]
+    for n in (5, 12, 80, 1500):
+        rows = [tuple(sorted(rng.sample(kinds, rng.randint(0, 3)))) for _ in range(n)]
+        names, U, ids = kind_rows(rows)
+        ys = nrng.normal(size=n) + np.array([2.0 * ("Comma" in ks) for ks in rows])
+        for keep in (np.ones(n, dtype=bool), nrng.random(n) < 0.6):
+            got = fit_kind_rows(U, ids[keep], names, ys[keep], max_kinds=4, ridge=0.01)
+            assert got == _fit_from_matrix(U[ids][keep], names, ys[keep], 4, 0.01)

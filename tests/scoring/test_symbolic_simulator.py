@@ -164,3 +164,20 @@ def test_window_classes_closed_once_give_what_each_call_computes(sim):
             want = ss.predict_graded(cover, *wb) if wb else np.where(cover[:, 0], 1.0, 0.0)
             assert got == want.tolist(), (e.structured, s.kind)
     assert len(ss._closed) == 1  # one window set, closed once for 3 labels x 2 simulators
+
+
+def test_flat_predictions_score_as_the_windows_do(sim):
+    """``simulate_many`` hands the scorer its predictions in one array (:class:`FlatSimulations`):
+    the same values as the windows', and the same score as from a plain list of the windows."""
+    from neurolabel.core.types import ActivationRecord
+    from neurolabel.scoring.scorers import CorrelationScorer, FlatSimulations
+
+    e = _exp(manchester=f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01>", weights=[9.0, 4.0], base=0.5,
+             kinds=[["Preposition", 2.0], ["Comma", -1.0]])
+    wins = [ActivationRecord((" dogs", " with", " car"), (3.0, 0.5, 1.0), window_id=1, split="score", kind="top"),
+            ActivationRecord((",", " the", " cat"), (0.0, 0.2, 2.0), window_id=2, split="score", kind="random")]
+    sims = sim.simulate_many(e, [w.tokens for w in wins])
+    assert isinstance(sims, FlatSimulations) and not sims.values.flags.writeable
+    assert sims.values.tolist() == [v for s in sims for v in s.expected_activations]
+    scorer = CorrelationScorer()
+    assert scorer.score(sims, wins, simulator="symbolic") == scorer.score(list(sims), wins, simulator="symbolic")
