@@ -83,7 +83,7 @@ from neurolabel.ontology.induction import (
     coverage_vectors,
     cross_validated_correlation,
     graded_candidates,
-    graded_search,
+    graded_parts,
     held_fold,
     induce,
     part_weights,
@@ -287,6 +287,7 @@ class ConceptInductionExplainer:
         # final greedy once (graded_search's greedy_memo)
         same_greedy = Counter(self._greedy_key(cfg) for cfg in graded)
         memo: dict = {}
+        fold = held_fold(t.groups)  # the windows' two folds, for every search's cross-validation and each candidate's
         for cfg in graded:
             key = tuple(getattr(cfg, f) for f in CANDIDATE_SETTINGS)
             if key not in shared:
@@ -296,11 +297,12 @@ class ConceptInductionExplainer:
                 else:
                     shared[key] = graded_candidates(onto, t.classes, t.previous, t.activations, pos_m, cfg,
                                                     groups=t.groups, pairs=pairs)
-            g = graded_search(onto, t.classes, t.previous, t.activations, pos_m, cfg, groups=t.groups,
-                              candidates=shared[key],
-                              greedy_memo=memo if same_greedy[self._greedy_key(cfg)] > 1 else None)
+            # the search's parts (its weights are fitted below, with every other candidate's)
+            g = graded_parts(onto, t.classes, t.previous, t.activations, pos_m, cfg, groups=t.groups,
+                             candidates=shared[key], fold=fold,
+                             greedy_memo=memo if same_greedy[self._greedy_key(cfg)] > 1 else None)
             if g is not None:
-                cands.append(g.expression)
+                cands.append(ClassExpression.join("or", g))
         hyps = induce(onto, [t.classes[i] for i in pi], [t.classes[i] for i in ni], self.config,
                       positives_prev=[t.previous[i] for i in pi], negatives_prev=[t.previous[i] for i in ni],
                       coverage=coverage_from_pairs(onto, pairs, len(t.activations), pi, ni) if pairs else None)
@@ -311,7 +313,6 @@ class ConceptInductionExplainer:
         all_parts = [p for expr in cands for p in expr.parts()]
         covers = coverage_vectors(onto, all_parts, None, closed=closed) if all_parts else None
         start = 0
-        fold = held_fold(t.groups)
         acts_vary = t.activations.std() > 0
         for expr in cands:
             parts = expr.parts()

@@ -758,6 +758,7 @@ def graded_search(
     groups: Sequence[int] | None = None,
     candidates: GradedCandidates | None = None,
     greedy_memo: dict | None = None,
+    fold: np.ndarray | None | bool = False,
 ) -> WeightedExpression | None:
     """Greedy forward selection of a weighted disjunction over the explain tokens.
 
@@ -781,7 +782,44 @@ def graded_search(
     ``greedy_memo``: a dict shared by searches over the same candidates and tokens that differ only
     in how many parts they keep (e.g. with and without cross-validation): the final greedy runs
     once, to ``max_parts``, and each takes its first parts (the greedy's first k parts do not
-    depend on how many more it may add)."""
+    depend on how many more it may add). ``fold``: :func:`held_fold` of ``groups``, when the caller
+    has it (several searches over the same tokens)."""
+    got = _graded_choice(onto, examples, previous, acts, positive, config, groups=groups, candidates=candidates,
+                         greedy_memo=greedy_memo, fold=fold)
+    if got is None:
+        return None
+    X, exprs, chosen, a = got
+    cover = X[:, chosen]
+    weights, base_v = part_weights(cover, a, config.prior_count)
+    p = predict_graded(cover, weights, base_v)
+    return WeightedExpression(tuple(exprs[k] for k in chosen), tuple(float(x) for x in weights), base_v, _corr(p, a))
+
+
+def graded_parts(
+    onto: Ontology,
+    examples: Sequence[Sequence[int]],
+    previous: Sequence[Sequence[int] | None],
+    acts: Sequence[float],
+    positive: np.ndarray,
+    config: GradedConfig = GradedConfig(),
+    *,
+    groups: Sequence[int] | None = None,
+    candidates: GradedCandidates | None = None,
+    greedy_memo: dict | None = None,
+    fold: np.ndarray | None | bool = False,
+) -> tuple[ClassExpression, ...] | None:
+    """The parts :func:`graded_search` chooses (the same arguments), in the order it adds them,
+    without fitting their weights and correlation: what the concept-induction explainer keeps of a
+    search (it fits each candidate's weights itself)."""
+    got = _graded_choice(onto, examples, previous, acts, positive, config, groups=groups, candidates=candidates,
+                         greedy_memo=greedy_memo, fold=fold)
+    return None if got is None else tuple(got[1][k] for k in got[2])
+
+
+def _graded_choice(onto, examples, previous, acts, positive, config, *, groups, candidates, greedy_memo, fold
+                   ) -> tuple[np.ndarray, list[ClassExpression], list[int], np.ndarray] | None:
+    """``(X, exprs, chosen, a)`` of :func:`graded_search`: its candidates' coverage and expressions,
+    the columns it chooses, the activations (``None`` when it finds nothing)."""
     cfg = config
     a = np.asarray(acts, dtype=np.float64)
     pos = np.asarray(positive, dtype=bool)
@@ -794,10 +832,9 @@ def graded_search(
         return None
     max_parts = cfg.max_parts
     if groups is not None and cfg.cross_validate:
-        g = np.asarray(groups)
-        uniq = np.unique(g)
-        if len(uniq) >= 4:
-            fold = np.isin(g, uniq[1::2])
+        if fold is False:  # not given: from the groups
+            fold = held_fold(groups)
+        if fold is not None:
             curves = []
             row, col = nonzero
             row_ptr = np.zeros(n + 1, dtype=np.int64)
@@ -836,10 +873,7 @@ def graded_search(
         # nothing raises the correlation: the candidate covering a positive with the highest weight
         w_all = (a @ X + cfg.prior_count * a.mean()) / (X.sum(0) + cfg.prior_count)
         chosen = [int(np.argmax(np.where(first_ok, w_all, -np.inf)))]
-    cover = X[:, chosen]
-    weights, base_v = part_weights(cover, a, cfg.prior_count)
-    p = predict_graded(cover, weights, base_v)
-    return WeightedExpression(tuple(exprs[k] for k in chosen), tuple(float(x) for x in weights), base_v, _corr(p, a))
+    return X, exprs, chosen, a
 
 
 def _nonzero(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -950,9 +984,23 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
         ok_i, ok_j = np.divmod(np.flatnonzero(ok), len(roles))
         new = [ClassExpression.join("and", (exprs[atoms[i]], exprs[roles[j]])) for i, j in zip(ok_i, ok_j)]
         if new:
-            X = np.concatenate([X, X[:, ai[ok_i]] & X[:, ri[ok_j]]], axis=1)
+            # the conjunctions' columns from the few atoms' and restrictions' columns, gathered once each
+            conj = X[:, ai][:, ok_i] & X[:, ri][:, ok_j]
+            K0 = X.shape[1]
+            X = np.concatenate([X, conj], axis=1)
             exprs += new
-    return GradedCandidates(X, exprs, _nonzero(X))
+            conj_row, conj_col = np.nonzero(conj)
+            row_m, col_m = np.concatenate([row_m, conj_row]), np.concatenate([col_m, conj_col + K0])
+    return GradedCandidates(X, exprs, _row_major(row_m, col_m, X.shape[1]))
+
+
+def _row_major(rows: np.ndarray, cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of the ``width``-column matrix whose true cells are exactly the distinct
+    ``(rows, cols)`` pairs, row-major: their flat positions sorted (~0.2 ms for 40,000 pairs) instead
+    of a scan of every cell (:func:`_nonzero`: ~1 ms on ~2,600 × 800)."""
+    keys = rows.astype(np.int64) * width + cols
+    keys.sort()
+    return np.divmod(keys, width)
 
 
 _EXPRS: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()

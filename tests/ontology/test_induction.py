@@ -266,8 +266,8 @@ def test_graded_search_without_roles_and_without_cross_validation(onto):
     (``Dog and follows some Car``); ``roles=False`` keeps to the token's own classes. Without
     cross-validation the parts are those of one greedy run on all tokens, of which the
     cross-validated search's parts are the first; shared candidates change nothing."""
-    from neurolabel.ontology.induction import (CANDIDATE_SETTINGS, GradedConfig, graded_candidates,
-                                               graded_search)
+    from neurolabel.ontology.induction import (CANDIDATE_SETTINGS, GradedConfig, graded_candidates, graded_parts,
+                                               graded_search, held_fold)
 
     d, c, p, b = ids(onto, "Dog"), ids(onto, "Car"), ids(onto, "Plant"), ids(onto, "Boat")
     examples = [c, d, p, d, b, p] * 12
@@ -290,7 +290,16 @@ def test_graded_search_without_roles_and_without_cross_validation(onto):
                for f in CANDIDATE_SETTINGS)
     shared = graded_candidates(onto, examples, previous, acts, pos, cfg, groups=groups)
     assert graded_search(onto, examples, previous, acts, pos, cfg, groups=groups, candidates=shared) == with_roles
+    # the parts alone, and the held fold given: the same search
+    searches = ((cfg, with_roles), (GradedConfig(prior_count=0.0, roles=False), plain),
+                (GradedConfig(prior_count=0.0, cross_validate=False), full))
+    for c, want in searches:
+        assert graded_parts(onto, examples, previous, acts, pos, c, groups=groups) == want.parts
+        assert graded_parts(onto, examples, previous, acts, pos, c, groups=groups, fold=held_fold(groups)) == want.parts
+        assert graded_search(onto, examples, previous, acts, pos, c, groups=groups, fold=held_fold(groups)) == want
     assert any(e.has_role() for e in shared.exprs)
+    assert any(e.op == "and" for e in shared.exprs)  # conjunctions too
+    assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(shared.nonzero, np.nonzero(shared.X)))
     own = graded_candidates(onto, examples, previous, acts, pos, GradedConfig(prior_count=0.0, roles=False),
                             groups=groups)
     derived = shared.without_roles()
