@@ -77,6 +77,9 @@ class _Truth(NamedTuple):
     """… of :func:`_balanced`'s tokens, in its order."""
     actual: np.ndarray
     """:func:`metrics.true_active` of ``true``."""
+    centred: dict[str, tuple[np.ndarray, float]]
+    """:func:`metrics.centred` of ``true`` (``"all"``) and of its ``random``, ``top`` and
+    ``balanced`` tokens."""
 
 
 _TRUTHS = 8
@@ -105,8 +108,10 @@ def _truth(records: Sequence[ActivationRecord], active_fraction: float) -> _Trut
     rnd = [i for i, r in enumerate(records) if r.kind == "random"]
     top_sorted = sorted(top, key=lambda i: -records[i].max_activation)  # as _balanced orders them
     n = min(len(top_sorted), len(rnd))
-    got = _Truth(tuple(records), lengths, true, positions(rnd), positions(top), positions(top_sorted[:n] + rnd[:n]),
-                 metrics.true_active(true, fraction=active_fraction))
+    subsets = {"random": positions(rnd), "top": positions(top), "balanced": positions(top_sorted[:n] + rnd[:n])}
+    centred = {"all": metrics.centred(true), **{k: metrics.centred(true[v]) for k, v in subsets.items()}}
+    got = _Truth(tuple(records), lengths, true, subsets["random"], subsets["top"], subsets["balanced"],
+                 metrics.true_active(true, fraction=active_fraction), centred)
     with _truths_lock:
         _truths[key] = got
         while len(_truths) > _TRUTHS:
@@ -157,14 +162,15 @@ class CorrelationScorer:
         if not len(true):
             raise ScoringError("no tokens to score")
         pred = _predictions(simulations, len(true))
-        main = metrics.correlation(pred, true)
+        centred = truth.centred  # the true side of each correlation, made once per window list
+        main = metrics.correlation_centred(pred, centred["all"])
         actual = truth.actual
         guessed = metrics.predicted_active(pred)
         parts: dict[str, float | None] = {
             "top_and_random": main,
-            "random_only": metrics.correlation(pred[truth.random], true[truth.random]),
-            "top_only": metrics.correlation(pred[truth.top], true[truth.top]),
-            "openai_comparable": metrics.correlation(pred[truth.balanced], true[truth.balanced]),
+            "random_only": metrics.correlation_centred(pred[truth.random], centred["random"]),
+            "top_only": metrics.correlation_centred(pred[truth.top], centred["top"]),
+            "openai_comparable": metrics.correlation_centred(pred[truth.balanced], centred["balanced"]),
             "predicted_active_share": float(guessed.mean()) if len(guessed) else 0.0,
             "balanced_accuracy": metrics.balanced_accuracy(guessed, actual),
             "auprc": metrics.auprc(pred, actual) if main is not None else None,

@@ -51,6 +51,10 @@ _closed_lock = threading.Lock()
 _PARSED_ITEMS = 4096
 """Parsed expressions kept (shared by the graded and the binary simulator, most recent first)."""
 _parsed: "OrderedDict[tuple, ClassExpression]" = OrderedDict()
+_PARSED_BY_IDENTITY = 256
+"""Labels whose parsed expression is also found by the identity of their structured dict (a
+neuron's ~10 labels, each read 4 times: two simulators' ``applies`` and ``simulate``)."""
+_parsed_by_identity: "dict[int, tuple[tuple, ClassExpression]]" = {}
 
 
 def _closed_windows(ann: Annotator, token_lists: Sequence[Sequence[str]]) -> ClosedExamples:
@@ -158,14 +162,22 @@ class SymbolicSimulator:
         """The class expression an explanation carries (parsed once per explanation text)."""
         check_same(explanation, self._annotator().ontology, what=f"{self.kind} simulator")
         st = explanation.structured or {}
-        tree, manchester = st.get("expression"), st.get("manchester")
+        tree, manchester, iris = st.get("expression"), st.get("manchester"), st.get("iris")
         onto = self._annotator().ontology
-        key = (id(onto), repr(tree), manchester, repr(st.get("iris")))
+        # the same label again (its simulators' applies() and simulate, every copy made by replace()
+        # sharing its structured dict): found by identity, without writing out its tree
+        seen = (st, tree, manchester, iris, onto)
+        hit = _parsed_by_identity.get(id(st))
+        if hit is not None and all(a is b for a, b in zip(hit[0], seen)):
+            return hit[1]
+        key = (id(onto), repr(tree), manchester, repr(iris))
         with _closed_lock:
             got = _parsed.get(key)
             if got is not None:
                 _parsed.move_to_end(key)
-                return got
+        if got is not None:
+            self._remember(seen, got)
+            return got
         try:
             if tree:
                 got = ClassExpression.from_json(tree, onto)
@@ -185,7 +197,17 @@ class SymbolicSimulator:
             _parsed[key] = got
             while len(_parsed) > _PARSED_ITEMS:
                 _parsed.popitem(last=False)
+        self._remember(seen, got)
         return got
+
+    @staticmethod
+    def _remember(seen: tuple, expr: ClassExpression) -> None:
+        """Keep ``expr`` for the structured dict (and the objects it held) in ``seen`` — held, so
+        that their ids stay theirs while kept."""
+        with _closed_lock:
+            _parsed_by_identity[id(seen[0])] = (seen, expr)
+            while len(_parsed_by_identity) > _PARSED_BY_IDENTITY:
+                _parsed_by_identity.pop(next(iter(_parsed_by_identity)))
 
     def weights(self, explanation: Explanation, expr: ClassExpression) -> tuple[tuple[float, ...], float] | None:
         """``(weight per disjunct, base)`` when graded and the explanation has weights, else ``None``."""

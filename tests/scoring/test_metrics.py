@@ -147,3 +147,14 @@ def test_openai_comparable_part_uses_as_many_top_as_random_windows():
     none = scorer.score([_sim([1, 1, 1])], [_win([0, 5, 1], "top", 1)], simulator="x")
     assert none.parts["openai_comparable"] is None  # no random window
     assert none.parts["predicted_active_share"] == 0.0  # empty on the held-out windows
+
+
+def test_correlation_with_a_centred_true_side_is_the_same_float():
+    rng = np.random.default_rng(4)
+    cases = [(rng.normal(size=n), rng.normal(size=n)) for n in (0, 1, 2, 3, 50, 2560)]
+    cases += [(np.ones(5), rng.normal(size=5)), (rng.normal(size=5), np.full(5, 2.0)),
+              (rng.integers(0, 2, 40).astype(float), rng.random(40))]
+    for p, t in cases:
+        assert metrics.correlation_centred(p, metrics.centred(t)) == metrics.correlation(p, t)
+    with pytest.raises(ValueError, match="3 predictions for 2"):
+        metrics.correlation_centred([1.0, 2.0, 3.0], metrics.centred([1.0, 2.0]))

@@ -181,3 +181,18 @@ def test_flat_predictions_score_as_the_windows_do(sim):
     assert sims.values.tolist() == [v for s in sims for v in s.expected_activations]
     scorer = CorrelationScorer()
     assert scorer.score(sims, wins, simulator="symbolic") == scorer.score(list(sims), wins, simulator="symbolic")
+
+
+def test_a_label_read_again_is_found_by_identity_and_a_changed_one_is_not(sim):
+    from dataclasses import replace
+
+    from neurolabel.scoring import symbolic_simulator as S
+
+    e = _exp(manchester=f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01>")
+    first = sim.expression(e)
+    assert id(e.structured) in S._parsed_by_identity
+    assert sim.expression(replace(e, text="y")) is first  # a copy sharing the structured dict
+    S._parsed.clear()  # only the identity memo can answer now
+    assert sim.expression(e) is first
+    e.structured["manchester"] = f"<{WORDNET_BASE}dog.n.01>"  # the dict's entry replaced: parsed afresh
+    assert sim.expression(e).classes() == [sim.annotator.ontology.find(f"{WORDNET_BASE}dog.n.01")]
