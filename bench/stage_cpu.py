@@ -11,7 +11,8 @@ own stage timings read on the thread's CPU clock (``time.thread_time`` in place 
 ``perf_counter``: less sensitive than wall time to other processes on the machine, not
 insensitive), with one BLAS thread as a labelling run's processes have (``pipeline.run._limit_blas``;
 with OpenBLAS's thread per core the small products of the back-off fit cost several times more
-thread time). One warm-up pass annotates every window and fills the process's memos (a
+thread time) and the garbage collector as the side's run sets it (``pipeline.run._settle_gc``,
+where the side has it). One warm-up pass annotates every window and fills the process's memos (a
 whole-model run sees each window many times); then ``--repeat`` timed passes, each after the
 memos of single neurons are cleared (held-out window sets, parsed labels: a run meets each neuron
 once). The two sides run
@@ -94,6 +95,9 @@ def _side(args) -> None:
     if limit_blas is not None:  # one BLAS thread, as a labelling run's processes have (both sides alike)
         limit_blas()
     plugins = R.build_plugins(RunSpec(model="default", explainers=EXPLAINERS))
+    settle_gc = getattr(R, "_settle_gc", None)
+    if settle_gc is not None:  # the garbage collector as the side's run sets it once its plugins are built
+        settle_gc()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/stage-cpu.db"
         upgrade(url)

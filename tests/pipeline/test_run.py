@@ -384,10 +384,14 @@ def test_run_embeds_the_best_labels_by_default_and_all_on_request(tmp_path, db_u
         RunSpec.parse({"embed": "some"})
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_explaining_runs_with_one_blas_thread_and_the_limit_is_restored(tmp_path, planted_records, monkeypatch,
-                                                                        processes):
+def test_explaining_runs_with_one_blas_thread_and_settled_gc_and_both_are_restored(tmp_path, planted_records, monkeypatch,
+                                                                                     processes):
     """While a run explains and scores, NumPy's BLAS uses BLAS_THREADS (1) threads, in the run's
-    own threads and in its forked worker processes; the process's own limit is back afterwards."""
+    own threads and in its forked worker processes; the process's own limit is back afterwards.
+    So are the garbage collector's settings (_settle_gc): the young threshold GC_YOUNG_THRESHOLD
+    and the objects alive at the start frozen, in both places; none frozen and the thresholds back
+    afterwards."""
+    import gc
     import json
     import os
 
@@ -403,17 +407,21 @@ def test_explaining_runs_with_one_blas_thread_and_the_limit_is_restored(tmp_path
 
     def spy(record, todo, plugins):  # runs where the stage runs (a forked worker inherits the patch)
         threads = sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
-        (seen / f"{os.getpid()}-{record.neuron.index}.json").write_text(json.dumps(threads))
+        (seen / f"{os.getpid()}-{record.neuron.index}.json").write_text(
+            json.dumps([threads, gc.get_threshold()[0], gc.get_freeze_count() > 0]))
         return inner(record, todo, plugins)
 
     monkeypatch.setattr(R, "explain_and_score_one", spy)
+    thresholds = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
     with threadpool_limits(limits=2, user_api="blas"):  # a known limit other than the run's
         summary = label_neurons(model_spec="planted", database_url=url, layers=[0], units=[0, 1, 2],
                                 explainers=["pmi"], processes=processes, concurrency=2)
         after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
     assert summary.processed == 3 and not summary.errors
     got = [json.loads(p.read_text()) for p in sorted(seen.iterdir())]
-    assert len(got) == 3 and all(g == [R.BLAS_THREADS] for g in got), got
+    assert len(got) == 3 and all(g == [[R.BLAS_THREADS], R.GC_YOUNG_THRESHOLD, True] for g in got), got
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
     pids = {p.name.split("-")[0] for p in seen.iterdir()}
     assert (str(os.getpid()) in pids) == (processes == 1)
     assert after == {2}
