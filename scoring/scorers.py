@@ -15,23 +15,60 @@ from neurolabel.core.types import ActivationRecord, ScoreResult, SequenceSimulat
 from neurolabel.scoring import metrics
 
 
-class FlatSimulations(list):
-    """Simulations of consecutive windows (a list of :class:`core.SequenceSimulation`) that also
-    carry every prediction in one array, window after window — what a batched simulator computed
-    them from (:meth:`scoring.symbolic_simulator.SymbolicSimulator.simulate_many`), so that a scorer
-    reads them without gathering them from the windows again."""
+class FlatSimulations(Sequence[SequenceSimulation]):
+    """Simulations of consecutive windows held as one array of every prediction, window after
+    window, as a batched simulator computes them
+    (:meth:`scoring.symbolic_simulator.SymbolicSimulator.simulate_many`): a sequence of
+    :class:`core.SequenceSimulation`, one per window, made only when one is read — a scorer reads
+    ``values``, ``lengths`` and ``method`` instead (a neuron's ~16 simulations of ~40 windows each
+    made ~650 objects and tuples of ~2,500 floats)."""
 
-    def __init__(self, simulations: Sequence[SequenceSimulation], values: np.ndarray) -> None:
-        super().__init__(simulations)
+    def __init__(self, token_lists: Sequence[Sequence[str]], values: np.ndarray, method: str) -> None:
         values = np.asarray(values, dtype=np.float64)
         values.flags.writeable = False
         self.values = values
-        """Every window's ``expected_activations``, concatenated (float64, read-only)."""
+        """Every window's predictions, concatenated (float64, read-only)."""
+        self.lengths = tuple(len(t) for t in token_lists)
+        """Tokens of each window."""
+        if sum(self.lengths) != len(values):
+            raise ValueError(f"{len(values)} predictions for {sum(self.lengths)} tokens")
+        self.method = method
+        """Every simulation's ``method``."""
+        self._token_lists = token_lists
+        self._items: list[SequenceSimulation] | None = None
+
+    def _simulations(self) -> list[SequenceSimulation]:
+        if self._items is None:
+            flat, out, start = self.values.tolist(), [], 0
+            for toks in self._token_lists:
+                stop = start + len(toks)
+                out.append(SequenceSimulation(tokens=tuple(toks), expected_activations=tuple(flat[start:stop]),
+                                              method=self.method))
+                start = stop
+            self._items = out
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._simulations()[i]
+
+    def __iter__(self):
+        return iter(self._simulations())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (FlatSimulations, list, tuple)):
+            return self._simulations() == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FlatSimulations({self._simulations()!r})"
 
 
 def _predictions(simulations: Sequence[SequenceSimulation], n: int) -> np.ndarray:
     """Every prediction of ``simulations`` (``n`` in all), window after window, as float64."""
-    if isinstance(simulations, FlatSimulations) and len(simulations.values) == n:
+    if isinstance(simulations, FlatSimulations):
         return simulations.values
     return np.fromiter(chain.from_iterable(s.expected_activations for s in simulations), dtype=np.float64, count=n)
 
@@ -150,12 +187,11 @@ class CorrelationScorer:
         if len(simulations) != len(records):
             raise ScoringError(f"{len(simulations)} simulations for {len(records)} windows")
         truth = _truth(records, self.active_fraction)
-        for i, (sim, rec) in enumerate(zip(simulations, records)):
-            if len(sim.expected_activations) != truth.lengths[i]:
-                raise ScoringError(
-                    f"window {rec.window_id} (#{i}): {len(sim.expected_activations)} predictions "
-                    f"for {len(rec.activations)} tokens"
-                )
+        flat = isinstance(simulations, FlatSimulations)  # lengths and method read without the windows' objects
+        lengths = simulations.lengths if flat else [len(sim.expected_activations) for sim in simulations]
+        for i, (got, rec) in enumerate(zip(lengths, records)):
+            if got != truth.lengths[i]:
+                raise ScoringError(f"window {rec.window_id} (#{i}): {got} predictions for {len(rec.activations)} tokens")
         # the windows' true side (flattened, split by kind, balanced, active tokens) is made once per
         # window list; the predictions are read straight into an array (the same values as the lists)
         true = truth.true
@@ -176,7 +212,8 @@ class CorrelationScorer:
             "auprc": metrics.auprc(pred, actual) if main is not None else None,
             "f1": metrics.f1(guessed, actual),
         }
-        methods = sorted({s.method for s in simulations if s.method})
+        methods = ([simulations.method] if simulations.method else []) if flat else sorted(
+            {s.method for s in simulations if s.method})
         return ScoreResult(
             score=main,
             scorer=self.kind,

@@ -248,8 +248,9 @@ class SymbolicSimulator:
         ``on_value`` / 0 without weights or in the binary simulator."""
         return self.simulate_many(explanation, [tokens])[0]
 
-    def simulate_many(self, explanation: Explanation, token_lists: Sequence[Sequence[str]]) -> list[SequenceSimulation]:
-        """:meth:`simulate` for several windows, evaluated over all their tokens at once: the
+    def simulate_many(self, explanation: Explanation, token_lists: Sequence[Sequence[str]]
+                      ) -> Sequence[SequenceSimulation]:
+        """:meth:`simulate` for several windows (a :class:`scoring.scorers.FlatSimulations`), evaluated over all their tokens at once: the
         expression's classes are looked up in each token's classes (with superclasses) and, for
         ``follows some C``, in the previous token's of the same window (none for a window's first
         token), by :func:`ontology.induction.coverage_vectors` — the same evaluation the
@@ -269,14 +270,8 @@ class SymbolicSimulator:
                 names, U, ids = _window_kinds(token_lists)  # each distinct kind set's delta, then each token's
                 deltas = (U @ np.array([kinds.get(k, 0.0) for k in names], dtype=np.float64))[ids]
                 values = np.where(cover.any(1), values, values + deltas)
-        out, start = [], 0
-        flat = values.tolist()
-        for toks in token_lists:
-            stop = start + len(toks)
-            out.append(SequenceSimulation(tokens=tuple(toks), expected_activations=tuple(flat[start:stop]),
-                                          method="symbolic"))
-            start = stop
-        return FlatSimulations(out, values)  # the scorer reads the predictions from ``values``
+        # one simulation per window, made when read (the scorer reads the predictions from ``values``)
+        return FlatSimulations(token_lists, values, "symbolic")
 
 
 @SIMULATORS.register("symbolic_binary")

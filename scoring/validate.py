@@ -11,6 +11,7 @@ from neurolabel.core.errors import ScoringError
 from neurolabel.core.protocols import Scorer, Simulator
 from neurolabel.core.settings import get_settings
 from neurolabel.core.types import ActivationRecord, Explanation, NeuronRecord, SequenceSimulation
+from neurolabel.scoring.scorers import FlatSimulations
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def simulate_windows(simulator: Simulator, explanation: Explanation,
     token_lists = [w.tokens for w in windows]
     if many is not None:
         got = many(explanation, token_lists)
-        sims = got if isinstance(got, list) else list(got)  # a list subclass (FlatSimulations) kept as it is
+        sims = got if isinstance(got, (list, FlatSimulations)) else list(got)  # FlatSimulations: the scorer reads its array
     else:
         sims = [simulator.simulate(explanation, toks) for toks in token_lists]
     if len(sims) != len(windows):

@@ -178,9 +178,13 @@ def test_flat_predictions_score_as_the_windows_do(sim):
             ActivationRecord((",", " the", " cat"), (0.0, 0.2, 2.0), window_id=2, split="score", kind="random")]
     sims = sim.simulate_many(e, [w.tokens for w in wins])
     assert isinstance(sims, FlatSimulations) and not sims.values.flags.writeable
-    assert sims.values.tolist() == [v for s in sims for v in s.expected_activations]
     scorer = CorrelationScorer()
-    assert scorer.score(sims, wins, simulator="symbolic") == scorer.score(list(sims), wins, simulator="symbolic")
+    got = scorer.score(sims, wins, simulator="symbolic")
+    assert sims._items is None  # the scorer read the array: no per-window objects made
+    assert len(sims) == 2 and sims.lengths == (3, 3) and sims.method == "symbolic"
+    assert sims.values.tolist() == [v for s in sims for v in s.expected_activations]
+    assert sims[1].tokens == wins[1].tokens and sims[1].method == "symbolic" and list(sims) == sims
+    assert got == scorer.score(list(sims), wins, simulator="symbolic")
 
 
 def test_a_label_read_again_is_found_by_identity_and_a_changed_one_is_not(sim):
