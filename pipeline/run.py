@@ -23,6 +23,7 @@ explain → score part over given records (no storage), as ``POST /v1/explain`` 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -502,13 +503,47 @@ warm memos, idle 2-core machine) load + explain + score took 136.4 ms of process
 with the default against 63.2 with one thread (``OPENBLAS_NUM_THREADS=1``), the same outputs."""
 
 
-def _limit_blas():
-    """BLAS libraries limited to :data:`BLAS_THREADS` threads (a ``threadpoolctl`` limiter whose
-    ``restore_original_limits()`` undoes it)."""
+_blas_lock = threading.Lock()
+_blas_users = 0
+"""Runs of this process that hold BLAS at :data:`BLAS_THREADS` (limits are per process: runs in
+threads of one process, e.g. a server's jobs, share them)."""
+_blas_first: Any = None
+"""The limiter of the first of them: it knows the libraries' own limits."""
+
+
+class _BlasHold:
+    """One run's hold on the BLAS limit: the libraries' own limits come back when the last run
+    that holds it lets go (one run ending does not lift the limit under another)."""
+
+    def __init__(self) -> None:
+        self._held = True
+
+    def restore_original_limits(self) -> None:
+        global _blas_users, _blas_first
+        with _blas_lock:
+            if not self._held:
+                return
+            self._held = False
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_first is not None:
+                _blas_first.restore_original_limits()
+                _blas_first = None
+
+
+def _limit_blas() -> _BlasHold:
+    """BLAS libraries limited to :data:`BLAS_THREADS` threads until the returned hold's
+    ``restore_original_limits()`` (see :class:`_BlasHold`). Every start limits every library loaded
+    by then; a library first loaded while an earlier run held the limit keeps it afterwards."""
     import scipy.linalg  # noqa: F401  SciPy's own OpenBLAS, loaded now: a library loaded later keeps its default
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+    global _blas_users, _blas_first
+    with _blas_lock:
+        limiter = threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+        if _blas_users == 0:
+            _blas_first = limiter
+        _blas_users += 1
+    return _BlasHold()
 
 
 def _worker_start(work: _Work) -> None:
