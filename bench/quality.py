@@ -10,7 +10,10 @@ token-table ceiling measured in the same run, and how labels hold on other text.
    for top and random windows): per explainer, the best candidate's held-out score (each
    explanation scored by its explainer's default simulator, as the pipeline does): mean, median, share >= 0.5, share
    undefined (counted 0 in means), and the OpenAI-comparable part (as many random as top
-   windows). The best label per neuron is the best of every explainer's candidates. In the same
+   windows). The best label per neuron is the one the pipeline chooses among every explainer's
+   best candidate (``scoring.validate.choose_label``: within one standard error of the highest
+   score, the label fitted on the most explain-split tokens); the highest-scoring one is shown
+   beside it. In the same
    run, on the same held-out windows, the reference tables (``bench/ceiling.py``): each token
    type's mean activation over the kept explain windows, over the whole explain split, and the
    previous + current token table — the ceiling a readable label should approach. Also the
@@ -79,6 +82,18 @@ def _value(e: Explanation | None) -> float | None:
 
 def _best(scored: list[Explanation]) -> Explanation | None:
     return max(scored, key=lambda e: _value(e) if _value(e) is not None else -2.0) if scored else None
+
+
+def _label(candidates: list[Explanation]) -> Explanation | None:
+    """The neuron's label as the pipeline chooses it (:func:`scoring.validate.choose_label`, the
+    one-standard-error rule) among every explainer's best candidate; here over every scored
+    candidate, accepted or not (a run labels only accepted ones)."""
+    from neurolabel.scoring.validate import choose_label, label_candidate
+
+    scored = [e for e in candidates if _value(e) is not None]
+    if not scored:
+        return _best(candidates)
+    return scored[choose_label([label_candidate(e, k) for k, e in enumerate(scored)])]
 
 
 def _explain(tag: str, record: NeuronRecord) -> list[Explanation]:
@@ -220,9 +235,11 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
         kept = [_best(_score_all(_explain("tokens", replace(r, token_stats=None)), r, sims["tokens"]))
                 for r in records]
         print(_row("tokens (kept windows)", sims["tokens"], [_value(b) for b in kept]))
-    best = [_best([b for tag in explainers for b in best_of[tag][i:i + 1] if b is not None]) for i in range(n)]
+    tops = [_best([b for tag in explainers for b in best_of[tag][i:i + 1] if b is not None]) for i in range(n)]
+    best = [_label([b for tag in explainers for b in best_of[tag][i:i + 1] if b is not None]) for i in range(n)]
     oai = [0.0 if b is None or b.score is None else (b.score.parts.get("openai_comparable") or 0.0) for b in best]
     print(_row("best label", "-", [_value(b) for b in best], f" {np.mean(oai):>8.3f}"))
+    print(_row("highest-scoring label", "-", [_value(b) for b in tops]) + "   (the label before the one-SE rule)")
     wins = {tag: sum(1 for b in best if b is not None and b.explainer == tag) for tag in explainers}
     print("best label comes from: " + ", ".join(f"{t} {k}" for t, k in wins.items()))
     rnd = [b.score.parts.get("random_only") for b in best if b is not None and b.score is not None]
@@ -247,7 +264,7 @@ def real(explainers: list[str], sims: dict[str, str], layers: list[int], units: 
              if ci else ""))
     if cross:
         _cross(target, cross, layers, units, cross_max_tokens or max_tokens, window_tokens, best, best_of, sims,
-               cache, cap, records)
+               cache, cap, records, tops)
 
 
 def _transfer_table(target, cap, record: NeuronRecord, other: NeuronRecord) -> float | None:
@@ -271,14 +288,14 @@ def _transfer_table(target, cap, record: NeuronRecord, other: NeuronRecord) -> f
 
 
 def _cross(target, cross: str, layers, units, max_tokens, window_tokens, best, best_of, sims,
-           cache: Path | None = None, cap=None, records=()) -> None:
+           cache: Path | None = None, cap=None, records=(), tops=None) -> None:
     t0 = time.perf_counter()
     other, _, n_tokens = _record(target, cross, layers, units, max_tokens, window_tokens, False, cache)
     by_id = {r.neuron: r for r in other}
     print(f"\n## 3. cross-corpus: the labels above scored on {n_tokens} tokens of {cross!r} "
           f"(recorded in {time.perf_counter() - t0:.0f} s)")
     print(HEADER)
-    rows = {"best label": best, **best_of}
+    rows = {"best label": best, **({"highest-scoring label": tops} if tops is not None else {}), **best_of}
     for name, labels in rows.items():
         vals = []
         for b in labels:

@@ -404,6 +404,7 @@ class ConceptInductionExplainer:
             "length": expr.length,
             "n_positive": n_pos,
             "n_negative": n_neg,
+            "fit_tokens": int(len(t.activations)),
         }
         text = _english(expr, weights, base, onto, ex)
         if backoff is not None:  # tokens no part covers: the base plus their lexical kinds' deltas

@@ -238,6 +238,7 @@ class PMIExplainer:
             raise ExplanationError(f"neuron {record.neuron} of {record.model}: {exc}") from None
         best = _distinct(ranked, self.top_n)
         params = self.params()
+        fit = sum(len(w.tokens) for w in windows)
         alternatives = [{k: v for k, v in x.items() if k != "depth"} for x in ranked[: max(10, self.top_n)]]
         out = []
         for rank, x in enumerate(best):
@@ -245,6 +246,7 @@ class PMIExplainer:
             if x["kind"] == _CLASS:
                 structured["iris"] = [x["iri"]]
             structured["alternatives"] = alternatives if rank == 0 else []
+            structured["fit_tokens"] = fit
             out.append(
                 Explanation(
                     model=record.model,

@@ -70,6 +70,14 @@ def token_table(record: NeuronRecord) -> tuple[dict[str, tuple[int, float]], flo
     return {t: (counts[t], sums[t] / counts[t]) for t in counts}, sum(sums.values()) / total, "windows"
 
 
+def fit_tokens(record: NeuronRecord, source: str) -> int:
+    """Explain-split tokens a label drawn from :func:`token_table` with ``source`` was fitted on:
+    the whole split's count with token statistics, else the explain windows' tokens."""
+    if source == "token_stats" and record.token_stats is not None:
+        return int(record.token_stats.count)
+    return sum(len(w.tokens) for w in explain_windows(record))
+
+
 def characteristic_tokens(record: NeuronRecord, max_tokens: int,
                           min_count: int = 1, shrink: float = 0.0) -> tuple[list[tuple[str, float, int]], float, str]:
     """``(entries, baseline, source)``: the ``max_tokens`` token types with the largest
@@ -288,6 +296,7 @@ class TokenExplainer:
             "tokens": [[t, round(float(w), 6), int(c)] for t, w, c in entries],
             "baseline": round(float(baseline), 6),
             "source": source,
+            "fit_tokens": fit_tokens(record, source),
         }
         if self.backoff:
             structured, text = with_backoff(record, entries, baseline, structured, text)
@@ -416,6 +425,7 @@ class TokenTierExplainer:
             "tiers": [{"weight": round(w, 6), "tokens": [t for t, _, _ in members]} for w, members in tiers],
             "baseline": round(float(baseline), 6),
             "source": source,
+            "fit_tokens": fit_tokens(record, source),
         }
         out = [Explanation(model=record.model, neuron=record.neuron, explainer=self.kind,
                            explainer_version=self.version, text=text, structured=structured,

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from neurolabel.core.errors import ConfigError, ExplanationError, ScoringError
 from neurolabel.core.types import Explanation, NeuronId, NeuronRecord
@@ -503,13 +504,47 @@ warm memos, idle 2-core machine) load + explain + score took 136.4 ms of process
 with the default against 63.2 with one thread (``OPENBLAS_NUM_THREADS=1``), the same outputs."""
 
 
-def _limit_blas():
-    """BLAS libraries limited to :data:`BLAS_THREADS` threads (a ``threadpoolctl`` limiter whose
-    ``restore_original_limits()`` undoes it)."""
+_blas_lock = threading.Lock()
+_blas_users = 0
+"""Runs of this process that hold BLAS at :data:`BLAS_THREADS` (limits are per process: runs in
+threads of one process, e.g. a server's jobs, share them)."""
+_blas_first: Any = None
+"""The limiter of the first of them: it knows the libraries' own limits."""
+
+
+class _BlasHold:
+    """One run's hold on the BLAS limit: the libraries' own limits come back when the last run
+    that holds it lets go (one run ending does not lift the limit under another)."""
+
+    def __init__(self) -> None:
+        self._held = True
+
+    def restore_original_limits(self) -> None:
+        global _blas_users, _blas_first
+        with _blas_lock:
+            if not self._held:
+                return
+            self._held = False
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_first is not None:
+                _blas_first.restore_original_limits()
+                _blas_first = None
+
+
+def _limit_blas() -> _BlasHold:
+    """BLAS libraries limited to :data:`BLAS_THREADS` threads until the returned hold's
+    ``restore_original_limits()`` (see :class:`_BlasHold`). Every start limits every library loaded
+    by then; a library first loaded while an earlier run held the limit keeps it afterwards."""
     import scipy.linalg  # noqa: F401  SciPy's own OpenBLAS, loaded now: a library loaded later keeps its default
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+    global _blas_users, _blas_first
+    with _blas_lock:
+        limiter = threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+        if _blas_users == 0:
+            _blas_first = limiter
+        _blas_users += 1
+    return _BlasHold()
 
 
 GC_YOUNG_THRESHOLD = 10_000
@@ -517,19 +552,37 @@ GC_YOUNG_THRESHOLD = 10_000
 collector while a run explains and scores (Python's default: 700). See :func:`_settle_gc`."""
 
 
-class _GcSettings(NamedTuple):
-    """The collector's settings before :func:`_settle_gc`; ``restore()`` puts them back."""
+_gc_lock = threading.Lock()
+_gc_users = 0
+"""Runs of this process that hold the collector settled (:func:`_settle_gc`; the collector is per
+process: runs in threads of one process share it)."""
+_gc_thresholds: tuple[int, int, int] | None = None
+"""The collector's thresholds before the first of them."""
 
-    thresholds: tuple[int, int, int]
+
+class _GcHold:
+    """One run's hold on the settled collector: its own thresholds come back, and the frozen
+    objects return to its generations, when the last run that holds it lets go."""
+
+    def __init__(self) -> None:
+        self._held = True
 
     def restore(self) -> None:
-        gc.unfreeze()
-        gc.set_threshold(*self.thresholds)
+        global _gc_users, _gc_thresholds
+        with _gc_lock:
+            if not self._held:
+                return
+            self._held = False
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_thresholds is not None:
+                gc.unfreeze()
+                gc.set_threshold(*_gc_thresholds)
+                _gc_thresholds = None
 
 
-def _settle_gc() -> _GcSettings:
-    """The cyclic garbage collector set for the explain and score stages (undone by the returned
-    settings' ``restore()``): every object alive now — the run's plugins (ontology, annotator,
+def _settle_gc() -> _GcHold:
+    """The cyclic garbage collector set for the explain and score stages until the returned hold's
+    ``restore()`` (see :class:`_GcHold`): every object alive now — the run's plugins (ontology, annotator,
     lexicons), kept all the run — moved out of its generations after one collection
     (``gc.freeze``), so that a full collection scans only what the run makes since, and young
     collections every :data:`GC_YOUNG_THRESHOLD` net allocations. Forked worker processes inherit
@@ -538,11 +591,15 @@ def _settle_gc() -> _GcSettings:
     one process, warm memos, loaded 2-core machine) the collector took 2.9-3.0 ms of CPU per neuron
     (a full collection of ~234,000 objects, ~140 ms, about every 75 neurons) against 0.4-0.5 with
     these settings; load + explain + score 65.5-68.9 -> 56.4-58.8 ms per neuron, the same outputs."""
-    old = _GcSettings(gc.get_threshold())
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *old.thresholds[1:])
-    return old
+    global _gc_users, _gc_thresholds
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_thresholds = gc.get_threshold()
+        gc.collect()
+        gc.freeze()  # a later run's plugins too
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *_gc_thresholds[1:])  # type: ignore[index]
+        _gc_users += 1
+    return _GcHold()
 
 
 def _worker_start(work: _Work) -> None:

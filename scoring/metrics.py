@@ -151,3 +151,36 @@ def _average_precision_sorted(s: np.ndarray, a: np.ndarray, n_pos: int) -> float
     recall = tp / n_pos
     gains = np.diff(np.r_[0.0, recall])
     return float((gains * precision).sum())
+
+
+def correlation_se(predicted: Sequence[float], true: Sequence[float], lengths: Sequence[int]) -> float | None:
+    """Jackknife standard error of :func:`correlation` over groups of consecutive tokens (the
+    scored windows, ``lengths`` tokens each): the correlation recomputed with each window left
+    out, ``sqrt((W - 1) / W * sum((r_i - mean r)^2))``. Windows are the unit of sampling, as the
+    tokens of one window are not independent. ``None`` with fewer than 2 windows whose
+    leave-one-out correlation is defined (each from the windows' sums: one pass, no refits)."""
+    p, t = _pair(predicted, true)
+    n = np.asarray(lengths, dtype=np.int64)
+    if n.sum() != p.size:
+        raise ValueError(f"{n.sum()} tokens in the windows for {p.size} values")
+    keep = n > 0
+    if int(keep.sum()) < 2:
+        return None
+    # centre on the overall means first: the leave-one-out sums then lose no precision
+    p = p - p.mean()
+    t = t - t.mean()
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])[keep]
+    sums = np.stack([np.add.reduceat(v, starts) for v in (p, t, p * p, t * t, p * t)])
+    m = n[keep].astype(np.float64)
+    loo = sums.sum(axis=1, keepdims=True) - sums
+    k = m.sum() - m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sp, st, spp, stt, spt = loo
+        vp = spp - sp * sp / k
+        vt = stt - st * st / k
+        r = (spt - sp * st / k) / np.sqrt(vp * vt)
+    r = r[np.isfinite(r) & (vp > 0) & (vt > 0)]
+    if r.size < 2:
+        return None
+    w = r.size
+    return float(math.sqrt((w - 1) / w * float(((r - r.mean()) ** 2).sum())))

@@ -169,7 +169,8 @@ class CorrelationScorer:
     detection-style ``balanced_accuracy``, ``auprc`` and ``f1`` of predicted vs true
     active tokens (true active: >= ``active_fraction`` of the largest scored activation;
     predicted active: above the midpoint of the prediction range; AUPRC ranks tokens by
-    the raw predictions)."""
+    the raw predictions), and ``se``, the score's jackknife standard error over the scored
+    windows (:func:`metrics.correlation_se`; the label choice reads it)."""
 
     kind = "correlation"
 
@@ -211,6 +212,7 @@ class CorrelationScorer:
             "balanced_accuracy": metrics.balanced_accuracy(guessed, actual),
             "auprc": metrics.auprc(pred, actual) if main is not None else None,
             "f1": metrics.f1(guessed, actual),
+            "se": metrics.correlation_se(pred, true, truth.lengths) if main is not None else None,
         }
         methods = ([simulations.method] if simulations.method else []) if flat else sorted(
             {s.method for s in simulations if s.method})

@@ -3,8 +3,9 @@
 A page is ordered by (layer, index) and starts after a cursor neuron, so a reader that pages
 through a model (``GET /v1/models/{m}/labels`` streams page after page, each in its own short
 transaction) never holds a transaction open across pages, keeps only one page in memory, and
-can resume after the last neuron it received. The best label of a neuron is its highest-scoring
-accepted explanation (as :func:`storage.reads.best_label`), among one explainer's when filtered.
+can resume after the last neuron it received. The best label of a neuron is its selected
+accepted explanation (as :func:`storage.reads.best_label`); filtered by explainer, that
+explainer's selected one, else its highest-scoring accepted one.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def best_labels_page(
                ExplanationRow.explainer_version, ExplanationRow.text, ExplanationRow.score,
                ExplanationRow.accepted, ExplanationRow.updated_at)
         .where(ExplanationRow.neuron_id.in_([n.id for n in neurons]))
-        .order_by(ExplanationRow.neuron_id, ExplanationRow.score.desc().nulls_last(), ExplanationRow.id)
+        .order_by(ExplanationRow.neuron_id, ExplanationRow.selected.desc(), ExplanationRow.score.desc().nulls_last(),
+                  ExplanationRow.id)
     ).all():
         if since is not None and e.updated_at is not None and _aware(e.updated_at) >= since:
             changed.add(e.neuron_id)

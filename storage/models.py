@@ -151,6 +151,14 @@ class ExplanationRow(Base):
     """Main score of the explanation (copy of its Score row's score; ``None`` = unscored)."""
     accepted: Mapped[bool] = mapped_column(Boolean, default=False)
     """Whether ``score`` reached the acceptance threshold when it was stored."""
+    score_se: Mapped[float | None] = mapped_column(Float)
+    """Jackknife standard error of ``score`` over the scored windows (its Score row's ``se`` part;
+    ``None``: not known, e.g. stored before it was measured)."""
+    fit_tokens: Mapped[int | None] = mapped_column(Integer)
+    """Explain-split tokens the explanation was fitted on (``structured["fit_tokens"]``; ``None``: not said)."""
+    selected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Whether this is the neuron's label: of its accepted explanations, the one
+    :func:`scoring.validate.choose_label` picks (at most one per neuron; kept by every write)."""
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     """all-MiniLM-L6-v2 embedding of ``text``: 384 little-endian float32, normalised."""
     ontology: Mapped[str | None] = mapped_column(String(200))

@@ -149,6 +149,7 @@ def explanation_dict(row: ExplanationRow, scores: Sequence[Score] = ()) -> dict[
         "params": row.params or {},
         "score": row.score,
         "accepted": bool(row.accepted),
+        "selected": bool(row.selected),
         "ontology": {"name": row.ontology, "hash": row.ontology_hash} if row.ontology_hash else None,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
@@ -168,7 +169,8 @@ def explanation_dict(row: ExplanationRow, scores: Sequence[Score] = ()) -> dict[
 
 
 def _best_order():
-    return (ExplanationRow.score.desc().nulls_last(), ExplanationRow.id)
+    """The neuron's label first (``selected``), then by score (undefined last), then by id."""
+    return (ExplanationRow.selected.desc(), ExplanationRow.score.desc().nulls_last(), ExplanationRow.id)
 
 
 _EXPLANATION_COLUMNS = (
@@ -181,6 +183,7 @@ _EXPLANATION_COLUMNS = (
     ExplanationRow.params,
     ExplanationRow.score,
     ExplanationRow.accepted,
+    ExplanationRow.selected,
     ExplanationRow.ontology,
     ExplanationRow.ontology_hash,
     ExplanationRow.created_at,
@@ -270,6 +273,7 @@ def get_neuron(*, session: Session, model: str, layer: int, index: int,
             for ex in examples
         ],
         "explanations": ordered,
+        # the selected label (first in ``ordered``); rows written around the write path: the best accepted
         "best_label": next((e for e in ordered if e["accepted"]), None),
         "failures": [
             {"explainer": f.explainer, "explainer_version": f.explainer_version, "error": f.error,
@@ -280,7 +284,7 @@ def get_neuron(*, session: Session, model: str, layer: int, index: int,
 
 
 def best_label(*, session: Session, model: str, layer: int, index: int) -> dict[str, Any] | None:
-    """The highest-scoring accepted explanation of a neuron, or ``None``."""
+    """The neuron's label: its selected accepted explanation (:func:`storage.writes.select_labels`), or ``None``."""
     row = session.execute(
         select(*_EXPLANATION_COLUMNS)
         .join(Neuron, Neuron.id == ExplanationRow.neuron_id)
@@ -343,8 +347,10 @@ def list_neurons(
         .scalar_subquery()
     )
     best_accepted = (
-        select(func.max(ExplanationRow.score))
+        select(ExplanationRow.score)
         .where(ExplanationRow.neuron_id == page.c.id, ExplanationRow.accepted)
+        .order_by(*_best_order())
+        .limit(1)
         .scalar_subquery()
     )
     best_score = select(func.max(ExplanationRow.score)).where(*p_cond).scalar_subquery()

@@ -154,7 +154,7 @@ def _best_labels(session: Session, neuron_ids: list[int]) -> dict[int, dict[str,
         select(ExplanationRow.neuron_id, ExplanationRow.id, ExplanationRow.text, ExplanationRow.explainer,
                ExplanationRow.score, ExplanationRow.accepted)
         .where(ExplanationRow.neuron_id.in_(neuron_ids))
-        .order_by(ExplanationRow.score.desc().nulls_last(), ExplanationRow.id)
+        .order_by(ExplanationRow.selected.desc(), ExplanationRow.score.desc().nulls_last(), ExplanationRow.id)
     ).all()
     for r in rows:
         out.setdefault(r.neuron_id, {"id": r.id, "text": r.text, "explainer": r.explainer, "score": r.score,

@@ -669,6 +669,8 @@ def write_explanation_rows(
             "params": dict(r.params),
             "score": r.score,
             "accepted": bool(r.accepted),
+            "score_se": _score_se(r),
+            "fit_tokens": _fit_tokens(r),
             "embedding": r.embedding,
             "ontology": r.ontology,
             "ontology_hash": r.ontology_hash,
@@ -684,8 +686,8 @@ def write_explanation_rows(
         index_elements=["neuron_id", "explainer", "explainer_version", "rank"],
         set_={
             **{c: stmt.excluded[c]
-               for c in ("text", "structured", "params", "score", "accepted", "ontology", "ontology_hash",
-                         "updated_at")},
+               for c in ("text", "structured", "params", "score", "accepted", "score_se", "fit_tokens", "ontology",
+                         "ontology_hash", "updated_at")},
             "embedding": case((keep, table.c.embedding), else_=stmt.excluded.embedding),
         },
     )
@@ -730,6 +732,7 @@ def write_explanation_rows(
                                _by_key(session, ExplanationRow.neuron_id, ExplanationRow.explainer,
                                        ExplanationRow.explainer_version, keys=chunk))
     _queue_for_index(session, sorted(set(ids.values()) | set(filled)), [ids[k] for k in had_vector], now)
+    select_labels(session=session, neuron_ids=sorted({k[0] for k in latest}))
     # an explainer version that now explained a neuron has no failure to remember there
     done = sorted({k[:3] for k in latest})
     for chunk in _batches(done, 500):
@@ -737,6 +740,59 @@ def write_explanation_rows(
             *_by_key(session, ExplanationFailure.neuron_id, ExplanationFailure.explainer,
                      ExplanationFailure.explainer_version, keys=chunk)))
     return [ids[key(r)] for r in rows]
+
+
+def _score_se(r: ExplanationInput) -> float | None:
+    """The ``se`` part of the row's main score (the Score row whose score is the row's)."""
+    main = next((s for s in r.scores if s.get("score") == r.score), r.scores[0] if r.scores else None)
+    se = (main or {}).get("parts", {}).get("se") if main else None
+    return None if se is None else _optional_score(se, "score se")
+
+
+def _fit_tokens(r: ExplanationInput) -> int | None:
+    fit = r.structured.get("fit_tokens") if isinstance(r.structured, Mapping) else None
+    return int(fit) if isinstance(fit, (int, float)) and not isinstance(fit, bool) and fit >= 0 else None
+
+
+def select_labels(*, session: Session, neuron_ids: Sequence[int]) -> int:
+    """Mark each neuron's label (``ExplanationRow.selected``): of its accepted explanations, the
+    one :func:`scoring.validate.choose_label` picks from the stored scores, standard errors and
+    fitted token counts; every other row of the neuron unmarked. Only rows whose mark changes
+    are written (``updated_at`` untouched: the write that caused the change already moved it).
+    Returns how many rows changed. Does not commit."""
+    from neurolabel.scoring.validate import LabelCandidate, choose_label
+
+    changed = 0
+    for chunk in _batches(list(neuron_ids), 500):
+        rows = session.execute(
+            select(ExplanationRow.id, ExplanationRow.neuron_id, ExplanationRow.explainer,
+                   ExplanationRow.explainer_version, ExplanationRow.rank, ExplanationRow.score,
+                   ExplanationRow.score_se, ExplanationRow.fit_tokens, ExplanationRow.accepted,
+                   ExplanationRow.selected)
+            .where(ExplanationRow.neuron_id.in_(chunk),
+                   or_(ExplanationRow.selected, and_(ExplanationRow.accepted, ExplanationRow.score.is_not(None))))
+            .order_by(ExplanationRow.neuron_id, ExplanationRow.id)
+        ).all()
+        by_neuron: dict[int, list] = {}
+        for r in rows:
+            by_neuron.setdefault(r.neuron_id, []).append(r)
+        on: list[int] = []
+        off: list[int] = []
+        for members in by_neuron.values():
+            pool = [r for r in members if r.accepted and r.score is not None]
+            chosen_at = choose_label([LabelCandidate(r.score, r.score_se, r.fit_tokens,
+                                                     (r.explainer, r.explainer_version), r.id) for r in pool])
+            chosen = pool[chosen_at].id if chosen_at is not None else None
+            for r in members:
+                if r.id == chosen and not r.selected:
+                    on.append(r.id)
+                elif r.id != chosen and r.selected:
+                    off.append(r.id)
+        for ids, flag in ((off, False), (on, True)):
+            for part in _batches(ids, 500):
+                session.execute(update(ExplanationRow).where(ExplanationRow.id.in_(part)).values(selected=flag))
+        changed += len(on) + len(off)
+    return changed
 
 
 def _wanted_in(rows: Sequence[ExplanationInput], embed: str = "best") -> set[int]:

@@ -406,7 +406,11 @@ def test_explaining_runs_with_one_blas_thread_and_settled_gc_and_both_are_restor
     inner = R.explain_and_score_one
 
     def spy(record, todo, plugins):  # runs where the stage runs (a forked worker inherits the patch)
-        threads = sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        # process-wide (pthreads) BLAS libraries: NumPy's and SciPy's OpenBLAS, which the stages use. An
+        # OpenMP-threaded one (faiss's, loaded once a test used the vector index) keeps its limit per OS
+        # thread (OpenMP's ICVs) and reads its default in a thread the limit was not set in
+        threads = sorted({i["num_threads"] for i in threadpool_info()
+                          if i["user_api"] == "blas" and i.get("threading_layer") == "pthreads"})
         (seen / f"{os.getpid()}-{record.neuron.index}.json").write_text(
             json.dumps([threads, gc.get_threshold()[0], gc.get_freeze_count() > 0]))
         return inner(record, todo, plugins)
@@ -425,3 +429,45 @@ def test_explaining_runs_with_one_blas_thread_and_settled_gc_and_both_are_restor
     pids = {p.name.split("-")[0] for p in seen.iterdir()}
     assert (str(os.getpid()) in pids) == (processes == 1)
     assert after == {2}
+
+
+def test_runs_in_threads_of_one_process_share_the_blas_limit():
+    """The BLAS limit is per process: a run that ends while another still explains leaves it in place;
+    the libraries' own limits come back when the last run ends."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import neurolabel.pipeline.run as R
+
+    def blas() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        first = R._limit_blas()
+        second = R._limit_blas()
+        assert blas() == {R.BLAS_THREADS}
+        first.restore_original_limits()
+        assert blas() == {R.BLAS_THREADS}  # the second run still holds it
+        first.restore_original_limits()  # letting go twice changes nothing
+        assert blas() == {R.BLAS_THREADS}
+        second.restore_original_limits()
+        assert blas() == {2}
+
+
+def test_runs_in_threads_of_one_process_share_the_settled_collector():
+    """The collector is per process: a run that ends while another still explains leaves it settled;
+    its own thresholds come back, and nothing stays frozen, when the last run ends."""
+    import gc
+
+    import neurolabel.pipeline.run as R
+
+    before = gc.get_threshold()
+    first = R._settle_gc()
+    kept = object(), []  # alive when the second run starts: frozen by it
+    second = R._settle_gc()
+    assert gc.get_threshold()[0] == R.GC_YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+    first.restore()
+    assert gc.get_threshold()[0] == R.GC_YOUNG_THRESHOLD and gc.get_freeze_count() > 0  # the second still holds it
+    first.restore()  # letting go twice changes nothing
+    assert gc.get_threshold()[0] == R.GC_YOUNG_THRESHOLD
+    second.restore()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0 and kept

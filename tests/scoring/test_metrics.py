@@ -158,3 +158,31 @@ def test_correlation_with_a_centred_true_side_is_the_same_float():
         assert metrics.correlation_centred(p, metrics.centred(t)) == metrics.correlation(p, t)
     with pytest.raises(ValueError, match="3 predictions for 2"):
         metrics.correlation_centred([1.0, 2.0, 3.0], metrics.centred([1.0, 2.0]))
+
+
+def test_correlation_se_is_the_jackknife_over_windows():
+    rng = np.random.default_rng(3)
+    lengths = [5, 9, 3, 7, 12, 6]
+    true = rng.normal(size=sum(lengths))
+    pred = 0.6 * true + rng.normal(size=true.size)
+    starts = np.cumsum([0] + lengths)
+    loo = np.array([metrics.correlation(np.delete(pred, np.s_[starts[i]:starts[i + 1]]),
+                                        np.delete(true, np.s_[starts[i]:starts[i + 1]])) for i in range(len(lengths))])
+    w = len(lengths)
+    expect = math.sqrt((w - 1) / w * float(((loo - loo.mean()) ** 2).sum()))
+    assert metrics.correlation_se(pred, true, lengths) == pytest.approx(expect, rel=1e-9)
+    # an empty window changes nothing; one window, or predictions constant without it: undefined
+    assert metrics.correlation_se(pred, true, lengths[:2] + [0] + lengths[2:]) == pytest.approx(expect, rel=1e-9)
+    assert metrics.correlation_se(pred[:5], true[:5], [5]) is None
+    with pytest.raises(ValueError, match="tokens in the windows"):
+        metrics.correlation_se(pred, true, [1, 2])
+
+
+def test_correlation_scorer_reports_the_standard_error():
+    scorer = SCORERS["correlation"]()
+    recs = [_win([0, 5, 1], "top", 1), _win([0, 1, 2], "top", 3), _win([0, 0, 2], "random", 2)]
+    sims = [_sim([0, 9, 0]), _sim([1, 0, 1]), _sim([0, 0, 1])]
+    r = scorer.score(sims, recs, simulator="x")
+    assert r.parts["se"] == pytest.approx(metrics.correlation_se([0, 9, 0, 1, 0, 1, 0, 0, 1], [0, 5, 1, 0, 1, 2, 0, 0, 2],
+                                                                 [3, 3, 3]))
+    assert r.parts["se"] > 0

@@ -117,3 +117,32 @@ def test_scorer_reuses_the_true_side_of_the_same_windows_only():
             assert got[k] == pytest.approx(v, abs=1e-12), k
     with pytest.raises(ScoringError):  # a simulation of the wrong length is still refused
         scorer.score([SequenceSimulation(tokens=("a",), expected_activations=(1.0,))] + sims[1:], recs, simulator="x")
+
+
+def test_choose_label_one_standard_error_rule():
+    from neurolabel.scoring.validate import LabelCandidate as C, choose_label
+
+    ci = C(0.50, 0.05, 2000, ("ci", "6"), 0)
+    tiers = C(0.46, 0.04, 50000, ("tiers", "2"), 1)
+    assert choose_label([ci, tiers]) == 1  # within one SE of the best: the broader evidence
+    assert choose_label([ci._replace(score=0.56), tiers]) == 0  # better by more than one SE
+    assert choose_label([ci, tiers], se_margin=0.0) == 0  # margin 0: the highest score
+    assert choose_label([ci._replace(se=None), tiers]) == 0  # no SE known: the highest score
+    # only each explainer version's best-scored candidate competes: a lower one of the same
+    # version, however broad, is not chosen
+    low = C(0.47, 0.05, 90000, ("ci", "6"), 2)
+    assert choose_label([ci, low]) == 0
+    # equal evidence: the higher score, then the lower order
+    assert choose_label([C(0.4, 0.1, 10, ("a", "1"), 5), C(0.45, 0.1, 10, ("b", "1"), 9)]) == 1
+    assert choose_label([C(0.4, 0.1, 10, ("a", "1"), 5), C(0.4, 0.1, 10, ("b", "1"), 1)]) == 1
+    assert choose_label([]) is None
+
+
+def test_best_accepted_follows_choose_label():
+    def scored(text, s, se, fit, explainer):
+        return replace(EXPL, text=text, explainer=explainer, structured={"fit_tokens": fit},
+                       score=ScoreResult(score=s, scorer="correlation", simulator="word", parts={"se": se}))
+
+    ci, tiers = scored("ci", 0.5, 0.05, 2000, "ci"), scored("tiers", 0.46, 0.04, 50000, "tiers")
+    assert best_accepted([ci, tiers], 0.3) is tiers
+    assert best_accepted([ci, tiers], 0.47) is ci  # the broader one is not accepted
