@@ -194,22 +194,40 @@ class _Closures:
     ~3,200 windows per split), then the memo starts afresh."""
     _window_memos: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
 
+    _window_ids: "weakref.WeakKeyDictionary[Ontology, dict]" = weakref.WeakKeyDictionary()
+
     def window(self, direct: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray]:
         """``(lens, flat)`` of one window's tokens (``direct``: each token's direct classes, a
         tuple of tuples as :meth:`ontology.annotate.Annotator.direct_classes` gives it): the
         number of classes of each token closed under superclasses and their concatenation, in
         token order (each token's sorted) — memoised per window for the life of the process."""
+        return self.windows((direct,))[0]
+
+    def windows(self, directs: Sequence[tuple[tuple[int, ...], ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`window` of each of ``directs``, the memo looked up once; a window's tuple seen
+        before (the annotator hands out its cached tuple for a window's tokens) is found by
+        identity, without hashing its ~64 tuples again."""
         with self._lock:
             memo = self._window_memos.get(self.onto)
-            if memo is None or len(memo) >= self.MAX_WINDOWS:
+            by_id = self._window_ids.get(self.onto)
+            if memo is None or len(memo) >= self.MAX_WINDOWS or by_id is None or len(by_id) >= self.MAX_WINDOWS:
                 memo = self._window_memos[self.onto] = {}
-        got = memo.get(direct)
-        if got is None:
-            closed = self.many(direct)
-            lens = np.fromiter((len(c) for c in closed), dtype=np.int64, count=len(closed))
-            flat = np.concatenate(closed) if closed else np.zeros(0, dtype=np.int32)
-            got = memo[direct] = (lens, flat)
-        return got
+                by_id = self._window_ids[self.onto] = {}
+        out = []
+        for direct in directs:
+            hit = by_id.get(id(direct))
+            if hit is not None and hit[0] is direct:
+                out.append(hit[1])
+                continue
+            got = memo.get(direct)
+            if got is None:
+                closed = self.many(direct)
+                lens = np.fromiter((len(c) for c in closed), dtype=np.int64, count=len(closed))
+                flat = np.concatenate(closed) if closed else np.zeros(0, dtype=np.int32)
+                got = memo[direct] = (lens, flat)
+            by_id[id(direct)] = (direct, got)  # held: the tuple, so that its id stays its own while kept
+            out.append(got)
+        return out
 
     def __call__(self, d: Sequence[int]) -> np.ndarray:
         key = tuple(d)
@@ -564,8 +582,7 @@ def close_windows(onto: Ontology, windows: Sequence[tuple[tuple[int, ...], ...]]
     tuple of tuples), one after another, each token's previous token the one before it in its
     window (none for a window's first token): the same arrays, made from each window's closed
     classes (memoised per window, :meth:`_Closures.window`) without a Python step per token."""
-    closure = _Closures(onto)
-    got = [closure.window(w) for w in windows]
+    got = _Closures(onto).windows(windows)
     lens = np.concatenate([g[0] for g in got]) if got else np.zeros(0, dtype=np.int64)
     n = len(lens)
     if not n or not lens.sum():

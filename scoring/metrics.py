@@ -8,7 +8,7 @@ score is stored as such, never as 0 by accident.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -160,18 +160,54 @@ def correlation_se(predicted: Sequence[float], true: Sequence[float], lengths: S
     tokens of one window are not independent. ``None`` with fewer than 2 windows whose
     leave-one-out correlation is defined (each from the windows' sums: one pass, no refits)."""
     p, t = _pair(predicted, true)
+    return correlation_se_windows(p, window_sums(t, lengths))
+
+
+class WindowSums(NamedTuple):
+    """The true side of :func:`correlation_se` for one window list (:func:`window_sums`)."""
+
+    centred: np.ndarray
+    """The true activations minus their mean."""
+    starts: np.ndarray
+    """First token of each non-empty window."""
+    sizes: np.ndarray
+    """Tokens of each non-empty window (float64)."""
+    sum_t: np.ndarray
+    """Per window, the sum of ``centred`` …"""
+    sum_tt: np.ndarray
+    """… and of its squares."""
+
+
+def window_sums(true: Sequence[float], lengths: Sequence[int]) -> WindowSums | None:
+    """What :func:`correlation_se` needs of the true activations of windows of ``lengths`` tokens,
+    made once for every prediction scored on them (``None``: fewer than 2 non-empty windows)."""
+    t = np.asarray(true, dtype=np.float64).ravel()
     n = np.asarray(lengths, dtype=np.int64)
-    if n.sum() != p.size:
-        raise ValueError(f"{n.sum()} tokens in the windows for {p.size} values")
+    if n.sum() != t.size:
+        raise ValueError(f"{n.sum()} tokens in the windows for {t.size} values")
     keep = n > 0
     if int(keep.sum()) < 2:
         return None
     # centre on the overall means first: the leave-one-out sums then lose no precision
-    p = p - p.mean()
     t = t - t.mean()
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])[keep]
-    sums = np.stack([np.add.reduceat(v, starts) for v in (p, t, p * p, t * t, p * t)])
-    m = n[keep].astype(np.float64)
+    return WindowSums(t, starts, n[keep].astype(np.float64), np.add.reduceat(t, starts),
+                      np.add.reduceat(t * t, starts))
+
+
+def correlation_se_windows(predicted: Sequence[float], true: WindowSums | None) -> float | None:
+    """:func:`correlation_se` of ``predicted`` given its true side's :func:`window_sums`: the same
+    float, the true side's sums made once."""
+    if true is None:
+        return None
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    if p.shape != true.centred.shape:
+        raise ValueError(f"{p.size} predictions for {true.centred.size} true activations")
+    p = p - p.mean()
+    t, starts = true.centred, true.starts
+    sums = np.stack([np.add.reduceat(p, starts), true.sum_t, np.add.reduceat(p * p, starts), true.sum_tt,
+                     np.add.reduceat(p * t, starts)])
+    m = true.sizes
     loo = sums.sum(axis=1, keepdims=True) - sums
     k = m.sum() - m
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -117,6 +117,8 @@ class _Truth(NamedTuple):
     centred: dict[str, tuple[np.ndarray, float]]
     """:func:`metrics.centred` of ``true`` (``"all"``) and of its ``random``, ``top`` and
     ``balanced`` tokens."""
+    window_sums: metrics.WindowSums | None
+    """:func:`metrics.window_sums` of ``true`` over the windows (the standard error's true side)."""
 
 
 _TRUTHS = 8
@@ -148,7 +150,7 @@ def _truth(records: Sequence[ActivationRecord], active_fraction: float) -> _Trut
     subsets = {"random": positions(rnd), "top": positions(top), "balanced": positions(top_sorted[:n] + rnd[:n])}
     centred = {"all": metrics.centred(true), **{k: metrics.centred(true[v]) for k, v in subsets.items()}}
     got = _Truth(tuple(records), lengths, true, subsets["random"], subsets["top"], subsets["balanced"],
-                 metrics.true_active(true, fraction=active_fraction), centred)
+                 metrics.true_active(true, fraction=active_fraction), centred, metrics.window_sums(true, lengths))
     with _truths_lock:
         _truths[key] = got
         while len(_truths) > _TRUTHS:
@@ -212,7 +214,7 @@ class CorrelationScorer:
             "balanced_accuracy": metrics.balanced_accuracy(guessed, actual),
             "auprc": metrics.auprc(pred, actual) if main is not None else None,
             "f1": metrics.f1(guessed, actual),
-            "se": metrics.correlation_se(pred, true, truth.lengths) if main is not None else None,
+            "se": metrics.correlation_se_windows(pred, truth.window_sums) if main is not None else None,
         }
         methods = ([simulations.method] if simulations.method else []) if flat else sorted(
             {s.method for s in simulations if s.method})

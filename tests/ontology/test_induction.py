@@ -173,8 +173,9 @@ def test_close_windows_equals_close_examples_of_their_tokens(onto):
     examples = [t for w in windows for t in w]
     previous = [p for w in windows for p in ((None, *w[:-1]) if w else ())]
     want = close_examples(onto, examples, previous)
-    for _ in range(2):  # the second time from the per-window memo
-        got = close_windows(onto, windows)
+    copies = [tuple(tuple(t) for t in w) for w in windows]  # equal windows, other objects: found by content
+    for ws in (windows, windows, copies):  # then from the per-window memo, by identity, by content
+        got = close_windows(onto, ws)
         assert got.n == want.n == len(examples)
         for f in ("rows", "classes", "prev_rows", "prev_classes"):
             assert getattr(got, f).tolist() == getattr(want, f).tolist(), f

@@ -186,3 +186,14 @@ def test_correlation_scorer_reports_the_standard_error():
     assert r.parts["se"] == pytest.approx(metrics.correlation_se([0, 9, 0, 1, 0, 1, 0, 0, 1], [0, 5, 1, 0, 1, 2, 0, 0, 2],
                                                                  [3, 3, 3]))
     assert r.parts["se"] > 0
+
+
+def test_standard_error_from_the_true_side_made_once_is_the_same_float():
+    rng = np.random.default_rng(6)
+    for lengths in ([5, 9, 3, 7, 12, 6], [64] * 40, [0, 4, 0, 6], [8]):
+        t = rng.normal(size=sum(lengths))
+        sums = metrics.window_sums(t, lengths)
+        for p in (0.5 * t + rng.normal(size=t.size), rng.choice([0.0, 1.0], t.size), np.ones(t.size)):
+            assert metrics.correlation_se_windows(p, sums) == metrics.correlation_se(p, t, lengths)
+    with pytest.raises(ValueError, match="3 predictions for 2"):
+        metrics.correlation_se_windows([1.0, 2.0, 3.0], metrics.window_sums([1.0, 2.0], [1, 1]))
