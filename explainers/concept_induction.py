@@ -104,8 +104,8 @@ ALTERNATIVES = (
     replace(GRADED, cross_validate=False),
     replace(GRADED, min_support=5, min_windows=4),
 )
-"""Further graded searches, each offered as a candidate after :data:`GRADED`'s (the pipeline keeps
-the best-scoring candidate): parts naming the token itself only (no ``follows`` restriction —
+"""Further graded searches, each offered as a candidate after :data:`GRADED`'s (the best-scoring
+candidate competes for the neuron's label): parts naming the token itself only (no ``follows`` restriction —
 on real neurons it often holds better on held-out windows than the first), as many parts as raise
 the explain-split correlation by ``min_gain`` (no cross-validation), and parts covering at least 5
 tokens in 4 windows. Chosen on ``bench/quality.py --unit-offset 25`` (the same layers, units

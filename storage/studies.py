@@ -98,7 +98,7 @@ def get_study(*, session: Session, study_id: int, order: StudyOrder = "rank", la
               limit: int = 100, offset: int = 0, samples: bool = False) -> dict[str, Any] | None:
     """A study with its neurons (filtered: one ``layer``, ``|AUROC - 0.5| >= min_auroc_effect``,
     ``direction`` ``a`` = fires more on A, ``b`` = on B), each with its best label (the
-    highest-scoring explanation, accepted or not) and its best causal score; ``samples`` adds
+    selected one, else the highest-scoring explanation, accepted or not) and its best causal score; ``samples`` adds
     the per-example scores for distribution plots. ``None`` when there is no such study."""
     head = _study_head(session, study_id)
     if head is None:

@@ -131,7 +131,7 @@ def stream_labels(
     limit: Annotated[int | None, Query(ge=1, le=100_000_000, description="At most this many rows "
                                        "(default: all)")] = None,
 ) -> Response:
-    """Every neuron's best label (its highest-scoring accepted explanation) and score, streamed
+    """Every neuron's best label (its selected accepted explanation, as ``…/label``) and score, streamed
     in (layer, index) order with flat server memory; filters: layer, explainer, minimum score,
     ``updated_since``. Resume with ``cursor``. ``ETag`` / ``If-None-Match`` (304)."""
     from neurolabel.storage.labels import labels_version, parse_cursor

@@ -53,8 +53,9 @@ def get_neuron(model: ModelPath, layer: Layer, index: Index, session: SessionDep
 @router.get("/models/{model}/neurons/{layer}/{index}/label", summary="Best label of a neuron",
             responses={200: {"headers": ETAG_HEADERS}, **NOT_MODIFIED, **responses(404, 422, 503)})
 def best_label(model: ModelPath, layer: Layer, index: Index, session: SessionDep, request: Request) -> Response:
-    """The highest-scoring accepted explanation of the neuron (with an ``ETag``; 304 for a
-    matching ``If-None-Match``)."""
+    """The neuron's label: its selected accepted explanation (``selected``: within one standard
+    error of the highest score, the one fitted on the most explain-split tokens; see README), with
+    an ``ETag``; 304 for a matching ``If-None-Match``."""
     from neurolabel.storage.queries import best_label as q
 
     out = q(session=session, model=model, layer=layer, index=index)
