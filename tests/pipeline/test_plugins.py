@@ -13,6 +13,10 @@ def test_parameters_reach_the_plugin():
     assert (tokens.max_tokens, tokens.min_count) == (5, 2)
     assert build("explainer", {"kind": "tokens", "max_tokens": 5, "min_count": 2}) is tokens  # built once
     assert build("explainer", "tokens").max_tokens == 20  # other parameters: another instance
+    plain = build("explainer", "tokens")  # a bare tag again (found without parsing): the same instance,
+    assert plain is build("explainer", {"kind": "tokens"}) and plain is not tokens  # as its mapping's
+    with pytest.raises(ConfigError):
+        build("explainer", "no-such-explainer")  # an unknown tag is still refused
     assert build("simulator", {"kind": "lexical", "max_words": 1}).max_words == 1
     assert build("scorer", {"kind": "correlation", "active_fraction": 0.5}).active_fraction == 0.5
 
