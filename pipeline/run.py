@@ -558,11 +558,15 @@ _gc_users = 0
 process: runs in threads of one process share it)."""
 _gc_thresholds: tuple[int, int, int] | None = None
 """The collector's thresholds before the first of them."""
+_gc_was_frozen = False
+"""Whether objects were frozen before the first of them (e.g. a server's settled heap,
+:mod:`service.heap`): then they all stay frozen afterwards."""
 
 
 class _GcHold:
     """One run's hold on the settled collector: its own thresholds come back, and the frozen
-    objects return to its generations, when the last run that holds it lets go."""
+    objects return to its generations (unless some were frozen before the first run), when the
+    last run that holds it lets go."""
 
     def __init__(self) -> None:
         self._held = True
@@ -575,7 +579,8 @@ class _GcHold:
             self._held = False
             _gc_users -= 1
             if _gc_users == 0 and _gc_thresholds is not None:
-                gc.unfreeze()
+                if not _gc_was_frozen:
+                    gc.unfreeze()
                 gc.set_threshold(*_gc_thresholds)
                 _gc_thresholds = None
 
@@ -591,10 +596,11 @@ def _settle_gc() -> _GcHold:
     one process, warm memos, loaded 2-core machine) the collector took 2.9-3.0 ms of CPU per neuron
     (a full collection of ~234,000 objects, ~140 ms, about every 75 neurons) against 0.4-0.5 with
     these settings; load + explain + score 65.5-68.9 -> 56.4-58.8 ms per neuron, the same outputs."""
-    global _gc_users, _gc_thresholds
+    global _gc_users, _gc_thresholds, _gc_was_frozen
     with _gc_lock:
         if _gc_users == 0:
             _gc_thresholds = gc.get_threshold()
+            _gc_was_frozen = gc.get_freeze_count() > 0
         gc.collect()
         gc.freeze()  # a later run's plugins too
         gc.set_threshold(GC_YOUNG_THRESHOLD, *_gc_thresholds[1:])  # type: ignore[index]

@@ -455,7 +455,8 @@ def test_runs_in_threads_of_one_process_share_the_blas_limit():
 
 def test_runs_in_threads_of_one_process_share_the_settled_collector():
     """The collector is per process: a run that ends while another still explains leaves it settled;
-    its own thresholds come back, and nothing stays frozen, when the last run ends."""
+    its own thresholds come back, and nothing stays frozen, when the last run ends (what a process
+    froze before stays frozen)."""
     import gc
 
     import neurolabel.pipeline.run as R
@@ -471,3 +472,11 @@ def test_runs_in_threads_of_one_process_share_the_settled_collector():
     assert gc.get_threshold()[0] == R.GC_YOUNG_THRESHOLD
     second.restore()
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0 and kept
+    # a process that froze its heap itself (a server's settled heap) keeps it frozen
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        R._settle_gc().restore()
+        assert gc.get_freeze_count() >= frozen > 0 and gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
