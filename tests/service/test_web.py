@@ -76,6 +76,8 @@ def test_neuron_page_shows_label_explanations_windows_histogram(site, browser):
     assert [r.find_elements(By.TAG_NAME, "td")[0].text.splitlines()[0] for r in rows] == [
         "dogs and puppies", "the word dog"]
     assert "0.820" in rows[0].text and "symbolic" in rows[0].text
+    # the label's row says so; the other accepted one does not
+    assert [r.find_element(By.CSS_SELECTOR, "td.accepted").text for r in rows] == ["yes: the label", "yes"]
     top = browser.find_elements(By.CSS_SELECTOR, "#top-windows .window")
     assert len(top) == 4 and " dog" in top[0].text
     # the most active token is shaded most strongly
