@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+import numpy as np
+
 from neurolabel.core.registry import SIMULATORS
 from neurolabel.core.types import Explanation, SequenceSimulation
 
@@ -57,9 +59,34 @@ class LexicalSimulator:
 
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
         """1.0 on tokens naming one of the label's words."""
+        return self.simulate_many(explanation, [tokens])[0]
+
+    def simulate_many(self, explanation: Explanation, token_lists: Sequence[Sequence[str]]
+                      ) -> Sequence[SequenceSimulation]:
+        """:meth:`simulate` for several windows at once (a :class:`scoring.scorers.FlatSimulations`:
+        the scorer reads the predictions as one array)."""
+        from neurolabel.scoring.scorers import FlatSimulations
+
         want = label_words(explanation.text)
         vals = []
-        for t in tokens:
-            ws = _WORD.findall(t.lower())
-            vals.append(1.0 if ws and any(fold(w) in want for w in ws) else 0.0)
-        return SequenceSimulation(tokens=tuple(tokens), expected_activations=tuple(vals), method="lexical")
+        for tokens in token_lists:
+            for t in tokens:
+                ws = _token_words(t)
+                vals.append(1.0 if ws and any(w in want for w in ws) else 0.0)
+        return FlatSimulations(token_lists, np.array(vals, dtype=np.float64), "lexical")
+
+
+_TOKEN_WORDS: dict[str, tuple[str, ...]] = {}
+_TOKEN_WORDS_MAX = 200_000
+
+
+def _token_words(token: str) -> tuple[str, ...]:
+    """The folded words of a token (:func:`fold` of each word), memoised per token text (a run
+    meets the same few thousand tokens in every neuron's windows)."""
+    got = _TOKEN_WORDS.get(token)
+    if got is None:
+        got = tuple(fold(w) for w in _WORD.findall(token.lower()))
+        if len(_TOKEN_WORDS) >= _TOKEN_WORDS_MAX:
+            _TOKEN_WORDS.clear()
+        _TOKEN_WORDS[token] = got
+    return got

@@ -33,3 +33,14 @@ def test_pipeline_falls_back_to_lexical_for_word_labels():
     sym = build("simulator", "symbolic")
     assert not applies(sym, _e("dog"))  # a PMI word label has no class expression
     assert fallback(_e("dog"))[0] == "lexical"
+
+
+def test_windows_at_once_predict_what_each_window_does():
+    from neurolabel.scoring.scorers import FlatSimulations
+
+    sim = SIMULATORS["lexical"].from_defaults()
+    windows = [["The", " dogs", " Dog's", " barked"], [], ["Hot-dogs", " boxes", " dog"]]
+    many = sim.simulate_many(_e("dog box"), windows)
+    assert isinstance(many, FlatSimulations) and len(many) == 3
+    assert list(many) == [sim.simulate(_e("dog box"), w) for w in windows]
+    assert [s.expected_activations for s in many] == [(0.0, 1.0, 0.0, 0.0), (), (0.0, 1.0, 1.0)]
