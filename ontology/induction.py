@@ -951,7 +951,8 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
     n = len(a)
     row, col, classes, n_atoms = pairs if pairs is not None else class_pairs(onto, examples, previous)
     K = len(classes)
-    cnt = np.bincount(col, minlength=K)
+    stats = _pair_stats(onto, row, col, classes, groups)
+    cnt = stats.count
     keep = (cnt >= cfg.min_support) & (cnt < n)
     if not cfg.roles:
         keep[n_atoms:] = False
@@ -964,12 +965,10 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
         keep &= covers_pos
     win = None
     if groups is not None and cfg.min_windows > 1:
-        _, win = np.unique(np.asarray(groups), return_inverse=True)
-        seen = np.zeros((K, int(win.max()) + 1), dtype=bool)
-        seen[col, win[row]] = True
-        keep &= seen.sum(1) >= cfg.min_windows
+        win, n_windows = stats.windows()
+        keep &= n_windows >= cfg.min_windows
     # deepest classes first, so that of candidates covering the same tokens the least general wins
-    by_depth = np.argsort(-onto.depth[classes], kind="stable")
+    by_depth = stats.by_depth
     order = by_depth[keep[by_depth]].astype(np.int64, copy=False)
     new_col = np.full(K, -1, dtype=np.int64)
     new_col[order] = np.arange(len(order))
@@ -1009,6 +1008,46 @@ def graded_candidates(onto: Ontology, examples, previous, a: np.ndarray, pos: np
             conj_row, conj_col = np.nonzero(conj)
             row_m, col_m = np.concatenate([row_m, conj_row]), np.concatenate([col_m, conj_col + K0])
     return GradedCandidates(X, exprs, _row_major(row_m, col_m, X.shape[1]))
+
+
+class _PairStats:
+    """What :func:`graded_candidates` reads of the (token, column) pairs whatever its settings,
+    made once for the searches that build their candidates from the same pairs."""
+
+    def __init__(self, onto: Ontology, row: np.ndarray, col: np.ndarray, classes: np.ndarray, groups) -> None:
+        self.held = (onto, row, col, classes, groups)
+        """The arrays these are of (held, so that their ids stay theirs while kept)."""
+        self.count = np.bincount(col, minlength=len(classes))
+        """Tokens of each column."""
+        self.by_depth = np.argsort(-onto.depth[classes], kind="stable")
+        """The columns, deepest class first (stable)."""
+        self._windows: tuple[np.ndarray, np.ndarray] | None = None
+
+    def windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(win, n_windows)``: each token's window numbered 0 … W-1, and the distinct windows
+        among each column's tokens (made on first use; the pairs' groups must be given)."""
+        if self._windows is None:
+            _, row, col, classes, groups = self.held
+            _, win = np.unique(np.asarray(groups), return_inverse=True)
+            seen = np.zeros((len(classes), int(win.max()) + 1), dtype=bool)
+            seen[col, win[row]] = True
+            self._windows = (win, seen.sum(1))
+        return self._windows
+
+
+_pair_stats_last: list[_PairStats] = []
+
+
+def _pair_stats(onto: Ontology, row: np.ndarray, col: np.ndarray, classes: np.ndarray, groups) -> _PairStats:
+    """:class:`_PairStats` of the pairs, kept for the next call on the same arrays (the explainer's
+    searches with other support settings build their candidates from the same pairs)."""
+    held = (onto, row, col, classes, groups)
+    for got in list(_pair_stats_last):
+        if all(x is y for x, y in zip(got.held, held)):
+            return got
+    got = _PairStats(onto, row, col, classes, groups)
+    _pair_stats_last[:] = [got]
+    return got
 
 
 def _row_major(rows: np.ndarray, cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

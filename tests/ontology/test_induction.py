@@ -301,6 +301,21 @@ def test_graded_search_without_roles_and_without_cross_validation(onto):
     assert any(e.has_role() for e in shared.exprs)
     assert any(e.op == "and" for e in shared.exprs)  # conjunctions too
     assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(shared.nonzero, np.nonzero(shared.X)))
+    # searches with other support settings over the same pairs reuse what the pairs give (counts, windows,
+    # depth order): the same candidates as built afresh
+    from neurolabel.ontology import induction as I
+
+    pairs = I.class_pairs(onto, examples, previous)
+    strict = GradedConfig(prior_count=0.0, min_support=5, min_windows=4)
+    for cfgs in ((cfg, strict), (strict, cfg)):
+        I._pair_stats_last.clear()
+        first = graded_candidates(onto, examples, previous, acts, pos, cfgs[0], groups=groups, pairs=pairs)
+        again = graded_candidates(onto, examples, previous, acts, pos, cfgs[1], groups=groups, pairs=pairs)
+        assert I._pair_stats_last and all(x is y for x, y in zip(I._pair_stats_last[0].held[1:4], pairs))
+        I._pair_stats_last.clear()
+        fresh = graded_candidates(onto, examples, previous, acts, pos, cfgs[1], groups=groups, pairs=pairs)
+        assert again.exprs == fresh.exprs and np.array_equal(again.X, fresh.X) and first.exprs
+        assert all(np.array_equal(x, y) for x, y in zip(again.nonzero, fresh.nonzero))
     own = graded_candidates(onto, examples, previous, acts, pos, GradedConfig(prior_count=0.0, roles=False),
                             groups=groups)
     derived = shared.without_roles()
