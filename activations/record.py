@@ -33,10 +33,16 @@ torch, so memory is bounded by units x k whatever the corpus length:
 Each layer's hook does that layer's whole share while its ``[batch, tokens, units]`` tensor is
 at hand: the statistics reductions into per-batch buffers (one pass each), the reservoir copies
 and the top-k update of its columns (``layers x units`` columns side by side in one state).
-After the forward pass the statistics buffers are merged for all layers at once. The
-bookkeeping uses the process's torch threads unless ``bookkeeping_threads`` says otherwise (on
-a heavily shared machine, 1 avoids ATen's parallel regions stalling on descheduled threads).
-``bench/capture.py`` measures the cost against the bare forward passes.
+After the forward pass the statistics buffers are merged for all layers at once. The two float
+sums (per-batch sum and sum of squares, whose rounding could depend on how a reduction is split)
+use the process's torch threads unless ``bookkeeping_threads`` says otherwise; everything else
+(copies, max / min, comparisons and sorts, the exact positive counts, the per-type sums, added
+in index order by ``index_add_``) gives the same result on any thread count and runs on one
+thread: on this 2-core machine under load, ATen's parallel regions stalled on descheduled
+threads (per layer and batch of 32 x 64 tokens: ``index_add_`` 4-7 ms on 2 threads vs 0.3 ms
+on 1; ``amax`` / ``amin`` / clamp 7-23 ms vs 0.4-1 ms), and these memory-bound passes gain
+little from a second thread when idle. ``bench/capture.py`` measures the cost against the bare
+forward passes, ``bench/record_pass.py`` the whole-model pass against another tree.
 
 Ties are broken by window id everywhere: a top-k set is the ``k`` first windows in the order
 (window max descending, window id ascending), and the reservoir the ``R`` first in (priority,
@@ -321,6 +327,7 @@ class _Recorder:
         self.b_sum = torch.empty(LU, dtype=torch.float64, device=dev)
         self.b_sumsq = torch.empty(LU, dtype=torch.float64, device=dev)
         self.b_active = torch.empty(LU, dtype=torch.long, device=dev)
+        self.b_clamp = torch.empty((Bm, T, self.U), device=dev)  # x clamped to [0, 2^-100], reused
 
     def _make_plan(self, batch: list[Window]) -> None:
         """Per split, which rows of the batch fill empty slots (and which slots) and which rows
@@ -350,33 +357,39 @@ class _Recorder:
         reservoir copies and the top-k slots of its columns."""
         import torch
 
-        with _threads(self.threads):
-            st = self.state
-            p = len(self.target.prefix_ids)
-            x = acts[:, p:, :] if p else acts
+        st = self.state
+        p = len(self.target.prefix_ids)
+        x = acts[:, p:, :] if p else acts
+        B, i, U = x.shape[0], self.col[layer], self.U
+        c0 = i * U
+        cols = slice(c0, c0 + U)
+        with _threads(1):
             if self.units is not None:
                 if self._ut is None:
                     self._ut = torch.tensor(self.units, dtype=torch.long, device=x.device)
                 x = x.index_select(-1, self._ut)
             x = x.float()
-            B, i, U = x.shape[0], self.col[layer], self.U
-            c0 = i * U
-            cols = slice(c0, c0 + U)
-            wmax = x.amax(dim=1)  # [B, U]
-            self.b_wmax[:B, cols] = wmax
-            self.b_min[cols] = x.amin(dim=1).amin(dim=0)
+        with _threads(self.threads):
+            # the float sums: the only reductions whose rounding could depend on how they are split
             self.b_sum[cols] = x.sum(dim=1).sum(dim=0, dtype=torch.float64)
             self.b_sumsq[cols] = torch.linalg.vecdot(x, x, dim=1).sum(dim=0, dtype=torch.float64)  # no x*x temp
+        with _threads(1):
+            wmax = x.amax(dim=1)  # [B, U]
+            self.b_wmax[:B, cols] = wmax
+            self.b_min[cols] = x.amin(dim=1).amin(dim=0)  # (one amin over (0, 1) was ~20x slower)
             # x > 0 counted as a float sum of x clamped to [0, 2^-100]: every positive activation
-            # adds exactly 2^-100 (exact up to 2^24 per batch; ~3x faster than summing a bool
-            # tensor). Positives below 2^-100 (~8e-31) would add less and are rounded away.
-            self.b_active[cols] = torch.round(
-                x.clamp(min=0.0, max=_TINY).sum(dim=1).sum(dim=0) * _INV_TINY).long()
+            # adds exactly 2^-100 (exact up to 2^24 per batch, in any order; ~3x faster than summing
+            # a bool tensor). Positives below 2^-100 (~8e-31) would add less and are rounded away.
+            clamped = torch.clamp(x, min=0.0, max=_TINY, out=self.b_clamp[:B])
+            self.b_active[cols] = torch.round(clamped.sum(dim=(0, 1)) * _INV_TINY).long()
             for slot, row in self._res_updates:
                 st.res_acts[slot, :, cols] = x[row]
             if self._tok_rows is not None:
-                xe = x.index_select(0, self._tok_rows).reshape(-1, U)
-                st.tok_sum[i].index_add_(0, self._tok_ids, xe)
+                # row by row (each x[r] is contiguous): the same adds in the same order as one
+                # index_add_ over the gathered rows, without the gathered copy
+                T = x.shape[1]
+                for j, r in enumerate(self._tok_rows):
+                    st.tok_sum[i].index_add_(0, self._tok_ids[j * T:(j + 1) * T], x[r])
             for s, plan in enumerate(self._plan):
                 vals, ids, top_acts = st.top_vals[s], st.top_ids[s], st.top_acts[s]
                 if plan["fill"]:
@@ -440,13 +453,14 @@ class _Recorder:
             rows = [r for r, w in enumerate(batch) if split_of_window(w.window_id) == "explain"]
             if rows:
                 dev = self.target.device
-                self._tok_rows = torch.tensor(rows, dtype=torch.long, device=dev)
+                self._tok_rows = rows
                 ids = torch.tensor([batch[r].token_ids for r in rows], dtype=torch.long, device=dev).flatten()
                 self._tok_ids = ids.clamp(max=self.token_types)  # untracked types share row V
-                st.tok_count.index_add_(0, self._tok_ids, torch.ones_like(self._tok_ids))
+                with _threads(1):
+                    st.tok_count.index_add_(0, self._tok_ids, torch.ones_like(self._tok_ids))
         self._entered = []
         run_forward(self.target, model_inputs(self.target, [w.token_ids for w in batch]))
-        with _threads(self.threads):
+        with _threads(1):  # elementwise, max/min, integer adds: the same results on any thread count
             # statistics: Chan et al. merge of the batch's mean and sum of squared deviations
             n_b = B * T
             tot = st.count + n_b
@@ -509,8 +523,9 @@ class _Recorder:
         self.res_pri = [self.res_pri[r] for r in order]
         idx = torch.tensor(order, dtype=torch.long, device=self.state.res_max.device)
         st, n = self.state, len(order)
-        st.res_max = torch.cat([st.res_max.index_select(0, idx), st.res_max[n:]])
-        st.res_acts = torch.cat([st.res_acts.index_select(0, idx), st.res_acts[n:]])
+        with torch.inference_mode(), _threads(1):  # the state was made in inference mode; copies only
+            st.res_max[:n] = st.res_max[:n].index_select(0, idx)
+            _permute_rows_(st.res_acts, order)
 
     def _gc_tokens(self) -> None:
         import torch
@@ -520,6 +535,32 @@ class _Recorder:
             keep.update(torch.unique(self.state.top_ids).tolist())
         self.tokens = {w: t for w, t in self.tokens.items() if w in keep}
         self._gc_at = max(256, 2 * len(self.tokens))
+
+
+def _permute_rows_(t: Any, order: list[int]) -> None:
+    """``t[:n] = t[order]`` in place (``n = len(order)``), cycle by cycle through one row buffer.
+
+    The reservoir's ``[R, T, LU]`` activations are ~470 MB for the whole default model: gathering
+    them into a new tensor (as ``index_select`` + ``cat`` did) wrote ~940 MB of fresh pages, ~1 s
+    at the end of every whole-model pass on this machine (loaded); this copies each moved row once
+    into memory already mapped."""
+    buf = None
+    done = [False] * len(order)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        if buf is None:
+            buf = t[start].clone()
+        else:
+            buf.copy_(t[start])
+        j = start
+        while order[j] != start:
+            t[j].copy_(t[order[j]])
+            done[j] = True
+            j = order[j]
+        t[j].copy_(buf)
+        done[j] = True
 
 
 @contextlib.contextmanager
@@ -657,7 +698,8 @@ def record_activations(
     as OpenAI's scoring is, and the random-only part of a score is defined.
 
     ``seed`` fixes the reservoir sample; ``bookkeeping_threads`` is the torch thread count of
-    the bookkeeping (None = leave as is); the forward pass keeps the process setting.
+    the bookkeeping's two float sums (None = leave as is; the rest of the bookkeeping runs on one
+    thread, see the module docstring); the forward pass keeps the process setting.
     ``token_stats_mb`` bounds the memory of the per-token-type sums (0 = none) and
     ``token_stats_top`` is how many token types each record keeps (see the module docstring).
 
