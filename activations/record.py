@@ -33,16 +33,18 @@ torch, so memory is bounded by units x k whatever the corpus length:
 Each layer's hook does that layer's whole share while its ``[batch, tokens, units]`` tensor is
 at hand: the statistics reductions into per-batch buffers (one pass each), the reservoir copies
 and the top-k update of its columns (``layers x units`` columns side by side in one state).
-After the forward pass the statistics buffers are merged for all layers at once. The two float
-sums (per-batch sum and sum of squares, whose rounding could depend on how a reduction is split)
-use the process's torch threads unless ``bookkeeping_threads`` says otherwise; everything else
-(copies, max / min, comparisons and sorts, the exact positive counts, the per-type sums, added
-in index order by ``index_add_``) gives the same result on any thread count and runs on one
-thread: on this 2-core machine under load, ATen's parallel regions stalled on descheduled
-threads (per layer and batch of 32 x 64 tokens: ``index_add_`` 4-7 ms on 2 threads vs 0.3 ms
-on 1; ``amax`` / ``amin`` / clamp 7-23 ms vs 0.4-1 ms), and these memory-bound passes gain
-little from a second thread when idle. ``bench/capture.py`` measures the cost against the bare
-forward passes, ``bench/record_pass.py`` the whole-model pass against another tree.
+After the forward pass the statistics buffers are merged for all layers at once. The
+bookkeeping uses the process's torch threads unless ``bookkeeping_threads`` says otherwise,
+except the per-type sums (``index_add_``, one thread: see :meth:`_Recorder.on_layer`). On a
+heavily shared machine, 1 avoids ATen's parallel regions stalling on descheduled threads: per
+layer and batch of 32 x 64 tokens on this 2-core machine, ``amax`` / ``amin`` / the sums took
+5-30 ms on two threads with other work running vs 1.2-2.3 ms on one; idle, two threads were
+~1.7x faster than one (0.7-1.0 ms). None of these results depends on the thread count (max /
+min, copies and exact counts in any order; each float sum has many outputs, which torch splits
+between threads, never one output's sum: ``tests/activations/test_record_exact.py`` records
+with 1 and 2 threads against the same reference). ``bench/capture.py`` measures the cost
+against the bare forward passes, ``bench/record_pass.py`` the whole-model pass against another
+tree.
 
 Ties are broken by window id everywhere: a top-k set is the ``k`` first windows in the order
 (window max descending, window id ascending), and the reservoir the ``R`` first in (priority,
@@ -357,39 +359,40 @@ class _Recorder:
         reservoir copies and the top-k slots of its columns."""
         import torch
 
-        st = self.state
-        p = len(self.target.prefix_ids)
-        x = acts[:, p:, :] if p else acts
-        B, i, U = x.shape[0], self.col[layer], self.U
-        c0 = i * U
-        cols = slice(c0, c0 + U)
-        with _threads(1):
+        with _threads(self.threads):
+            st = self.state
+            p = len(self.target.prefix_ids)
+            x = acts[:, p:, :] if p else acts
             if self.units is not None:
                 if self._ut is None:
                     self._ut = torch.tensor(self.units, dtype=torch.long, device=x.device)
                 x = x.index_select(-1, self._ut)
             x = x.float()
-        with _threads(self.threads):
-            # the float sums: the only reductions whose rounding could depend on how they are split
-            self.b_sum[cols] = x.sum(dim=1).sum(dim=0, dtype=torch.float64)
-            self.b_sumsq[cols] = torch.linalg.vecdot(x, x, dim=1).sum(dim=0, dtype=torch.float64)  # no x*x temp
-        with _threads(1):
+            B, i, U = x.shape[0], self.col[layer], self.U
+            c0 = i * U
+            cols = slice(c0, c0 + U)
             wmax = x.amax(dim=1)  # [B, U]
             self.b_wmax[:B, cols] = wmax
             self.b_min[cols] = x.amin(dim=1).amin(dim=0)  # (one amin over (0, 1) was ~20x slower)
+            self.b_sum[cols] = x.sum(dim=1).sum(dim=0, dtype=torch.float64)
+            self.b_sumsq[cols] = torch.linalg.vecdot(x, x, dim=1).sum(dim=0, dtype=torch.float64)  # no x*x temp
             # x > 0 counted as a float sum of x clamped to [0, 2^-100]: every positive activation
             # adds exactly 2^-100 (exact up to 2^24 per batch, in any order; ~3x faster than summing
-            # a bool tensor). Positives below 2^-100 (~8e-31) would add less and are rounded away.
+            # a bool tensor), clamped into a buffer kept between batches, summed in one reduction.
+            # Positives below 2^-100 (~8e-31) would add less and are rounded away.
             clamped = torch.clamp(x, min=0.0, max=_TINY, out=self.b_clamp[:B])
             self.b_active[cols] = torch.round(clamped.sum(dim=(0, 1)) * _INV_TINY).long()
             for slot, row in self._res_updates:
                 st.res_acts[slot, :, cols] = x[row]
             if self._tok_rows is not None:
-                # row by row (each x[r] is contiguous): the same adds in the same order as one
-                # index_add_ over the gathered rows, without the gathered copy
+                # row by row (each x[r] is contiguous), on one thread: the same adds in the same
+                # order as one index_add_ over the gathered rows (it adds in index order), without
+                # the gathered copy; ~1 ms per layer and batch where two threads took 2-6 ms idle
+                # (its per-index parallel regions) and 450 ms with the machine loaded
                 T = x.shape[1]
-                for j, r in enumerate(self._tok_rows):
-                    st.tok_sum[i].index_add_(0, self._tok_ids[j * T:(j + 1) * T], x[r])
+                with _threads(1):
+                    for j, r in enumerate(self._tok_rows):
+                        st.tok_sum[i].index_add_(0, self._tok_ids[j * T:(j + 1) * T], x[r])
             for s, plan in enumerate(self._plan):
                 vals, ids, top_acts = st.top_vals[s], st.top_ids[s], st.top_acts[s]
                 if plan["fill"]:
@@ -460,7 +463,7 @@ class _Recorder:
                     st.tok_count.index_add_(0, self._tok_ids, torch.ones_like(self._tok_ids))
         self._entered = []
         run_forward(self.target, model_inputs(self.target, [w.token_ids for w in batch]))
-        with _threads(1):  # elementwise, max/min, integer adds: the same results on any thread count
+        with _threads(self.threads):
             # statistics: Chan et al. merge of the batch's mean and sum of squared deviations
             n_b = B * T
             tot = st.count + n_b
@@ -523,7 +526,7 @@ class _Recorder:
         self.res_pri = [self.res_pri[r] for r in order]
         idx = torch.tensor(order, dtype=torch.long, device=self.state.res_max.device)
         st, n = self.state, len(order)
-        with torch.inference_mode(), _threads(1):  # the state was made in inference mode; copies only
+        with torch.inference_mode():  # the state was made in inference mode
             st.res_max[:n] = st.res_max[:n].index_select(0, idx)
             _permute_rows_(st.res_acts, order)
 
@@ -533,10 +536,9 @@ class _Recorder:
         keep = set(self.res_ids)
         if self.state is not None:
             # the window ids in the top-k slots (-1 = empty): a bincount over ids + 1 instead of
-            # torch.unique's sort of the ~1.8M slots of the whole model (~90 -> ~12 ms, one thread)
-            with _threads(1):
-                seen = torch.bincount(self.state.top_ids.flatten() + 1)
-                keep.update((seen.nonzero().squeeze(1) - 1).tolist())
+            # torch.unique's sort of the ~1.8M slots of the whole model (~90 -> ~12 ms)
+            seen = torch.bincount(self.state.top_ids.flatten() + 1)
+            keep.update((seen.nonzero().squeeze(1) - 1).tolist())
         self.tokens = {w: t for w, t in self.tokens.items() if w in keep}
         self._gc_at = max(256, 2 * len(self.tokens))
 
@@ -702,8 +704,8 @@ def record_activations(
     as OpenAI's scoring is, and the random-only part of a score is defined.
 
     ``seed`` fixes the reservoir sample; ``bookkeeping_threads`` is the torch thread count of
-    the bookkeeping's two float sums (None = leave as is; the rest of the bookkeeping runs on one
-    thread, see the module docstring); the forward pass keeps the process setting.
+    the bookkeeping (None = leave as is; 1 on a machine shared with other work, see the module
+    docstring); the forward pass keeps the process setting.
     ``token_stats_mb`` bounds the memory of the per-token-type sums (0 = none) and
     ``token_stats_top`` is how many token types each record keeps (see the module docstring).
 

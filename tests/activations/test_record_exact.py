@@ -4,9 +4,9 @@ the reservoir (ids in priority order, window maxima, activations), the running s
 float sums by the same torch reductions and the same Chan merge as before; max, min, positive
 counts exactly), the per-token-type sums (float32 adds in window order, ``np.add.at``) and counts.
 
-The fast paths this guards: the order-free bookkeeping on one torch thread (only the two float
-sums on ``bookkeeping_threads``), the token sums added row by row, the exact positive count by
-one reduction, the reservoir sorted in place (``_permute_rows_``)."""
+The fast paths this guards: the token sums added row by row on one thread, the exact positive
+count by one reduction into a kept buffer, the reservoir sorted in place (``_permute_rows_``),
+and that the bookkeeping's thread count does not change a bit (SmolLM2, 1 or 2 threads)."""
 
 from __future__ import annotations
 
@@ -152,9 +152,9 @@ def test_permute_rows_in_place():
 def test_state_is_exact_smollm2(bookkeeping_threads):
     """The real model: 1536 units per layer (the bookkeeping's tensors are large enough for
     torch to split them over threads), two torch threads for the forward and the reference's
-    float sums; the recorder's float sums on the process's two threads or on one (the same bits:
-    each of these reductions has many outputs, which torch splits between threads, never one
-    output's sum)."""
+    float sums; the recorder's bookkeeping on the process's two threads or on one (the same bits:
+    each float sum has many outputs, which torch splits between threads, never one output's
+    sum)."""
     from neurolabel.activations.corpus import load_corpus
     from neurolabel.activations.models import load_target
 
