@@ -161,6 +161,8 @@ def create_app(
     # took a snapshot of its own anyway
     reads = engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
     app.state.read_session_factory = session_factory(reads)
+    app.state.reads_autocommit = reads is not engine
+    """Read sessions run each statement on its own (nothing to roll back when they close)."""
     app.state.ontology = ontology or _lazy_default_ontology()
     app.state.limits = limits or get_limits()
     app.state.rate_limiter = RateLimiter(app.state.limits.writes_per_minute)
