@@ -19,6 +19,7 @@ from neurolabel.service.body_limit import MAX_BODY_BYTES, BodySizeLimit
 from neurolabel.service.errors import STATUS as _STATUS  # noqa: F401 - the status table, re-exported
 from neurolabel.service.errors import install_handlers, validation_body
 from neurolabel.service.limits import ServiceLimits, get_limits
+from neurolabel.service.pool import check_when_idle
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ def create_app(
     )
     # as many connections as request threads (anyio's default limit is 40): a burst of slow
     # requests (a model loading on first use) must not time out waiting for the pool
-    engine = make_engine(database_url, pool_size=10, max_overflow=30)
+    engine = make_engine(database_url, pool_size=10, max_overflow=30, pool_pre_ping=False)
+    check_when_idle(engine)  # not a database round trip per request: see service.pool
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     # reads (GET, HEAD) on PostgreSQL run each statement on its own (autocommit): no BEGIN and

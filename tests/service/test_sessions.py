@@ -1,15 +1,21 @@
 """The request session and the server's connection pool: a read session on PostgreSQL (autocommit)
 is closed on the event loop, any other in a worker thread; every connection goes back to the pool,
-after errors too."""
+after errors too; a pooled connection is checked before use only when it sat idle."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+
+import psycopg
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 
 from neurolabel.service.app import create_app
+from neurolabel.service.pool import check_when_idle
 from neurolabel.storage import db
+from tests.conftest import PG_ADMIN_URL
 from tests.service.live import client, live_server, seed, small_ontology
 
 
@@ -55,3 +61,48 @@ def test_sessions_end_where_they_should_and_give_back_their_connections(db_url: 
         assert not any(writes), writes
     finally:
         app.state.engine.dispose()
+
+
+def _terminate(pid: int) -> None:
+    """End the backend ``pid`` and wait until it is gone."""
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 30
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, f"backend {pid} still alive"
+            time.sleep(0.05)
+
+
+def _backend(engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+
+@pytest.mark.postgres
+def test_an_idle_connection_is_checked_and_replaced_before_use(pg_url: str) -> None:
+    engine = db.make_engine(pg_url, pool_size=1, max_overflow=0, pool_pre_ping=False)
+    check_when_idle(engine, idle_s=0.0)  # every reuse counts as idle
+    try:
+        first = _backend(engine)
+        _terminate(first)  # the database dropped the pooled connection meanwhile
+        assert _backend(engine) != first  # replaced before the statement ran: no error
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_recently_used_connection_is_not_checked(pg_url: str) -> None:
+    """The trade: a connection back in the pool for less than ``idle_s`` is handed out unchecked,
+    so a statement on one the database dropped meanwhile fails, once (503 in the server); the
+    pool then replaces every connection opened before it."""
+    engine = db.make_engine(pg_url, pool_size=1, max_overflow=0, pool_pre_ping=False)
+    check_when_idle(engine, idle_s=3600.0)
+    try:
+        first = _backend(engine)
+        _terminate(first)
+        with pytest.raises(DBAPIError) as failed:
+            _backend(engine)
+        assert failed.value.connection_invalidated
+        assert _backend(engine) != first
+    finally:
+        engine.dispose()
