@@ -106,3 +106,40 @@ def test_a_recently_used_connection_is_not_checked(pg_url: str) -> None:
         assert _backend(engine) != first
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_server_pool_keeps_the_connections_it_opened(pg_url: str) -> None:
+    """16 clients at once: the pool opens a connection per concurrent request and keeps it (before,
+    10 were kept and the others closed on return, to be opened again by the next burst)."""
+    import threading
+
+    url = db.normalize_url(pg_url)
+    db.upgrade(url)
+    seed(url)
+    app = create_app(url, ontology=small_ontology)
+    opened: list[int] = []
+    event.listen(app.state.engine.pool, "connect", lambda dbapi_connection, record: opened.append(1))
+    failures: list[str] = []
+
+    def one_client(http) -> None:
+        for _ in range(25):
+            r = http.get("/v1/models/tiny/neurons/0/1")
+            if r.status_code != 200:
+                failures.append(r.text)
+
+    try:
+        with live_server(app) as base:
+            clients = [client(base) for _ in range(16)]
+            threads = [threading.Thread(target=one_client, args=(c,)) for c in clients]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for c in clients:
+                c.close()
+        assert not failures
+        assert 1 <= len(opened) <= 16
+        assert app.state.engine.pool.checkedin() == len(opened)  # every one kept, none closed
+    finally:
+        app.state.engine.dispose()
