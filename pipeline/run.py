@@ -295,11 +295,12 @@ class _LocalRecorder:
 
 # ---- stage 2: load -----------------------------------------------------------------------------
 def load(neuron: NeuronId, *, model: str, database_url: str) -> NeuronRecord | None:
-    """The stored record of ``neuron`` (``None`` when it was never recorded)."""
-    from neurolabel.storage.db import session_scope
+    """The stored record of ``neuron`` (``None`` when it was never recorded), read in a read-only
+    transaction (:func:`storage.db.read_scope`: on SQLite it does not wait for the run's writes)."""
+    from neurolabel.storage.db import read_scope
     from neurolabel.storage.queries import load_neuron_record
 
-    with session_scope(database_url) as session:
+    with read_scope(database_url) as session:
         return load_neuron_record(session=session, model=model, neuron=neuron)
 
 
