@@ -142,15 +142,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session on the shared engine for ``url``: commits on success, rolls back on error."""
-    session = session_factory(get_engine(url))()
-    try:
+    with _unit_of_work(get_engine(url)) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 _READ_ONLY = "neurolabel_read_only"
@@ -175,7 +168,13 @@ def read_scope(url: str | None = None) -> Iterator[Session]:
     neuron's record while the run writes batches of labels, whose transaction also waits for their
     label embeddings). PostgreSQL: the same as :func:`session_scope`. Do not write in it: on SQLite
     a write would then take the lock mid-transaction and may fail as busy."""
-    session = session_factory(_reader(get_engine(url)))()
+    with _unit_of_work(_reader(get_engine(url))) as session:
+        yield session
+
+
+@contextmanager
+def _unit_of_work(engine: Engine) -> Iterator[Session]:
+    session = session_factory(engine)()
     try:
         yield session
         session.commit()
