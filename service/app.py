@@ -149,7 +149,7 @@ def create_app(
     from neurolabel.service.web import studies as study_pages
     from neurolabel.service.web.pages import mount_static
     from neurolabel.service.web.pages import router as pages_router
-    from neurolabel.storage.db import make_engine, session_factory
+    from neurolabel.storage.db import make_engine, reader, session_factory
 
     app = FastAPI(
         title="neurolabel",
@@ -167,10 +167,12 @@ def create_app(
     app.state.session_factory = session_factory(engine)
     # reads (GET, HEAD) on PostgreSQL run each statement on its own (autocommit): no BEGIN and
     # ROLLBACK round trips per request; under READ COMMITTED each statement of a transaction
-    # took a snapshot of its own anyway
-    reads = engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
+    # took a snapshot of its own anyway; on SQLite they begin deferred (storage.db.reader): a WAL
+    # snapshot, so concurrent reads neither queue behind each other nor behind a write
+    postgres = engine.dialect.name == "postgresql"
+    reads = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else reader(engine)
     app.state.read_session_factory = session_factory(reads)
-    app.state.reads_autocommit = reads is not engine
+    app.state.reads_autocommit = postgres
     """Read sessions run each statement on its own (nothing to roll back when they close)."""
     app.state.ontology = ontology or _lazy_default_ontology()
     app.state.limits = limits or get_limits()

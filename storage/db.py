@@ -151,8 +151,9 @@ _READ_ONLY = "neurolabel_read_only"
 _readers: dict[int, tuple[Engine, Engine]] = {}
 
 
-def _reader(engine: Engine) -> Engine:
-    """``engine`` with the read-only execution option (same pool), made once per engine."""
+def reader(engine: Engine) -> Engine:
+    """``engine`` for read-only units of work (same pool), made once per engine: on SQLite their
+    transactions begin deferred (see :func:`read_scope`); elsewhere nothing changes."""
     got = _readers.get(id(engine))
     if got is None or got[0] is not engine:
         got = _readers[id(engine)] = (engine, engine.execution_options(**{_READ_ONLY: True}))
@@ -168,7 +169,7 @@ def read_scope(url: str | None = None) -> Iterator[Session]:
     neuron's record while the run writes batches of labels, whose transaction also waits for their
     label embeddings). PostgreSQL: the same as :func:`session_scope`. Do not write in it: on SQLite
     a write would then take the lock mid-transaction and may fail as busy."""
-    with _unit_of_work(_reader(get_engine(url))) as session:
+    with _unit_of_work(reader(get_engine(url))) as session:
         yield session
 
 

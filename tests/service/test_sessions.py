@@ -143,3 +143,26 @@ def test_the_server_pool_keeps_the_connections_it_opened(pg_url: str) -> None:
         assert app.state.engine.pool.checkedin() == len(opened)  # every one kept, none closed
     finally:
         app.state.engine.dispose()
+
+
+def test_sqlite_reads_are_answered_while_a_write_holds_the_lock(sqlite_url: str) -> None:
+    """On SQLite the server's read sessions begin deferred (a WAL snapshot): a GET is answered while
+    another connection's write transaction holds the database's write lock (with BEGIN IMMEDIATE the
+    request waited for the lock: the busy timeout, 30 s, then an error)."""
+    from sqlalchemy import text
+
+    url = db.normalize_url(sqlite_url)
+    db.upgrade(url)
+    seed(url)
+    app = create_app(url, ontology=small_ontology)
+    writer = db.make_engine(url, pool=False)
+    try:
+        with writer.connect() as conn:
+            conn.execute(text("UPDATE neurons SET stats = stats"))  # inside BEGIN IMMEDIATE: the lock is held
+            with live_server(app) as base, client(base) as http:
+                got = http.get("/v1/models/tiny/neurons/0/1")
+                assert got.status_code == 200 and got.json()["index"] == 1
+            conn.rollback()
+    finally:
+        writer.dispose()
+        app.state.engine.dispose()
