@@ -6,17 +6,28 @@ simulator against a one-token-at-a-time loop.
 Stages, measured in this run on the default model:
 - record: one pass over the corpus with every layer and unit hooked (``record_activations``),
   measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
-- load / explain / score / store: ``pipeline.run.run`` on ``--neurons`` neurons of
-  layer 10, recorded first as ``neurolabel label`` records them (the recorder's defaults: 20 top
-  and 40 random windows of 64 tokens per split, over ``--slice-tokens``, default the pipeline's
-  100,000 tokens: explaining and scoring cost grows with the windows kept), per neuron, from the
-  run's stage timings; run twice, in
-  threads of one process (the baseline) and in ``--processes`` worker processes (default: the
-  machine's cores), whose wall time gives the whole-model figure. Both write every 32 neurons,
-  as a whole-model run does (``RunSpec.store_every``).
+- load / explain / score / store: ``pipeline.run.run`` on ``--warm`` + ``--neurons`` neurons of
+  layer 10 (default 384 + 96), recorded first as ``neurolabel label`` records them (the recorder's
+  defaults over ``--slice-tokens``, default the pipeline's 100,000 tokens: explaining and scoring
+  cost grows with the windows kept), written every 32 neurons as a whole-model run writes them
+  (``RunSpec.store_every``); run in threads of one process (the baseline) and in ``--processes``
+  worker processes (default: the machine's cores), each run in a child forked from the bench
+  after the one-time loads, so that every run starts from the same state, as a whole-model run
+  starts.
 
-    .venv/bin/python bench/pipeline.py           # 96 neurons, 4096 tokens measured
-    .venv/bin/python bench/pipeline.py --quick   # 8 neurons, 1024 tokens
+**Steady state.** A whole-model run explains every neuron against the same ~1,560 corpus windows
+per split, and its memos of windows, tokens and classes (annotation, closures, lexical kinds) fill
+over its first few hundred neurons; the other 45,000 find them full. Explaining and scoring
+cost ~2x as much per neuron in a process's first 96 neurons as after 200 (thread CPU, one process,
+480 new neurons of layer 10 in a row, loaded: 102, 59, 48, 43, then 39-45 ms per block of 48). So
+the whole-model figure is the time of the warm-up neurons as measured (from cold) plus every other
+neuron at the rate of the last ``--neurons`` (results taken after the warm-up's, the writes and
+label embeddings inside the loop included), plus the last write, what the run pays once and the
+recording; the mean of the whole loop (every neuron at the cold start's cost, as this bench
+extrapolated before) is printed beside it.
+
+    .venv/bin/python bench/pipeline.py           # 384 + 96 neurons, 4096 tokens measured
+    .venv/bin/python bench/pipeline.py --quick   # 8 + 8 neurons, 1024 tokens
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
     .venv/bin/python bench/pipeline.py --no-llm --compare-embed  # + runs with --embed accepted and all
     .venv/bin/python bench/pipeline.py --no-llm --cache /work/pcache  # reuse the slice's recording
@@ -25,15 +36,8 @@ Stages, measured in this run on the default model:
 candidate); ``--compare-embed`` adds runs in worker processes with the other policies that embed
 at write time (``accepted``: also the top-ranked and the accepted candidates, the default before;
 ``all``: every candidate) on the same neurons, each with its distinct texts and embedding CPU.
-
-The whole-model figure: a whole-model run writes ~1,440 batches of 32 neurons, each in the
-background while the next batch is explained, and waits for the last one alone. So the run's
-labelling loop (``LabelSummary.loop_s``: first neuron handed out to last result taken, the writes
-it waited for included), plus the embedding CPU of the neurons written after it spread over the
-cores (inside a whole-model run's loop a worker embeds them beside the other's explaining), per
-neuron, times 46,080, plus what the run pays once (building, starting the worker processes),
-plus the recording. The bounds are printed too: the loop alone (the last write's work left out)
-and the loop plus the whole last write (which after the loop runs alone, not beside explaining).
+The CPU of each run's process and of its worker processes is printed per neuron (the machine's
+whole budget: on 2 cores a whole-model run cannot take less than half of it in wall time).
 """
 
 from __future__ import annotations
@@ -57,7 +61,11 @@ PIPELINE_TOKENS = 100_000
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--neurons", type=int, default=96)
+    ap.add_argument("--neurons", type=int, default=96,
+                    help="neurons measured, labelled after the --warm ones in the same run")
+    ap.add_argument("--warm", type=int, default=384,
+                    help="neurons labelled first in each run, as a whole-model run's first neurons: its memos of "
+                         "windows, tokens and classes fill over them (default 384: 192 per worker process)")
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
     ap.add_argument("--slice-tokens", type=int, default=PIPELINE_TOKENS,
                     help="corpus tokens the labelled slice of layer 10 is recorded over (default: the pipeline's)")
@@ -77,7 +85,7 @@ def main() -> None:
                          "the label embedding cost")
     args = ap.parse_args()
     if args.quick:
-        args.neurons, args.tokens, args.slice_tokens = 8, 1024, 4096
+        args.neurons, args.warm, args.tokens, args.slice_tokens = 8, 8, 1024, 4096
     logging.basicConfig(level=logging.WARNING)
     from neurolabel.activations.models import load_target
     from neurolabel.activations.record import record_activations
@@ -110,12 +118,12 @@ def main() -> None:
               f"= {1000 * t_rec_full / n_total:.2f} ms/neuron")
 
     # -- explain, score, store on a slice of layer 10
-    units = list(range(args.neurons))
+    units = list(range(args.warm + args.neurons))
     # as `neurolabel label` records them: the recorder's defaults (top / random windows per split, window length)
     t0 = time.perf_counter()
     records, n_slice_tokens = _slice_records(target, units, args.slice_tokens, args.cache)
     rec0 = records[0]
-    print(f"labelled slice: units 0-{args.neurons - 1} of layer 10 recorded over {n_slice_tokens} tokens with the "
+    print(f"labelled slice: units 0-{len(units) - 1} of layer 10 recorded over {n_slice_tokens} tokens with the "
           f"recorder's defaults ({len(rec0.windows('top', 'explain'))} top + {len(rec0.windows('random', 'explain'))} "
           f"random explain windows, {len(rec0.windows('top', 'score'))} + {len(rec0.windows('random', 'score'))} held "
           f"out, per neuron): {time.perf_counter() - t0:.0f} s{' (cached)' if args.cache else ''}")
@@ -135,106 +143,119 @@ def main() -> None:
     from neurolabel.storage.writes import label_embedder
 
     processes = args.processes or cores()  # as `neurolabel label --processes auto` counts them
-    runs = {}
-    embedded = {}  # run -> (distinct texts computed, embedding CPU s, vectors stored, labels stored)
+    n_warm = args.warm
+    n_meas = args.neurons
     plan = [("threads", 1, args.embed), ("processes", processes, args.embed)]
     if args.compare_embed:
         plan += [(f"processes embed={p}", processes, p) for p in ("best", "accepted", "all") if p != args.embed]
+    if processes == 1:
+        plan = [p for p in plan if p[0] != "threads"]
+    runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # the same neurons labelled twice: in threads of this process (the baseline) and in
-        # `processes` worker processes, each run on its own copy of the recorded database
+        # the same neurons labelled by each run, each run in a child forked from this process as it is now
+        # (plugins built, no neuron seen): a run's memos start as a fresh whole-model run's do, whatever ran before
         for name, procs, policy in plan:
-            url = f"sqlite:///{tmp}/bench-{name.replace(' ', '-')}.db"
+            url = f"sqlite:///{tmp}/bench-{name.replace(' ', '-').replace('=', '-')}.db"
             upgrade(url)
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=records)
-            # written every 32 neurons as in a whole-model run (~1,440 batches there, 3 of 96 here);
-            # the last write is counted apart (LabelSummary.final_write_s)
+            # written every 32 neurons as in a whole-model run; the last write is counted apart
             spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
                            processes=procs, embed=policy)
-            spec_concurrency = spec.concurrency
-            label_embedder().clear()  # each run embeds its labels itself
-            runs[name] = run(spec, database_url=url, progress=False)
-            emb_run = label_embedder()
-            with session_scope(url) as session:
-                from sqlalchemy import func, select
-
-                from neurolabel.storage.models import ExplanationRow
-                stored = session.execute(select(func.count(ExplanationRow.id),
-                                                func.count(ExplanationRow.embedding))).one()
-            embedded[name] = (emb_run.computed, emb_run.cpu_seconds, stored[1], stored[0])
-            if procs == 1 and processes == 1 and name == "threads":
-                runs["processes"] = runs[name]
-                embedded["processes"] = embedded[name]
-                if not args.compare_embed:
-                    break
-    base = runs["threads"]
+            runs[name] = _isolated(_measured_run, spec, url)
+    spec_concurrency = RunSpec().concurrency
     s = runs["processes"]
+    base = runs.get("threads", s)
+    n_done = len(s["done"])
+    if n_done < n_warm + n_meas:
+        raise SystemExit(f"the run labelled {n_done} of {n_warm + n_meas} neurons: {s['summary'].errors[:3]}")
 
-    def loop_ms(r) -> float:  # the labelling loop and its last write, per neuron
-        return 1000 * (r.loop_s + r.final_write_s) / max(1, r.processed)
+    def steady_ms(r) -> float:  # the measured neurons' wall per neuron: the last n_meas results, after the warm-up
+        t = r["done"]
+        return 1000 * (t[-1] - t[n_warm - 1]) / n_meas if n_warm else 1000 * (t[-1] - r["t_loop"]) / n_meas
 
-    print(f"label wall (loop + last write): {spec_concurrency} threads of one process {loop_ms(base):.1f} ms/neuron, "
-          f"{processes} worker processes {loop_ms(s):.1f} ms/neuron ({loop_ms(base) / loop_ms(s):.2f}x); "
-          f"same explanations stored: {base.explanations == s.explanations}, accepted {base.accepted} / {s.accepted}")
+    def loop_ms(r) -> float:  # the whole labelling loop and its last write, per neuron
+        sm = r["summary"]
+        return 1000 * (sm.loop_s + sm.final_write_s) / max(1, sm.processed)
+
+    sm = s["summary"]
+    print(f"label wall, the last {n_meas} neurons after {n_warm} warm-up ones: {spec_concurrency} threads of one "
+          f"process {steady_ms(base):.1f} ms/neuron, {processes} worker processes {steady_ms(s):.1f} ms/neuron "
+          f"({steady_ms(base) / steady_ms(s):.2f}x); the whole loop from cold (+ last write) {loop_ms(base):.1f} / "
+          f"{loop_ms(s):.1f} ms/neuron; same explanations stored: "
+          f"{base['summary'].explanations == sm.explanations}, accepted {base['summary'].accepted} / {sm.accepted}")
     print(f"below: the run in {processes} worker processes (stage times are each neuron's own, in its process)")
-    n = max(1, s.processed)
-    per = {"load": s.times.load_s / n}
-    for tag, v in s.times.explain_s.items():
-        per[f"explain {tag}"] = v / n
-    for tag, v in s.times.score_s.items():
-        per[f"score {tag}"] = v / n
-    waited_in_loop = max(0.0, s.times.store_wait_s - s.final_write_s)
-    per["store: waited for in the loop"] = waited_in_loop / n
-    print(f"label    {s.processed} neurons of layer 10: {s.explanations} explanations, {s.accepted} accepted, "
-          f"{len(s.errors)} explainer/scoring errors, {s.elapsed_s:.1f} s: loop {s.loop_s:.1f} s, last write "
-          f"{s.final_write_s:.2f} s, once {s.elapsed_s - s.loop_s - s.final_write_s:.2f} s (building, workers)")
-    for k, v in per.items():
-        print(f"  {k:<34} {1000 * v:9.1f} ms/neuron")
-    print(f"  {'store in background (not summed)':<34} {1000 * s.times.store_s / n:9.1f} ms/neuron, of which label "
-          f"embeddings {1000 * s.times.embed_s / n:.1f} ms/neuron (wall: queued behind the neurons in flight, "
-          f"then computed by a worker process); the last write, waited for after the loop: "
-          f"{1000 * s.final_write_s:.0f} ms once")
-    computed, emb_cpu, n_vec, n_lab = embedded["processes"]
+    cold, warm = s["times"][:n_warm], s["times"][n_warm:]
+    rows: dict[str, list[float]] = {}
+    for label, part in (("warm-up", cold), ("measured", warm)):
+        k = max(1, len(part))
+        rows.setdefault("load", []).append(sum(t.load_s for t in part) / k)
+        for t in part:
+            for tag in t.explain_s:
+                rows.setdefault(f"explain {tag}", [0.0, 0.0])
+            for tag in t.score_s:
+                rows.setdefault(f"score {tag}", [0.0, 0.0])
+    for i, part in enumerate((cold, warm)):
+        k = max(1, len(part))
+        for t in part:
+            for tag, v in t.explain_s.items():
+                rows[f"explain {tag}"][i] += v / k
+            for tag, v in t.score_s.items():
+                rows[f"score {tag}"][i] += v / k
+    n = max(1, sm.processed)
+    print(f"label    {sm.processed} neurons of layer 10: {sm.explanations} explanations, {sm.accepted} accepted, "
+          f"{len(sm.errors)} explainer/scoring errors, {sm.elapsed_s:.1f} s: loop {sm.loop_s:.1f} s, last write "
+          f"{sm.final_write_s:.2f} s, once {sm.elapsed_s - sm.loop_s - sm.final_write_s:.2f} s (building, workers)")
+    print(f"  {'stage (wall in its worker)':<34} {'first ' + str(n_warm):>12} {'last ' + str(n_meas):>12}  ms/neuron")
+    for k, (a, b) in rows.items():
+        print(f"  {k:<34} {1000 * a:12.1f} {1000 * b:12.1f}")
+    print(f"  {'store in background (whole run)':<34} {1000 * sm.times.store_s / n:12.1f} ms/neuron, of which label "
+          f"embeddings {1000 * sm.times.embed_s / n:.1f} ms/neuron (wall: queued behind the neurons in flight, "
+          f"then computed by a worker process); waited for in the loop "
+          f"{1000 * max(0.0, sm.times.store_wait_s - sm.final_write_s) / n:.1f} ms/neuron; the last write, "
+          f"after the loop: {1000 * sm.final_write_s:.0f} ms once")
+    computed, emb_cpu, n_vec, n_lab = s["embedded"]
     print(f"  label embeddings (embed={args.embed}): {computed} distinct texts computed, {n_vec} of {n_lab} stored "
           f"labels with a vector, {1000 * emb_cpu / n:.1f} ms CPU/neuron ({label_precision()})")
-    per_neuron = sum(per.values())
-    print(f"  (stage times are each neuron's own, summed over the run's concurrent workers: where the time goes, "
-          f"not how long the run took; stages sum to {1000 * per_neuron:.1f} ms/neuron)")
+    c_run, c_workers = s["cpu_s"]
+    print(f"  CPU of the whole run (all {n} neurons): the run's process {1000 * c_run / n:.1f} ms/neuron (handing out, "
+          f"storing; label embeddings too without worker processes), its worker processes {1000 * c_workers / n:.1f} "
+          f"ms/neuron (load, explain, score, label embeddings): {1000 * (c_run + c_workers) / n:.1f} ms/neuron over "
+          f"{cores()} cores")
+    per_neuron = sum(v[1] for v in rows.values())
+    print(f"  (stage times are each neuron's own, in its worker, wall: where the time goes, not how long the run "
+          f"took; the measured neurons' stages sum to {1000 * per_neuron:.1f} ms/neuron)")
     n_cores = cores()
-    # a whole-model run embeds its last batches inside the loop, on one core beside explaining: the
-    # loop plus their embedding CPU over the cores (the neurons after the last flush in the loop)
-    every = RunSpec().store_every
-    n_last = n - every * ((n - 1) // every)
-    wall = (s.loop_s + emb_cpu / n * n_last / n_cores) / n
-    upper = (s.loop_s + s.final_write_s) / n
-    once = s.elapsed_s - s.loop_s - s.final_write_s
-    total = t_rec_full + once + wall * n_total
+    # the whole model: the warm-up neurons as measured (from cold), then every other neuron at the measured
+    # rate (the writes and label embeddings inside the loop included), the last write once, what the run pays
+    # once (building, starting the worker processes) and the recording
+    once = sm.elapsed_s - sm.loop_s - sm.final_write_s
+    t_cold = (s["done"][n_warm - 1] - s["t_loop"]) if n_warm else 0.0
+    rate = steady_ms(s) / 1000
+    label_s = t_cold + rate * (n_total - n_warm) + sm.final_write_s
+    total = t_rec_full + once + label_s
     print(f"extrapolated by the run's wall time: {n_total} neurons = record {t_rec_full / 60:.1f} min + label "
-          f"{1000 * wall:.1f} ms/neuron x {n_total} = {wall * n_total / 60:.1f} min + once {once:.1f} s -> "
-          f"{total / 60:.1f} min on this machine (target <= 15 min: {'MET' if total <= 900 else 'NOT MET'}; "
-          f"{total / 900:.2f}x the target); label = the loop plus the embedding CPU of its last {n_last} neurons "
-          f"over {n_cores} cores (the loop alone {1000 * s.loop_s / n:.1f} ms/neuron -> "
-          f"{(t_rec_full + once + s.loop_s / n * n_total) / 60:.1f} min; with the whole last write "
-          f"{1000 * upper:.1f} ms/neuron -> {(t_rec_full + once + upper * n_total) / 60:.1f} min); stages one "
-          f"after another: {(t_rec_full + per_neuron * n_total) / 60:.1f} min")
+          f"({n_warm} warm-up neurons {t_cold:.1f} s + {1000 * rate:.1f} ms/neuron x {n_total - n_warm} + last write "
+          f"{sm.final_write_s:.1f} s) {label_s / 60:.1f} min + once {once:.1f} s -> {total / 60:.1f} min on this "
+          f"machine (target <= 15 min: {'MET' if total <= 900 else 'NOT MET'}; {total / 900:.2f}x the target); the "
+          f"same from the whole loop's mean (every neuron at the cold start's cost): "
+          f"{(t_rec_full + once + loop_ms(s) / 1000 * n_total) / 60:.1f} min")
     emb_floor = emb_cpu / n * n_total / n_cores
     print(f"label embeddings alone: {1000 * emb_cpu / n:.1f} ms CPU/neuron x {n_total} / {n_cores} cores = "
           f"{emb_floor / 60:.1f} min, the floor they set on a whole-model run with embed={args.embed} "
           f"({computed / n:.1f} distinct texts per neuron)")
-    for name in runs:
+    for name, a in runs.items():
         if not name.startswith("processes embed="):
             continue
-        a = runs[name]
         policy = name.split("=", 1)[1]
-        a_computed, a_cpu, a_vec, a_lab = embedded[name]
-        na = max(1, a.processed)
+        a_computed, a_cpu, a_vec, a_lab = a["embedded"]
+        na = max(1, a["summary"].processed)
         print(f"embed={policy} in the same run: {a_computed} distinct texts computed, {a_vec} of {a_lab} labels with a "
               f"vector, {1000 * a_cpu / na:.1f} ms CPU/neuron (floor {a_cpu / na * n_total / n_cores / 60:.1f} min); "
-              f"label wall {loop_ms(a):.1f} ms/neuron; embed={args.embed} / {policy}: texts "
+              f"label wall (measured neurons) {steady_ms(a):.1f} ms/neuron; embed={args.embed} / {policy}: texts "
               f"{computed / max(1, a_computed):.2f}x, embedding CPU {emb_cpu / max(1e-9, a_cpu):.2f}x, "
-              f"label wall {loop_ms(s) / loop_ms(a):.2f}x; same explanations stored: "
-              f"{a.explanations == s.explanations}")
+              f"label wall {steady_ms(s) / steady_ms(a):.2f}x; same explanations stored: "
+              f"{a['summary'].explanations == sm.explanations}")
     if args.no_llm:
         return
 
@@ -262,6 +283,72 @@ def main() -> None:
           f"+ 1 shared header pass, {t_all:.2f} s; one-at-a-time {f_one} full-prompt passes, {t_one:.2f} s; "
           f"ratio {f_one / (f_all - 1):.0f}x passes per window ({f_one / f_all:.1f}x counting the header pass), "
           f"{t_one / t_all:.1f}x time (a 64-token window: 64x)")
+
+
+def _measured_run(spec, url: str) -> dict:
+    """One labelling run of ``spec`` on ``url``: its summary, when each neuron's result was taken (the run's
+    clock), each neuron's stage times in result order and the label embeddings' figures."""
+    from sqlalchemy import func, select
+
+    from neurolabel.pipeline import run as R
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationRow
+    from neurolabel.storage.writes import label_embedder
+
+    done: list[float] = []
+    times: list = []
+    add = R.StageTimes.add
+
+    def add_and_keep(self, other):  # the run adds each neuron's own times to its summary's, in result order
+        times.append(other)
+        return add(self, other)
+
+    R.StageTimes.add = add_and_keep
+    label_embedder().clear()  # each run embeds its labels itself
+    import resource
+
+    def cpu(who) -> float:
+        u = resource.getrusage(who)
+        return u.ru_utime + u.ru_stime
+
+    c_self, c_children = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    t_loop = time.perf_counter()  # replaced by the loop's start below (the run's building is before it)
+    summary = R.run(spec, database_url=url, progress=False, on_progress=lambda *a: done.append(time.perf_counter()))
+    R.StageTimes.add = add
+    cpu_s = (cpu(resource.RUSAGE_SELF) - c_self, cpu(resource.RUSAGE_CHILDREN) - c_children)
+    t_loop = (done[-1] - summary.loop_s) if done else t_loop
+    emb = label_embedder()
+    with session_scope(url) as session:
+        stored = session.execute(select(func.count(ExplanationRow.id), func.count(ExplanationRow.embedding))).one()
+    return {"summary": summary, "done": done, "t_loop": t_loop, "times": times,
+            "embedded": (emb.computed, emb.cpu_seconds, stored[1], stored[0]), "cpu_s": cpu_s}
+
+
+def _isolated(fn, *args):
+    """``fn(*args)`` in a child forked from this process (its memos as this process's are now), the result
+    pickled back."""
+    import multiprocessing
+    import pickle
+
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+
+    def child():
+        try:
+            got = ("ok", fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - said by the parent
+            got = ("error", repr(exc))
+        w.send_bytes(pickle.dumps(got))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    w.close()
+    data = r.recv_bytes()
+    proc.join()
+    status, got = pickle.loads(data)
+    if status != "ok":
+        raise SystemExit(f"a measured run failed: {got}")
+    return got
 
 
 def _slice_records(target, units: list[int], max_tokens: int, cache: Path | None):

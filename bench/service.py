@@ -11,7 +11,10 @@ the ratios show what HTTP + JSON cost and how the heavier routes compare.
 The last scenario, ``mixed reads``, interleaves every read route (lookup, best label, list, text
 and semantic search); the issue-15 target is its p99 <= 150 ms with ``--clients 16``. Each
 scenario also reports the server process's CPU time per request: on a machine shared with other
-work latencies follow the machine's load, this figure much less.
+work latencies follow the machine's load, this figure much less; and, with PostgreSQL on the same
+machine, the CPU per request of the PostgreSQL backends serving the bench's database (the server
+keeps its pooled connections, whose backends' CPU this reads) and how many connections the server
+opened during the scenario (each one starts a backend and prepares its statements anew).
 
 ``--bulk`` (issue 16): labels/s and the server's peak memory streaming 10^6 labels from
 ``GET /v1/models/{m}/labels`` (JSON Lines and Neuronpedia format) against ``neurolabel export -f
@@ -234,6 +237,26 @@ def _cpu_s(pid: int) -> float:
         return 0.0
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(_cpu_s(int(c)) for c in children)
+
+
+def _pg_backends(url: str) -> tuple[float, int]:
+    """(CPU seconds so far of the PostgreSQL backends connected to the database of ``url``, the
+    connections opened to it so far). The CPU is read from ``/proc``: 0 when PostgreSQL runs
+    elsewhere; a backend that exits takes its CPU with it (the server keeps its connections)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+        opened = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (name,)).fetchone()
+    cpu = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, PermissionError):
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu, int(opened[0]) if opened and opened[0] is not None else 0
 
 
 def _direct(url: str, n_layers: int, per_layer: int, n: int) -> float:
@@ -560,17 +583,22 @@ def main() -> None:
               f"{max_requests} requests per scenario, {args.workers} server process(es)")
         print(f"baseline in-process get_neuron (1 thread, no HTTP): {direct:8.1f} calls/s")
         print(f"{'scenario':32s} {'requests':>8s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
-              f"{'5xx':>6s} {'vs trivial':>10s} {'vs direct':>9s} {'server CPU ms/req':>17s}")
+              f"{'5xx':>6s} {'vs trivial':>10s} {'vs direct':>9s} {'server CPU ms/req':>17s} "
+              f"{'PostgreSQL CPU ms/req':>21s} {'connections opened':>18s}")
         trivial = None
         if args.hostile_only:
             scenarios = {k: v for k, v in scenarios.items() if k.startswith("trivial")}
         for label, paths in scenarios.items():
+            pg0, opened0 = _pg_backends(url)
             cpu0 = _cpu_s(proc.pid)
             r = _load(base, paths, clients=clients, seconds=seconds, max_requests=max_requests)
             cpu = (_cpu_s(proc.pid) - cpu0) / max(1, r["n"]) * 1000
+            pg1, opened1 = _pg_backends(url)
+            pg = (pg1 - pg0) / max(1, r["n"]) * 1000
             trivial = trivial or r["rps"]
             print(f"{label:32s} {r['n']:8d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p99']:8.1f} "
-                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x {cpu:17.2f}", flush=True)
+                  f"{r['errors']:6d} {r['rps'] / trivial:9.2f}x {r['rps'] / direct:8.2f}x {cpu:17.2f} {pg:21.2f} "
+                  f"{opened1 - opened0:18d}", flush=True)
             if label == "mixed reads":
                 print(f"target mixed reads p99 <= 150 ms at 16 clients ({clients} here): {r['p99']:.1f} ms "
                       f"{'MET' if r['p99'] <= 150 and clients >= 16 else 'NOT MET'}", flush=True)

@@ -139,7 +139,7 @@ def _forget_neurons(R) -> None:
     for mod in ("neurolabel.scoring.symbolic_simulator", "neurolabel.scoring.scorers"):
         m = importlib.import_module(mod)
         for name in ("_closed", "_by_identity", "_parsed", "_parsed_by_identity", "_truths", "_kinds",
-                     "_kinds_by_identity"):
+                     "_kinds_by_identity", "_covered"):
             memo = getattr(m, name, None)
             if isinstance(memo, dict):
                 memo.clear()

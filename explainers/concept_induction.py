@@ -303,8 +303,9 @@ class ConceptInductionExplainer:
                              greedy_memo=memo if same_greedy[self._greedy_key(cfg)] > 1 else None)
             if g is not None:
                 cands.append(ClassExpression.join("or", g))
-        hyps = induce(onto, [t.classes[i] for i in pi], [t.classes[i] for i in ni], self.config,
-                      positives_prev=[t.previous[i] for i in pi], negatives_prev=[t.previous[i] for i in ni],
+        pil, nil = pi.tolist(), ni.tolist()  # Python ints: a tuple indexed by NumPy integers is slower
+        hyps = induce(onto, [t.classes[i] for i in pil], [t.classes[i] for i in nil], self.config,
+                      positives_prev=[t.previous[i] for i in pil], negatives_prev=[t.previous[i] for i in nil],
                       coverage=coverage_from_pairs(onto, pairs, len(t.activations), pi, ni) if pairs else None)
         cands += [h.expression for h in hyps]
         prior = self.graded.prior_count if self.graded is not None else 2.0

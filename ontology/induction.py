@@ -1053,9 +1053,12 @@ def _pair_stats(onto: Ontology, row: np.ndarray, col: np.ndarray, classes: np.nd
 def _row_major(rows: np.ndarray, cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.nonzero`` of the ``width``-column matrix whose true cells are exactly the distinct
     ``(rows, cols)`` pairs, row-major: their flat positions sorted (~0.2 ms for 40,000 pairs) instead
-    of a scan of every cell (:func:`_nonzero`: ~1 ms on ~2,600 × 800)."""
+    of a scan of every cell (:func:`_nonzero`: ~1 ms on ~2,600 × 800). The pairs come in runs (token
+    by token, then the conjunctions' columns), which the stable sort (timsort for 64-bit keys) merges:
+    on the 40 calls of 20 real neurons (~38,000 pairs each) 2.3 ms a call against the default
+    quicksort's 4.4 (loaded machine); the same array, equal integers being indistinguishable."""
     keys = rows.astype(np.int64) * width + cols
-    keys.sort()
+    keys.sort(kind="stable")
     return np.divmod(keys, width)
 
 

@@ -58,7 +58,9 @@ def default_prompts() -> list[str]:
 
 
 def label_words(explanation: Explanation, ontology: Any | None = None, *, max_words: int = 40) -> list[str]:
-    """The words a label names (see the module docstring), most specific first, at most ``max_words``."""
+    """The words a label names (see the module docstring), most specific first, at most ``max_words``.
+    ``ontology`` adds the descendants of the label's classes only when the label was induced over
+    it (the explanation's ``ontology_hash`` is its content hash, or the label carries none)."""
     st = explanation.structured or {}
     words: list[str] = []
     labels = st.get("labels")
@@ -66,6 +68,15 @@ def label_words(explanation: Explanation, ontology: Any | None = None, *, max_wo
         labels = [st["description"]]
     if labels:
         words.extend(str(x) for x in labels)
+        if ontology is not None and explanation.ontology_hash:
+            from neurolabel.ontology.identity import content_hash
+
+            if content_hash(ontology) != explanation.ontology_hash:  # the label refers to another ontology's
+                # classes (another version of it): its descendants here may not be the ones it meant
+                log.info("%s %s: ontology %s is not the one its label was induced over (%s): its stored class labels "
+                         "only", explanation.neuron, explanation.explainer, content_hash(ontology)[:12],
+                         explanation.ontology_hash[:12])
+                ontology = None
         if ontology is not None:
             for iri in st.get("iris") or []:
                 try:

@@ -295,11 +295,12 @@ class _LocalRecorder:
 
 # ---- stage 2: load -----------------------------------------------------------------------------
 def load(neuron: NeuronId, *, model: str, database_url: str) -> NeuronRecord | None:
-    """The stored record of ``neuron`` (``None`` when it was never recorded)."""
-    from neurolabel.storage.db import session_scope
+    """The stored record of ``neuron`` (``None`` when it was never recorded), read in a read-only
+    transaction (:func:`storage.db.read_scope`: on SQLite it does not wait for the run's writes)."""
+    from neurolabel.storage.db import read_scope
     from neurolabel.storage.queries import load_neuron_record
 
-    with session_scope(database_url) as session:
+    with read_scope(database_url) as session:
         return load_neuron_record(session=session, model=model, neuron=neuron)
 
 
@@ -407,7 +408,9 @@ def explain_and_score_each(records: Sequence[NeuronRecord], spec: RunSpec) -> li
     """Stages 3 and 4 on each record (no storage), ``spec.concurrency`` records at a time: one
     result per record, in order, with every failure in its ``problems`` — an explainer that
     cannot explain (including its language model failing: :class:`LMError`), an explanation that
-    cannot be scored — while the rest goes on. Unknown tags raise ConfigError before any work."""
+    cannot be scored — while the rest goes on. Unknown tags raise ConfigError before any work.
+    The stages run as a run's do: BLAS limited to :data:`BLAS_THREADS` threads and the garbage
+    collector settled (:func:`_settle_gc`) while they work, both restored afterwards."""
     from neurolabel.core.errors import LMError
 
     plugins = build_plugins(spec)
@@ -428,9 +431,17 @@ def explain_and_score_each(records: Sequence[NeuronRecord], spec: RunSpec) -> li
                             problems=tuple(f for p in parts for f in p.problems))
 
     records = list(records)
-    with ThreadPoolExecutor(max_workers=max(1, min(spec.concurrency, len(records) or 1)),
-                            thread_name_prefix="explain") as pool:
-        return list(pool.map(each, records))
+    # as a run's stages: one BLAS thread (see BLAS_THREADS) and the collector settled (see _settle_gc),
+    # both restored when the last user lets go (a run or another request of the same process may hold them)
+    blas = _limit_blas()
+    collector = _settle_gc()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(spec.concurrency, len(records) or 1)),
+                                thread_name_prefix="explain") as pool:
+            return list(pool.map(each, records))
+    finally:
+        blas.restore_original_limits()
+        collector.restore()
 
 
 # ---- stage 5: store ----------------------------------------------------------------------------

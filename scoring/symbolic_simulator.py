@@ -121,6 +121,27 @@ def _window_kinds(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.n
     return got
 
 
+_COVERED_ITEMS = 32
+_covered: "OrderedDict[tuple[int, int], tuple[ClassExpression, ClosedExamples, np.ndarray]]" = OrderedDict()
+"""Which tokens a label's expression covers on a window set, as the graded simulator found them (any of its
+parts), kept for the binary simulator, which scores the same label on the same windows next (a run scores
+each concept-induction label with both): ``(id(expression), id(closed windows))`` → (both, held, and the
+0/1 vector)."""
+
+
+def _remember_covered(expr: ClassExpression, closed: ClosedExamples, covered: np.ndarray) -> None:
+    with _closed_lock:
+        _covered[(id(expr), id(closed))] = (expr, closed, covered)
+        while len(_covered) > _COVERED_ITEMS:
+            _covered.popitem(last=False)
+
+
+def _known_covered(expr: ClassExpression, closed: ClosedExamples) -> np.ndarray | None:
+    with _closed_lock:
+        hit = _covered.get((id(expr), id(closed)))
+    return hit[2] if hit is not None and hit[0] is expr and hit[1] is closed else None
+
+
 @SIMULATORS.register("symbolic")
 class SymbolicSimulator:
     """Graded prediction per token from a weighted class expression (binary without weights)."""
@@ -259,17 +280,24 @@ class SymbolicSimulator:
         expr = self.expression(explanation)
         wb = self.weights(explanation, expr)
         ann = self._annotator()
-        parts = expr.parts() if wb is not None else (expr,)
-        cover = coverage_vectors(ann.ontology, parts, None, closed=_closed_windows(ann, token_lists))
+        closed = _closed_windows(ann, token_lists)
         if wb is None:
-            values = np.where(cover[:, 0], self.on_value, 0.0)
+            # a top-level disjunction covers a token where any of its parts does: what the graded
+            # simulator found for the same label on the same windows, else the expression's own coverage
+            covered = _known_covered(expr, closed)
+            if covered is None:
+                covered = coverage_vectors(ann.ontology, (expr,), None, closed=closed)[:, 0]
+            values = np.where(covered, self.on_value, 0.0)
         else:
+            cover = coverage_vectors(ann.ontology, expr.parts(), None, closed=closed)
+            covered = cover.any(1)
+            _remember_covered(expr, closed, covered)
             values = predict_graded(cover, wb[0], wb[1])
             kinds = self.kinds(explanation)
             if kinds:  # the back-off: tokens no part covers get the base plus their kinds' deltas
                 names, U, ids = _window_kinds(token_lists)  # each distinct kind set's delta, then each token's
                 deltas = (U @ np.array([kinds.get(k, 0.0) for k in names], dtype=np.float64))[ids]
-                values = np.where(cover.any(1), values, values + deltas)
+                values = np.where(covered, values, values + deltas)
         # one simulation per window, made when read (the scorer reads the predictions from ``values``)
         return FlatSimulations(token_lists, values, "symbolic")
 

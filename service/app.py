@@ -19,6 +19,7 @@ from neurolabel.service.body_limit import MAX_BODY_BYTES, BodySizeLimit
 from neurolabel.service.errors import STATUS as _STATUS  # noqa: F401 - the status table, re-exported
 from neurolabel.service.errors import install_handlers, validation_body
 from neurolabel.service.limits import ServiceLimits, get_limits
+from neurolabel.service.pool import check_when_idle
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ def _lazy_default_ontology() -> Callable[[], Any]:
     return get
 
 
+SERVER_CONNECTIONS = 40
+"""Connections of a server process's pool, kept open once opened (as many as request threads)."""
+
+
 def create_app(
     database_url: str | None = None,
     *,
@@ -144,7 +149,7 @@ def create_app(
     from neurolabel.service.web import studies as study_pages
     from neurolabel.service.web.pages import mount_static
     from neurolabel.service.web.pages import router as pages_router
-    from neurolabel.storage.db import make_engine, session_factory
+    from neurolabel.storage.db import make_engine, reader, session_factory
 
     app = FastAPI(
         title="neurolabel",
@@ -152,15 +157,23 @@ def create_app(
         description="Neuron labels of language models: browse, search, explain, score, label.",
     )
     # as many connections as request threads (anyio's default limit is 40): a burst of slow
-    # requests (a model loading on first use) must not time out waiting for the pool
-    engine = make_engine(database_url, pool_size=10, max_overflow=30)
+    # requests (a model loading on first use) must not time out waiting for the pool. All of them
+    # stay open once opened: with 10 kept and 30 more closed on return, 16 clients made the pool
+    # close and open ~190 connections in 10 s of mixed reads (a PostgreSQL backend started for
+    # ~6% of requests, its statements prepared anew)
+    engine = make_engine(database_url, pool_size=SERVER_CONNECTIONS, max_overflow=0, pool_pre_ping=False)
+    check_when_idle(engine)  # not a database round trip per request: see service.pool
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     # reads (GET, HEAD) on PostgreSQL run each statement on its own (autocommit): no BEGIN and
     # ROLLBACK round trips per request; under READ COMMITTED each statement of a transaction
-    # took a snapshot of its own anyway
-    reads = engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
+    # took a snapshot of its own anyway; on SQLite they begin deferred (storage.db.reader): a WAL
+    # snapshot, so concurrent reads neither queue behind each other nor behind a write
+    postgres = engine.dialect.name == "postgresql"
+    reads = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else reader(engine)
     app.state.read_session_factory = session_factory(reads)
+    app.state.reads_autocommit = postgres
+    """Read sessions run each statement on its own (nothing to roll back when they close)."""
     app.state.ontology = ontology or _lazy_default_ontology()
     app.state.limits = limits or get_limits()
     app.state.rate_limiter = RateLimiter(app.state.limits.writes_per_minute)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Annotated, Iterator
+from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -17,22 +18,44 @@ from neurolabel.service.limits import QuotaExceeded, ServiceLimits
 log = logging.getLogger(__name__)
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session from the app's session factory, closed after the request.
 
     Read handlers (GET, HEAD) never commit: theirs is a read session (on PostgreSQL, autocommit:
     no transaction round trips); write handlers commit explicitly. A connection that died
     meanwhile (database gone) is dropped quietly here: the request's own error already tells
-    the client (503), and the pool opens fresh connections when the database is back."""
+    the client (503), and the pool opens fresh connections when the database is back.
+
+    An ``async`` dependency: making the session does no I/O, so it runs on the event loop instead
+    of a worker thread (FastAPI runs a plain generator dependency's enter and exit each in a worker
+    thread: two thread hand-offs per request besides the handler's own). Closing a read session
+    that runs in autocommit (``app.state.reads_autocommit``: PostgreSQL) sends nothing to the
+    database either (psycopg's rollback of an idle connection returns at once; the pool takes the
+    connection back), so it is closed on the event loop too; any other session (writes, SQLite's
+    read transactions) is rolled back or closed in a worker thread, as before. Each hand-off cost
+    ~0.15-0.2 ms CPU on this 2-core machine: the app driven in-process on PostgreSQL (loaded), the
+    404 job lookup 1.88 -> 1.15 ms CPU a request, a text search 2.58 -> 1.61."""
     state = request.app.state
-    session = (state.read_session_factory if request.method in ("GET", "HEAD") else state.session_factory)()
+    reading = request.method in ("GET", "HEAD")
+    session = (state.read_session_factory if reading else state.session_factory)()
+    inline = reading and getattr(state, "reads_autocommit", False)
+    failed = False
     try:
         yield session
     except Exception:
-        _quietly(session.rollback)
+        failed = True
         raise
     finally:
-        _quietly(session.close)
+        if inline:
+            _end(session, failed)
+        else:
+            await run_in_threadpool(_end, session, failed)
+
+
+def _end(session: Session, failed: bool) -> None:
+    if failed:
+        _quietly(session.rollback)
+    _quietly(session.close)
 
 
 def _quietly(step) -> None:
@@ -68,13 +91,13 @@ def require_caller(
     return _caller(session, credentials)
 
 
-def optional_caller(
+async def optional_caller(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller | None:
-    """The caller's API key when the request carries one (checked as :func:`require_caller`),
-    else ``None``."""
-    return None if credentials is None else _caller(session, credentials)
+    """The caller's API key when the request carries one (checked as :func:`require_caller`, in
+    a worker thread), else ``None`` (on the event loop: no thread hand-off for anonymous reads)."""
+    return None if credentials is None else await run_in_threadpool(_caller, session, credentials)
 
 
 def write_caller(request: Request, caller: Annotated[Caller, Depends(require_caller)]) -> Caller:

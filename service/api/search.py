@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from neurolabel.core.errors import OntologyError
+from neurolabel.service.answers import page
 from neurolabel.service.deps import SessionDep
 from neurolabel.service.errors import responses
 from neurolabel.service.sources import redact_paths
@@ -31,14 +32,14 @@ def search(
     limit: Limit = 20,
     offset: Offset = 0,
     exact: Annotated[bool, Query(description="semantic: rank every label exactly instead of by the index")] = False,
-) -> dict[str, Any]:
+) -> Response | dict[str, Any]:
     """Labels matching ``q`` in full text, or nearest in meaning (``mode=semantic``), filtered
     by model, layer, explainer and minimum score before ranking."""
     from neurolabel.storage.queries import search_labels
 
     items = search_labels(session=session, query=q, mode=mode, model=model, layer=layer, explainer=explainer,
                           min_score=min_score, limit=limit, offset=offset, exact=exact)
-    return {"items": items, "limit": limit, "offset": offset}
+    return page(items, limit, offset)
 
 
 @router.get("/search/concept", summary="Labels under an ontology class", response_model=Page,

@@ -124,6 +124,29 @@ def test_label_words_by_explanation_kind():
     assert label_words(table) == ["steal", "rob"]
 
 
+def test_label_words_expand_classes_only_over_the_ontology_the_label_was_induced_over():
+    """With an ontology at hand the label's classes bring their descendants' words, but only when
+    the label was induced over that ontology (or says none): another version's classes may not be
+    the ones it meant, so its stored class labels alone are used."""
+    from dataclasses import replace
+
+    from neurolabel.ontology.identity import content_hash
+    from neurolabel.ontology.model import from_edges
+
+    base = "http://example.org/o#"
+    onto = from_edges(name="pets", source="test", iris=[base + "animal", base + "dog", base + "cat"],
+                      labels=[("animal",), ("dog",), ("cat",)], parents=[[], [0], [0]])
+    other = from_edges(name="pets", source="test", iris=[base + "animal", base + "dog", base + "horse"],
+                       labels=[("animal",), ("dog",), ("horse",)], parents=[[], [0], [0]])
+    n = NeuronId(0, 0)
+    e = Explanation(model="m", neuron=n, explainer="concept_induction", explainer_version="1", text="animals",
+                    structured={"labels": ["animal"], "iris": [base + "animal"]},
+                    ontology="pets", ontology_hash=content_hash(onto))
+    assert label_words(e, onto) == ["animal", "dog", "cat"]
+    assert label_words(e, other) == ["animal"]  # another ontology of the same name: the stored labels only
+    assert label_words(replace(e, ontology_hash=None), other) == ["animal", "dog", "horse"]
+
+
 def test_intervention_scorer_is_registered_and_refuses_simulations():
     scorer = SCORERS["intervention"].from_defaults()
     assert len(scorer.prompts) >= 10

@@ -383,6 +383,35 @@ def test_run_embeds_the_best_labels_by_default_and_all_on_request(tmp_path, db_u
     with pytest.raises(ConfigError):
         RunSpec.parse({"embed": "some"})
 
+def test_explain_and_score_each_runs_with_one_blas_thread_and_settled_gc(planted_records, monkeypatch) -> None:
+    """The explain path without storage (``POST /v1/explain``) runs its stages as a run does: one
+    BLAS thread and the collector settled while they work, the process's own settings back after."""
+    import gc
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import neurolabel.pipeline.run as R
+
+    seen = []
+    inner = R.explain_and_score_one
+
+    def spy(record, todo, plugins):
+        threads = sorted({i["num_threads"] for i in threadpool_info()
+                          if i["user_api"] == "blas" and i.get("threading_layer") == "pthreads"})
+        seen.append((threads, gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        return inner(record, todo, plugins)
+
+    monkeypatch.setattr(R, "explain_and_score_one", spy)
+    thresholds = gc.get_threshold()
+    with threadpool_limits(limits=2, user_api="blas"):
+        results = R.explain_and_score_each(planted_records[:2], RunSpec(model="planted", explainers=("pmi",)))
+        after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert len(results) == 2 and all(r.explanations for r in results)
+    assert seen and all(s == ([R.BLAS_THREADS], R.GC_YOUNG_THRESHOLD, True) for s in seen), seen
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+    assert after == {2}
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_explaining_runs_with_one_blas_thread_and_settled_gc_and_both_are_restored(tmp_path, planted_records, monkeypatch,
                                                                                      processes):

@@ -200,3 +200,34 @@ def test_a_label_read_again_is_found_by_identity_and_a_changed_one_is_not(sim):
     assert sim.expression(e) is first
     e.structured["manchester"] = f"<{WORDNET_BASE}dog.n.01>"  # the dict's entry replaced: parsed afresh
     assert sim.expression(e).classes() == [sim.annotator.ontology.find(f"{WORDNET_BASE}dog.n.01")]
+
+
+def test_the_binary_simulator_reads_the_graded_ones_coverage_of_the_same_label(sim, monkeypatch):
+    """A run scores each concept-induction label with the graded simulator, then the binary one, on the
+    same windows: the binary one takes the tokens any part covered (no second evaluation) and predicts
+    what its own evaluation of the whole expression gives."""
+    from neurolabel.scoring import symbolic_simulator as ss
+
+    windows = [[" with", " a", " dog", " with", " bones", " of", " with"], [" car", " with", " cats"], [" of"]]
+    labels = [_exp(manchester=f"<{WORDNET_BASE}animal.n.01> or <{WORDNET_BASE}vehicle.n.01> or "
+                              f"(<{LEXICAL_BASE}Preposition> and (<{FOLLOWS_IRI}> some <{LEXICAL_BASE}Noun>))",
+                   weights=[2.0, 3.0, 1.5], base=0.1, kinds=[["Preposition", 0.5]]),
+              _exp(manchester=f"<{FOLLOWS_IRI}> some <{LEXICAL_BASE}Preposition>", weights=[4.0], base=0.0)]
+    binary = BinarySymbolicSimulator(sim.annotator)
+    fresh = []
+    for e in labels:  # the binary simulator alone: its own evaluation
+        ss._covered.clear()
+        fresh.append([v for x in binary.simulate_many(e, windows) for v in x.expected_activations])
+    calls = []
+    inner = ss.coverage_vectors
+    monkeypatch.setattr(ss, "coverage_vectors", lambda *a, **k: calls.append(1) or inner(*a, **k))
+    for e, want in zip(labels, fresh):
+        calls.clear()
+        sim.simulate_many(e, windows)
+        got = [v for x in binary.simulate_many(e, windows) for v in x.expected_activations]
+        assert got == want and sum(got) > 0
+        assert len(calls) == 1  # the graded simulator's evaluation only
+    changed = _exp(manchester=f"<{WORDNET_BASE}vehicle.n.01>")  # another label: evaluated afresh
+    calls.clear()
+    assert [v for x in binary.simulate_many(changed, windows) for v in x.expected_activations].count(1.0) == 1
+    assert len(calls) == 1

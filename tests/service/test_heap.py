@@ -32,3 +32,14 @@ def test_survivors_of_a_slow_full_collection_are_frozen() -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "True", "True", "True", "400000"]
+
+
+def test_a_settled_server_collects_young_objects_every_10000_allocations() -> None:
+    script = (f"import gc, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from neurolabel.service import heap\n"
+              "assert gc.get_threshold()[0] == 700\n"
+              "heap.settle()\n"
+              "print(gc.get_threshold()[0] == heap.YOUNG_THRESHOLD == 10_000, gc.get_freeze_count() > 0)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
