@@ -55,16 +55,26 @@ def browser():
 
 def click_and_wait(browser, element):
     """Clicks a link or button and waits until the new page has replaced the old one (a click
-    returns before the navigation finishes; reading the page at once races it)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
+    returns before the navigation finishes; reading the page at once races it).
+
+    The old page is marked by a property on its window object, which a navigation replaces; the
+    wait polls for a document without the mark that has finished loading. Chromedriver may answer
+    a poll made while the documents swap with an error other than a stale element ("Node with
+    given id does not belong to the document", "execution context was destroyed"): such a poll
+    is a "not yet" and the wait goes on (it failed CI once when the staleness check of the old
+    <html> element met that error)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = browser.find_element(By.TAG_NAME, "html")
+    browser.execute_script("window.__neurolabelOldPage = true;")
     element.click()
-    WebDriverWait(browser, 30).until(ec.staleness_of(old))
-    WebDriverWait(browser, 30).until(
-        lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def replaced_and_loaded(d):
+        return d.execute_script(
+            "return window.__neurolabelOldPage === undefined"
+            " && document.readyState === 'complete';")
+
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(replaced_and_loaded)
 
 
 def test_neuron_page_shows_label_explanations_windows_histogram(site, browser):
