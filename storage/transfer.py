@@ -147,6 +147,10 @@ def _explanations_of(session: Session, rows: list[tuple[Neuron, str]]) -> list[d
                 "accepted": bool(e.accepted),
                 "created_at": _iso(e.created_at),
                 "embedding": base64.b64encode(e.embedding).decode("ascii") if e.embedding else None,
+                # the ontology its class expressions refer to: without it an imported label could
+                # not be told from one over another version of the ontology (concept search and
+                # causal scoring check the hash)
+                "ontology": {"name": e.ontology, "hash": e.ontology_hash} if e.ontology or e.ontology_hash else None,
                 "scores": [
                     {
                         "scorer": s.scorer, "simulator": s.simulator, "split": s.split, "score": s.score,
@@ -411,6 +415,7 @@ def _explanation_input(d: dict, where: str) -> ExplanationInput:
                 "method": str(s.get("method") or ""),
             }
         )
+    ontology, ontology_hash = _ontology_of(d.get("ontology"), where)
     created = d.get("created_at")
     try:
         created_at = datetime.fromisoformat(created) if created else None
@@ -431,7 +436,25 @@ def _explanation_input(d: dict, where: str) -> ExplanationInput:
         scores=scores,
         embedding=embedding,
         created_at=created_at,
+        ontology=ontology,
+        ontology_hash=ontology_hash,
     )
+
+
+def _ontology_of(value: Any, where: str) -> tuple[str | None, str | None]:
+    """``(name, hash)`` of an explanation's ``"ontology"`` (``{"name", "hash"}`` or null; exports
+    made before it was written have none)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise StorageError(f"{where}: ontology must be an object with name and hash, not {type(value).__name__}")
+    name, digest = value.get("name"), value.get("hash")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise StorageError(f"{where}: ontology.name must be a string of at most 200 characters")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        raise StorageError(f"{where}: ontology.hash must be a SHA-256 in 64 lowercase hex digits, not {digest!r}")
+    return name, digest
 
 
 def import_file(*, session: Session, path: str | Path, model: str | None = None) -> ImportSummary:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,10 @@ from neurolabel.storage.transfer import export_file, export_string, import_file
 from tests.storage.factories import counts, explanation, hash_embedder, record
 
 
+HASH = "0123456789abcdef" * 4
+"""An ontology's content hash (a SHA-256 in hex) that one explanation names."""
+
+
 def _fill(url: str) -> None:
     with db.session_scope(url) as s:
         q.upsert_model(session=s, name="tiny", architecture="LlamaForCausalLM", source="unit test",
@@ -30,7 +35,7 @@ def _fill(url: str) -> None:
         q.save_explanations(
             session=s,
             explanations=[
-                explanation(0, 0, "cats, kittens", 0.8),
+                replace(explanation(0, 0, "cats, kittens", 0.8), ontology="wordnet-mini", ontology_hash=HASH),
                 explanation(0, 0, "cats", 0.5, version="2"),
                 explanation(0, 1, 'quotes "and, commas"\nnewline', 0.1, explainer="llm_summary"),
                 explanation(1, 9, "label only, never recorded", None),
@@ -57,7 +62,8 @@ def _dump(url: str) -> dict[str, list]:
                                 tuple(x.tokens), tuple(x.activations), x.max_activation)
                                for x in s.execute(select(Example)).scalars()),
             "explanations": sorted((*expl[e.id], e.text, json.dumps(e.structured, sort_keys=True),
-                                    json.dumps(e.params, sort_keys=True), e.score, e.accepted, e.embedding, e.created_at)
+                                    json.dumps(e.params, sort_keys=True), e.score, e.accepted, e.embedding, e.created_at,
+                                    e.ontology, e.ontology_hash, e.score_se, e.fit_tokens, e.selected)
                                    for e in s.execute(select(ExplanationRow)).scalars()),
             "scores": sorted((*expl[x.explanation_id], x.scorer, x.simulator, x.split, x.score,
                               json.dumps(x.parts, sort_keys=True), x.n_tokens, x.method)
@@ -100,6 +106,9 @@ def test_export_import_round_trip(db_url: str, sqlite_url: str, tmp_path: Path) 
             assert export_string(session=s) == path.read_text()
             hits = q.search_labels(session=s, query="kittens")
             assert [h["text"] for h in hits] == ["cats, kittens"]
+            # the label still names the ontology it was induced over (concept search, causal scoring check it)
+            row = s.execute(select(ExplanationRow).where(ExplanationRow.text == "cats, kittens")).scalar_one()
+            assert (row.ontology, row.ontology_hash) == ("wordnet-mini", HASH)
     finally:
         db.dispose_engines()
         if not db.is_sqlite(db_url):
@@ -154,6 +163,8 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "nan": (tmp_path / "nan.jsonl", "finite"),
         "lengths": (tmp_path / "short.json", "3 tokens but 1 activations"),
         "partial": (tmp_path / "partial.jsonl", "missing field 'text'"),
+        "ontology hash": (tmp_path / "hash.jsonl", "ontology.hash must be a SHA-256"),
+        "ontology": (tmp_path / "onto.jsonl", "ontology must be an object"),
     }
     files["binary"][0].write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     files["garbage"][0].write_text("{this is not json\nnor this")
@@ -161,6 +172,11 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     files["nan"][0].write_text(json.dumps(to_openai_json(record(0, 8))) + "\n" + nan + "\n")
     files["lengths"][0].write_text(json.dumps(short))
     files["partial"][0].write_text(good_then_bad)
+    good = (tmp_path / "export.jsonl").read_text()
+    assert good.count(HASH) == 1
+    files["ontology hash"][0].write_text(good.replace(HASH, HASH[:-1] + "X"))
+    files["ontology"][0].write_text(good.replace('"ontology": {"name": "wordnet-mini", "hash": "' + HASH + '"}',
+                                                 '"ontology": "wordnet-mini"'))
     return files
 
 
