@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     """Hosts a job's ``callback_url`` may name, comma-separated (default: loopback only); the
     service and the worker refuse any other, so a job cannot make the server reach anything the
     operator did not allow."""
+    callback_retries: int = Field(default=5, ge=0, le=100)
+    """Retries of a job callback the receiver did not take (after the first attempt)."""
+    callback_backoff_s: float = Field(default=1.0, ge=0.0, le=3600.0)
+    """Wait before a callback's first retry (seconds), doubled before each further one."""
+    callback_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    """Timeout of one callback request (httpx's, per connect, write and read)."""
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""

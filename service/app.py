@@ -182,10 +182,15 @@ def create_app(
 
         callback_hosts = get_settings().callback_host_list()
     app.state.callback_hosts = tuple(callback_hosts)
+    from neurolabel.core.settings import get_settings
     from neurolabel.service.callbacks import Notifier
 
-    app.state.notifier = Notifier(allowed_hosts=app.state.callback_hosts)
-    """Callbacks of jobs cancelled before a worker took them (workers send the others)."""
+    settings = get_settings()
+    app.state.notifier = Notifier(database_url=engine.url.render_as_string(hide_password=False),
+                                  allowed_hosts=app.state.callback_hosts, retries=settings.callback_retries,
+                                  backoff_s=settings.callback_backoff_s, timeout_s=settings.callback_timeout_s)
+    """Callbacks of jobs cancelled here (workers send the others); its thread and database
+    connection start with the first."""
     app.include_router(router())
     app.include_router(contrasts.router, prefix="/v1")
     app.include_router(study_pages.router)

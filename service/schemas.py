@@ -90,6 +90,28 @@ class JobSpec(_Strict):
     the README); only hosts the operator allows (``NEUROLABEL_CALLBACK_HOSTS``, default loopback)."""
 
 
+class CallbackOut(BaseModel):
+    """The delivery of a job's callback (kept in the database: it survives a worker's crash)."""
+
+    state: Literal["pending", "delivered", "failed"]
+    """``pending`` (being delivered or retried), ``delivered`` (the receiver answered 2xx) or
+    ``failed`` (its retries ran out, or its host is no longer allowed: see ``last_error``)."""
+    delivery_id: str
+    """The ``X-Neurolabel-Delivery`` header of every attempt (a receiver drops repeats by it)."""
+    attempts: int = 0
+    """Attempts made so far."""
+    last_error: str | None = None
+    """Why the last attempt failed (``HTTP 503``, ``ConnectError: …``)."""
+    next_attempt_at: datetime | None = None
+    """When a pending delivery is tried next."""
+
+    @field_validator("next_attempt_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        """Times are UTC; SQLite returns them without a zone."""
+        return v.replace(tzinfo=timezone.utc) if v is not None and v.tzinfo is None else v
+
+
 class JobOut(BaseModel):
     """A job's state."""
 
@@ -114,8 +136,11 @@ class JobOut(BaseModel):
     worker: str | None = None
     attempts: int = 0
     mine: bool = False
-    """Whether the caller's key owns the job (or is an admin key): then spec, error, result and
-    worker are shown."""
+    """Whether the caller's key owns the job (or is an admin key): then spec, error, result,
+    worker and callback are shown."""
+    callback: CallbackOut | None = None
+    """The delivery of the job's callback (its spec's ``callback_url``), once the job is final;
+    shown only to the key that created the job and to admin keys."""
 
 
 class ValidationItem(BaseModel):

@@ -5,6 +5,9 @@ A labelling job's spec (:class:`service.schemas.JobSpec` as a dict) is converted
 stores its results in small idempotent transactions, so a worker killed at any moment leaves nothing a rerun would
 duplicate or lose. While a job runs, a background thread heartbeats every ``heartbeat_s``;
 a cancelled job (or one taken away after a missed heartbeat) makes ``should_stop`` true.
+A job's callback is recorded pending with its final state and sent by the worker's
+:class:`service.callbacks.Notifier`; each poll of the queue also has it look for deliveries that
+a dead worker left, so a callback outlives the worker that should have sent it.
 """
 
 from __future__ import annotations
@@ -213,37 +216,42 @@ class Worker:
 
     @property
     def notifier(self) -> Any:
-        """The :class:`service.callbacks.Notifier` delivering job callbacks (by default one
-        allowing the hosts of ``NEUROLABEL_CALLBACK_HOSTS``, made on first use)."""
+        """The :class:`service.callbacks.Notifier` delivering job callbacks (by default one under
+        this worker's name, its stale claims as old as its jobs' stale heartbeats, allowing the
+        hosts of ``NEUROLABEL_CALLBACK_HOSTS``, retried as ``NEUROLABEL_CALLBACK_RETRIES``,
+        ``…_BACKOFF_S`` and ``…_TIMEOUT_S`` say; made on first use)."""
         if self._notifier is None:
             from neurolabel.core.settings import get_settings
             from neurolabel.service.callbacks import Notifier
 
-            self._notifier = Notifier(allowed_hosts=get_settings().callback_host_list())
+            settings = get_settings()
+            self._notifier = Notifier(database_url=self.database_url, name=self.name,
+                                      allowed_hosts=settings.callback_host_list(),
+                                      retries=settings.callback_retries, backoff_s=settings.callback_backoff_s,
+                                      timeout_s=settings.callback_timeout_s, poll_s=self.poll_s,
+                                      stale_after_s=self.stale_after_s)
         return self._notifier
 
     def close(self, *, timeout_s: float = 30.0) -> int:
-        """Wait up to ``timeout_s`` for job callbacks still being delivered; returns how many
-        were abandoned."""
+        """Wait up to ``timeout_s`` for the callbacks of the jobs this worker finished; returns how
+        many are still pending (they stay in the database for the next worker)."""
         return 0 if self._notifier is None else self._notifier.close(timeout_s)
 
     def _notify(self, job_id: int) -> None:
-        """Queue the callback of a finished job whose spec names a ``callback_url`` (signed with
-        its key's digest); never raises and never waits for the receiver."""
+        """Deliver the callback of a job just made final (pending in the database since then, if
+        its spec names a ``callback_url``); never raises and never waits for the receiver."""
         try:
-            from neurolabel.service.auth import signing_key_of
-            from neurolabel.service.schemas import JobOut
-
-            with self._session() as s:
-                job = jobs.get_job(session=s, job_id=job_id)
-                url = (job or {}).get("spec", {}).get("callback_url")
-                if not url or job["status"] not in jobs.FINAL:  # type: ignore[index]
-                    return
-                key = signing_key_of(session=s, key_id=job["owner_key_id"])  # type: ignore[index]
-            view = JobOut.model_validate(jobs.public_view(job, key_id=None, is_admin=True))  # type: ignore[arg-type]
-            self.notifier.send(url, view.model_dump(mode="json"), event=f"job.{job['status']}", key=key)  # type: ignore[index]
+            self.notifier.send(job_id)
         except Exception as exc:  # noqa: BLE001 - a notification must never break the worker
-            log.warning("job %s: callback not sent: %s", job_id, exc)
+            log.warning("job %s: callback not sent now (it stays pending): %s", job_id, exc)
+
+    def _poll_callbacks(self) -> None:
+        """Have the notifier look for due deliveries: left by dead workers, or by jobs failed
+        for lost heartbeats (:func:`service.jobs.requeue_stale`)."""
+        try:
+            self.notifier.kick()
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.warning("worker %s: callbacks not polled: %s", self.name, exc)
 
     def _session(self):
         if self._factory is None:
@@ -253,10 +261,11 @@ class Worker:
         return self._factory()
 
     def run_one(self, *, job_id: int | None = None) -> dict[str, Any] | None:
-        """Requeue stale jobs, claim one (``job_id`` if given) and run it to its end.
-        Returns the job's final state, or ``None`` when nothing was queued."""
+        """Requeue stale jobs, poll the pending callbacks, claim one job (``job_id`` if given) and
+        run it to its end. Returns the job's final state, or ``None`` when nothing was queued."""
         with self._session() as s:
             jobs.requeue_stale(session=s, stale_after_s=self.stale_after_s, max_attempts=self.max_attempts)
+            self._poll_callbacks()
             job = jobs.claim(session=s, worker=self.name, job_id=job_id)
         if job is None:
             return None

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -34,6 +35,9 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 """The states a job goes through."""
+
+CALLBACK_STATES = ("pending", "delivered", "failed")
+"""The states of a job's callback delivery (``failed``: its retries ran out)."""
 
 
 def utcnow() -> datetime:
@@ -214,7 +218,11 @@ class Job(Base):
     """A queued unit of work (labelling run) executed by ``neurolabel worker``."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_callback_pending", "callback_due_at", postgresql_where=text("callback_state = 'pending'"),
+              sqlite_where=text("callback_state = 'pending'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(50), default="label")
@@ -234,6 +242,23 @@ class Job(Base):
     owner_key_id: Mapped[int | None] = mapped_column(Integer, index=True)
     """Id of the API key that created the job (``None`` for jobs queued by the CLI or nightly
     runner): only that key, or an admin key, sees the job's spec and may cancel it."""
+    callback_id: Mapped[str | None] = mapped_column(String(32))
+    """The id of the delivery of the job's callback (header ``X-Neurolabel-Delivery``, the same on
+    every retry and after a worker's crash, so that a receiver can drop a second copy); set with the
+    job's final state when its spec has a ``callback_url``."""
+    callback_state: Mapped[str | None] = mapped_column(String(16))
+    """One of :data:`CALLBACK_STATES`; ``None`` for a job without a callback (or one finished
+    before revision 0010)."""
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Delivery attempts started (counted when claimed, so an attempt cut short by a crash counts)."""
+    callback_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last attempt failed (``HTTP 503``, ``ConnectError: …``)."""
+    callback_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the next attempt of a pending delivery is due (the backoff)."""
+    callback_claimed_by: Mapped[str | None] = mapped_column(Text)
+    """The notifier making an attempt right now (``None`` between attempts)."""
+    callback_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When it claimed it: a claim older than the notifier's ``stale_after_s`` is a dead process's."""
 
 
 class ApiKey(Base):

@@ -85,3 +85,51 @@ def test_cli_upgrade_from_another_directory(tmp_path: Path, pg_url: str) -> None
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert db.current_revision(pg_url) is None
+
+
+CALLBACK_COLUMNS = {"callback_id", "callback_state", "callback_attempts", "callback_error", "callback_due_at",
+                    "callback_claimed_by", "callback_claimed_at"}
+
+
+def test_job_callback_delivery_columns_up_and_down(db_url: str) -> None:
+    """0010 gives jobs their callback's delivery state (none for a job finished before: its
+    callback was sent or lost in memory) and the index of pending deliveries; down to 0009 drops
+    both and keeps the jobs; up again records a delivery."""
+    from neurolabel.service import jobs
+
+    db.upgrade(db_url, "0009")
+    engine = db.make_engine(db_url, pool=False)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO jobs (kind, spec, status, progress, progress_detail, created_at, attempts) VALUES "
+            "('label', '{\"callback_url\": \"http://127.0.0.1:9/x\"}', 'done', 1.0, '{}', CURRENT_TIMESTAMP, 1)"))
+
+    def shape() -> tuple[set[str], set[str]]:
+        found = inspect(engine)
+        return {c["name"] for c in found.get_columns("jobs")}, {i["name"] for i in found.get_indexes("jobs")}
+
+    for _ in range(2):
+        db.upgrade(db_url)
+        columns, indexes = shape()
+        assert CALLBACK_COLUMNS <= columns and "ix_jobs_callback_pending" in indexes
+        with db.session_scope(db_url) as s:
+            job = jobs.get_job(session=s, job_id=1)
+            assert job["status"] == "done" and job["callback"] is None
+            assert jobs.claim_callback(session=s, notifier="n", stale_after_s=60) is None  # nothing made up
+            jobs.enqueue(session=s, spec={"layers": [0], "callback_url": "http://127.0.0.1:9/x"})
+            s.commit()
+            new = jobs.cancel(session=s, job_id=2)["callback"]
+            assert new["state"] == "pending"
+            assert jobs.claim_callback(session=s, notifier="n", stale_after_s=60)["callback"]["attempts"] == 1
+        db.dispose_engines()
+        db.downgrade(db_url, "0009")
+        columns, indexes = shape()
+        assert not CALLBACK_COLUMNS & columns and "ix_jobs_callback_pending" not in indexes
+        with engine.begin() as conn:
+            kept = conn.execute(text("SELECT id, status FROM jobs ORDER BY id")).all()
+            assert [tuple(r) for r in kept] == [(1, "done"), (2, "cancelled")]
+            conn.execute(text("DELETE FROM jobs WHERE id = 2"))
+        if not db.is_sqlite(db_url):  # PostgreSQL's sequence went on: the next job is 3
+            with engine.begin() as conn:
+                conn.execute(text("SELECT setval('jobs_id_seq', 1)"))
+    engine.dispose()
