@@ -16,10 +16,12 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from neurolabel.service import jobs
 from neurolabel.service.app import create_app
@@ -34,6 +36,7 @@ from neurolabel.service.callbacks import (
 from neurolabel.service.limits import ServiceLimits
 from neurolabel.service.worker import Worker, wait_for
 from neurolabel.storage.db import dispose_engines, make_engine, session_factory, upgrade
+from neurolabel.storage.models import Job
 from tests.service.live import client, live_server, make_key
 
 pytestmark = pytest.mark.slow
@@ -305,13 +308,17 @@ def test_two_polling_workers_deliver_each_callback_once(db_url):
             assert jobs.finish(session=s, job_id=jid, worker="runner", status="done")
         held = jobs.claim_callback(session=s, notifier="dead", stale_after_s=60, job_id=ids[0])
         assert held["callback"]["attempts"] == 1
+        # ... by a worker that died ten minutes ago, mid-attempt
+        s.execute(update(Job).where(Job.id == ids[0])
+                  .values(callback_claimed_at=datetime.now(timezone.utc) - timedelta(minutes=10)))
+        s.commit()
 
     def callbacks() -> list[dict]:
         with factory() as s:
             return [jobs.get_job(session=s, job_id=jid)["callback"] for jid in ids]
 
     notifiers = [Notifier(database_url=db_url, name=f"w{i}", allowed_hosts=["127.0.0.1"], retries=5,
-                          backoff_s=0.05, timeout_s=0.3, poll_s=0.1, stale_after_s=1.0) for i in range(2)]
+                          backoff_s=0.05, timeout_s=10, poll_s=0.1, stale_after_s=60) for i in range(2)]
     workers = [Worker(database_url=db_url, name=n.name, poll_s=0.1, notifier=n) for n in notifiers]
     stop = threading.Event()
     threads = [threading.Thread(target=w.run_forever, kwargs={"stop": stop}, daemon=True) for w in workers]
