@@ -9,8 +9,8 @@ Stages, measured in this run on the default model:
 - load / explain / score / store: ``pipeline.run.run`` on ``--warm`` + ``--neurons`` neurons of
   layer 10 (default 384 + 96), recorded first as ``neurolabel label`` records them (the recorder's
   defaults over ``--slice-tokens``, default the pipeline's 100,000 tokens: explaining and scoring
-  cost grows with the windows kept), written every 32 neurons as a whole-model run writes them
-  (``RunSpec.store_every``); run in threads of one process (the baseline) and in ``--processes``
+  cost grows with the windows kept), written every ``RunSpec.store_every`` neurons as a whole-model
+  run writes them (``--store-every`` to change it); run in threads of one process (the baseline) and in ``--processes``
   worker processes (default: the machine's cores), each run in a child forked from the bench
   after the one-time loads, so that every run starts from the same state, as a whole-model run
   starts.
@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=0,
                     help="worker processes of the measured run (default: the cores this process may use), beside a "
                          "baseline run in threads of one process")
+    ap.add_argument("--store-every", type=int, default=None,
+                    help="neurons per write (RunSpec.store_every; default the spec's)")
     ap.add_argument("--embed", choices=("best", "accepted", "all", "none"), default="best",
                     help="label vector policy of the runs (RunSpec.embed)")
     ap.add_argument("--compare-embed", action="store_true",
@@ -159,9 +161,10 @@ def main() -> None:
             upgrade(url)
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=records)
-            # written every 32 neurons as in a whole-model run; the last write is counted apart
+            # written every store_every neurons as in a whole-model run; the last write is counted apart
             spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
-                           processes=procs, embed=policy)
+                           processes=procs, embed=policy,
+                           **({"store_every": args.store_every} if args.store_every else {}))
             runs[name] = _isolated(_measured_run, spec, url)
     spec_concurrency = RunSpec().concurrency
     s = runs["processes"]

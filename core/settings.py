@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     """Hosts a job's ``callback_url`` may name, comma-separated (default: loopback only); the
     service and the worker refuse any other, so a job cannot make the server reach anything the
     operator did not allow."""
+    label_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Precision label texts are embedded at (:func:`lm.embeddings.label_precision`): ``auto``
+    takes bfloat16 where the CPU has AMX tiles, else float32."""
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""
