@@ -7,7 +7,7 @@ Stages, measured in this run on the default model:
 - record: one pass over the corpus with every layer and unit hooked (``record_activations``),
   measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
 - load / explain / score / store: ``pipeline.run.run`` on ``--warm`` + ``--neurons`` neurons of
-  layer 10 (default 384 + 96), recorded first as ``neurolabel label`` records them (the recorder's
+  layer 10 (default 352 + 128), recorded first as ``neurolabel label`` records them (the recorder's
   defaults over ``--slice-tokens``, default the pipeline's 100,000 tokens: explaining and scoring
   cost grows with the windows kept), written every ``RunSpec.store_every`` neurons as a whole-model
   run writes them (``--store-every`` to change it); run in threads of one process (the baseline) and in ``--processes``
@@ -26,7 +26,7 @@ label embeddings inside the loop included), plus the last write, what the run pa
 recording; the mean of the whole loop (every neuron at the cold start's cost, as this bench
 extrapolated before) is printed beside it.
 
-    .venv/bin/python bench/pipeline.py           # 384 + 96 neurons, 4096 tokens measured
+    .venv/bin/python bench/pipeline.py           # 352 + 128 neurons, 4096 tokens measured
     .venv/bin/python bench/pipeline.py --quick   # 8 + 8 neurons, 1024 tokens
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
     .venv/bin/python bench/pipeline.py --no-llm --compare-embed  # + runs with --embed accepted and all
@@ -61,11 +61,13 @@ PIPELINE_TOKENS = 100_000
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--neurons", type=int, default=96,
-                    help="neurons measured, labelled after the --warm ones in the same run")
-    ap.add_argument("--warm", type=int, default=384,
+    ap.add_argument("--neurons", type=int, default=128,
+                    help="neurons measured, labelled after the --warm ones in the same run (default 128: one "
+                         "write of RunSpec.store_every's default falls in the measured neurons, as in a "
+                         "whole-model run's stretch of 128)")
+    ap.add_argument("--warm", type=int, default=352,
                     help="neurons labelled first in each run, as a whole-model run's first neurons: its memos of "
-                         "windows, tokens and classes fill over them (default 384: 192 per worker process)")
+                         "windows, tokens and classes fill over them (default 352: 176 per worker process)")
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
     ap.add_argument("--slice-tokens", type=int, default=PIPELINE_TOKENS,
                     help="corpus tokens the labelled slice of layer 10 is recorded over (default: the pipeline's)")
