@@ -7,10 +7,10 @@ Stages, measured in this run on the default model:
 - record: one pass over the corpus with every layer and unit hooked (``record_activations``),
   measured on ``--tokens`` tokens and scaled linearly to the pipeline's 100,000 tokens;
 - load / explain / score / store: ``pipeline.run.run`` on ``--warm`` + ``--neurons`` neurons of
-  layer 10 (default 384 + 96), recorded first as ``neurolabel label`` records them (the recorder's
+  layer 10 (default 352 + 128), recorded first as ``neurolabel label`` records them (the recorder's
   defaults over ``--slice-tokens``, default the pipeline's 100,000 tokens: explaining and scoring
-  cost grows with the windows kept), written every 32 neurons as a whole-model run writes them
-  (``RunSpec.store_every``); run in threads of one process (the baseline) and in ``--processes``
+  cost grows with the windows kept), written every ``RunSpec.store_every`` neurons as a whole-model
+  run writes them (``--store-every`` to change it); run in threads of one process (the baseline) and in ``--processes``
   worker processes (default: the machine's cores), each run in a child forked from the bench
   after the one-time loads, so that every run starts from the same state, as a whole-model run
   starts.
@@ -26,7 +26,7 @@ label embeddings inside the loop included), plus the last write, what the run pa
 recording; the mean of the whole loop (every neuron at the cold start's cost, as this bench
 extrapolated before) is printed beside it.
 
-    .venv/bin/python bench/pipeline.py           # 384 + 96 neurons, 4096 tokens measured
+    .venv/bin/python bench/pipeline.py           # 352 + 128 neurons, 4096 tokens measured
     .venv/bin/python bench/pipeline.py --quick   # 8 + 8 neurons, 1024 tokens
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
     .venv/bin/python bench/pipeline.py --no-llm --compare-embed  # + runs with --embed accepted and all
@@ -61,11 +61,13 @@ PIPELINE_TOKENS = 100_000
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--neurons", type=int, default=96,
-                    help="neurons measured, labelled after the --warm ones in the same run")
-    ap.add_argument("--warm", type=int, default=384,
+    ap.add_argument("--neurons", type=int, default=128,
+                    help="neurons measured, labelled after the --warm ones in the same run (default 128: one "
+                         "write of RunSpec.store_every's default falls in the measured neurons, as in a "
+                         "whole-model run's stretch of 128)")
+    ap.add_argument("--warm", type=int, default=352,
                     help="neurons labelled first in each run, as a whole-model run's first neurons: its memos of "
-                         "windows, tokens and classes fill over them (default 384: 192 per worker process)")
+                         "windows, tokens and classes fill over them (default 352: 176 per worker process)")
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
     ap.add_argument("--slice-tokens", type=int, default=PIPELINE_TOKENS,
                     help="corpus tokens the labelled slice of layer 10 is recorded over (default: the pipeline's)")
@@ -78,6 +80,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=0,
                     help="worker processes of the measured run (default: the cores this process may use), beside a "
                          "baseline run in threads of one process")
+    ap.add_argument("--store-every", type=int, default=None,
+                    help="neurons per write (RunSpec.store_every; default the spec's)")
     ap.add_argument("--embed", choices=("best", "accepted", "all", "none"), default="best",
                     help="label vector policy of the runs (RunSpec.embed)")
     ap.add_argument("--compare-embed", action="store_true",
@@ -159,9 +163,10 @@ def main() -> None:
             upgrade(url)
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=records)
-            # written every 32 neurons as in a whole-model run; the last write is counted apart
+            # written every store_every neurons as in a whole-model run; the last write is counted apart
             spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
-                           processes=procs, embed=policy)
+                           processes=procs, embed=policy,
+                           **({"store_every": args.store_every} if args.store_every else {}))
             runs[name] = _isolated(_measured_run, spec, url)
     spec_concurrency = RunSpec().concurrency
     s = runs["processes"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
     """Wait before a callback's first retry (seconds), doubled before each further one."""
     callback_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
     """Timeout of one callback request (httpx's, per connect, write and read)."""
+    label_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Precision label texts are embedded at (:func:`lm.embeddings.label_precision`): ``auto``
+    takes bfloat16 where the CPU has AMX tiles, else float32."""
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""

