@@ -107,7 +107,7 @@ class TargetModel:
         return _get_attr(_get_attr(self.model, spec.layers)[layer], spec.module)
 
 
-def check_layers(target: TargetModel, layers: Any) -> list[int]:
+def check_layers(target: "TargetModel | TargetInfo", layers: Any) -> list[int]:
     """The layers as a sorted list of ints, or a ModelError naming what exists."""
     out = sorted({int(x) for x in layers})
     if not out:
@@ -120,7 +120,7 @@ def check_layers(target: TargetModel, layers: Any) -> list[int]:
     return out
 
 
-def check_units(target: TargetModel, units: Any) -> list[int] | None:
+def check_units(target: "TargetModel | TargetInfo", units: Any) -> list[int] | None:
     """The units as a sorted list of ints (None = all), or a ModelError naming what exists."""
     if units is None:
         return None
@@ -163,13 +163,9 @@ def _prefix_ids(tokenizer: Any) -> tuple[int, ...]:
     return ()
 
 
-def load_target(spec: str = "default", *, device: str = "auto") -> TargetModel:
-    """Load a target model: ``"default"`` (SmolLM2-135M-Instruct, cached safetensors) or the
-    path of a local Hugging Face model folder.
-
-    Raises ModelError for a missing folder, a folder that is not a model, or an architecture
-    without a units map (the message lists the known ones).
-    """
+def _config_of(spec: str) -> tuple[str, Path, Any, str]:
+    """``(name, folder, config, architecture)`` of a target model spec (``load_target``'s), read
+    from its ``config.json`` alone; ModelError naming what is wrong."""
     if spec in ("default", SMOLLM2_NAME):
         path = smollm2_dir()
         name = SMOLLM2_NAME
@@ -180,7 +176,7 @@ def load_target(spec: str = "default", *, device: str = "auto") -> TargetModel:
         if not (path / "config.json").is_file():
             raise ModelError(f"model path {str(path)!r} has no config.json: not a Hugging Face model folder")
         name = path.resolve().name
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(path)
@@ -191,7 +187,61 @@ def load_target(spec: str = "default", *, device: str = "auto") -> TargetModel:
         raise ModelError(
             f"architecture {arch!r} of {str(path)!r} has no units map; known: {', '.join(sorted(UNIT_SPECS))}"
         )
+    return name, path, config, arch
+
+
+def _unit_map(arch: str) -> dict:
     unit = UNIT_SPECS[arch]
+    return {"architecture": arch, "layers": unit.layers, "module": unit.module, "hook": unit.hook,
+            "description": unit.description}
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What is stored about a target model and checked against a run's layers and units, without
+    its weights (:func:`describe_target`)."""
+
+    name: str
+    source: str
+    architecture: str
+    n_layers: int
+    n_units: int
+    unit_map: dict = field(default_factory=dict)
+
+
+def describe_target(spec: str = "default") -> TargetInfo:
+    """The name, architecture, layer and unit counts and units map :func:`load_target` gives for
+    ``spec``, read from the model's config without loading its weights: the module is built on
+    torch's ``meta`` device (shapes, no memory) to count its blocks as ``load_target`` counts them.
+    What a labelling run's driver needs when the recording happens elsewhere (on a Ray cluster's
+    actors): a model too big for the driver's machine is never loaded there. ModelError as
+    :func:`load_target` raises it."""
+    name, path, config, arch = _config_of(spec)
+    unit = UNIT_SPECS[arch]
+    import torch
+    from transformers import AutoModel
+
+    try:
+        with torch.device("meta"):
+            model = AutoModel.from_config(config)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot build the model of {str(path)!r} from its config: {exc}") from exc
+    n_layers = len(_get_attr(model.base_model, unit.layers))
+    return TargetInfo(name=name, source=str(path), architecture=arch, n_layers=n_layers,
+                      n_units=unit.n_units(config), unit_map=_unit_map(arch))
+
+
+def load_target(spec: str = "default", *, device: str = "auto") -> TargetModel:
+    """Load a target model: ``"default"`` (SmolLM2-135M-Instruct, cached safetensors) or the
+    path of a local Hugging Face model folder.
+
+    Raises ModelError for a missing folder, a folder that is not a model, or an architecture
+    without a units map (the message lists the known ones).
+    """
+    name, path, config, arch = _config_of(spec)
+    unit = UNIT_SPECS[arch]
+    from transformers import AutoModel, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, dtype="float32")
@@ -202,13 +252,7 @@ def load_target(spec: str = "default", *, device: str = "auto") -> TargetModel:
     model = model.base_model
     n_layers = len(_get_attr(model, unit.layers))
     n_units = unit.n_units(config)
-    unit_map = {
-        "architecture": arch,
-        "layers": unit.layers,
-        "module": unit.module,
-        "hook": unit.hook,
-        "description": unit.description,
-    }
+    unit_map = _unit_map(arch)
     log.info("loaded %s (%s, %d layers x %d units) from %s", name, arch, n_layers, n_units, path)
     return TargetModel(
         name=name,

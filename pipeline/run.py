@@ -248,9 +248,10 @@ def record_missing(spec: RunSpec, *, database_url: str, progress: bool, summary:
         have = {n for layer in layers for n in recorded_neurons(session=session, model=name, layer=layer)}
     target = None
     if units is None or any(NeuronId(l, u) not in have for l in layers for u in units):
-        from neurolabel.activations.models import check_layers, check_units, load_target
+        from neurolabel.activations.models import check_layers, check_units, describe_target, load_target
 
-        target = load_target(spec.model)
+        # recorded elsewhere (a Ray cluster's actors): this process needs the model's shape, not its weights
+        target = describe_target(spec.model) if recorder is not None else load_target(spec.model)
         check_layers(target, layers)
         check_units(target, list(units) if units is not None else None)
     all_units = list(units) if units is not None else list(range(target.n_units))

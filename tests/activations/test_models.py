@@ -64,3 +64,33 @@ def test_default_model():
     assert (t.architecture, t.n_layers, t.n_units) == ("llama", 30, 1536)
     assert t.prefix_ids == (1,)  # the tokenizer's BOS
     assert type(t.model).__name__ == "LlamaModel"
+
+
+@pytest.mark.parametrize("which", ["gpt2_dir", "bert_dir", "llama_dir", "default"])
+def test_describe_target_reads_what_load_target_gives_without_weights(which, request, tmp_path):
+    """``describe_target`` (a Ray run's driver) gives the name, source, architecture, layer and unit
+    counts and units map that ``load_target`` gives, from the config alone: a folder whose weights
+    are gone is still described (and cannot be loaded), and bad folders fail alike."""
+    import shutil
+
+    from neurolabel.activations.models import describe_target
+
+    spec = "default" if which == "default" else str(request.getfixturevalue(which))
+    t, d = load_target(spec), describe_target(spec)
+    assert (d.name, d.source, d.architecture, d.n_layers, d.n_units, d.unit_map) == (
+        t.name, t.source, t.architecture, t.n_layers, t.n_units, t.unit_map)
+    if which != "default":  # the same folder without its weights: described, not loadable
+        bare = tmp_path / "bare"
+        shutil.copytree(spec, bare, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+        bare_d = describe_target(str(bare))
+        assert (bare_d.n_layers, bare_d.n_units, bare_d.unit_map) == (d.n_layers, d.n_units, d.unit_map)
+        with pytest.raises(ModelError):
+            load_target(str(bare))
+        with pytest.raises(ModelError, match=r"layer\(s\) \[99\] do not exist"):
+            from neurolabel.activations.models import check_layers
+
+            check_layers(bare_d, [99])
+    with pytest.raises(ModelError, match="does not exist"):
+        describe_target("/no/such/model")
+    with pytest.raises(ModelError, match="no config.json"):
+        describe_target(str(tmp_path))

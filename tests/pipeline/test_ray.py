@@ -115,7 +115,7 @@ def _differences(a, b, path="", *, rel=0.0):
 
 
 @pytest.mark.slow
-def test_label_run_on_ray_stores_what_a_local_run_stores(cluster, gpt2_dir, tmp_path):
+def test_label_run_on_ray_stores_what_a_local_run_stores(cluster, gpt2_dir, tmp_path, monkeypatch):
     from neurolabel.core.types import NeuronId
     from neurolabel.pipeline.run import run
     from neurolabel.pipeline.spec import RunSpec
@@ -128,6 +128,13 @@ def test_label_run_on_ray_stores_what_a_local_run_stores(cluster, gpt2_dir, tmp_
     local_url, ray_url = f"sqlite:///{tmp_path}/local.db", f"sqlite:///{tmp_path}/ray.db"
     local = run(spec, database_url=local_url, progress=False)
     on_ray = spec.model_copy(update={"ray_address": cluster.address})
+
+    def no_weights_here(*args, **kwargs):  # the actors record; the driver reads the model's config only
+        raise AssertionError("the Ray run's driver loaded the target model's weights")
+
+    from neurolabel.activations import models
+
+    monkeypatch.setattr(models, "load_target", no_weights_here)  # this process only: actors are processes of their own
     remote = run(on_ray, database_url=ray_url, progress=False)
     assert (remote.recorded, remote.processed, remote.explanations) == (local.recorded, local.processed,
                                                                         local.explanations) == (8, 8, 8)
