@@ -31,6 +31,8 @@ extrapolated before) is printed beside it.
     .venv/bin/python bench/pipeline.py --no-llm  # without the LLM simulator comparison
     .venv/bin/python bench/pipeline.py --no-llm --compare-embed  # + runs with --embed accepted and all
     .venv/bin/python bench/pipeline.py --no-llm --cache /work/pcache  # reuse the slice's recording
+    .venv/bin/python bench/pipeline.py --no-llm --set concept_induction.alternatives=[] \
+        --set concept_induction.class_search=false   # explainer parameters (here `label --fast`'s)
 
 ``--embed`` is the runs' label vector policy (default ``best``: each explainer's best-scored
 candidate); ``--compare-embed`` adds runs in worker processes with the other policies that embed
@@ -82,6 +84,9 @@ def main() -> None:
                          "baseline run in threads of one process")
     ap.add_argument("--store-every", type=int, default=None,
                     help="neurons per write (RunSpec.store_every; default the spec's)")
+    ap.add_argument("--set", dest="params", action="append", default=None, metavar="PLUGIN.PARAMETER=VALUE",
+                    help="an explainer parameter, as `neurolabel label --set` (repeatable), e.g. "
+                         "concept_induction.class_search=false")
     ap.add_argument("--embed", choices=("best", "accepted", "all", "none"), default="best",
                     help="label vector policy of the runs (RunSpec.embed)")
     ap.add_argument("--compare-embed", action="store_true",
@@ -99,9 +104,13 @@ def main() -> None:
     from neurolabel.storage.db import session_scope, upgrade
     from neurolabel.storage.queries import save_neuron_records
 
+    from neurolabel.service.cli_label import parse_params
+
     explainers = [t for t in ("concept_induction", "pmi") if t in EXPLAINERS]
     sims = resolve_simulators(explainers)
-    print(f"# bench/pipeline.py {'--quick ' if args.quick else ''}symbolic explainers={explainers} simulators={sims}")
+    by_tag = parse_params(args.params, explainers)
+    print(f"# bench/pipeline.py {'--quick ' if args.quick else ''}symbolic explainers={explainers} simulators={sims}"
+          + (f" parameters={by_tag}" if by_tag else ""))
     target = load_target("default")
     n_total = target.n_layers * target.n_units
 
@@ -136,8 +145,9 @@ def main() -> None:
     from neurolabel.pipeline.plugins import build
 
     t0 = time.perf_counter()
-    for tag in explainers:
-        build("explainer", tag)
+    configs = [{"kind": tag, **by_tag[tag]} if tag in by_tag else tag for tag in explainers]
+    for config in configs:
+        build("explainer", config)
     for tag in {*sims.values(), "lexical"}:
         build("simulator", tag)
     embed(["warm-up"])
@@ -164,7 +174,7 @@ def main() -> None:
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=records)
             # written every store_every neurons as in a whole-model run; the last write is counted apart
-            spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(explainers),
+            spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(configs),
                            processes=procs, embed=policy,
                            **({"store_every": args.store_every} if args.store_every else {}))
             runs[name] = _isolated(_measured_run, spec, url)

@@ -29,6 +29,7 @@ token-table ceiling measured in the same run, and how labels hold on other text.
     .venv/bin/python bench/quality.py --max-tokens 32768   # the issue's minimum corpus
     .venv/bin/python bench/quality.py --quick              # 12 neurons, small corpus
     .venv/bin/python bench/quality.py --corpus wordnet     # which default corpus makes labels that hold
+    .venv/bin/python bench/quality.py --set concept_induction.class_search=false   # explainer parameters
 """
 
 from __future__ import annotations
@@ -96,11 +97,15 @@ def _label(candidates: list[Explanation]) -> Explanation | None:
     return scored[choose_label([label_candidate(e, k) for k, e in enumerate(scored)])]
 
 
+PARAMS: dict[str, dict] = {}
+"""Explainer parameters by tag (``--set``)."""
+
+
 def _explain(tag: str, record: NeuronRecord) -> list[Explanation]:
     from neurolabel.pipeline.plugins import build
 
     try:
-        return build("explainer", tag).explain(record)
+        return build("explainer", {"kind": tag, **PARAMS[tag]} if tag in PARAMS else tag).explain(record)
     except ExplanationError as exc:
         log.info("%s %s: %s", record.neuron, tag, exc)
         return []
@@ -332,6 +337,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run (few classes, 12 neurons, small corpus)")
     ap.add_argument("--explainers", default="", help="comma-separated tags (default: every installed one)")
+    ap.add_argument("--set", dest="params", action="append", default=None, metavar="PLUGIN.PARAMETER=VALUE",
+                    help="an explainer parameter, as `neurolabel label --set` (repeatable), e.g. "
+                         "concept_induction.class_search=false")
     ap.add_argument("--layers", default="2,6,12,18,24,29", help="real neurons' layers")
     ap.add_argument("--units", type=int, default=25, help="units 0..N-1 of each layer (from --unit-offset)")
     ap.add_argument("--unit-offset", type=int, default=0,
@@ -360,11 +368,15 @@ def main() -> None:
     explainers = [t for t in args.explainers.split(",") if t] or [
         t for t in ("tokens", "token_tiers", "concept_induction", "pmi", "llm_summary") if t in EXPLAINERS]
     sims = resolve_simulators(explainers)
+    from neurolabel.service.cli_label import parse_params
+
+    PARAMS.update(parse_params(args.params, explainers))
     layers = [int(x) for x in args.layers.split(",")]
     units = list(range(args.unit_offset, args.unit_offset + args.units))
     if args.quick:
         layers, units, args.llm_neurons, args.max_tokens, args.cross_max_tokens = [6, 18], list(range(6)), 2, 8192, 8192
-    print(f"# bench/quality.py {'--quick ' if args.quick else ''}explainers={explainers} simulators={sims}")
+    print(f"# bench/quality.py {'--quick ' if args.quick else ''}explainers={explainers} simulators={sims}"
+          + (f" parameters={PARAMS}" if PARAMS else ""))
     t0 = time.perf_counter()
     if not args.skip_planted:
         planted(explainers, sims, n_classes=4 if args.quick else 10, noise=0.0 if args.quick else 0.05,

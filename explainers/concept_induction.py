@@ -118,6 +118,17 @@ adopted. Confirmed on the reported units 0-24 (full ``bench/quality.py``): 0.293
 recovery 5/10 as before."""
 
 
+FAST = {"alternatives": [], "class_search": False}
+"""Parameters of the first graded search alone (no :data:`ALTERNATIVES`, no class search; labels stored
+under version ``6-fast``): one candidate per neuron instead of ~6.5, for whole-model runs that must be
+quick (``neurolabel label --fast``). Measured (issue 15, idle 2-core machine with AMX): ``bench/pipeline.py
+--no-llm --no-record`` (480 neurons of layer 10, 2 worker processes, two alternating pairs) 27.2 / 28.0 ->
+13.9 / 14.0 ms/neuron, whole SmolLM2 21.0 / 21.5 -> 10.7 / 10.8 min of labelling (+ 3.3 min recording: 14.1
+min); ``bench/quality.py --explainers concept_induction,pmi`` (150 neurons, units 0-24): concept_induction's
+held-out mean 0.349 -> 0.316, the best label's 0.348 -> 0.320, across corpora 0.185 -> 0.158 (token table
+0.505 / 0.298 in the same runs). The default stays the full search."""
+
+
 @dataclass(frozen=True)
 class ExplainTokens:
     """Every token of a neuron's explain-split windows (each window once), in window order."""
@@ -161,6 +172,7 @@ class ConceptInductionExplainer:
         graded: GradedConfig | None = GRADED,
         alternatives: tuple[GradedConfig, ...] = ALTERNATIVES,
         backoff: bool = True,
+        class_search: bool = True,
     ) -> None:
         self.annotator = annotator
         """Token → class annotator (its ontology is searched); ``None`` = the default WordNet one,
@@ -173,13 +185,29 @@ class ConceptInductionExplainer:
         """Class-search settings."""
         self.graded = graded
         """Graded-search settings (``None``: class search only)."""
-        self.alternatives = alternatives
+        self.alternatives = tuple(a if isinstance(a, GradedConfig) else GradedConfig(**a) for a in alternatives)
         """Settings of further graded searches, each offered as a candidate after the first
         (when it differs from the candidates before it)."""
         self.backoff = backoff
         """Whether each label carries a back-off for the tokens none of its parts covers
         (``structured["kinds"]``: lexical kinds' deltas fitted on the explain-split random windows;
         see :data:`BACKOFF`)."""
+        self.class_search = class_search
+        """Whether the class search (:func:`ontology.induction.induce`) adds its expressions to the graded
+        searches' (it runs anyway when none of them found one). Off, with ``alternatives=[]``: the
+        graded search alone, a whole-model run's fast setting (see :data:`FAST`)."""
+        if (self.graded, self.alternatives, self.class_search) != (GRADED, ALTERNATIVES, True):
+            # labels of other searches are stored under their own version: a later run with the default
+            # searches labels the neurons again instead of counting them done
+            if (self.graded, self.alternatives, self.class_search) == (GRADED, (), False):
+                self.version = f"{type(self).version}-fast"
+            else:
+                import hashlib
+                import json
+
+                searches = json.dumps([asdict(g) for g in (*([graded] if graded else []), *self.alternatives)]
+                                      + [class_search], sort_keys=True)
+                self.version = f"{type(self).version}-{hashlib.sha256(searches.encode()).hexdigest()[:8]}"
 
     @classmethod
     def from_defaults(cls, annotator: Annotator | None = None, **kwargs: Any) -> "ConceptInductionExplainer":
@@ -199,13 +227,15 @@ class ConceptInductionExplainer:
     def params(self) -> dict[str, Any]:
         """Parameters stored with each explanation (made once per setting: every explanation of
         the explainer shares one mapping, which nothing mutates)."""
-        key = (self.fraction, self.negative_fraction, self.config, self.graded, self.alternatives, self.backoff)
+        key = (self.fraction, self.negative_fraction, self.config, self.graded, self.alternatives, self.backoff,
+               self.class_search)
         got = self.__dict__.get("_params")
         if got is None or got[0] != key:
             got = self.__dict__["_params"] = (key, {
                 "fraction": self.fraction, "negative_fraction": self.negative_fraction, **asdict(self.config),
                 "graded": asdict(self.graded) if self.graded is not None else None,
-                "alternatives": [asdict(g) for g in self.alternatives], "backoff": self.backoff})
+                "alternatives": [asdict(g) for g in self.alternatives], "backoff": self.backoff,
+                **({} if self.class_search else {"class_search": False})})
         return got[1]
 
     # ---- examples ----------------------------------------------------------------------------
@@ -304,10 +334,11 @@ class ConceptInductionExplainer:
             if g is not None:
                 cands.append(ClassExpression.join("or", g))
         pil, nil = pi.tolist(), ni.tolist()  # Python ints: a tuple indexed by NumPy integers is slower
-        hyps = induce(onto, [t.classes[i] for i in pil], [t.classes[i] for i in nil], self.config,
-                      positives_prev=[t.previous[i] for i in pil], negatives_prev=[t.previous[i] for i in nil],
-                      coverage=coverage_from_pairs(onto, pairs, len(t.activations), pi, ni) if pairs else None)
-        cands += [h.expression for h in hyps]
+        if self.class_search or not cands:
+            hyps = induce(onto, [t.classes[i] for i in pil], [t.classes[i] for i in nil], self.config,
+                          positives_prev=[t.previous[i] for i in pil], negatives_prev=[t.previous[i] for i in nil],
+                          coverage=coverage_from_pairs(onto, pairs, len(t.activations), pi, ni) if pairs else None)
+            cands += [h.expression for h in hyps]
         prior = self.graded.prior_count if self.graded is not None else 2.0
         found: list[tuple[float, int, dict]] = []
         seen: set[object] = set()

@@ -112,16 +112,26 @@ def parse_params(items: list[str] | None, tags: list[str]) -> dict[str, dict[str
 def build_spec(*, model: str, layers: list[int], units: list[int] | None, explainers: list[str], simulators: Any,
                corpus: str, options: dict, params: list[str] | None = None, ontology: str = "default",
                concurrency: int | None = None, retry_failed: bool = False, db: str | None = None,
-               ray_address: str | None = None, processes: int | str | None = None, embed: str | None = None) -> Any:
+               ray_address: str | None = None, processes: int | str | None = None, embed: str | None = None,
+               fast: bool = False) -> Any:
     """The run spec of ``neurolabel label``'s options (the CLI's one conversion into a run). The
     ontology may be ``default``, a name registered with ``neurolabel ontologies add`` or a file.
-    ``processes="auto"``: worker processes where they pay (:func:`pipeline.run.auto_processes`)."""
+    ``processes="auto"``: worker processes where they pay (:func:`pipeline.run.auto_processes`).
+    ``fast``: concept induction with :data:`explainers.concept_induction.FAST`'s parameters (its first
+    graded search alone) where ``params`` does not set them."""
     from neurolabel.pipeline.spec import RunSpec
 
     if isinstance(simulators, str):
         simulators = {"*": simulators}
     sims = dict(simulators or {})
     by_tag = parse_params(params, list(dict.fromkeys(explainers + [v for v in sims.values()])))
+    if fast:
+        if "concept_induction" not in explainers:
+            raise ConfigError("--fast: it sets concept_induction's searches, which is not among the explainers "
+                              f"({', '.join(explainers)})")
+        from neurolabel.explainers.concept_induction import FAST
+
+        by_tag["concept_induction"] = {**FAST, **by_tag.get("concept_induction", {})}
     for e, sim in list(sims.items()):
         sims[e] = {"kind": sim, **by_tag.get(sim, {})}
     spec = {"model": model, "layers": layers, "units": units, "corpus": corpus, "record": options,
@@ -238,6 +248,10 @@ def label(
                                    "every accepted one), all, or none "
                                    "(`neurolabel db reindex` embeds the best ones later). All are stored and "
                                    "found by full-text search."),
+    fast: bool = typer.Option(False, "--fast",
+                              help="Concept induction runs its first graded search alone (no further graded "
+                                   "searches, no class search): one candidate per neuron, ~half the CPU of a "
+                                   "symbolic run, fewer neurons labelled (README: whole-model runs)."),
     ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
                             help="Run on a Ray cluster: auto, HOST:PORT of its head, ray://HOST:10001, or local "
                                  "(default: NEUROLABEL_RAY_ADDRESS; unset = this process). Needs the ray extra."),
@@ -255,7 +269,8 @@ def label(
                       explainers=_tags(explainers), simulators=_parse_simulators(simulators), corpus=corpus,
                       options={"max_tokens": max_tokens, "top_k": top_k, "n_random": n_random}, params=params,
                       ontology=ontology, concurrency=concurrency, retry_failed=retry_failed, db=db,
-                      ray_address=ray or get_settings().ray_address, processes=processes, embed=embed)
+                      ray_address=ray or get_settings().ray_address, processes=processes, embed=embed,
+                      fast=fast)
     if spec.ray_address:
         from neurolabel.pipeline.distributed import require_ray
 

@@ -105,6 +105,45 @@ def test_graded_alternatives_are_offered_after_the_first(explainer):
     assert exps[0].params["alternatives"][0]["roles"] is False
 
 
+def test_fast_setting_runs_the_graded_search_alone(explainer):
+    """``class_search=False`` with ``alternatives=[]`` (:data:`FAST`, as ``neurolabel label --set``
+    gives them through the plugin builder): the first graded disjunction alone, the same as the full
+    explainer's first, stored under version ``6-fast``; without either, the class search's expressions
+    follow. Alternatives given as JSON mappings are graded settings; a mapping naming no setting is a
+    configuration error."""
+    from neurolabel.core.errors import ConfigError
+    from neurolabel.explainers.concept_induction import FAST
+    from neurolabel.pipeline.plugins import build
+
+    texts = [
+        ([" a", " dog", " with", " a", " bone", ")"], [0, 0, 8, 0, 0, 3]),
+        ([" the", " man", " with", " the", " hat", ")"], [0, 0, 9, 0, 0, 3]),
+        ([" she", " came", " with", " us", " (", "today", ")"], [0, 0, 1, 0, 0, 0, 4]),
+        ([" a", " cat", " with", " a", " tail", "."], [0, 0, 8, 0, 0, 0]),
+        ([" the", " house", " with", " a", " roof", ")"], [0, 0, 10, 0, 0, 2]),
+    ]
+    rec = NeuronRecord("m", NeuronId(0, 0), top=tuple(_window(t, a, i) for i, (t, a) in enumerate(texts)))
+    full = explainer.explain(rec)
+    fast = build("explainer", {"kind": "concept_induction", **FAST}).explain(rec)
+    assert len(fast) == 1 and fast[0].structured == full[0].structured and fast[0].text == full[0].text
+    assert fast[0].params["class_search"] is False and fast[0].params["alternatives"] == []
+    assert "class_search" not in full[0].params
+    # stored under their own version: a run with the default searches does not count FAST's neurons done
+    fast_explainer = build("explainer", {"kind": "concept_induction", **FAST})
+    assert (explainer.version, fast_explainer.version) == ("6", "6-fast") == (ConceptInductionExplainer.version,
+                                                                              ConceptInductionExplainer.version + "-fast")
+    other = ConceptInductionExplainer(explainer.annotator, alternatives=(), class_search=True).version
+    assert other.startswith("6-") and other not in ("6", "6-fast")
+    graded_and_class = ConceptInductionExplainer(explainer.annotator, alternatives=()).explain(rec)
+    no_class = ConceptInductionExplainer(explainer.annotator, alternatives=(), class_search=False).explain(rec)
+    assert len(no_class) == 1 < len(graded_and_class)
+    roles_free = build("explainer", {"kind": "concept_induction", "alternatives": [{"roles": False}],
+                                     "class_search": False}).explain(rec)
+    assert [e.structured for e in roles_free] == [e.structured for e in full[:len(roles_free)]]
+    with pytest.raises(ConfigError, match="concept_induction"):
+        build("explainer", {"kind": "concept_induction", "alternatives": [{"no_such_setting": 1}]})
+
+
 def test_first_choice_always_covers_a_positive(explainer):
     """Positives are rare words; every returned expression covers at least one of them."""
     top = (_window([" zebra", " and", " the", " giraffe", "."], [6, 0, 0, 0, 0], 1),

@@ -509,3 +509,35 @@ def test_runs_in_threads_of_one_process_share_the_settled_collector():
         assert gc.get_freeze_count() >= frozen > 0 and gc.get_threshold() == before
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.slow
+def test_fast_concept_induction_is_a_version_of_its_own(db_url, planted_records):
+    """A run with concept induction's FAST searches (``neurolabel label --fast``) stores one candidate per
+    neuron under version ``6-fast``; a later run with the default searches does not count those neurons
+    done and labels them again (both versions kept), and a FAST rerun skips them."""
+    from sqlalchemy import select
+
+    from neurolabel.explainers.concept_induction import FAST
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.models import ExplanationRow
+
+    _store(db_url, planted_records[:2])
+    kw = dict(model_spec="planted", layers=[0], units=[0, 1], database_url=db_url, progress=False)
+    fast = label_neurons(explainers=[{"kind": "concept_induction", **FAST}], **kw)
+    assert fast.processed == 2 and not fast.errors
+
+    def versions() -> dict[str, int]:
+        with session_scope(db_url) as session:
+            got: dict[str, int] = {}
+            for v in session.execute(select(ExplanationRow.explainer_version)).scalars():
+                got[v] = got.get(v, 0) + 1
+            return got
+
+    assert versions() == {"6-fast": 2}
+    full = label_neurons(explainers=["concept_induction"], **kw)
+    assert full.processed == 2 and full.skipped == 0
+    got = versions()
+    assert got["6-fast"] == 2 and got["6"] > 2
+    again = label_neurons(explainers=[{"kind": "concept_induction", **FAST}], **kw)
+    assert again.processed == 0 and again.skipped == 2

@@ -82,6 +82,25 @@ def test_cli_label_resolves_processes_auto(monkeypatch):
             build_spec(units=None, explainers=["pmi"], processes=bad, **common)
 
 
+def test_cli_label_fast_sets_concept_induction_searches():
+    """``neurolabel label --fast``: concept induction's FAST parameters, a ``--set`` of the same
+    parameter wins, and without concept induction among the explainers the flag is refused."""
+    from neurolabel.explainers.concept_induction import FAST
+    from neurolabel.service.cli_label import build_spec
+
+    common = dict(model="default", layers=[10], units=[0], simulators=None, corpus="default", options={})
+    spec = build_spec(explainers=["concept_induction", "pmi"], fast=True, **common)
+    by_kind = {c.kind: c.params for c in spec.explainers}
+    assert by_kind == {"concept_induction": FAST, "pmi": {}}
+    assert FAST == {"alternatives": [], "class_search": False}
+    spec = build_spec(explainers=["concept_induction"], fast=True, params=["concept_induction.class_search=true"],
+                      **common)
+    assert spec.explainers[0].params == {"alternatives": [], "class_search": True}
+    assert build_spec(explainers=["concept_induction"], **common).explainers[0].params == {}
+    with pytest.raises(ConfigError, match="--fast.*concept_induction"):
+        build_spec(explainers=["pmi"], fast=True, **common)
+
+
 def test_cores_follow_a_cgroup_cpu_quota(tmp_path):
     import os
 
