@@ -122,9 +122,8 @@ FAST = {"alternatives": [], "class_search": False}
 """Parameters of the first graded search alone (no :data:`ALTERNATIVES`, no class search; labels stored
 under version ``6-fast``): one candidate per neuron instead of ~6.5, for whole-model runs that must be
 quick (``neurolabel label --fast``). Measured (issue 15, idle 2-core machine with AMX): ``bench/pipeline.py
---no-llm --no-record`` (480 neurons of layer 10, 2 worker processes, two alternating pairs) 27.2 / 28.0 ->
-13.9 / 14.0 ms/neuron, whole SmolLM2 21.0 / 21.5 -> 10.7 / 10.8 min of labelling (+ 3.3 min recording: 14.1
-min); ``bench/quality.py --explainers concept_induction,pmi`` (150 neurons, units 0-24): concept_induction's
+--no-llm`` (480 neurons of layer 10, 2 worker processes, three alternating pairs) 27.2 / 28.0 / 33.0 ->
+13.9 / 14.0 / 15.7 ms/neuron, whole SmolLM2 with the record pass 23.0-27.6 -> 12.7-14.2 min; ``bench/quality.py --explainers concept_induction,pmi`` (150 neurons, units 0-24): concept_induction's
 held-out mean 0.349 -> 0.316, the best label's 0.348 -> 0.320, across corpora 0.185 -> 0.158 (token table
 0.505 / 0.298 in the same runs). The default stays the full search."""
 
