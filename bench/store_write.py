@@ -1,11 +1,11 @@
-"""Cost of one labelling-run write (``pipeline.run.store`` of 32 neurons' scored explanations) as
-the label database grows towards a whole model's: a whole-model run of SmolLM2-135M writes ~1,440
-batches of 32 neurons into one database that ends with ~440,000 explanations, so a write whose
-cost grows with the table makes the run quadratic.
+"""Cost of one labelling-run write (``pipeline.run.store`` of ``RunSpec.store_every``'s 128 neurons'
+scored explanations) as the label database grows towards a whole model's: a whole-model run of
+SmolLM2-135M writes 360 batches of 128 neurons into one database that ends with ~440,000
+explanations, so a write whose cost grows with the table makes the run quadratic.
 
 The database (SQLite by default, ``--db`` a PostgreSQL URL) is filled by bulk inserts with
 ``--neurons`` neurons of one model and ``--per-neuron`` explanations each (as a run leaves them:
-two explainers, ranks 0…, a score and a vector for the best-scored one), then the same 32-neuron
+two explainers, ranks 0…, a score and a vector for the best-scored one), then the same 128-neuron
 write of real explanations (concept induction and PMI on real SmolLM2 neurons of layer 10: a
 recorded slice from ``bench/pipeline.py --cache``, else 16 neurons recorded here over 4,096
 tokens) is timed at each size on neurons not written before: CPU seconds of this process
@@ -37,8 +37,10 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-BATCH = 32
-"""Neurons per write (``RunSpec.store_every``)."""
+from neurolabel.pipeline.spec import RunSpec  # noqa: E402
+
+BATCH = RunSpec().store_every
+"""Neurons per timed write, as a labelling run writes them (``RunSpec.store_every``, 128)."""
 
 
 def hash_embedder(texts):
