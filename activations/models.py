@@ -207,6 +207,9 @@ class TargetInfo:
     n_layers: int
     n_units: int
     unit_map: dict = field(default_factory=dict)
+    vocab_size: int = 0
+    """The config's vocabulary size (the tokenizer may add a few tokens): what a recording's per-type token
+    sums are sized by (:func:`pipeline.run.record_passes`)."""
 
 
 def describe_target(spec: str = "default") -> TargetInfo:
@@ -228,7 +231,8 @@ def describe_target(spec: str = "default") -> TargetInfo:
         raise ModelError(f"cannot build the model of {str(path)!r} from its config: {exc}") from exc
     n_layers = len(_get_attr(model.base_model, unit.layers))
     return TargetInfo(name=name, source=str(path), architecture=arch, n_layers=n_layers,
-                      n_units=unit.n_units(config), unit_map=_unit_map(arch))
+                      n_units=unit.n_units(config), unit_map=_unit_map(arch),
+                      vocab_size=int(getattr(config, "vocab_size", 0) or 0))
 
 
 def load_target(spec: str = "default", *, device: str = "auto") -> TargetModel:

@@ -658,6 +658,24 @@ def token_types_tracked(vocab_size: int, n_columns: int, budget_mb: float) -> in
     return max(0, min(int(vocab_size), int(budget_mb * 2**20 // (4 * n_columns)) - 1))
 
 
+def layer_state_bytes(n_units: int, *, vocab_size: int, top_k: int = 20, n_random: int = 40,
+                      n_quantile_bins: int = 5, per_bin: int = 2, window_tokens: int = 64,
+                      token_stats_mb: float = 256.0, **_: Any) -> int:
+    """Bytes of the recording state (:meth:`Recording.state_bytes`) per recorded layer of
+    ``n_units`` units, with :func:`record_activations`'s options, when each layer's per-type
+    token sums get ``token_stats_mb`` (a pass over several layers is given that budget times its
+    layers: the same types tracked as one layer alone). Planning passes over layer groups
+    (:func:`pipeline.run.record_missing`), not an allocation."""
+    k, T, U = top_k, window_tokens, n_units
+    R = max(n_random, 2 * n_quantile_bins * per_bin, 1)
+    tracked = token_types_tracked(vocab_size, U, token_stats_mb)
+    return (2 * U * k * (4 + 8)  # top_vals, top_ids
+            + 2 * U * k * T * 4  # top_acts
+            + R * U * 4 + R * T * U * 4  # res_max, res_acts
+            + U * (8 + 8 + 4 + 4 + 8)  # mean, m2, vmax, vmin, active
+            + ((tracked + 1) * U * 4 if tracked else 0))  # tok_sum (tok_count is shared: [V + 1])
+
+
 def _batched(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]]:
     batch: list[Window] = []
     for w in windows:

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     label_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Precision label texts are embedded at (:func:`lm.embeddings.label_precision`): ``auto``
     takes bfloat16 where the CPU has AMX tiles, else float32."""
+    record_memory_mb: int | None = Field(default=None, ge=1)
+    """Memory a labelling run's recording state may take per corpus pass (MB): it records as many
+    layers in one pass as fit (:func:`pipeline.run.record_passes`; at least one). ``None``: a third of
+    the memory available when the run starts (``MemAvailable``), 4,096 where that cannot be read."""
     neuron_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     """Pause after each neuron a labelling run explains (seconds): throttles a run on a shared
     machine; the crash-recovery tests use it so that a kill lands mid-job."""

@@ -264,16 +264,65 @@ def record_missing(spec: RunSpec, *, database_url: str, progress: bool, summary:
         with session_scope(database_url) as session:
             upsert_model(session=session, name=target.name, architecture=target.architecture, source=target.source,
                          unit_map=target.unit_map, n_layers=target.n_layers, n_units=target.n_units)
+        options = spec.record.kwargs()
+        per_layer_mb = TOKEN_STATS_MB
         with (recorder() if recorder is not None else _LocalRecorder(target)) as rec:
-            for layer, miss in sorted(missing.items()):  # one corpus pass per layer: bounded memory
+            for group, miss in record_passes(missing, target=target, options=options):
                 t0 = time.perf_counter()
-                recording = rec.record(spec.corpus, layers=[layer], units=miss, progress=progress,
-                                       **spec.record.kwargs())
-                with session_scope(database_url) as session:
-                    summary.recorded += save_neuron_records(session=session, records=recording.records([layer]))
+                # the token-type sums get each layer's budget: a layer's record is the same in any pass
+                recording = rec.record(spec.corpus, layers=group, units=miss, progress=progress,
+                                       token_stats_mb=per_layer_mb * len(group), **options)
+                for layer in group:  # stored layer by layer: a crash keeps the layers written
+                    with session_scope(database_url) as session:
+                        summary.recorded += save_neuron_records(session=session, records=recording.records([layer]))
                 summary.times.record_s += time.perf_counter() - t0
                 del recording
     return sorted(wanted)
+
+
+TOKEN_STATS_MB = 256.0
+"""Memory of each recorded layer's per-token-type sums (``record_activations``'s ``token_stats_mb`` for one layer)."""
+
+
+def record_memory_mb() -> float:
+    """The memory one corpus pass's recording state may take: ``settings.record_memory_mb``, else a
+    third of ``MemAvailable`` (4,096 MB where it cannot be read)."""
+    from neurolabel.core.settings import get_settings
+
+    got = get_settings().record_memory_mb
+    if got is not None:
+        return float(got)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024 / 3
+    except OSError:
+        pass
+    return 4096.0
+
+
+def record_passes(missing: Mapping[int, Sequence[int]], *, target: Any, options: Mapping[str, Any],
+                  budget_mb: float | None = None) -> list[tuple[list[int], list[int]]]:
+    """``(layers, units)`` of each corpus pass that records the ``missing`` units per layer: layers
+    with the same missing units, in order, as many per pass as their recording state fits in
+    ``budget_mb`` (default :func:`record_memory_mb`; at least one layer per pass). One pass per
+    layer, as runs recorded before, forwards the corpus through the model up to each layer again:
+    30 passes for SmolLM2's 30 layers took ~33 min where one pass over all of them takes ~2."""
+    from neurolabel.activations.record import layer_state_bytes
+
+    budget = (record_memory_mb() if budget_mb is None else budget_mb) * 2**20
+    tokenizer = getattr(target, "tokenizer", None)  # a TargetInfo (the model recorded elsewhere) has its config's
+    vocab = len(tokenizer) if tokenizer is not None else int(getattr(target, "vocab_size", 0))
+    out: list[tuple[list[int], list[int]]] = []
+    for layer, units in sorted(missing.items()):
+        units = list(units)
+        per_layer = layer_state_bytes(len(units), vocab_size=vocab, token_stats_mb=TOKEN_STATS_MB, **options)
+        if out and out[-1][1] == units and (len(out[-1][0]) + 1) * per_layer <= budget:
+            out[-1][0].append(layer)
+        else:
+            out.append(([layer], units))
+    return out
 
 
 class _LocalRecorder:

@@ -1,0 +1,115 @@
+"""A labelling run records the missing layers in as few corpus passes as its memory budget allows, and
+each layer's stored records are the same as from a pass over that layer alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from neurolabel.core.types import NeuronId
+from tests.activations.tiny import tiny_gpt2_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    from neurolabel.activations.models import load_target
+
+    path = tiny_gpt2_dir(tmp_path_factory.mktemp("models"))
+    return path, load_target(str(path))
+
+
+def test_passes_group_layers_with_the_same_units_within_the_budget(gpt2):
+    from neurolabel.activations.record import layer_state_bytes
+    from neurolabel.pipeline.run import record_passes
+
+    _, target = gpt2
+    units = list(range(128))
+    per_layer_mb = layer_state_bytes(128, vocab_size=len(target.tokenizer)) / 2**20
+    every = {0: units, 1: units, 2: units}
+    assert record_passes(every, target=target, options={}, budget_mb=3 * per_layer_mb) == [([0, 1, 2], units)]
+    assert record_passes(every, target=target, options={}, budget_mb=2.5 * per_layer_mb) == [([0, 1], units),
+                                                                                            ([2], units)]
+    # less than one layer's state: one layer per pass all the same
+    assert record_passes(every, target=target, options={}, budget_mb=1.0) == [([0], units), ([1], units),
+                                                                              ([2], units)]
+    mixed = {2: [5], 0: [0, 1], 1: [0, 1]}
+    assert record_passes(mixed, target=target, options={}, budget_mb=10_000) == [([0, 1], [0, 1]), ([2], [5])]
+    # larger windows and more top windows take more memory per layer: fewer layers per pass
+    big = layer_state_bytes(128, vocab_size=len(target.tokenizer), top_k=40, window_tokens=128)
+    assert big > per_layer_mb * 2**20
+    assert len(record_passes(every, target=target, options={"top_k": 40, "window_tokens": 128},
+                             budget_mb=3 * per_layer_mb)) == 2
+    # the model recorded elsewhere (a Ray run's driver): its config's vocabulary sizes the token sums
+    from neurolabel.activations.models import describe_target
+
+    info = describe_target(str(gpt2[0]))
+    assert info.vocab_size > 0 and abs(info.vocab_size - len(target.tokenizer)) < 100
+    assert record_passes(every, target=info, options={}, budget_mb=2.5 * per_layer_mb) == [([0, 1], units),
+                                                                                          ([2], units)]
+
+
+def test_layer_state_bytes_is_the_recording_state_per_layer(gpt2):
+    """The estimate a run plans its passes with equals what a recording holds (token counts aside)."""
+    from neurolabel.activations.record import layer_state_bytes, record_activations
+
+    _, target = gpt2
+    for layers in ([1], [0, 1, 2]):
+        rec = record_activations(target, "default", layers=layers, units=None, max_tokens=1024, progress=False,
+                                 token_stats_mb=256.0 * len(layers))
+        shared = rec.state.tok_count.numel() * rec.state.tok_count.element_size()
+        assert rec.state_bytes() - shared == len(layers) * layer_state_bytes(128, vocab_size=len(target.tokenizer))
+
+
+def test_one_pass_stores_the_records_of_a_pass_per_layer(gpt2, tmp_path, monkeypatch):
+    """Recorded in one pass over three layers (a large budget) or in three passes (a budget under one
+    layer's state), every stored record is the same; the run makes one or three corpus passes."""
+    from neurolabel.core.settings import get_settings
+    from neurolabel.pipeline.run import LabelSummary, _LocalRecorder, model_name, record_missing
+    from neurolabel.pipeline.spec import RunSpec
+    from neurolabel.storage.db import session_scope, upgrade
+    from neurolabel.storage.reads import load_neuron_record
+
+    import neurolabel.pipeline.run as run_mod
+    from neurolabel.activations.record import token_types_tracked
+
+    path, target = gpt2
+    # each layer's token sums bounded to 1 MB: fewer types than the vocabulary, so a pass over three layers
+    # tracks as many as a pass over one only when it is given three layers' budget
+    monkeypatch.setattr(run_mod, "TOKEN_STATS_MB", 1.0)
+    tracked = token_types_tracked(len(target.tokenizer), 12, 1.0)
+    assert tracked < len(target.tokenizer)
+    passes: list[list[int]] = []
+
+    class Counting(_LocalRecorder):
+        def record(self, corpus, **kwargs):
+            passes.append(list(kwargs["layers"]))
+            return super().record(corpus, **kwargs)
+
+    spec = RunSpec.parse({"model": str(path), "layers": [0, 1, 2], "units": list(range(12)),
+                          "record": {"max_tokens": 2048}})
+    stored = {}
+    for budget in ("10000", "1"):
+        monkeypatch.setenv("NEUROLABEL_RECORD_MEMORY_MB", budget)
+        get_settings.cache_clear()
+        try:
+            passes.clear()
+            url = f"sqlite:///{tmp_path}/budget-{budget}.db"
+            upgrade(url)
+            summary = LabelSummary(model=model_name(spec.model))
+            record_missing(spec, database_url=url, progress=False, summary=summary,
+                           recorder=lambda: Counting(target))
+            assert summary.recorded == 36
+            stored[budget] = passes[:]
+            with session_scope(url) as session:
+                stored[budget, "records"] = [load_neuron_record(session=session, model=summary.model,
+                                                                neuron=NeuronId(layer, unit))
+                                             for layer in range(3) for unit in range(12)]
+        finally:
+            monkeypatch.delenv("NEUROLABEL_RECORD_MEMORY_MB")
+            get_settings.cache_clear()
+    assert stored["10000"] == [[0, 1, 2]] and stored["1"] == [[0], [1], [2]]
+    one, three = stored["10000", "records"], stored["1", "records"]
+    assert all(r is not None for r in one) and one == three
+    assert all(r.token_stats is not None and r.token_stats.tokens and r.token_stats.tracked_types == tracked
+               for r in one)
