@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -675,6 +676,13 @@ def _worker_start(work: _Work) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run and shuts the pool down
     _limit_blas()  # as the parent set it before the fork; said again in case the library re-reads it
+    if "torch" in sys.modules:
+        # one torch thread per worker: a parallel region in a child forked after the parent ran its own
+        # (a run that recorded its neurons first) waits for OpenMP threads the fork did not copy, forever
+        # (the embedding simulator's MiniLM hung a whole-model run's workers); a worker is one core anyway
+        import torch
+
+        torch.set_num_threads(1)
     _process_work[:] = [work]
 
 

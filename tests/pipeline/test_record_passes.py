@@ -113,3 +113,53 @@ def test_one_pass_stores_the_records_of_a_pass_per_layer(gpt2, tmp_path, monkeyp
     assert all(r is not None for r in one) and one == three
     assert all(r.token_stats is not None and r.token_stats.tokens and r.token_stats.tracked_types == tracked
                for r in one)
+
+
+_FORKED_TORCH = """
+import sys
+import torch
+from neurolabel.pipeline import run as run_mod
+
+torch.set_num_threads(2)
+x = torch.randn(256, 64, 384)
+for _ in range(10):  # the parent's parallel regions, as a run that records its neurons first runs them
+    torch.nn.functional.layer_norm(x, (384,))
+
+
+def in_worker(neuron, todo):  # what the embedding simulator's MiniLM does in a worker
+    y = torch.randn(256, 64, 384)
+    for _ in range(3):
+        torch.nn.functional.layer_norm(y, (384,))
+    return torch.get_num_threads()
+
+
+run_mod._in_process = in_worker
+plugins = run_mod.Plugins(explainers={}, simulators={}, scorer=None, ontology=None, versions={}, ontologies={})
+work = run_mod._Work(plugins=plugins, model="m", database_url="sqlite://")
+with run_mod._ProcessPool(2, work) as pool:
+    print("threads", [pool.submit(work, None, []).result() for _ in range(4)])
+"""
+
+
+def test_worker_processes_run_torch_after_the_parent_did(tmp_path):
+    """A run's worker processes are forked after the run recorded in its own process (torch's parallel
+    regions on two threads): torch work in a worker (the embedding simulator) must finish, not wait for
+    OpenMP threads the fork did not copy (a whole-model run hung so). Run in a subprocess: a hang fails
+    it at the timeout instead of stopping the suite."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "forked_torch.py"
+    script.write_text(_FORKED_TORCH)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: a hang is killed with its workers
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the worker processes hung in torch's layer_norm")
+    assert proc.returncode == 0, err[-2000:]
+    assert "threads [1, 1, 1, 1]" in out
