@@ -9,7 +9,13 @@ Stages, measured in this run on the default model:
   then ``--tokens`` tokens are measured and scaled linearly to the rest of the pipeline's 100,000
   tokens (the rate does not change with length: 844 / 863 / 864 tokens/s at 4,096 / 16,384 /
   100,000 tokens, each after a first call; 100,000 took 115.7 s). Before, the one measured call was the cold first one and
-  its extrapolation (~3.3 min) overstated a 100,000-token recording by ~1.4 min;
+  its extrapolation (~3.3 min) overstated a 100,000-token recording by ~1.4 min. ``label`` makes as
+  few passes as its memory budget allows (:func:`pipeline.run.record_passes`: two on a 24 GB
+  machine, the second forwarding the corpus through every layer again); plus storing the records
+  (``save_neuron_records`` of the labelled slice's records into SQLite, scaled to every neuron),
+  which the bench left out before. This is still an extrapolation from layer 10: ``neurolabel
+  label --layers 0-29 --fast`` measured end to end took 31.9 min where this bench gave 12.7-14.2
+  (2026-11-30; storing records ~8 min, other layers cost more to label than layer 10);
 - load / explain / score / store: ``pipeline.run.run`` on ``--warm`` + ``--neurons`` neurons of
   layer 10 (default 352 + 128), recorded first as ``neurolabel label`` records them (the recorder's
   defaults over ``--slice-tokens``, default the pipeline's 100,000 tokens: explaining and scoring
@@ -174,14 +180,17 @@ def main() -> None:
     if processes == 1:
         plan = [p for p in plan if p[0] != "threads"]
     runs: dict[str, dict] = {}
+    save_s: list[float] = []  # storing the slice's records, as `label` stores what it recorded
     with tempfile.TemporaryDirectory() as tmp:
         # the same neurons labelled by each run, each run in a child forked from this process as it is now
         # (plugins built, no neuron seen): a run's memos start as a fresh whole-model run's do, whatever ran before
         for name, procs, policy in plan:
             url = f"sqlite:///{tmp}/bench-{name.replace(' ', '-').replace('=', '-')}.db"
             upgrade(url)
+            t0 = time.perf_counter()
             with session_scope(url) as session:
                 save_neuron_records(session=session, records=records)
+            save_s.append(time.perf_counter() - t0)
             # written every store_every neurons as in a whole-model run; the last write is counted apart
             spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(configs),
                            processes=procs, embed=policy,
@@ -257,8 +266,13 @@ def main() -> None:
     t_cold = (s["done"][n_warm - 1] - s["t_loop"]) if n_warm else 0.0
     rate = steady_ms(s) / 1000
     label_s = t_cold + rate * (n_total - n_warm) + sm.final_write_s
+    save_full = min(save_s) / len(records) * n_total if not args.no_record else 0.0
+    print(f"storing records  {1000 * min(save_s) / len(records):.2f} ms/neuron ({len(records)} records, SQLite) -> "
+          f"{save_full / 60:.1f} min for {n_total} (`label` stores what it records; counted below)")
+    t_rec_full += save_full
     total = t_rec_full + once + label_s
-    print(f"extrapolated by the run's wall time: {n_total} neurons = record {t_rec_full / 60:.1f} min + label "
+    print(f"extrapolated by the run's wall time: {n_total} neurons = record (one pass) and store records "
+          f"{t_rec_full / 60:.1f} min + label "
           f"({n_warm} warm-up neurons {t_cold:.1f} s + {1000 * rate:.1f} ms/neuron x {n_total - n_warm} + last write "
           f"{sm.final_write_s:.1f} s) {label_s / 60:.1f} min + once {once:.1f} s -> {total / 60:.1f} min on this "
           f"machine (target <= 15 min: {'MET' if total <= 900 else 'NOT MET'}; {total / 900:.2f}x the target); the "
