@@ -11,6 +11,7 @@ the whole label. Bad data raises
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -22,7 +23,8 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import (JSON, Column, Float, Integer, MetaData, String, Table, TypeDecorator, and_, case, delete,
+                        func, or_, select, tuple_, update)
 from sqlalchemy.orm import Session
 
 from neurolabel.core.errors import StorageError
@@ -32,6 +34,11 @@ from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRo
 from neurolabel.storage.search_text import search_text
 
 log = logging.getLogger(__name__)
+
+try:
+    from orjson import dumps as _orjson_dumps
+except ImportError:  # pragma: no cover - orjson is a dependency; the standard library writes the same values
+    _orjson_dumps = None
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 """Turns texts into normalised float32 vectors, shape ``(n, 384)``; the writes hand it labels'
@@ -193,7 +200,62 @@ def token_stats_to_dict(ts: TokenStats | None, where: str) -> dict[str, Any] | N
     return token_stats_to_json(ts)
 
 
-def _example_rows(record: NeuronRecord, where: str) -> list[dict[str, Any]]:
+class _EncodedJSON(TypeDecorator):
+    """A JSON column written with values already encoded as JSON text (:func:`_example_rows`
+    encodes each window's tokens once per write and its activations with orjson): stored as given,
+    read back as any JSON column (on PostgreSQL the bind still carries its ``::JSON`` cast)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> None:
+        return None
+
+
+_EXAMPLES = Table(
+    "examples", MetaData(),
+    Column("id", Integer, primary_key=True), Column("neuron_id", Integer), Column("kind", String(16)),
+    Column("position", Integer), Column("split", String(16)), Column("window_id", Integer),
+    Column("quantile", Integer), Column("tokens", _EncodedJSON), Column("activations", _EncodedJSON),
+    Column("max_activation", Float),
+)
+"""The ``examples`` table as :func:`save_neuron_records` writes it: ``storage.models.Example``'s
+columns with ``tokens`` and ``activations`` bound as encoded JSON text."""
+
+
+_TOKENS_MEMO_MAX = 100_000
+"""Encoded windows :func:`save_neuron_records` keeps per call (a SmolLM2 layer's records share ~5,000)."""
+
+
+def _dumps(value: list) -> str:
+    """JSON text of a list of finite floats or of strings: orjson's (the shortest form that reads
+    back to the same float, as ``json.dumps``), the standard library's for what orjson refuses
+    (a lone surrogate in a token)."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(value).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    return json.dumps(value)
+
+
+def _activations(window: ActivationRecord, where: str) -> list[float]:
+    """The window's activations as finite floats (``StorageError`` naming the first bad one)."""
+    try:
+        acts = list(map(float, window.activations))
+        if math.isfinite(sum(acts)):  # one C loop; a NaN or an infinity makes the sum non-finite
+            return acts
+    except (TypeError, ValueError):
+        pass
+    # name the bad value (a finite sum can also overflow: then every value passes)
+    return [_finite(a, f"{where}: activation {i}") for i, a in enumerate(window.activations)]
+
+
+def _example_rows(record: NeuronRecord, where: str, tokens_json: dict[tuple, str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The rows of ``record``'s windows with ``tokens`` and ``activations`` encoded as JSON text;
+    ``tokens_json`` memoises a window's encoded tokens (the windows of a layer's neurons repeat)."""
+    memo = {} if tokens_json is None else tokens_json
     rows = []
     for kind in _KINDS:
         for pos, window in enumerate(record.windows(kind)):
@@ -204,9 +266,23 @@ def _example_rows(record: NeuronRecord, where: str) -> list[dict[str, Any]]:
                 raise StorageError(
                     f"{w}: {len(window.tokens)} tokens but {len(window.activations)} activations"
                 )
-            acts = [_finite(a, f"{w}: activation {i}") for i, a in enumerate(window.activations)]
+            acts = _activations(window, w)
             if window.split not in _SPLITS:
                 raise StorageError(f"{w}: split {window.split!r} is not one of {_SPLITS}")
+            tokens = window.tokens
+            try:
+                encoded = memo.get(tokens) if isinstance(tokens, tuple) else None
+            except TypeError:  # an unhashable token
+                encoded = None
+            if encoded is None:
+                encoded = _dumps([str(t) for t in tokens])
+                if isinstance(tokens, tuple):
+                    if len(memo) >= _TOKENS_MEMO_MAX:
+                        memo.clear()
+                    try:
+                        memo[tokens] = encoded
+                    except TypeError:
+                        pass
             rows.append(
                 {
                     "kind": kind,
@@ -214,8 +290,8 @@ def _example_rows(record: NeuronRecord, where: str) -> list[dict[str, Any]]:
                     "split": window.split,
                     "window_id": int(window.window_id),
                     "quantile": window.quantile,
-                    "tokens": [str(t) for t in window.tokens],
-                    "activations": acts,
+                    "tokens": encoded,
+                    "activations": _dumps(acts),
                     "max_activation": max(acts) if acts else 0.0,
                 }
             )
@@ -237,6 +313,7 @@ def save_neuron_records(
     a large write never holds one long transaction. ``commit=False`` leaves committing to the
     caller (one transaction, e.g. an import)."""
     total = 0
+    tokens_json: dict[tuple, str] = {}  # each window's tokens encoded once per call
     for batch in _batches(records, max(1, batch_size)):
         latest: dict[tuple[str, int, int], tuple[dict, list[dict]]] = {}
         for rec in batch:
@@ -246,7 +323,7 @@ def save_neuron_records(
             where = _record_name(*key)
             if key[1] < 0 or key[2] < 0:
                 raise StorageError(f"{where}: layer and index must be >= 0")
-            latest[key] = (stats_to_dict(rec.stats, where), _example_rows(rec, where),
+            latest[key] = (stats_to_dict(rec.stats, where), _example_rows(rec, where, tokens_json),
                            token_stats_to_dict(rec.token_stats, where), [str(t) for t in rec.prefix])
         model_ids = ensure_models(session=session, names={k[0] for k in latest})
         now = utcnow()
@@ -275,7 +352,7 @@ def save_neuron_records(
             {"neuron_id": ids[key], **row} for key in sorted(latest) for row in latest[key][1]
         ]
         if example_rows:
-            ex = dialect_insert(session, Example)
+            ex = dialect_insert(session, _EXAMPLES)
             ex = ex.on_conflict_do_update(
                 index_elements=["neuron_id", "kind", "position"],
                 set_={

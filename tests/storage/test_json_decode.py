@@ -43,3 +43,29 @@ def test_window_tokens_and_activations_read_back_exactly(migrated_url: str) -> N
         got = q.load_neuron_record(session=s, model="tiny", neuron=NeuronId(0, 0))
     assert got == rec
     assert got.top[0].tokens == odd.tokens and got.top[0].activations == odd.activations
+
+
+def test_windows_written_as_encoded_json_read_back_exactly(migrated_url: str) -> None:
+    """save_neuron_records encodes a window's tokens once per write and its activations with orjson,
+    the standard library where orjson refuses (a lone surrogate): every value reads back as it was,
+    finite values whose sum overflows included, and the same tokens shared by two windows."""
+    import numpy as np
+
+    rec = record(0, 0)
+    split = rec.top[0].split
+    tokens = ("\ud800", " x", "日本", "\u2028", "", "<|im_start|>")
+    huge = ActivationRecord(tokens=tokens, activations=(1e308, 1e308, -0.0, 5e-324, 1, np.float64(0.25)),
+                            window_id=7, split=split, kind="top")
+    twin = ActivationRecord(tokens=tuple(tokens), activations=(0.5,) * 6, window_id=7, split=split, kind="top")
+    rec = replace(rec, top=(huge, twin, *rec.top[2:]))
+    with db.session_scope(migrated_url) as s:
+        q.upsert_model(session=s, name="tiny", architecture="LlamaForCausalLM", source="test",
+                       unit_map={"mlp": "model.layers.{layer}.mlp.act_fn"}, n_layers=2, n_units=8)
+        q.save_neuron_records(session=s, records=[rec])
+    with db.session_scope(migrated_url) as s:
+        got = q.load_neuron_record(session=s, model="tiny", neuron=NeuronId(0, 0))
+    assert got.top[0].tokens == tokens and got.top[1].tokens == tokens
+    assert got.top[0].activations == (1e308, 1e308, -0.0, 5e-324, 1.0, 0.25)
+    assert math.copysign(1.0, got.top[0].activations[2]) == -1.0
+    assert got.top[1:] == rec.top[1:]
+    assert max(got.top[0].activations) == 1e308
