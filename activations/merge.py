@@ -54,8 +54,8 @@ def portable(recording: Recording) -> Recording:
     cpu = _on(st, "cpu")
     names: dict[int, str] = {}
     if st.tok_count is not None and recording.token_stats_top > 0:
-        V = st.tok_count.shape[0] - 1
-        seen = (cpu.tok_count[:V] > 0).nonzero().squeeze(1).tolist()
+        rows = (cpu.tok_count[1:] > 0).nonzero().squeeze(1) + 1  # row 0: the untracked types
+        seen = cpu.tok_types[rows].tolist()  # the rows' token ids
         names = dict(zip(seen, recording.decode(seen))) if seen else {}
     return replace(recording, state=cpu, decode=TokenTable(names))
 
@@ -80,6 +80,8 @@ def merge_recordings(parts: Sequence[Recording]) -> Recording:
     states = [p.state for p in full]
     dev = states[0].top_vals.device
     states = [_on(s, dev) for s in states]
+    if len({s.tok_types is None for s in states}) > 1 or len({s.tracked_types for s in states}) > 1:
+        raise ModelError("cannot merge recordings with and without token statistics, or tracking different types")
     k = first.top_k
     # top-k per split: the k first of the union in (max desc, id asc) order
     vals = torch.cat([s.top_vals for s in states], dim=2)  # [2, LU, n*k]
@@ -116,7 +118,7 @@ def merge_recordings(parts: Sequence[Recording]) -> Recording:
         vmin=torch.stack([s.vmin for s in states]).amin(dim=0),
         active=torch.stack([s.active for s in states]).sum(dim=0),
         count=count,
-        tok_sum=_add(s.tok_sum for s in states), tok_count=_add(s.tok_count for s in states),
+        **_token_sums(states), tracked_types=states[0].tracked_types,
     )
     res_ids = [wid for _, wid, _, _ in pool]
     kept = set(res_ids) | set(top_ids.unique().tolist())
@@ -129,17 +131,29 @@ def merge_recordings(parts: Sequence[Recording]) -> Recording:
 
 
 def _on(state: _State, dev: Any) -> _State:
-    return _State(**{f: (getattr(state, f).to(dev) if f != "count" and getattr(state, f) is not None
+    return _State(**{f: (getattr(state, f).to(dev) if hasattr(getattr(state, f), "to")
                          else getattr(state, f)) for f in _State.__dataclass_fields__})
 
 
-def _add(tensors: Any) -> Any:
-    out = None
-    for t in tensors:
-        if t is None:
-            return None
-        out = t.clone() if out is None else out + t
-    return out
+def _token_sums(states: Sequence[_State]) -> dict[str, Any]:
+    """The shards' per-type sums added up: a row per type any shard saw (each shard numbers its
+    rows in the order it first saw the types; the merged rows are in token-id order), row 0 for the
+    untracked types; each shard's rows added in the shards' order."""
+    import torch
+
+    if states[0].tok_types is None:
+        return {"tok_sum": None, "tok_count": None, "tok_types": None}
+    union = sorted({t for s in states for t in s.tok_types[1:].tolist()})
+    row = {t: r for r, t in enumerate(union, start=1)}
+    first = states[0].tok_sum
+    tok_sum = torch.zeros((first.shape[0], len(union) + 1, first.shape[2]), dtype=first.dtype, device=first.device)
+    tok_count = torch.zeros(len(union) + 1, dtype=states[0].tok_count.dtype, device=first.device)
+    for s in states:
+        rows = torch.tensor([0, *(row[t] for t in s.tok_types[1:].tolist())], dtype=torch.long, device=first.device)
+        tok_sum.index_add_(1, rows, s.tok_sum)
+        tok_count.index_add_(0, rows, s.tok_count)
+    return {"tok_sum": tok_sum, "tok_count": tok_count,
+            "tok_types": torch.tensor([-1, *union], dtype=torch.long, device=first.device)}
 
 
 __all__ = ["TokenTable", "merge_recordings", "portable"]

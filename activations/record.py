@@ -57,6 +57,7 @@ periodically).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -103,13 +104,16 @@ class _State:
     vmin: Any  # [LU]
     active: Any  # [LU] int64
     count: int = 0
-    tok_sum: Any = None  # [L, V + 1, U] explain-split activation sums per token type (row V: untracked types)
-    tok_count: Any = None  # [V + 1] explain-split occurrences per token type
+    tok_sum: Any = None  # [L, n + 1, U] explain-split activation sums per token type (row 0: untracked types)
+    tok_count: Any = None  # [n + 1] explain-split occurrences per token type
+    tok_types: Any = None  # [n + 1] the token id of each row (row 0: -1): tracked types in the order first seen
+    tracked_types: int = 0  # V: token ids below this are tracked (the rest share row 0)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (
+        """Bytes held (the per-type sums with their spare rows: views of what was allocated)."""
+        return sum(t.untyped_storage().nbytes() for t in (
             self.top_vals, self.top_ids, self.top_acts, self.res_max, self.res_acts,
-            self.mean, self.m2, self.vmax, self.vmin, self.active, self.tok_sum, self.tok_count)
+            self.mean, self.m2, self.vmax, self.vmin, self.active, self.tok_sum, self.tok_count, self.tok_types)
             if t is not None)
 
 
@@ -211,21 +215,28 @@ class Recording:
         st = self.state
         if st.tok_sum is None or self.token_stats_top <= 0:
             return None
-        sums = st.tok_sum[i].double().cpu()  # [V + 1, U]
-        counts = st.tok_count.double().cpu()  # [V + 1]
+        counts = st.tok_count.double().cpu()  # [n + 1]
         total = float(counts.sum())
         if total == 0:
             return None
-        V = counts.shape[0] - 1
+        V = st.tracked_types
+        type_of = st.tok_types.cpu().tolist()  # row -> token id
+        # the tracked types' rows in token-id order, then the untracked types' row: the order of a table
+        # indexed by token id, so that ties between types fall alike however the rows were filled
+        by_id = torch.tensor(sorted(range(1, len(type_of)), key=type_of.__getitem__) + [0], dtype=torch.long)
+        sums = st.tok_sum[i].index_select(0, by_id.to(st.tok_sum.device)).double().cpu()  # [n + 1, U]
+        counts = counts[by_id]
+        type_of = [type_of[r] for r in by_id.tolist()]
+        n = counts.shape[0] - 1
         overall = sums.sum(0) / total  # [U]
-        seen = counts[:V] > 0
-        ids_seen = seen.nonzero().squeeze(1)
+        seen = counts[:n] > 0
+        ids_seen = seen.nonzero().squeeze(1)  # rows (of the id-ordered table)
         c = counts[ids_seen][:, None]
         means = sums[ids_seen] / c  # [n_seen, U]
         weight = c * (means - overall) ** 2
         k = min(self.token_stats_top, int(ids_seen.numel()))
         top = torch.topk(weight, k, dim=0).indices if k else torch.zeros((0, sums.shape[1]), dtype=torch.long)
-        need = sorted({int(ids_seen[r]) for r in top.flatten().tolist()})
+        need = sorted({type_of[int(ids_seen[r])] for r in top.flatten().tolist()})
         names = dict(zip(need, self.decode(need))) if need else {}
         out = []
         cnt = c.squeeze(1)
@@ -233,7 +244,7 @@ class Recording:
             rows = top[:, j].tolist()
             out.append(TokenStats(
                 count=int(total), mean=float(overall[j]), tracked_types=V,
-                tokens=tuple(TokenStat(names[int(ids_seen[r])], int(cnt[r]), float(means[r, j])) for r in rows),
+                tokens=tuple(TokenStat(names[type_of[int(ids_seen[r])]], int(cnt[r]), float(means[r, j])) for r in rows),
             ))
         return out
 
@@ -298,6 +309,9 @@ class _Recorder:
         self._res_updates: list[tuple[int, int]] = []
         self.token_types = token_types
         """Token ids below this are tracked by the per-type sums (0: no token statistics)."""
+        self._types: list[int] = []
+        """The token id of each row of the per-type sums after row 0, in the order first seen."""
+        self._row_of: Any = None
         self._tok_rows: Any = None
         self._tok_ids: Any = None
 
@@ -318,9 +332,15 @@ class _Recorder:
             active=torch.zeros(LU, dtype=torch.long, device=dev),
         )
         if self.token_types:
+            # a row per tracked type once the explain split shows it (rows grow as types appear: a
+            # 100,000-token corpus holds ~1/5 of SmolLM2's vocabulary), row 0 for the untracked ones
             V = self.token_types
-            self.state.tok_sum = torch.zeros((len(self.layers), V + 1, self.U), device=dev)
-            self.state.tok_count = torch.zeros(V + 1, dtype=torch.long, device=dev)
+            rows = min(V + 1, TOKEN_ROWS_FIRST)
+            self.state.tok_sum = torch.zeros((len(self.layers), rows, self.U), device=dev)
+            self.state.tok_count = torch.zeros(rows, dtype=torch.long, device=dev)
+            self.state.tracked_types = V
+            self._row_of = torch.full((V + 1,), -1, dtype=torch.long, device=dev)  # token id (clamped to V) -> row
+            self._row_of[V] = 0
         # the k-th best window max per split and column (-inf until the slots are full)
         self.thresh = torch.full((2, LU), -math.inf, device=dev)
         # per-batch buffers, filled by the hooks
@@ -427,6 +447,31 @@ class _Recorder:
                                                                   x[brow, :, hit[col]])  # [P, T] rows
                 self._entered.append(brow)
 
+    def _token_rows(self, ids: Any) -> Any:
+        """The rows of the per-type sums of ``ids`` (token ids clamped to V), types not seen before
+        given the next rows (in id order), the sums grown when their rows run out."""
+        import torch
+
+        rows = self._row_of[ids]
+        fresh = rows < 0
+        if bool(fresh.any()):
+            new = torch.unique(ids[fresh])  # sorted
+            first = len(self._types) + 1
+            need = first + new.numel()
+            st = self.state
+            have = st.tok_count.shape[0]
+            if need > have:  # double (at most V + 1 rows): copies amortised over the stream
+                grown = min(self.token_types + 1, max(need, 2 * have))
+                tok_sum = torch.zeros((st.tok_sum.shape[0], grown, st.tok_sum.shape[2]), device=st.tok_sum.device)
+                tok_sum[:, :have] = st.tok_sum
+                tok_count = torch.zeros(grown, dtype=torch.long, device=st.tok_count.device)
+                tok_count[:have] = st.tok_count
+                st.tok_sum, st.tok_count = tok_sum, tok_count
+            self._row_of[new] = torch.arange(first, need, dtype=torch.long, device=ids.device)
+            self._types.extend(new.tolist())
+            rows = self._row_of[ids]
+        return rows
+
     def feed(self, batch: list[Window]) -> None:
         """Run one batch of equal-length windows through the model and update the state."""
         import torch
@@ -458,7 +503,7 @@ class _Recorder:
                 dev = self.target.device
                 self._tok_rows = rows
                 ids = torch.tensor([batch[r].token_ids for r in rows], dtype=torch.long, device=dev).flatten()
-                self._tok_ids = ids.clamp(max=self.token_types)  # untracked types share row V
+                self._tok_ids = self._token_rows(ids.clamp(max=self.token_types))  # untracked types: row 0
                 with _threads(1):
                     st.tok_count.index_add_(0, self._tok_ids, torch.ones_like(self._tok_ids))
         self._entered = []
@@ -495,6 +540,13 @@ class _Recorder:
         """The :class:`Recording` of what was fed so far (reservoir slots in priority order)."""
         self._gc_tokens()
         self._sort_reservoir()
+        st = self.state
+        if st is not None and st.tok_sum is not None:
+            import torch
+
+            n = len(self._types) + 1  # the rows in use (views: the spare rows stay allocated until it is freed)
+            st.tok_sum, st.tok_count = st.tok_sum[:, :n], st.tok_count[:n]
+            st.tok_types = torch.tensor([-1, *self._types], dtype=torch.long, device=st.tok_count.device)
         return Recording(
             model=self.target.name,
             layers=self.layers,
@@ -650,6 +702,20 @@ def _decoder(tokenizer: Any) -> Any:
     return lambda ids: tokenizer.batch_decode([[i] for i in ids])
 
 
+TOKEN_ROWS_FIRST = 4096
+"""Rows the per-type sums start with (they double as the explain split shows more types)."""
+
+
+def explain_token_types(windows: Iterable[Window], tracked: int) -> list[int]:
+    """The token ids below ``tracked`` that the explain-split windows hold, sorted (the per-type sums
+    keep a row for each: :func:`layer_state_bytes` plans with their number)."""
+    seen: set[int] = set()
+    for w in windows:
+        if split_of_window(w.window_id) == "explain":
+            seen.update(w.token_ids)
+    return sorted(t for t in seen if t < tracked)
+
+
 def token_types_tracked(vocab_size: int, n_columns: int, budget_mb: float) -> int:
     """How many token types the per-type sums track for ``n_columns`` recorded units within
     ``budget_mb`` megabytes (all of the vocabulary when it fits; 0 when the budget is 0)."""
@@ -660,20 +726,29 @@ def token_types_tracked(vocab_size: int, n_columns: int, budget_mb: float) -> in
 
 def layer_state_bytes(n_units: int, *, vocab_size: int, top_k: int = 20, n_random: int = 40,
                       n_quantile_bins: int = 5, per_bin: int = 2, window_tokens: int = 64,
-                      token_stats_mb: float = 256.0, **_: Any) -> int:
+                      token_stats_mb: float = 256.0, explain_types: Sequence[int] | None = None, **_: Any) -> int:
     """Bytes of the recording state (:meth:`Recording.state_bytes`) per recorded layer of
     ``n_units`` units, with :func:`record_activations`'s options, when each layer's per-type
     token sums get ``token_stats_mb`` (a pass over several layers is given that budget times its
-    layers: the same types tracked as one layer alone). Planning passes over layer groups
-    (:func:`pipeline.run.record_missing`), not an allocation."""
+    layers: the same types tracked as one layer alone). ``explain_types``: the distinct token ids of
+    the corpus's explain-split windows (:func:`explain_token_types` with no bound), when known: the
+    sums keep a row per tracked one of them, allocated in doublings from :data:`TOKEN_ROWS_FIRST`
+    (else the estimate is a row per tracked id, the most they grow to). Planning passes over layer
+    groups (:func:`pipeline.run.record_missing`), not an allocation."""
     k, T, U = top_k, window_tokens, n_units
     R = max(n_random, 2 * n_quantile_bins * per_bin, 1)
     tracked = token_types_tracked(vocab_size, U, token_stats_mb)
+    rows = tracked + 1
+    if explain_types is not None and tracked:
+        need = bisect.bisect_left(sorted(explain_types), tracked) + 1  # the types below the bound, row 0
+        rows = min(tracked + 1, TOKEN_ROWS_FIRST)
+        while rows < need:
+            rows = min(tracked + 1, 2 * rows)
     return (2 * U * k * (4 + 8)  # top_vals, top_ids
             + 2 * U * k * T * 4  # top_acts
             + R * U * 4 + R * T * U * 4  # res_max, res_acts
             + U * (8 + 8 + 4 + 4 + 8)  # mean, m2, vmax, vmin, active
-            + ((tracked + 1) * U * 4 if tracked else 0))  # tok_sum (tok_count is shared: [V + 1])
+            + (rows * U * 4 if tracked else 0))  # tok_sum (tok_count, tok_types are shared: [rows], [n + 1])
 
 
 def _batched(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]]:

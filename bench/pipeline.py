@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=352,
                     help="neurons labelled first in each run, as a whole-model run's first neurons: its memos of "
                          "windows, tokens and classes fill over them (default 352: 176 per worker process)")
+    ap.add_argument("--layer", type=int, default=10,
+                    help="the layer whose units are labelled (default 10; the whole-model figure extrapolates from it)")
     ap.add_argument("--tokens", type=int, default=4096, help="corpus tokens of the measured full-model recording")
     ap.add_argument("--slice-tokens", type=int, default=PIPELINE_TOKENS,
                     help="corpus tokens the labelled slice of layer 10 is recorded over (default: the pipeline's)")
@@ -149,9 +151,9 @@ def main() -> None:
     units = list(range(args.warm + args.neurons))
     # as `neurolabel label` records them: the recorder's defaults (top / random windows per split, window length)
     t0 = time.perf_counter()
-    records, n_slice_tokens = _slice_records(target, units, args.slice_tokens, args.cache)
+    records, n_slice_tokens = _slice_records(target, units, args.slice_tokens, args.cache, layer=args.layer)
     rec0 = records[0]
-    print(f"labelled slice: units 0-{len(units) - 1} of layer 10 recorded over {n_slice_tokens} tokens with the "
+    print(f"labelled slice: units 0-{len(units) - 1} of layer {args.layer} recorded over {n_slice_tokens} tokens with the "
           f"recorder's defaults ({len(rec0.windows('top', 'explain'))} top + {len(rec0.windows('random', 'explain'))} "
           f"random explain windows, {len(rec0.windows('top', 'score'))} + {len(rec0.windows('random', 'score'))} held "
           f"out, per neuron): {time.perf_counter() - t0:.0f} s{' (cached)' if args.cache else ''}")
@@ -192,7 +194,7 @@ def main() -> None:
                 save_neuron_records(session=session, records=records)
             save_s.append(time.perf_counter() - t0)
             # written every store_every neurons as in a whole-model run; the last write is counted apart
-            spec = RunSpec(model="default", layers=(10,), units=tuple(units), explainers=tuple(configs),
+            spec = RunSpec(model="default", layers=(args.layer,), units=tuple(units), explainers=tuple(configs),
                            processes=procs, embed=policy,
                            **({"store_every": args.store_every} if args.store_every else {}))
             runs[name] = _isolated(_measured_run, spec, url)
@@ -236,7 +238,7 @@ def main() -> None:
             for tag, v in t.score_s.items():
                 rows[f"score {tag}"][i] += v / k
     n = max(1, sm.processed)
-    print(f"label    {sm.processed} neurons of layer 10: {sm.explanations} explanations, {sm.accepted} accepted, "
+    print(f"label    {sm.processed} neurons of layer {args.layer}: {sm.explanations} explanations, {sm.accepted} accepted, "
           f"{len(sm.errors)} explainer/scoring errors, {sm.elapsed_s:.1f} s: loop {sm.loop_s:.1f} s, last write "
           f"{sm.final_write_s:.2f} s, once {sm.elapsed_s - sm.loop_s - sm.final_write_s:.2f} s (building, workers)")
     print(f"  {'stage (wall in its worker)':<34} {'first ' + str(n_warm):>12} {'last ' + str(n_meas):>12}  ms/neuron")
@@ -389,8 +391,8 @@ def _isolated(fn, *args):
     return got
 
 
-def _slice_records(target, units: list[int], max_tokens: int, cache: Path | None):
-    """The slice's records (layer 10, ``units``) recorded with the recorder's defaults over
+def _slice_records(target, units: list[int], max_tokens: int, cache: Path | None, *, layer: int = 10):
+    """The slice's records (``layer``, ``units``) recorded with the recorder's defaults over
     ``max_tokens`` tokens of the default corpus, and the tokens read; with ``cache``, loaded from
     there when an earlier run saved the same key."""
     import hashlib
@@ -401,14 +403,14 @@ def _slice_records(target, units: list[int], max_tokens: int, cache: Path | None
     from neurolabel.activations.record import record_activations
     from neurolabel.core.types import NeuronRecord
 
-    key = hashlib.sha256(repr((BUILTIN_CORPORA["default"][0], units, max_tokens,
+    key = hashlib.sha256(repr((BUILTIN_CORPORA["default"][0], units, max_tokens, *([layer] if layer != 10 else []),
                                str(inspect.signature(record_activations)),
                                list(NeuronRecord.__dataclass_fields__))).encode()).hexdigest()[:16]
     path = cache / f"pipeline-slice-{key}.pkl" if cache is not None else None
     if path is not None and path.exists():
         with path.open("rb") as f:
             return pickle.load(f)
-    recording = record_activations(target, "default", layers=[10], units=units, max_tokens=max_tokens, progress=False)
+    recording = record_activations(target, "default", layers=[layer], units=units, max_tokens=max_tokens, progress=False)
     got = (list(recording.records()), recording.n_tokens)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

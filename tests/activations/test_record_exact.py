@@ -115,10 +115,20 @@ def check_state_exact(target, texts, layers, *, units=None, top_k=4, n_random=6,
     V = token_types_tracked(len(target.tokenizer), X.shape[2], token_stats_mb)
     if V:
         tok = np.array([w.token_ids for w in windows])[splits == "explain"].ravel()
-        tok = np.minimum(tok, V)
-        np.testing.assert_array_equal(st.tok_count.numpy(), np.bincount(tok, minlength=V + 1))
+        # a row per tracked type the explain split holds, in the order first seen (within a batch by id);
+        # row 0: every untracked type
+        types: list[int] = []
+        for b in range(0, len(windows), batch_size):
+            ids = {t for w in windows[b:b + batch_size] if split_of_window(w.window_id) == "explain"
+                   for t in w.token_ids if t < V}
+            types.extend(sorted(ids - set(types)))
+        assert st.tok_types.tolist() == [-1, *types] and st.tracked_types == V
+        row_of = np.zeros(V + 1, dtype=np.int64)
+        row_of[types] = np.arange(1, len(types) + 1)
+        tok = row_of[np.minimum(tok, V)]
+        np.testing.assert_array_equal(st.tok_count.numpy(), np.bincount(tok, minlength=len(types) + 1))
         for i in range(len(layers)):
-            ref = np.zeros((V + 1, U), dtype=np.float32)
+            ref = np.zeros((len(types) + 1, U), dtype=np.float32)
             np.add.at(ref, tok, X[splits == "explain"][:, :, i * U:(i + 1) * U].reshape(-1, U))
             np.testing.assert_array_equal(st.tok_sum[i].numpy(), ref)
     return rec

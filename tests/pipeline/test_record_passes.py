@@ -40,6 +40,15 @@ def test_passes_group_layers_with_the_same_units_within_the_budget(gpt2):
     assert big > per_layer_mb * 2**20
     assert len(record_passes(every, target=target, options={"top_k": 40, "window_tokens": 128},
                              budget_mb=3 * per_layer_mb)) == 2
+    # the corpus's explain-split types known: the token sums take a row per type the corpus holds, not per id
+    from neurolabel.pipeline.run import _explain_types
+
+    types = _explain_types(target, "default", {"max_tokens": 1024})
+    small = layer_state_bytes(128, vocab_size=len(target.tokenizer), explain_types=types)
+    assert 3 * small < per_layer_mb * 2**20
+    assert record_passes(every, target=target, options={}, budget_mb=3 * small / 2**20,
+                         explain_types=types) == [([0, 1, 2], units)]
+    assert len(record_passes(every, target=target, options={}, budget_mb=3 * small / 2**20)) == 3
     # the model recorded elsewhere (a Ray run's driver): its config's vocabulary sizes the token sums
     from neurolabel.activations.models import describe_target
 
@@ -50,15 +59,24 @@ def test_passes_group_layers_with_the_same_units_within_the_budget(gpt2):
 
 
 def test_layer_state_bytes_is_the_recording_state_per_layer(gpt2):
-    """The estimate a run plans its passes with equals what a recording holds (token counts aside)."""
-    from neurolabel.activations.record import layer_state_bytes, record_activations
+    """The estimate a run plans its passes with equals what a recording holds (token counts and types
+    aside) when it knows the corpus's explain-split types, and bounds it from above when it does not."""
+    from neurolabel.activations.corpus import iter_windows, load_corpus
+    from neurolabel.activations.record import explain_token_types, layer_state_bytes, record_activations
 
     _, target = gpt2
+    V = len(target.tokenizer)
+    types = explain_token_types(iter_windows(target.tokenizer, load_corpus("default"), window_tokens=64,
+                                             max_windows=1024 // 64), V)
+    assert 0 < len(types) < V // 10  # the sums' rows: far fewer than the vocabulary
     for layers in ([1], [0, 1, 2]):
         rec = record_activations(target, "default", layers=layers, units=None, max_tokens=1024, progress=False,
                                  token_stats_mb=256.0 * len(layers))
-        shared = rec.state.tok_count.numel() * rec.state.tok_count.element_size()
-        assert rec.state_bytes() - shared == len(layers) * layer_state_bytes(128, vocab_size=len(target.tokenizer))
+        assert sorted(rec.state.tok_types.tolist()[1:]) == types
+        shared = sum(t.untyped_storage().nbytes() for t in (rec.state.tok_count, rec.state.tok_types))
+        exact = layer_state_bytes(128, vocab_size=V, explain_types=types)
+        assert rec.state_bytes() - shared == len(layers) * exact
+        assert exact * 5 < layer_state_bytes(128, vocab_size=V)  # without the types: a row per id
 
 
 def test_one_pass_stores_the_records_of_a_pass_per_layer(gpt2, tmp_path, monkeypatch):
