@@ -181,3 +181,61 @@ def test_worker_processes_run_torch_after_the_parent_did(tmp_path):
         pytest.fail("the worker processes hung in torch's layer_norm")
     assert proc.returncode == 0, err[-2000:]
     assert "threads [1, 1, 1, 1]" in out
+
+
+def _records(url, model, layers, units):
+    from neurolabel.storage.db import session_scope
+    from neurolabel.storage.reads import load_neuron_record
+
+    with session_scope(url) as session:
+        return [load_neuron_record(session=session, model=model, neuron=NeuronId(layer, unit))
+                for layer in layers for unit in units]
+
+
+def test_run_labels_each_layer_once_a_process_of_its_own_stored_its_records(gpt2, tmp_path, monkeypatch):
+    """A run stores its recording's layers in a forked process while it labels the layers already
+    stored: the records are the ones record_missing stores, every neuron is labelled (none loaded
+    before its record was there); a failure storing a layer fails the run naming it, keeps the
+    layers stored before, and a rerun records and labels the rest."""
+    import neurolabel.storage.queries as queries
+    from neurolabel.core.errors import StorageError
+    from neurolabel.pipeline.run import LabelSummary, model_name, record_missing, run
+    from neurolabel.pipeline.spec import RunSpec
+    from neurolabel.storage.db import upgrade
+
+    path, _ = gpt2
+    units = list(range(8))
+    spec = RunSpec.parse({"model": str(path), "layers": [0, 1, 2], "units": units, "explainers": ["tokens"],
+                          "processes": 2, "record": {"max_tokens": 2048}})
+    name = model_name(spec.model)
+    ref = f"sqlite:///{tmp_path}/ref.db"
+    upgrade(ref)
+    record_missing(spec, database_url=ref, progress=False, summary=LabelSummary(model=name))
+    want = _records(ref, name, [0, 1, 2], units)
+
+    url = f"sqlite:///{tmp_path}/run.db"
+    summary = run(spec, database_url=url, progress=False)
+    assert (summary.recorded, summary.processed, summary.errors) == (24, 24, [])
+    assert summary.explanations > 0
+    assert _records(url, name, [0, 1, 2], units) == want
+
+    # the storing process fails on layer 1: the run fails naming it, layer 0 stays stored and labelled
+    real = queries.save_neuron_records
+
+    def failing(*, session, records, **kw):
+        records = list(records)
+        if records and records[0].neuron.layer == 1:
+            raise StorageError("disk full (planted)")
+        return real(session=session, records=records, **kw)
+
+    monkeypatch.setattr(queries, "save_neuron_records", failing)
+    url = f"sqlite:///{tmp_path}/fail.db"
+    with pytest.raises(StorageError, match=r"disk full \(planted\)"):
+        run(spec, database_url=url, progress=False)
+    got = _records(url, name, [0, 1, 2], units)
+    assert got[:8] == want[:8] and got[8:] == [None] * 16
+    monkeypatch.setattr(queries, "save_neuron_records", real)
+    summary = run(spec, database_url=url, progress=False)
+    # (the failed run's neurons of layer 0 still in flight when it failed are labelled now)
+    assert (summary.recorded, summary.processed + summary.skipped, summary.errors) == (16, 24, [])
+    assert _records(url, name, [0, 1, 2], units) == want
