@@ -64,6 +64,12 @@ def cap_tokens(text: str, n: int) -> str:
     if len(text) <= room:  # every token covers at least one character
         return text
     offsets = _minilm_tokenizer()(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return _cut(text, offsets, room)
+
+
+def _cut(text: str, offsets: list[tuple[int, int]], room: int) -> str:
+    """``text`` cut after its last whole word within its first ``room`` tokens (``offsets``: each
+    token's character span)."""
     if len(offsets) <= room:
         return text
     end = offsets[room - 1][1]
@@ -76,3 +82,17 @@ def search_text(text: str) -> str:
     """The text a label of text ``text`` is embedded from: ``text`` cut after its last whole word
     within :data:`SEARCH_TEXT_TOKENS` MiniLM tokens (the whole text when it fits)."""
     return cap_tokens(text, SEARCH_TEXT_TOKENS)
+
+
+def search_texts(texts: list[str] | tuple[str, ...]) -> list[str]:
+    """:func:`search_text` of each of ``texts``, the long ones tokenized in one batch call (a
+    labelling run's write embeds ~200 labels: one call each cost ~0.3 ms of the run's process per
+    label, about an eighth of its CPU in a whole-model run)."""
+    room = SEARCH_TEXT_TOKENS - 2
+    out = list(texts)
+    long = [i for i, t in enumerate(out) if len(t) > room]
+    if long:
+        batch = _minilm_tokenizer()([out[i] for i in long], add_special_tokens=False, return_offsets_mapping=True)
+        for i, offsets in zip(long, batch["offset_mapping"], strict=True):
+            out[i] = _cut(out[i], offsets, room)
+    return out

@@ -31,7 +31,7 @@ from neurolabel.core.errors import StorageError
 from neurolabel.core.settings import get_settings
 from neurolabel.core.types import ActivationRecord, Explanation, NeuronId, NeuronRecord, NeuronStats, TokenStats, token_stats_to_json
 from neurolabel.storage.models import Example, ExplanationFailure, ExplanationRow, Model, Neuron, Score, utcnow
-from neurolabel.storage.search_text import search_text
+from neurolabel.storage.search_text import search_text, search_texts
 
 log = logging.getLogger(__name__)
 
@@ -674,8 +674,8 @@ def fill_vectors(*, session: Session, embed: str = "best", conditions: Sequence[
         return []
     when = when or utcnow()
     by_text: dict[str, list[int]] = {}  # search text -> ids
-    for i, t in todo:
-        by_text.setdefault(search_text(t), []).append(i)
+    for (i, _), said in zip(todo, search_texts([t for _, t in todo]), strict=True):
+        by_text.setdefault(said, []).append(i)
     for texts in _batches(sorted(by_text), 4096):  # a whole database's worth in bounded batches
         mat = (embedder or label_embedder())(texts)
         if mat.shape[0] != len(texts):
@@ -697,8 +697,8 @@ def recompute_vectors(*, session: Session, embedder: Embedder | None = None, whe
         return 0
     when = when or utcnow()
     by_text: dict[str, list[int]] = {}
-    for i, t in rows:
-        by_text.setdefault(search_text(t), []).append(i)
+    for (i, _), said in zip(rows, search_texts([t for _, t in rows]), strict=True):
+        by_text.setdefault(said, []).append(i)
     for texts in _batches(sorted(by_text), 4096):
         mat = (embedder or label_embedder())(texts)
         if mat.shape[0] != len(texts):
@@ -934,7 +934,8 @@ def _embed_wanted(rows: Sequence[ExplanationInput], embed: str, embedder: Embedd
     if embed == "none":
         return list(rows)
     picked = range(len(rows)) if embed == "all" else _wanted_in(rows, embed)
-    said = {t: search_text(t) for t in {rows[j].text for j in picked if rows[j].embedding is None}}
+    texts = sorted({rows[j].text for j in picked if rows[j].embedding is None})
+    said = dict(zip(texts, search_texts(texts), strict=True))
     need = sorted(set(said.values()))
     if not need:
         return list(rows)

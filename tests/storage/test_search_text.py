@@ -46,3 +46,16 @@ def test_cap_tokens_never_exceeds_the_cap_and_splits_only_a_first_word_too_long(
 def test_a_cap_below_three_tokens_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 3 tokens"):
         cap_tokens("mentions of a kind of animal", 2)
+
+
+def test_search_texts_cut_a_batch_as_search_text_cuts_each() -> None:
+    """The write path cuts a write's labels in one tokenizer call: the same texts as one call each."""
+    from neurolabel.storage.search_text import search_texts
+
+    words = LONG.split()
+    texts = ["", "x" * 94, "x" * 95, LONG, LONG[:200], "日本 " * 80, "antidisestablishmentarianism " * 12]
+    texts += [" ".join(words[i:]) for i in range(0, len(words), 7)]
+    got = search_texts(texts)
+    assert got == [search_text(t) for t in texts]
+    assert sum(g != t for g, t in zip(got, texts)) >= 3  # long ones were cut
+    assert search_texts([]) == []
