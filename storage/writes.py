@@ -239,16 +239,18 @@ def _dumps(value: list) -> str:
     return json.dumps(value)
 
 
-def _activations(window: ActivationRecord, where: str) -> list[float]:
-    """The window's activations as finite floats (``StorageError`` naming the first bad one)."""
+def _activations(window: ActivationRecord, where: str) -> tuple[str, float]:
+    """The window's activations encoded as JSON, and their maximum (``StorageError`` naming the
+    first value that is not a finite number)."""
+    acts = window.activations
     try:
-        acts = list(map(float, window.activations))
-        if math.isfinite(sum(acts)):  # one C loop; a NaN or an infinity makes the sum non-finite
-            return acts
-    except (TypeError, ValueError):
+        if math.isfinite(sum(acts)) and _orjson_dumps is not None:  # one C loop: NaN or infinity make it non-finite
+            return _orjson_dumps(acts).decode(), (max(acts) if acts else 0.0)
+    except TypeError:  # not a number, or a number type orjson does not write (a NumPy float32)
         pass
     # name the bad value (a finite sum can also overflow: then every value passes)
-    return [_finite(a, f"{where}: activation {i}") for i, a in enumerate(window.activations)]
+    checked = [_finite(a, f"{where}: activation {i}") for i, a in enumerate(acts)]
+    return _dumps(checked), (max(checked) if checked else 0.0)
 
 
 def _example_rows(record: NeuronRecord, where: str, tokens_json: dict[tuple, str] | None = None
@@ -266,7 +268,7 @@ def _example_rows(record: NeuronRecord, where: str, tokens_json: dict[tuple, str
                 raise StorageError(
                     f"{w}: {len(window.tokens)} tokens but {len(window.activations)} activations"
                 )
-            acts = _activations(window, w)
+            acts, top = _activations(window, w)
             if window.split not in _SPLITS:
                 raise StorageError(f"{w}: split {window.split!r} is not one of {_SPLITS}")
             tokens = window.tokens
@@ -291,8 +293,8 @@ def _example_rows(record: NeuronRecord, where: str, tokens_json: dict[tuple, str
                     "window_id": int(window.window_id),
                     "quantile": window.quantile,
                     "tokens": encoded,
-                    "activations": _dumps(acts),
-                    "max_activation": max(acts) if acts else 0.0,
+                    "activations": acts,
+                    "max_activation": top,
                 }
             )
     return rows
