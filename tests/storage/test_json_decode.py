@@ -69,3 +69,22 @@ def test_windows_written_as_encoded_json_read_back_exactly(migrated_url: str) ->
     assert math.copysign(1.0, got.top[0].activations[2]) == -1.0
     assert got.top[1:] == rec.top[1:]
     assert max(got.top[0].activations) == 1e308
+
+
+def test_loads_decode_a_shared_window_once_and_the_memo_is_bounded(migrated_url: str, monkeypatch) -> None:
+    """Two records holding the same window read back equal, its tokens decoded once (the same tuple);
+    the memo of decoded windows starts afresh when full, the records still read back exactly."""
+    recs = [record(0, 0), record(0, 1)]
+    assert recs[0].random[0].tokens == recs[1].random[0].tokens
+    with db.session_scope(migrated_url) as s:
+        q.upsert_model(session=s, name="tiny", architecture="LlamaForCausalLM", source="test",
+                       unit_map={"mlp": "model.layers.{layer}.mlp.act_fn"}, n_layers=2, n_units=8)
+        q.save_neuron_records(session=s, records=recs)
+    reads._TOKENS_MEMO.clear()
+    with db.session_scope(migrated_url) as s:
+        got = [q.load_neuron_record(session=s, model="tiny", neuron=NeuronId(0, i)) for i in (0, 1)]
+    assert got == recs and got[0].random[0].tokens is got[1].random[0].tokens
+    monkeypatch.setattr(reads, "_TOKENS_MEMO_MAX", 2)
+    with db.session_scope(migrated_url) as s:
+        again = [q.load_neuron_record(session=s, model="tiny", neuron=NeuronId(0, i)) for i in (0, 1)]
+    assert again == recs and len(reads._TOKENS_MEMO) <= 2
