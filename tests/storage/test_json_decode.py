@@ -85,6 +85,7 @@ def test_loads_decode_a_shared_window_once_and_the_memo_is_bounded(migrated_url:
         got = [q.load_neuron_record(session=s, model="tiny", neuron=NeuronId(0, i)) for i in (0, 1)]
     assert got == recs and got[0].random[0].tokens is got[1].random[0].tokens
     monkeypatch.setattr(reads, "_TOKENS_MEMO_MAX", 2)
+    reads._TOKENS_MEMO.clear()
     with db.session_scope(migrated_url) as s:
         again = [q.load_neuron_record(session=s, model="tiny", neuron=NeuronId(0, i)) for i in (0, 1)]
     assert again == recs and len(reads._TOKENS_MEMO) <= 2
