@@ -260,7 +260,6 @@ def main() -> None:
     per_neuron = sum(v[1] for v in rows.values())
     print(f"  (stage times are each neuron's own, in its worker, wall: where the time goes, not how long the run "
           f"took; the measured neurons' stages sum to {1000 * per_neuron:.1f} ms/neuron)")
-    n_cores = cores()
     # the whole model: the warm-up neurons as measured (from cold), then every other neuron at the measured
     # rate (the writes and label embeddings inside the loop included), the last write once, what the run pays
     # once (building, starting the worker processes) and the recording
@@ -268,10 +267,12 @@ def main() -> None:
     t_cold = (s["done"][n_warm - 1] - s["t_loop"]) if n_warm else 0.0
     rate = steady_ms(s) / 1000
     label_s = t_cold + rate * (n_total - n_warm) + sm.final_write_s
+    n_cores = cores()
     save_full = min(save_s) / len(records) * n_total if not args.no_record else 0.0
     print(f"storing records  {1000 * min(save_s) / len(records):.2f} ms/neuron ({len(records)} records, SQLite) -> "
-          f"{save_full / 60:.1f} min for {n_total} (`label` stores what it records; counted below)")
-    t_rec_full += save_full
+          f"{save_full / 60:.1f} min of one core for {n_total}: `label` stores what it records in a process of its "
+          f"own beside the labelling (pipeline.run._RecordStorer), counted below as that CPU over {n_cores} cores")
+    t_rec_full += save_full / n_cores
     total = t_rec_full + once + label_s
     print(f"extrapolated by the run's wall time: {n_total} neurons = record (one pass) and store records "
           f"{t_rec_full / 60:.1f} min + label "
