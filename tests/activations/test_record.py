@@ -233,3 +233,14 @@ def test_merge_topk_equals_brute_force(n_cand):
             col, slot, src = changed
             assert len(set(zip(col.tolist(), slot.tolist()))) == col.numel()
             assert torch.equal(v[col, slot], cand[src, col])
+
+
+def test_every_unit_listed_records_as_no_units_given(gpt2_target):
+    """A run that lists every unit of its layers (``label`` does) records as ``units=None`` does (the
+    recorder then takes whole layers, without a column gather per layer and batch)."""
+    kw = dict(layers=[0, 2], max_tokens=40 * T, top_k=3, n_random=4, window_tokens=T, batch_size=8, progress=False)
+    texts = Corpus.from_texts(_texts(60, seed=5))
+    listed = record_activations(gpt2_target, texts, units=list(range(gpt2_target.n_units)), **kw)
+    whole = record_activations(gpt2_target, texts, units=None, **kw)
+    assert listed.units == whole.units == list(range(gpt2_target.n_units))
+    assert list(listed.records()) == list(whole.records())
