@@ -8,14 +8,14 @@ Stages, measured in this run on the default model:
   first call on 512 tokens pays what a run pays once (the first forward passes, allocations; ~3 s),
   then ``--tokens`` tokens are measured and scaled linearly to the rest of the pipeline's 100,000
   tokens (the rate does not change with length: 844 / 863 / 864 tokens/s at 4,096 / 16,384 /
-  100,000 tokens, each after a first call; 100,000 took 115.7 s). Before, the one measured call was the cold first one and
-  its extrapolation (~3.3 min) overstated a 100,000-token recording by ~1.4 min. ``label`` makes as
-  few passes as its memory budget allows (:func:`pipeline.run.record_passes`: two on a 24 GB
-  machine, the second forwarding the corpus through every layer again); plus storing the records
+  100,000 tokens, each after a first call; 100,000 took 115.7 s). ``label`` makes as few passes
+  as its memory budget allows (:func:`pipeline.run.record_passes`: one on a 24 GB machine since the
+  per-type token sums take a row per type the corpus shows); plus storing the records
   (``save_neuron_records`` of the labelled slice's records into SQLite, scaled to every neuron),
-  which the bench left out before. This is still an extrapolation from layer 10: ``neurolabel
-  label --layers 0-29 --fast`` measured end to end took 31.9 min where this bench gave 12.7-14.2
-  (2026-11-30; storing records ~8 min, other layers cost more to label than layer 10);
+  which ``label`` does in a process of its own beside the labelling (counted as its CPU over the
+  cores). This is still an extrapolation from layer 10: ``neurolabel label --layers 0-29 --fast``
+  measured end to end took 15.9 min on 2026-11-30 (31.9 min earlier that day, when this bench gave
+  12.7-14.2: storing the records came first then and took ~8 min);
 - load / explain / score / store: ``pipeline.run.run`` on ``--warm`` + ``--neurons`` neurons of
   layer 10 (default 352 + 128), recorded first as ``neurolabel label`` records them (the recorder's
   defaults over ``--slice-tokens``, default the pipeline's 100,000 tokens: explaining and scoring
