@@ -14,8 +14,8 @@ Stages, measured in this run on the default model:
   (``save_neuron_records`` of the labelled slice's records into SQLite, scaled to every neuron),
   which ``label`` does in a process of its own beside the labelling (counted as its CPU over the
   cores). This is still an extrapolation from layer 10: ``neurolabel label --layers 0-29 --fast``
-  measured end to end took 15.9 min on 2026-11-30 (31.9 min earlier that day, when this bench gave
-  12.7-14.2: storing the records came first then and took ~8 min);
+  measured end to end took 15.9 and 18.7 min in two runs on 2026-11-30 while this bench gave 14.9
+  (31.9 min earlier that day, when it gave 12.7-14.2: storing the records came first then);
 - load / explain / score / store: ``pipeline.run.run`` on ``--warm`` + ``--neurons`` neurons of
   layer 10 (default 352 + 128), recorded first as ``neurolabel label`` records them (the recorder's
   defaults over ``--slice-tokens``, default the pipeline's 100,000 tokens: explaining and scoring

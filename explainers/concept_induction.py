@@ -124,8 +124,8 @@ under version ``6-fast``): one candidate per neuron instead of ~6.5, for whole-m
 quick (``neurolabel label --fast``). Measured (issue 15, idle 2-core machine with AMX): ``bench/pipeline.py
 --no-llm`` (480 neurons of layer 10, 2 worker processes, three alternating pairs) 27.2 / 28.0 / 33.0 ->
 13.9 / 14.0 / 15.7 ms/neuron on layer 10; the whole of SmolLM2 end to end (``neurolabel label --layers 0-29
---explainers concept_induction,pmi --fast``) took 15.9 min (31.9 before the recording and storing changes of
-2026-11-30); ``bench/quality.py --explainers concept_induction,pmi`` (150 neurons, units 0-24): concept_induction's
+--explainers concept_induction,pmi --fast``) took 15.9 and 18.7 min in two runs (31.9 before the recording and
+storing changes of 2026-11-30); ``bench/quality.py --explainers concept_induction,pmi`` (150 neurons, units 0-24): concept_induction's
 held-out mean 0.349 -> 0.316, the best label's 0.348 -> 0.320, across corpora 0.185 -> 0.158 (token table
 0.505 / 0.298 in the same runs). The default stays the full search."""
 
