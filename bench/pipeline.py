@@ -123,6 +123,7 @@ def main() -> None:
     by_tag = parse_params(args.params, explainers)
     print(f"# bench/pipeline.py {'--quick ' if args.quick else ''}symbolic explainers={explainers} simulators={sims}"
           + (f" parameters={by_tag}" if by_tag else ""))
+    print(f"# machine: {_machine()}")
     target = load_target("default")
     n_total = target.n_layers * target.n_units
 
@@ -390,6 +391,31 @@ def _isolated(fn, *args):
     if status != "ok":
         raise SystemExit(f"a measured run failed: {got}")
     return got
+
+
+def _machine() -> str:
+    """This machine as its figures depend on it: the CPU's model, the vector units torch uses, AMX
+    tiles (label embeddings in bfloat16, :func:`lm.embeddings.label_precision`), the cores.
+    The machines this project runs on differ by kind: a 2-core AMD EPYC without AVX-512 recorded
+    at 372 tok/s and embedded labels at 34 ms CPU per neuron (2026-11-30) where a 2-core Xeon with
+    AMX did 818 and 7.6."""
+    import platform
+
+    import torch
+
+    from neurolabel.lm.embeddings import amx_tiles, label_precision
+    from neurolabel.pipeline.run import cores
+
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"AMX {'yes' if amx_tiles() else 'no'}, label embeddings in {label_precision()}, {cores()} cores")
 
 
 def _slice_records(target, units: list[int], max_tokens: int, cache: Path | None, *, layer: int = 10):

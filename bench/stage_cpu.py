@@ -94,7 +94,12 @@ def _side(args) -> None:
     limit_blas = getattr(R, "_limit_blas", None)
     if limit_blas is not None:  # one BLAS thread, as a labelling run's processes have (both sides alike)
         limit_blas()
-    plugins = R.build_plugins(RunSpec(model="default", explainers=EXPLAINERS))
+    explainers = EXPLAINERS
+    if args.fast:  # as `neurolabel label --fast` sets them (the dict of this side's own code)
+        from neurolabel.explainers.concept_induction import FAST
+
+        explainers = ({"kind": "concept_induction", **FAST}, "pmi")
+    plugins = R.build_plugins(RunSpec(model="default", explainers=explainers))
     settle_gc = getattr(R, "_settle_gc", None)
     if settle_gc is not None:  # the garbage collector as the side's run sets it once its plugins are built
         settle_gc()
@@ -187,6 +192,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1, help="every n-th neuron")
     ap.add_argument("--repeat", type=int, default=1, help="timed passes per side and round (after a warm-up pass)")
     ap.add_argument("--rounds", type=int, default=1, help="baseline/current alternations")
+    ap.add_argument("--fast", action="store_true",
+                    help="concept_induction with `neurolabel label --fast`'s parameters (no alternatives, no class search)")
     ap.add_argument("--side-in", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--side-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -207,12 +214,13 @@ def main() -> None:
                 env = dict(os.environ, PYTHONPATH=str(tree) if tree != ROOT else os.environ.get("PYTHONPATH", ""))
                 out = tmp / f"side-{len(got[name])}-{name.split()[0]}.pkl"
                 subprocess.run([sys.executable, __file__, "--side-in", str(tmp / "records.pkl"), "--side-out", str(out),
-                                "--repeat", str(args.repeat)], check=True, env=env, cwd=str(ROOT))
+                                "--repeat", str(args.repeat), *(["--fast"] if args.fast else [])], check=True, env=env,
+                               cwd=str(ROOT))
                 with out.open("rb") as f:
                     got[name].append(pickle.load(f))
     base, now = (got[k] for k in trees)
     n = len(records)
-    print(f"# bench/stage_cpu.py: {n} real neurons, {args.rounds} round(s) x {args.repeat} timed pass(es) per side, "
+    print(f"# bench/stage_cpu.py{' --fast' if args.fast else ''}: {n} real neurons, {args.rounds} round(s) x {args.repeat} timed pass(es) per side, "
           f"CPU ms per neuron (thread time)")
     for name, sides in got.items():
         print(f"#   {name}: neurolabel from {sides[0]['where']}")
