@@ -14,10 +14,15 @@ Each rule computes the vector of a label from a search text; queries are embedde
 labels by full-text vectors (context, not the criterion). Known items: each WordNet class a real
 label names in a raising part is a query whose relevant label is that one; their MRR is reported
 by the position of the part (1 = the strongest), which shows what a cut keeps and loses. The
-rule adopted (:func:`storage.search_text.search_text`) is ``cap96``.
+rule adopted (:func:`storage.search_text.search_text`) is ``cmp64``: the label compacted
+(:func:`storage.search_text.compact`) and cut to 64 tokens (``cmpN``: compacted, then cut to N;
+``--against``: the rule the paired differences are taken against).
 
     .venv/bin/python bench/search_quality.py --cache /work/qcache --slice-cache /work/pcache
-    # the figures in storage/search_text.py: all three recordings of real neurons (396 labels)
+    # the figures in storage/search_text.py (layer 10's slice, then layer 20's: bench/pipeline.py --layer 20)
+    .venv/bin/python bench/search_quality.py --caps 96 --compact 96,64,48 --against cap96 --records \
+        /work/pcache/pipeline-slice-5c1694005899889a.pkl
+    # the figures of the first rule (cap96): all three recordings of real neurons (396 labels)
     .venv/bin/python bench/search_quality.py --caps 128,96,64 --records \
         /work/pcache/pipeline-slice-871af6a754a64eb5.pkl /work/qcache/quality-57ad69d4b659967b.pkl \
         /work/qcache/quality-9ed2bc9ecc0de3b3.pkl
@@ -143,11 +148,13 @@ def main() -> None:
                     help="recording pickles of real neurons (bench/quality.py's or bench/pipeline.py's cache files) "
                          "used instead of the caches' largest ones")
     ap.add_argument("--caps", default="128,96,64,48,32", help="token caps measured")
+    ap.add_argument("--compact", default="", help="token caps measured on the compacted text (cmpN)")
+    ap.add_argument("--against", default="full", help="the rule the paired differences are taken against")
     args = ap.parse_args()
     from bench.planted import DEFAULT_CLASSES, planted_records
     from neurolabel.lm.embeddings import embed, embed_labels
     from neurolabel.ontology.build import default_ontology
-    from neurolabel.storage.search_text import cap_tokens
+    from neurolabel.storage.search_text import cap_tokens, compact
 
     t0 = time.perf_counter()
     onto = default_ontology()
@@ -175,11 +182,13 @@ def main() -> None:
     iq = embed([t for t, _, _ in items])
     buckets = [(1, 1), (2, 3), (4, 8), (9, 10_000)]
     rules = [("full", None)] + [(f"cap{n}", int(n)) for n in args.caps.split(",")]
+    rules += [(f"cmp{n}", -int(n)) for n in args.compact.split(",") if n]
     full_real, per_rule = None, {}
     print(f"{'rule':<8} {'tokens/label':>12} {'real tokens':>12} {'MRR':>6} {'R@10':>6} {'nbr R@10':>9} {'embed s':>8}  "
           + "  ".join(f"item MRR p{a}-{b if b < 100 else ''}" for a, b in buckets))
     for name, cap in rules:
-        st = texts if cap is None else [cap_tokens(t, cap) for t in texts]
+        st = (texts if cap is None else [cap_tokens(t, cap) for t in texts] if cap > 0
+              else [cap_tokens(compact(t), -cap) for t in texts])
         t1 = time.process_time()
         mat = embed_labels(st)
         cpu = time.process_time() - t1
@@ -197,11 +206,11 @@ def main() -> None:
             by.append(_rank_metrics(isim[sel], [{items[k][1]} for k in sel])[0] if sel else float("nan"))
         print(f"{name:<8} {ntok.mean():>12.1f} {ntok[len(planted_texts):].mean():>12.1f} {mrr:>6.3f} {rec:>6.3f} "
               f"{overlap:>9.3f} {cpu:>8.2f}  " + "  ".join(f"{v:>13.3f}" for v in by))
-    print("difference to full text, paired per query, mean [95% bootstrap interval]: planted MRR | planted R@10 | "
+    print(f"difference to {args.against}, paired per query, mean [95% bootstrap interval]: planted MRR | planted R@10 | "
           "known-item MRR by position bucket")
-    ((f_rr, f_rec), f_item) = per_rule["full"]
+    ((f_rr, f_rec), f_item) = per_rule[args.against]
     for name, ((rr, rec), item) in per_rule.items():
-        if name == "full":
+        if name == args.against:
             continue
         cols = []
         for a, b in buckets:

@@ -1,41 +1,59 @@
 """The text a label's vector is computed from, its *search text*: a function of the label text alone.
 
-:func:`search_text` is the label cut to its first :data:`SEARCH_TEXT_TOKENS` MiniLM tokens (at a
-word end). The write path, :func:`storage.writes.fill_vectors` and ``neurolabel db reindex`` all
-embed it, so a stored vector is ``embed_labels([search_text(label.text)])`` wherever it was made;
-the stored ``text`` and full-text search keep the whole label.
+:func:`search_text` is the label *compacted* (:func:`compact`: the phrases every concept-induction
+label repeats, ``mentions of``, ``a kind of``, ``the token``, ``right after`` → ``after``, and the
+signed weights of its lexical kinds, dropped) and cut to its first :data:`SEARCH_TEXT_TOKENS` MiniLM
+tokens (at a word end). The write path, :func:`storage.writes.fill_vectors` and ``neurolabel db
+reindex`` all embed it, so a stored vector is ``embed_labels([search_text(label.text)])`` wherever
+it was made; the stored ``text`` and full-text search keep the whole label.
 
-Why a cut: concept-induction labels name their parts strongest first and run to ~160 tokens (up
-to MiniLM's 256), and MiniLM's cost is linear in tokens. ``bench/search_quality.py`` (30 planted
-units of ten known WordNet classes among 396 real SmolLM2 neurons' labels — the 96 of
-``bench/pipeline.py``'s slice and both 150-neuron 100k-token recordings of ``bench/quality.py`` —
-all by ``concept_induction``; loaded 2-core machine) measured, full text → cut at 96 tokens, with
-the paired difference and its 95% bootstrap interval over the queries:
+Why: concept-induction labels name their parts strongest first and run to ~160 tokens (up to
+MiniLM's 256), and MiniLM's cost is linear in tokens: on a CPU without AMX (float32) label
+embeddings were half a whole-model run's CPU. ``bench/search_quality.py`` measures retrieval
+against known concepts: 30 planted units of ten known WordNet classes (22 queries, their lemma
+names) among real SmolLM2 neurons' labels, all by ``concept_induction``, and *known items* (each
+WordNet class a real label names, by the position of its part, 1 = the strongest).
 
-- planted-class queries (22, the classes' lemma names): MRR 0.934 → 0.888 (−0.046 [−0.114, 0]),
-  recall@10 0.727 → 0.682 (−0.045 [−0.106, 0]); the MRR loss is two queries, "plant" and
-  "plant life", whose first hit became a real neuron labelled "a kind of plant organ … right after
-  a kind of plant part" (the planted one second); the recall loss is noisy planted labels ranked
-  a few places lower behind real labels that name the class in their leading parts;
-- known items (the WordNet classes a real label names, 1,347 queries, by the position of their
-  part): MRR 0.557 → 0.708 (+0.151 [+0.104, +0.202]) for the strongest part, 0.304 → 0.372 (parts
-  2–3), 0.107 → 0.159 (4–8), 0.068 → 0.069 (+0.001 [−0.014, +0.017], 9 and later) — a
-  mean-pooled vector of 30 parts blurs the leading ones;
-- MiniLM tokens per real label 139.0 → 78.7, embedding CPU of the 426 labels 11.3 → 6.5 s; in a
-  labelling run (``bench/pipeline.py --no-llm --no-record``) 38 → 24 ms per neuron.
+The first rule (2026-11) was the label cut at 96 tokens (``cap96``), against the full text (396
+real labels): planted MRR 0.934 → 0.888, known-item MRR 0.557 → 0.708 for the strongest part, 0.304
+→ 0.372 (parts 2–3), 0.107 → 0.159 (4–8), 0.068 → 0.069 (9+), tokens per real label 139.0 → 78.7.
+The compacted text cut at 64 tokens (``cmp64``, adopted 2026-11-30) carries as many parts in fewer
+tokens and without the filler that blurs a mean-pooled vector. Against ``cap96``, paired per query
+with 95% bootstrap intervals (``--caps 96 --compact 96,64,48 --against cap96``, 2-core AMD EPYC):
 
-The rule was chosen on 246 of those real labels (planted MRR there 0.934 → 0.933); a cap of 128
-tokens lost less on planted queries (MRR −0.023) and gained less on known items, 64 tokens lost
-the late parts (9+: −0.045 [−0.057, −0.034]). The cut vectors are not the full ones (their ten
-nearest labels share 38% with the full vectors'): vectors stored before this rule are in the same
-space and are still searched, and ``neurolabel db reindex --revector`` recomputes them."""
+- 480 layer-10 neurons (``bench/pipeline.py``'s slice), the set the rule was chosen on: tokens per
+  real label 86.9 → 55.6, embedding CPU 13.9 → 9.0 s; planted MRR 0.915 → 0.893 (−0.021 [−0.072,
+  +0.009]), R@10 0.591 → 0.636 (+0.045 [0, +0.091]); known-item MRR 0.702 → 0.793 (strongest part,
+  +0.091 [+0.041, +0.143]), 0.340 → 0.417 (2–3, +0.078), 0.164 → 0.200 (4–8, +0.036), 0.072 → 0.082
+  (9+, +0.010 [−0.005, +0.025]);
+- 480 layer-20 neurons, not used to choose: tokens 88.9 → 57.7, embedding CPU 16.4 → 10.0 s; planted
+  MRR 0.838 → 0.842 (+0.003 [−0.013, +0.023]), R@10 0.621 → 0.682 (+0.061 [−0.015, +0.136]);
+  known-item MRR +0.073 [+0.018, +0.130] (strongest part), +0.047 [+0.012, +0.083] (2–3), +0.031
+  [+0.013, +0.051] (4–8), +0.006 [−0.010, +0.021] (9+).
+
+A cap of 48 tokens after compacting (``cmp48``) cost less again (44 tokens) and lost the late parts
+(9+: −0.015 [−0.028, −0.001] on layer 20). Vectors stored under an earlier rule are in the same space and are still
+searched; ``neurolabel db reindex --revector`` recomputes them."""
 
 from __future__ import annotations
 
 import threading
 
-SEARCH_TEXT_TOKENS = 96
-"""MiniLM tokens (``[CLS]`` and ``[SEP]`` included) a label's vector is computed from."""
+import re
+
+SEARCH_TEXT_TOKENS = 64
+"""MiniLM tokens (``[CLS]`` and ``[SEP]`` included) a label's vector is computed from, after
+:func:`compact`."""
+
+_FILLER = tuple((re.compile(p), r) for p, r in (
+    (r"^mentions of ", ""),
+    (r"\blower on mentions of ", "lower on "),
+    (r"\ba token right after ", "after "),
+    (r"\bright after ", "after "),
+    (r"\ba kind of ", ""),
+    (r"\bthe token ", ""),
+    (r" [+-]\d*\.?\d+(?:e[+-]?\d+)?(?=[,;]|$)", ""),  # a lexical kind's weight ("determiner +0.054,")
+))
 
 _tokenizer: list = []
 _lock = threading.Lock()
@@ -78,10 +96,21 @@ def _cut(text: str, offsets: list[tuple[int, int]], room: int) -> str:
     return text[:end].rstrip(" ,;") or text[:offsets[room - 1][1]]
 
 
+def compact(text: str) -> str:
+    """``text`` without the phrases concept-induction labels repeat in every part (``mentions of``,
+    ``a kind of``, ``the token``; ``a token right after`` and ``right after`` said ``after``) and
+    without the signed weights after its lexical kinds: ``"mentions of a kind of animal (dog) right
+    after the token "the"; other tokens: determiner +0.05"`` → ``"animal (dog) after "the"; other
+    tokens: determiner"``. Other text is kept as it is."""
+    for pattern, said in _FILLER:
+        text = pattern.sub(said, text)
+    return text
+
+
 def search_text(text: str) -> str:
-    """The text a label of text ``text`` is embedded from: ``text`` cut after its last whole word
-    within :data:`SEARCH_TEXT_TOKENS` MiniLM tokens (the whole text when it fits)."""
-    return cap_tokens(text, SEARCH_TEXT_TOKENS)
+    """The text a label of text ``text`` is embedded from: :func:`compact` of ``text``, cut after
+    its last whole word within :data:`SEARCH_TEXT_TOKENS` MiniLM tokens (all of it when it fits)."""
+    return cap_tokens(compact(text), SEARCH_TEXT_TOKENS)
 
 
 def search_texts(texts: list[str] | tuple[str, ...]) -> list[str]:
@@ -89,7 +118,7 @@ def search_texts(texts: list[str] | tuple[str, ...]) -> list[str]:
     labelling run's write embeds ~200 labels: one call each cost ~0.3 ms of the run's process per
     label, about an eighth of its CPU in a whole-model run)."""
     room = SEARCH_TEXT_TOKENS - 2
-    out = list(texts)
+    out = [compact(t) for t in texts]
     long = [i for i, t in enumerate(out) if len(t) > room]
     if long:
         batch = _minilm_tokenizer()([out[i] for i in long], add_special_tokens=False, return_offsets_mapping=True)

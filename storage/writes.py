@@ -3,7 +3,7 @@ their scores and label embeddings.
 
 Every write is an upsert on the table's natural key (dialect ``INSERT … ON CONFLICT``), with rows
 sorted by key so that concurrent writers take locks in the same order. A label's vector is computed
-from its search text (:mod:`storage.search_text`: the label cut to 96 tokens), its stored text is
+from its search text (:mod:`storage.search_text`: the label compacted, cut to 64 tokens), its stored text is
 the whole label. Bad data raises
 :class:`core.errors.StorageError` naming the record and the field.
 """

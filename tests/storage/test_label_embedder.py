@@ -24,14 +24,14 @@ class Counting:
 def test_each_distinct_text_embedded_once_across_writes(sqlite_migrated: str) -> None:
     inner = Counting()
     emb = LabelEmbedder(inner)
-    shared = ["the token ' the'", "commas", "the token ' the'"]
+    shared = ["the word ' the'", "commas", "the word ' the'"]
     with db.session_scope(sqlite_migrated) as s:
         q.save_explanations(session=s, embedder=emb, explanations=[
             explanation(0, i, shared[i % 3], 0.5) for i in range(6)])
     with db.session_scope(sqlite_migrated) as s:
         q.save_explanations(session=s, embedder=emb, explanations=[
-            explanation(1, i, t, 0.5) for i, t in enumerate(["commas", "numbers", "the token ' the'"])])
-    assert inner.calls == [["commas", "the token ' the'"], ["numbers"]]  # one batch per write, nothing twice
+            explanation(1, i, t, 0.5) for i, t in enumerate(["commas", "numbers", "the word ' the'"])])
+    assert inner.calls == [["commas", "the word ' the'"], ["numbers"]]  # one batch per write, nothing twice
     assert (emb.computed, emb.reused) == (3, 2) and emb.seconds >= 0
     assert np.allclose(emb(["numbers"]), hash_embedder(["numbers"]))
 

@@ -1,11 +1,12 @@
-"""A label's search text: the label cut after its last whole word within 96 MiniLM tokens."""
+"""A label's search text: the label compacted (its repeated phrases and kind weights dropped), cut
+after its last whole word within 64 MiniLM tokens."""
 
 from __future__ import annotations
 
 import pytest
 
 from neurolabel.lm.embeddings import load_embedder
-from neurolabel.storage.search_text import SEARCH_TEXT_TOKENS, cap_tokens, search_text
+from neurolabel.storage.search_text import SEARCH_TEXT_TOKENS, cap_tokens, compact, search_text
 
 LONG = ("mentions of the token \"come\", the token \"little\", no longer (no more) right after no longer, "
         "a kind of time unit (sec), a number word (hundred, thousand, second, million), a kind of change verb "
@@ -18,20 +19,36 @@ def _n_tokens(text: str) -> int:
     return len(load_embedder().tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
-def test_a_short_label_is_its_own_search_text() -> None:
-    for text in ("mentions of a kind of animal (dog, cat)", "", "x" * 94, "the token \"of\""):
+def test_a_short_label_without_the_repeated_phrases_is_its_own_search_text() -> None:
+    for text in ("animal (dog, cat)", "", "x" * 62, "\"of\"", "social group", "a dog +1 kind of ok"):
         assert search_text(text) == text
 
 
-def test_a_long_label_is_cut_after_its_last_whole_word_within_the_cap() -> None:
-    assert _n_tokens(LONG) > SEARCH_TEXT_TOKENS
+@pytest.mark.parametrize("text, said", [
+    ("mentions of a kind of animal (dog, cat)", "animal (dog, cat)"),
+    ('mentions of the token "not" right after a kind of be', '"not" after be'),
+    ('mentions of a token right after the token "or", a verb (go) or a noun; lower on mentions of a kind of '
+     'whole (gentleman) or an article; other tokens: determiner +0.054, pronoun -0.05, number word +2e-05',
+     'after "or", a verb (go) or a noun; lower on whole (gentleman) or an article; other tokens: determiner, '
+     'pronoun, number word'),
+    ("a kind of magic +1 trick", "magic +1 trick"),  # a number inside the text is kept
+    ("the tokens of a kind", "the tokens of a kind"),
+])
+def test_compact_drops_the_repeated_phrases_and_the_kinds_weights(text: str, said: str) -> None:
+    assert compact(text) == said
+    assert search_text(text) == said
+
+
+def test_a_long_label_is_compacted_then_cut_after_its_last_whole_word_within_the_cap() -> None:
+    short = compact(LONG)
+    assert _n_tokens(short) > SEARCH_TEXT_TOKENS and _n_tokens(short) < _n_tokens(LONG)
     cut = search_text(LONG)
-    assert LONG.startswith(cut) and cut != LONG
+    assert short.startswith(cut) and cut != short
     assert _n_tokens(cut) <= SEARCH_TEXT_TOKENS
-    assert LONG[len(cut)] in " ,;"  # ends at a word end, the separator dropped
+    assert short[len(cut)] in " ,;"  # ends at a word end, the separator dropped
     assert not cut.endswith((",", " ", ";"))
-    nxt = LONG.find(" ", len(cut) + 1)  # one more word would not fit
-    assert _n_tokens(LONG[:nxt].rstrip(" ,;")) > SEARCH_TEXT_TOKENS
+    nxt = short.find(" ", len(cut) + 1)  # one more word would not fit
+    assert _n_tokens(short[:nxt].rstrip(" ,;")) > SEARCH_TEXT_TOKENS
 
 
 @pytest.mark.parametrize("n", [3, 5, 17, 40])
@@ -53,7 +70,7 @@ def test_search_texts_cut_a_batch_as_search_text_cuts_each() -> None:
     from neurolabel.storage.search_text import search_texts
 
     words = LONG.split()
-    texts = ["", "x" * 94, "x" * 95, LONG, LONG[:200], "日本 " * 80, "antidisestablishmentarianism " * 12]
+    texts = ["", "x" * 62, "x" * 63, LONG, LONG[:200], "日本 " * 80, "antidisestablishmentarianism " * 12]
     texts += [" ".join(words[i:]) for i in range(0, len(words), 7)]
     got = search_texts(texts)
     assert got == [search_text(t) for t in texts]
