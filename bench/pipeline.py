@@ -398,12 +398,13 @@ def _machine() -> str:
     tiles (label embeddings in bfloat16, :func:`lm.embeddings.label_precision`), the cores.
     The machines this project runs on differ by kind: a 2-core AMD EPYC without AVX-512 recorded
     at 372 tok/s and embedded labels at 34 ms CPU per neuron (2026-11-30) where a 2-core Xeon with
-    AMX did 818 and 7.6."""
+    AMX did 818 and 7.6, and a 2-core Zen 5 EPYC (AVX-512 BF16, bfloat16 labels at 2.7x float32's
+    speed, :func:`lm.embeddings.bf16_gain`) ran the whole model end to end in (see the closing note)."""
     import platform
 
     import torch
 
-    from neurolabel.lm.embeddings import amx_tiles, label_precision
+    from neurolabel.lm.embeddings import amx_tiles, avx512_bf16, bf16_gain, label_precision
     from neurolabel.pipeline.run import cores
 
     model = platform.processor() or "?"
@@ -415,7 +416,9 @@ def _machine() -> str:
     except OSError:
         pass
     return (f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-            f"AMX {'yes' if amx_tiles() else 'no'}, label embeddings in {label_precision()}, {cores()} cores")
+            f"AMX {'yes' if amx_tiles() else 'no'}, AVX-512 BF16 "
+            f"{f'yes (bfloat16 {bf16_gain():.2f}x float32)' if avx512_bf16() else 'no'}, "
+            f"label embeddings in {label_precision()}, {cores()} cores")
 
 
 def _slice_records(target, units: list[int], max_tokens: int, cache: Path | None, *, layer: int = 10):

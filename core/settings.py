@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     """Timeout of one callback request (httpx's, per connect, write and read)."""
     label_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Precision label texts are embedded at (:func:`lm.embeddings.label_precision`): ``auto``
-    takes bfloat16 where the CPU has AMX tiles, else float32."""
+    takes bfloat16 where the CPU has AMX tiles, or AVX-512 BF16 and bfloat16 measured at least
+    1.25x float32's speed there (once per process, ~0.4 s), else float32."""
     record_memory_mb: int | None = Field(default=None, ge=1)
     """Memory a labelling run's recording state may take per corpus pass (MB): it records as many
     layers in one pass as fit (:func:`pipeline.run.record_passes`; at least one). ``None``: a third of

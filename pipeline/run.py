@@ -827,9 +827,10 @@ class _ProcessPool:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        from neurolabel.lm.embeddings import load_embedder
+        from neurolabel.lm.embeddings import label_precision, load_embedder
 
         load_embedder()  # MiniLM too: the workers embed the run's labels (shared, not loaded twice)
+        label_precision()  # measured here where it is measured (lm.embeddings.bf16_gain), not once per worker
         # every explainer's extra simulators are built before the fork, shared like the rest
         for tag in work.plugins.explainers:
             for extra in getattr(work.plugins.explainers[tag], "extra_simulators", ()):

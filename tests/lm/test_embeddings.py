@@ -114,10 +114,12 @@ def test_bfloat16_label_vectors_stay_near_float32():
 
 
 @pytest.mark.parametrize("setting", ["auto", "float32", "bfloat16"])
-def test_label_precision_follows_the_setting_and_amx(monkeypatch, setting):
+def test_label_precision_follows_the_setting_the_cpu_and_the_measured_gain(monkeypatch, setting):
     """``NEUROLABEL_LABEL_PRECISION`` picks the label embeddings' precision; ``auto`` takes
-    bfloat16 only where the CPU has AMX tiles (AVX-512 BF16 alone made bfloat16 1.5x slower than
-    float32 on a 2-core Xeon), and a bad value is refused naming the setting."""
+    bfloat16 where the CPU has AMX tiles, and where it has AVX-512 BF16 without AMX only when
+    bfloat16 measured at least ``BF16_MIN_GAIN`` times float32's speed (3.1x on a Zen 5 EPYC,
+    0.66x on a Xeon with the same flags); a CPU with neither is not measured; a bad value is
+    refused naming the setting."""
     from pydantic import ValidationError
 
     from neurolabel.core.settings import Settings, get_settings
@@ -125,14 +127,48 @@ def test_label_precision_follows_the_setting_and_amx(monkeypatch, setting):
 
     monkeypatch.setenv("NEUROLABEL_LABEL_PRECISION", setting)
     get_settings.cache_clear()
+    measured = []
+
+    def gain(value):
+        def measure():
+            measured.append(value)
+            return value
+        return measure
+
     try:
-        want = setting if setting != "auto" else ("bfloat16" if embeddings.amx_tiles() else "float32")
-        assert embeddings.label_precision() == want
-        for amx in (True, False):
+        for amx, bf16, speed, auto in [(True, True, 0.5, "bfloat16"), (True, False, 0.5, "bfloat16"),
+                                       (False, True, 3.1, "bfloat16"), (False, True, 1.2, "float32"),
+                                       (False, True, 0.66, "float32"), (False, False, 3.1, "float32")]:
             monkeypatch.setattr(embeddings, "amx_tiles", lambda amx=amx: amx)
-            assert embeddings.label_precision() == (setting if setting != "auto" else
-                                                    ("bfloat16" if amx else "float32"))
+            monkeypatch.setattr(embeddings, "avx512_bf16", lambda bf16=bf16: bf16)
+            monkeypatch.setattr(embeddings, "bf16_gain", gain(speed))
+            measured.clear()
+            assert embeddings.label_precision() == (setting if setting != "auto" else auto), (amx, bf16, speed)
+            # measured only where the choice depends on it
+            assert measured == ([speed] if setting == "auto" and bf16 and not amx else [])
     finally:
         get_settings.cache_clear()
     with pytest.raises(ValidationError, match="label_precision"):
         Settings(label_precision="int8")
+
+
+def test_bf16_gain_is_measured_once_per_process(monkeypatch):
+    """The gain is a positive ratio of two real timings of MiniLM on this CPU, measured on the
+    first call and kept (a labelling run's workers inherit the parent's figure over the fork)."""
+    import math
+
+    from neurolabel.lm import embeddings
+
+    monkeypatch.setattr(embeddings, "_gain", [])
+    calls = []
+    real = embeddings.embed
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("precision"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(embeddings, "embed", counted)
+    first = embeddings.bf16_gain()
+    assert math.isfinite(first) and first > 0
+    assert sorted(set(calls)) == ["bfloat16", "float32"] and len(calls) == 6
+    assert embeddings.bf16_gain() == first and len(calls) == 6
