@@ -398,8 +398,9 @@ def _machine() -> str:
     tiles (label embeddings in bfloat16, :func:`lm.embeddings.label_precision`), the cores.
     The machines this project runs on differ by kind: a 2-core AMD EPYC without AVX-512 recorded
     at 372 tok/s and embedded labels at 34 ms CPU per neuron (2026-11-30) where a 2-core Xeon with
-    AMX did 818 and 7.6, and a 2-core Zen 5 EPYC (AVX-512 BF16, bfloat16 labels at 2.7x float32's
-    speed, :func:`lm.embeddings.bf16_gain`) ran the whole model end to end in (see the closing note)."""
+    AMX did 818 and 7.6; a 2-core Zen 5 EPYC (AVX-512 BF16 without AMX: bfloat16 labels at 2.7x
+    float32's speed, :func:`lm.embeddings.bf16_gain`) labelled the whole model with ``--fast`` end to
+    end in 12.9 min with bfloat16 labels, 16.9 with float32 (2026-12-01)."""
     import platform
 
     import torch
